@@ -1,0 +1,51 @@
+"""The `mucode` command line: a thin layer over the library. Each command group lives in its own
+module and is registered here; user mistakes become one-line errors (traceback with MUCODE_DEBUG=1)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from mucode import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mucode")
+def app() -> None:
+    """Multi-turn code generation from execution feedback."""
+
+
+def _register() -> None:
+    from mucode.cli import exec as exec_cmd
+    from mucode.cli import problems as problems_cmd
+
+    app.add_command(problems_cmd.problems)
+    app.add_command(exec_cmd.exec_command)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        returned = app.main(args=argv, prog_name="mucode", standalone_mode=False)
+    except click.exceptions.Exit as stop:
+        return stop.exit_code
+    except click.ClickException as err:
+        err.show()
+        return err.exit_code
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        return 130
+    except (ValueError, FileNotFoundError, OSError) as err:
+        if os.environ.get("MUCODE_DEBUG"):
+            raise
+        click.echo(f"Error: {err}", err=True)
+        return 2
+    return returned if isinstance(returned, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

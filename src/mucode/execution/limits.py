@@ -1,0 +1,39 @@
+"""Resource limits of one sandboxed program, with the defaults used everywhere."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one program may use. Every limit applies to the program and all its descendants."""
+
+    timeout_s: float = field(default=3.0, metadata={"help": "Wall-clock limit per test (and for loading the program), in seconds."})
+    memory_mb: int = field(default=2048, metadata={"help": "Address-space limit of each sandboxed process, in MiB."})
+    max_processes: int = field(default=32, metadata={"help": "Processes and threads the sandbox user may have at once."})
+    max_open_files: int = field(default=128, metadata={"help": "Open file descriptors per process."})
+    max_file_size_mb: int = field(default=16, metadata={"help": "Largest file the program may write, in MiB."})
+    scratch_mb: int = field(default=64, metadata={"help": "Size of the private temporary file systems (/tmp, /dev/shm, ...), in MiB."})
+    max_output_bytes: int = field(default=64 * 1024, metadata={"help": "Bytes of stdout and of stderr kept (the rest is read and dropped)."})
+    max_message_bytes: int = field(default=32 * 1024 * 1024, metadata={"help": "Largest value a program may return to a test, in bytes once encoded."})
+
+    def __post_init__(self) -> None:
+        for name in ("timeout_s", "memory_mb", "max_processes", "max_open_files", "max_file_size_mb", "scratch_mb", "max_output_bytes", "max_message_bytes"):
+            value = getattr(self, name)
+            if not value > 0:
+                raise ValueError(f"Limits.{name} must be > 0, got {value!r}")
+
+    @property
+    def cpu_time_s(self) -> int:
+        """CPU-seconds backstop (RLIMIT_CPU); the wall clock normally ends a run first."""
+        return math.ceil(self.timeout_s) + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Limits:
+        return cls(**dict(data))

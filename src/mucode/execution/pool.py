@@ -1,0 +1,157 @@
+"""`Executor`: runs many programs in parallel, each in its own sandbox, through a pool of workers.
+
+    with Executor(workers=4) as executor:
+        result = executor.run(program, tests)                  # one ExecResult
+        results = executor.run_many([(program, tests, setup)])  # many, in order
+
+It is a plain callable too (`executor(program, tests)`), e.g. for another framework's reward
+function. Workers are separate processes started fresh (never forked from the caller, which may
+hold models and threads); a worker that dies is replaced and its job reported as INFRA_ERROR.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterable, Sequence
+
+from mucode.execution.limits import Limits
+from mucode.execution.wire import recv_frame, send_frame
+from mucode.types import ExecResult, Status, Test, Verdict, test_to_dict
+
+Job = tuple[str, Sequence[Test], str]
+
+_warned_modes: set[str] = set()
+_MODE_WARNINGS = {
+    "userns": "mucode sandbox: running without root, so programs keep your uid (inside user, PID, "
+    "mount and network namespaces); run as root for a dedicated unprivileged uid per worker.",
+    "none": "mucode sandbox: Linux namespaces are unavailable here, so programs have NO network or "
+    "file-system isolation and escaped descendants may survive; only resource limits apply.",
+}
+
+
+class _Worker:
+    """A worker process and the pipes to it; used by one thread at a time."""
+
+    def __init__(self, index: int) -> None:
+        env = dict(os.environ, PYTHONHASHSEED="0", PYTHONDONTWRITEBYTECODE="1")
+        self.index = index
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mucode.execution.worker", str(index), str(os.getpid())],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
+        )
+        hello = self._receive()
+        if "fatal" in hello:
+            self.close()
+            raise RuntimeError(f"mucode sandbox worker failed to start: {hello['fatal']}")
+        self.mode = hello.get("mode", "none")
+
+    def _receive(self) -> dict:
+        return json.loads(recv_frame(self.process.stdout.fileno()))
+
+    def run(self, job: dict) -> dict:
+        send_frame(self.process.stdin.fileno(), json.dumps(job).encode())
+        return self._receive()
+
+    def close(self) -> None:
+        for stream in (self.process.stdin, self.process.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class Executor:
+    """Pool of sandbox workers. `workers=None` means one per CPU core."""
+
+    def __init__(self, workers: int | None = None, limits: Limits | None = None) -> None:
+        self.n_workers = workers or os.cpu_count() or 1
+        if self.n_workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self.limits = limits or Limits()
+        self._idle: queue.Queue[int] = queue.Queue()
+        self._workers: list[_Worker | None] = [None] * self.n_workers
+        self._lock = threading.Lock()
+        for index in range(self.n_workers):
+            self._idle.put(index)
+        self._threads = ThreadPoolExecutor(self.n_workers, thread_name_prefix="mucode-exec")
+        self.mode = self._worker(0).mode  # start one now: fail early, and learn the isolation mode
+        if self.mode in _MODE_WARNINGS and self.mode not in _warned_modes:
+            _warned_modes.add(self.mode)
+            warnings.warn(_MODE_WARNINGS[self.mode], RuntimeWarning, stacklevel=2)
+
+    def _worker(self, index: int) -> _Worker:
+        worker = self._workers[index]
+        if worker is None or worker.process.poll() is not None:
+            worker = self._workers[index] = _Worker(index)
+        return worker
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._threads.shutdown(wait=True)
+        for index, worker in enumerate(self._workers):
+            if worker is not None:
+                worker.close()
+                self._workers[index] = None
+
+    def __call__(self, program: str, tests: Sequence[Test], setup_code: str = "", limits: Limits | None = None) -> ExecResult:
+        return self.run(program, tests, setup_code, limits)
+
+    def run(self, program: str, tests: Sequence[Test], setup_code: str = "", limits: Limits | None = None) -> ExecResult:
+        """Run `program` against `tests` (verdicts in test order)."""
+        job = {
+            "program": program,
+            "setup_code": setup_code,
+            "tests": [test_to_dict(t) for t in tests],
+            "limits": (limits or self.limits).to_dict(),
+        }
+        index = self._idle.get()
+        try:
+            return self._run_on(index, job, len(tests))
+        finally:
+            self._idle.put(index)
+
+    def _run_on(self, index: int, job: dict, n_tests: int) -> ExecResult:
+        try:
+            reply = self._worker(index).run(job)
+        except (OSError, EOFError, ValueError) as err:
+            reply = {"fatal": f"worker died: {type(err).__name__}: {err}"}
+        if "result" in reply:
+            return ExecResult.from_dict(reply["result"])
+        worker = self._workers[index]
+        if worker is not None:
+            worker.close()
+            self._workers[index] = None
+        verdict = Verdict(Status.INFRA_ERROR, f"sandbox worker failure: {reply.get('fatal', 'unknown')}")
+        return ExecResult(verdicts=(verdict,) * n_tests)
+
+    def run_many(self, jobs: Iterable[Job], progress: bool = False, desc: str = "executing") -> list[ExecResult]:
+        """Run many (program, tests, setup_code) jobs in parallel; results in job order."""
+        jobs = list(jobs)
+        futures = [self._threads.submit(self.run, program, tests, setup) for program, tests, setup in jobs]
+        if not progress:
+            return [f.result() for f in futures]
+        from tqdm.auto import tqdm
+
+        results = []
+        with tqdm(total=len(futures), desc=desc, unit="prog") as bar:
+            for future in futures:
+                results.append(future.result())
+                bar.update(1)
+        return results

@@ -1,0 +1,34 @@
+"""Length-prefixed frames over file descriptors (blocking on the sandboxed side)."""
+
+from __future__ import annotations
+
+import os
+import struct
+
+HEADER = struct.Struct(">I")
+
+
+def send_frame(fd: int, payload: bytes) -> None:
+    data = HEADER.pack(len(payload)) + payload
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def read_exact(fd: int, size: int) -> bytes:
+    chunks, remaining = [], size
+    while remaining:
+        chunk = os.read(fd, min(remaining, 1 << 20))
+        if not chunk:
+            raise EOFError("connection closed")
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def recv_frame(fd: int, max_bytes: int = 1 << 31) -> bytes:
+    (size,) = HEADER.unpack(read_exact(fd, HEADER.size))
+    if size > max_bytes:
+        raise ValueError(f"frame of {size} bytes exceeds the limit of {max_bytes}")
+    return read_exact(fd, size)

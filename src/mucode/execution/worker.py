@@ -1,0 +1,289 @@
+"""One execution worker: a trusted judge process and its sandbox parent ("zygote").
+
+    python -m mucode.execution.worker INDEX PARENT_PID     (started by `Executor`, not by hand)
+
+The judge reads jobs (program + tests) from stdin and writes results to stdout, one length-prefixed
+JSON frame each. Before reading any job it forks the zygote, which enters private namespaces
+(read-only file system, private /tmp, no network), pre-imports common modules and then forks one
+sandbox per program on request. The zygote never sees a test, so no program can find the tests in
+the memory it inherits. Per program the zygote forks a small keeper process, which enters a new PID
+namespace and forks the program as its PID 1: killing that process kills every process the program
+started, whatever it did to escape its process group (setsid, double fork).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from typing import Any
+
+from mucode.execution import child, isolation
+from mucode.execution.judge import InfraError, SandboxRun, judge_io, run_assert_tests
+from mucode.execution.limits import Limits
+from mucode.execution.wire import recv_frame, send_frame
+from mucode.types import AssertTest, ExecResult, IOTest, Status, Verdict, test_from_dict
+
+PRELOADED_MODULES = (
+    "array", "bisect", "cmath", "collections", "copy", "datetime", "decimal", "fractions", "functools",
+    "hashlib", "heapq", "itertools", "json", "math", "operator", "random", "re", "statistics", "string",
+    "sys", "typing", "unicodedata",
+)
+SANDBOX_UID_BASE = int(os.environ.get("MUCODE_SANDBOX_UID_BASE", "61000"))
+FD_NAMES = ("rpc", "stdin", "stdout", "stderr", "control", "status")
+
+
+# -- zygote ----------------------------------------------------------------------------------------
+
+def zygote_main(sock: socket.socket, mode: str, uid: int | None, scratch_mb: int) -> None:
+    isolation.die_with_parent()
+    isolation.enter_worker_namespaces(mode, scratch_mb)
+    for name in PRELOADED_MODULES:
+        __import__(name)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # keepers are reaped by the kernel
+    sock.sendall(b"R")
+    while True:
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 16, len(FD_NAMES))
+        except (ConnectionError, OSError):
+            os._exit(0)
+        if not data:
+            os._exit(0)
+        (size,) = struct_unpack(data[:4])
+        payload = bytearray(data[4:])
+        while len(payload) < size:
+            more = sock.recv(size - len(payload))
+            if not more:
+                os._exit(0)
+            payload += more
+        spec = json.loads(payload)
+        if os.fork() == 0:
+            sock.close()
+            _keeper(spec, dict(zip(FD_NAMES, fds)), mode, uid)
+        for fd in fds:
+            os.close(fd)
+
+
+def struct_unpack(header: bytes) -> tuple[int]:
+    from mucode.execution.wire import HEADER
+
+    return HEADER.unpack(header)
+
+
+def _keeper(spec: dict[str, Any], fds: dict[str, int], mode: str, uid: int | None) -> None:
+    """Runs as the program's parent: start it, kill it when the judge says so, report, clean up."""
+    status: dict[str, Any] = {}
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        isolation.die_with_parent()
+        limits = Limits.from_dict(spec["limits"])
+        if mode != "none":
+            isolation.unshare(isolation.CLONE_NEWPID)
+        workdir = tempfile.mkdtemp(prefix="run-", dir="/tmp" if mode != "none" else None)
+        if uid is not None:
+            os.chown(workdir, uid, uid)
+        pid = os.fork()
+        if pid == 0:
+            _program(spec, fds, workdir, uid, limits)
+        for name in ("rpc", "stdin", "stdout", "stderr"):
+            os.close(fds[name])
+        status = _wait_or_kill(pid, fds["control"], mode)
+        shutil.rmtree(workdir, ignore_errors=True)
+        if mode != "none":
+            _wipe_scratch()
+    except BaseException as err:  # noqa: BLE001 - reported as an infrastructure error
+        status = {"infra": f"{type(err).__name__}: {err}"}
+    try:
+        os.write(fds["status"], json.dumps(status).encode())
+    finally:
+        os._exit(0)
+
+
+def _program(spec: dict[str, Any], fds: dict[str, int], workdir: str, uid: int | None, limits: Limits) -> None:
+    try:
+        isolation.die_with_parent()
+        stdin_fd = fds["stdin"]
+        if stdin_fd < 0 or spec["mode"] == "assert":
+            stdin_fd = os.open(os.devnull, os.O_RDONLY)
+        child.enter_sandbox(
+            workdir=workdir, uid=uid, limits=limits, rpc_fd=fds["rpc"], stdin_fd=stdin_fd,
+            stdout_fd=fds["stdout"], stderr_fd=fds["stderr"],
+        )
+    except BaseException:  # noqa: BLE001 - never run a program outside its sandbox
+        os._exit(125)
+    if spec["mode"] == "io":
+        child.run_script_mode(spec["program"], spec["setup_code"])
+    child.serve_assert_mode(spec["program"], spec["setup_code"], limits)
+
+
+def _wait_or_kill(pid: int, control_fd: int, mode: str) -> dict[str, Any]:
+    """Wait until the program exits or the judge closes the control pipe, then kill and reap."""
+    import select
+
+    pidfd = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else None
+    poller = select.poll()
+    poller.register(control_fd, select.POLLIN | select.POLLHUP)
+    if pidfd is not None:
+        poller.register(pidfd, select.POLLIN)
+    killed = False
+    while True:
+        events = poller.poll(None if pidfd is not None else 10)
+        if any(fd == control_fd for fd, _ in events):
+            _kill_tree(pid, mode)
+            killed = True
+            break
+        done, wait_status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+    if killed or pidfd is None:
+        _, wait_status = os.waitpid(pid, 0)
+    if pidfd is not None:
+        os.close(pidfd)
+    if mode == "none":
+        _kill_tree(pid, mode)
+    if os.WIFSIGNALED(wait_status):
+        return {"signal": os.WTERMSIG(wait_status), "killed_by_judge": killed}
+    return {"exit": os.WEXITSTATUS(wait_status), "killed_by_judge": killed}
+
+
+def _kill_tree(pid: int, mode: str) -> None:
+    try:
+        if mode == "none":
+            os.killpg(pid, signal.SIGKILL)  # its own session/process group (best effort)
+        else:
+            os.kill(pid, signal.SIGKILL)  # PID 1 of its namespace: the kernel kills the rest
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _wipe_scratch() -> None:
+    """Empty the worker's private tmpfs so nothing carries over to the next program."""
+    for directory in isolation.SCRATCH_DIRS:
+        try:
+            entries = os.listdir(directory)
+        except OSError:
+            continue
+        for entry in entries:
+            path = os.path.join(directory, entry)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+
+
+# -- judge -----------------------------------------------------------------------------------------
+
+class Judge:
+    def __init__(self, index: int) -> None:
+        self.mode = isolation.detect_mode()
+        self.uid = SANDBOX_UID_BASE + index if self.mode == "root" else None
+        self.scratch_mb = Limits().scratch_mb
+        parent, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = os.fork()
+        if pid == 0:
+            parent.close()
+            try:
+                zygote_main(zygote_end, self.mode, self.uid, self.scratch_mb)
+            finally:
+                os._exit(1)
+        zygote_end.close()
+        self.zygote_pid, self.sock = pid, parent
+        if self.sock.recv(1) != b"R":
+            raise InfraError("the sandbox parent failed to start")
+
+    def spawn(self, spec: dict[str, Any], limits: Limits, stdin_data: bytes = b"") -> SandboxRun:
+        rpc_judge, rpc_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pipes = {name: os.pipe() for name in ("stdin", "stdout", "stderr", "control", "status")}
+        child_fds = [rpc_child.detach(), pipes["stdin"][0], pipes["stdout"][1], pipes["stderr"][1], pipes["control"][0], pipes["status"][1]]
+        payload = json.dumps(spec).encode()
+        from mucode.execution.wire import HEADER
+
+        try:
+            socket.send_fds(self.sock, [HEADER.pack(len(payload)) + payload], child_fds)
+        except OSError as err:
+            raise InfraError(f"the sandbox parent is gone: {err}") from None
+        finally:
+            for fd in child_fds:
+                os.close(fd)
+        judge_fds = {
+            "rpc": rpc_judge.detach(), "stdin": pipes["stdin"][1], "stdout": pipes["stdout"][0],
+            "stderr": pipes["stderr"][0], "control": pipes["control"][1], "status": pipes["status"][0],
+        }
+        return SandboxRun(judge_fds, limits, stdin_data)
+
+    def run_job(self, job: dict[str, Any]) -> ExecResult:
+        started = time.monotonic()
+        limits = Limits.from_dict(job.get("limits") or {})
+        tests = [test_from_dict(t) for t in job["tests"]]
+        program, setup = job["program"], job.get("setup_code") or ""
+        verdicts: list[Verdict | None] = [None] * len(tests)
+        stdout, stderr, truncated = [], [], False
+        assert_idx = [i for i, t in enumerate(tests) if isinstance(t, AssertTest)]
+        runs: list[tuple[list[int], SandboxRun]] = []
+        if assert_idx:
+            run = self.spawn({"mode": "assert", "program": program, "setup_code": setup, "limits": limits.to_dict()}, limits)
+            found = run_assert_tests(run, [tests[i] for i in assert_idx], limits)
+            for i, verdict in zip(assert_idx, found):
+                verdicts[i] = verdict
+            runs.append((assert_idx, run))
+        for i, test in enumerate(tests):
+            if isinstance(test, IOTest):
+                run = self.spawn({"mode": "io", "program": program, "setup_code": setup, "limits": limits.to_dict()}, limits, test.stdin.encode())
+                verdicts[i] = judge_io(run, test, limits)
+                runs.append(([i], run))
+        for indices, run in runs:
+            info = run.finish()
+            if "infra" in info:
+                for i in indices:
+                    verdicts[i] = Verdict(Status.INFRA_ERROR, f"sandbox failure: {info['infra']}")
+            stdout.append(run.stdout.text())
+            stderr.append(run.stderr.text())
+            truncated = truncated or run.stdout.truncated or run.stderr.truncated
+        return ExecResult(
+            verdicts=tuple(v for v in verdicts if v is not None),
+            stdout="".join(stdout),
+            stderr="".join(stderr),
+            output_truncated=truncated,
+            duration_s=time.monotonic() - started,
+        )
+
+
+def main() -> None:
+    index, parent_pid = int(sys.argv[1]), int(sys.argv[2])
+    isolation.die_with_parent()
+    if os.getppid() != parent_pid:
+        return
+    channel_in = os.dup(0)
+    channel_out = os.dup(1)
+    os.dup2(2, 1)  # stray prints must not corrupt the channel
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    try:
+        judge = Judge(index)
+    except Exception as err:  # noqa: BLE001
+        send_frame(channel_out, json.dumps({"fatal": f"{type(err).__name__}: {err}"}).encode())
+        return
+    send_frame(channel_out, json.dumps({"ready": True, "mode": judge.mode}).encode())
+    while True:
+        try:
+            job = json.loads(recv_frame(channel_in))
+        except EOFError:
+            return
+        try:
+            result = judge.run_job(job).to_dict()
+        except InfraError as err:
+            send_frame(channel_out, json.dumps({"fatal": str(err)}).encode())
+            return
+        send_frame(channel_out, json.dumps({"result": result}).encode())
+
+
+if __name__ == "__main__":
+    main()
