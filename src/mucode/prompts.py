@@ -90,7 +90,8 @@ def initial_messages(problem: Problem, config: PromptConfig | None = None) -> li
 
 def render_tests(tests: Sequence[Test]) -> str:
     """Asserts one per line (as the reference pastes them); IO tests as input/expected-output blocks."""
-    return "\n\n".join(_render_test(t) for t in tests)
+    sep = "\n" if all(isinstance(t, AssertTest) for t in tests) else "\n\n"
+    return sep.join(_render_test(t) for t in tests)
 
 
 def _render_test(test: Test) -> str:

@@ -98,11 +98,14 @@ def detect_mode() -> str:
     return "none"
 
 
-def enter_worker_namespaces(mode: str, scratch_mb: int) -> None:
+def enter_worker_namespaces(mode: str, scratch_mb: int, readable: Iterable[str] = ()) -> None:
     """Called once by a worker's sandbox parent: private mounts, no network, private IPC.
 
     Afterwards the file system is read-only except for fresh tmpfs on SCRATCH_DIRS, and the only
-    network interface is a loopback that is down, so connect() fails with ENETUNREACH.
+    network interface is a loopback that is down, so connect() fails with ENETUNREACH. In root mode
+    the folders in `readable` (the Python installation, `sys.path`) are made reachable by the
+    sandbox uid even when they sit under a private folder such as /root: that folder is covered by
+    an empty tmpfs and only the needed folders are bound back, so the rest of it stays hidden.
     """
     if mode == "none":
         return
@@ -116,10 +119,55 @@ def enter_worker_namespaces(mode: str, scratch_mb: int) -> None:
     else:
         unshare(flags)
     mount(None, "/", None, MS_REC | MS_PRIVATE)
+    if mode == "root":
+        _expose_to_others(readable)
     _make_read_only(_mount_points())
     for directory in SCRATCH_DIRS:
         if os.path.isdir(directory):
             mount("tmpfs", directory, "tmpfs", MS_NOSUID | MS_NODEV, f"size={scratch_mb}m,mode=1777")
+
+
+def _blocking_ancestor(path: str) -> str | None:
+    """The topmost folder on the way to `path` that other users cannot enter, if any."""
+    current = "/"
+    for part in [p for p in os.path.normpath(path).split("/") if p]:
+        current = os.path.join(current, part)
+        try:
+            mode = os.stat(current).st_mode
+        except OSError:
+            return None
+        if not mode & 0o001:
+            return current
+    return None
+
+
+def _expose_to_others(paths: Iterable[str]) -> None:
+    wanted = sorted({os.path.realpath(p) for p in paths if p and os.path.isdir(p)})
+    outermost = [p for p in wanted if not any(p != q and p.startswith(q + "/") for q in wanted)]
+    by_ancestor: dict[str, list[str]] = {}
+    for path in outermost:
+        ancestor = _blocking_ancestor(path)
+        if ancestor is not None and ancestor != path:
+            by_ancestor.setdefault(ancestor, []).append(path)
+    for ancestor, inner in by_ancestor.items():
+        fds = [os.open(p, os.O_PATH | os.O_DIRECTORY) for p in inner]
+        mount("tmpfs", ancestor, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
+        for path, fd in zip(inner, fds):
+            os.makedirs(path, mode=0o755, exist_ok=True)
+            for parent in _parents_between(ancestor, path):
+                os.chmod(parent, 0o755)
+            mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+            os.close(fd)
+        mount(None, ancestor, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def _parents_between(top: str, path: str) -> list[str]:
+    parents = []
+    current = path
+    while current != top and current != "/":
+        parents.append(current)
+        current = os.path.dirname(current)
+    return parents
 
 
 def _write(path: str, text: str) -> None:

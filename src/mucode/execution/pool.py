@@ -36,6 +36,15 @@ _MODE_WARNINGS = {
 }
 
 
+# The worker gets the caller's import path explicitly (never the current folder, which may hold
+# anything) so that it runs the same mucode whether installed or used from a source tree.
+_WORKER_BOOT = "import json, sys; sys.argv.pop(0); sys.path[:] = json.loads(sys.argv[0]); from mucode.execution.worker import main; main()"
+
+
+def _import_path() -> list[str]:
+    return [os.path.abspath(p) for p in sys.path if p]
+
+
 class _Worker:
     """A worker process and the pipes to it; used by one thread at a time."""
 
@@ -43,7 +52,7 @@ class _Worker:
         env = dict(os.environ, PYTHONHASHSEED="0", PYTHONDONTWRITEBYTECODE="1")
         self.index = index
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "mucode.execution.worker", str(index), str(os.getpid())],
+            [sys.executable, "-c", _WORKER_BOOT, json.dumps(_import_path()), str(index), str(os.getpid())],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
         )
         hello = self._receive()

@@ -42,7 +42,8 @@ FD_NAMES = ("rpc", "stdin", "stdout", "stderr", "control", "status")
 
 def zygote_main(sock: socket.socket, mode: str, uid: int | None, scratch_mb: int) -> None:
     isolation.die_with_parent()
-    isolation.enter_worker_namespaces(mode, scratch_mb)
+    readable = [sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path]
+    isolation.enter_worker_namespaces(mode, scratch_mb, readable)
     for name in PRELOADED_MODULES:
         __import__(name)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # keepers are reaped by the kernel

@@ -200,18 +200,32 @@ def sha256_of_rows(rows: Iterable[Mapping[str, Any]]) -> str:
     return digest.hexdigest()
 
 
-def called_function(code: str) -> str | None:
-    """Name of the first non-builtin function called in `code` (a test statement), else None.
+def called_function(code: str, defined: Iterable[str] = ()) -> str | None:
+    """Name of the function a test statement is about, else None.
 
-    `assert int(lobb_num(5, 3)) == 35` -> "lobb_num": builtins such as int/set/abs are skipped.
-    Raises SyntaxError if `code` is not Python.
+    Among the plain-name calls in `code`, in reading order: the first one in `defined` (functions
+    the reference solution defines: MBPP 126's function is called `sum`), else the first that is
+    not a builtin (`assert int(lobb_num(5, 3)) == 35` -> "lobb_num"). Raises SyntaxError if `code`
+    is not Python.
     """
     calls = [node for node in ast.walk(ast.parse(code)) if isinstance(node, ast.Call)]
     calls.sort(key=lambda node: (node.lineno, node.col_offset))
-    for call in calls:
-        if isinstance(call.func, ast.Name) and call.func.id not in _BUILTIN_NAMES:
-            return call.func.id
-    return None
+    names = [call.func.id for call in calls if isinstance(call.func, ast.Name)]
+    defined = set(defined)
+    for name in names:
+        if name in defined:
+            return name
+    return next((name for name in names if name not in _BUILTIN_NAMES), None)
+
+
+def defined_functions(code: str) -> set[str]:
+    """Names of the top-level functions and classes defined by `code` (empty if it does not parse)."""
+    try:
+        module = ast.parse(code)
+    except SyntaxError:
+        return set()
+    kinds = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    return {node.name for node in module.body if isinstance(node, kinds)}
 
 
 def normalise_newlines(text: str) -> str:

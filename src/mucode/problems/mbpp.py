@@ -36,6 +36,7 @@ from mucode.problems.base import (
     ProblemSourceUnavailable,
     RowError,
     called_function,
+    defined_functions,
     normalise_newlines,
     sha256_of_files,
     sha256_of_rows,
@@ -111,7 +112,8 @@ def mbpp_problem(row: Mapping[str, Any], variant: Variant, split: str) -> Proble
     challenge = _tests(row.get("challenge_test_list") or [], "challenge_test_list")
     if not tests:
         raise _Skip("test_list is empty")
-    entry_point = called_function(tests[0].code)
+    reference = normalise_newlines(row["code"])
+    entry_point = called_function(tests[0].code, defined_functions(reference))
     if entry_point is None:
         raise _Skip(f"the first test calls no function: {tests[0].code!r}")
     if split == "train":  # training problems: every test is public, and still judged privately
@@ -133,7 +135,7 @@ def mbpp_problem(row: Mapping[str, Any], variant: Variant, split: str) -> Proble
         private_tests=tuple(private),
         entry_point=entry_point,
         setup_code=normalise_newlines(setup).strip(),
-        reference_solution=normalise_newlines(row["code"]),
+        reference_solution=reference,
         metadata=metadata,
     )
 

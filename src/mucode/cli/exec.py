@@ -1,0 +1,70 @@
+"""`mucode exec PROGRAM.py --tests TESTS.py`: run one program in the sandbox and print the verdicts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from mucode.execution.limits import Limits
+
+EXAMPLES = """
+Examples:
+
+  mucode exec solution.py --tests tests.py
+  mucode exec solution.py --tests tests.py --timeout 2 --memory 512 --json
+"""
+
+
+def split_assert_file(text: str) -> list[str]:
+    """Top-level statements of a tests file, one test per `assert` statement. Other top-level
+    statements (imports, helpers) are prepended to every test so each test stands alone."""
+    import ast
+
+    tree = ast.parse(text)
+    lines = text.splitlines(keepends=True)
+    source = lambda node: "".join(lines[node.lineno - 1 : node.end_lineno])  # noqa: E731
+    preamble = "".join(source(n) for n in tree.body if not isinstance(n, ast.Assert))
+    asserts = [source(n) for n in tree.body if isinstance(n, ast.Assert)]
+    if not asserts:
+        return [text] if text.strip() else []
+    return [preamble + code for code in asserts]
+
+
+@click.command("exec", epilog=EXAMPLES)
+@click.argument("program", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--tests", "tests_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="A Python file of assert statements (each top-level assert is one test).")
+@click.option("--timeout", type=float, default=Limits().timeout_s, show_default=True, help="Wall-clock limit per test, in seconds.")
+@click.option("--memory", type=int, default=Limits().memory_mb, show_default=True, help="Address-space limit, in MiB.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def exec_command(program: Path, tests_path: Path, timeout: float, memory: int, as_json: bool) -> int:
+    """Run PROGRAM in the sandbox against the asserts in --tests. Exit code 0 iff all tests pass."""
+    from mucode.execution import Executor
+    from mucode.types import AssertTest
+
+    try:
+        tests = [AssertTest(code) for code in split_assert_file(tests_path.read_text())]
+    except SyntaxError as err:
+        raise click.ClickException(f"{tests_path}: line {err.lineno}: {err.msg} (the tests file must be valid Python)") from None
+    if not tests:
+        raise click.ClickException(f"{tests_path} contains no tests (expected assert statements)")
+    limits = Limits(timeout_s=timeout, memory_mb=memory)
+    with Executor(workers=1, limits=limits) as executor:
+        result = executor.run(program.read_text(), tests)
+    if as_json:
+        data = result.to_dict()
+        data["tests"] = [t.code for t in tests]
+        click.echo(json.dumps(data, indent=2))
+    else:
+        for index, (test, verdict) in enumerate(zip(tests, result.verdicts), 1):
+            click.echo(f"test {index}: {verdict.status.value.upper()}  {test.code.strip().splitlines()[-1]}")
+            if not verdict.passed:
+                for line in verdict.message.splitlines():
+                    click.echo(f"    {line}")
+                if verdict.expected is not None:
+                    click.echo(f"    expected: {verdict.expected}")
+                if verdict.actual is not None:
+                    click.echo(f"    actual:   {verdict.actual}")
+        click.echo(f"{result.n_passed}/{len(result.verdicts)} passed")
+    return 0 if result.passed else 1

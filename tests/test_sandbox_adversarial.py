@@ -1,0 +1,282 @@
+"""Hostile programs: none is ever a pass, each verdict arrives within timeout + 2 s, the run and
+the host survive, and no process or temporary file is left behind."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from mucode.execution import Executor, Limits
+from mucode.execution.worker import SANDBOX_UID_BASE
+from mucode.types import AssertTest, Status
+
+TIMEOUT = 1.0
+TESTS = [AssertTest("assert f(1) == 2"), AssertTest("assert f(2) == 4")]
+
+
+@pytest.fixture(scope="module")
+def executor():
+    with Executor(workers=2, limits=Limits(timeout_s=TIMEOUT, memory_mb=512)) as ex:
+        yield ex
+
+
+def sandbox_processes() -> list[int]:
+    """Pids of processes owned by the sandbox uids (root mode) — there must be none at rest."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status") as handle:
+                uid_line = next(line for line in handle if line.startswith("Uid:"))
+        except (OSError, StopIteration):
+            continue
+        if SANDBOX_UID_BASE <= int(uid_line.split()[1]) < SANDBOX_UID_BASE + 64:
+            found.append(int(entry))
+    return found
+
+
+def sandbox_owned_temp_files() -> list[str]:
+    """Entries in the host's temporary folders owned by a sandbox uid (other processes, e.g.
+    concurrent test runs, may create their own files there, so ownership is what counts)."""
+    found = []
+    for folder in ("/tmp", "/var/tmp", "/dev/shm"):
+        for entry in os.scandir(folder):
+            try:
+                uid = entry.stat(follow_symlinks=False).st_uid
+            except OSError:
+                continue
+            if SANDBOX_UID_BASE <= uid < SANDBOX_UID_BASE + 64:
+                found.append(entry.path)
+    return found
+
+
+def run_hostile(executor: Executor, program: str, tests=TESTS):
+    started = time.monotonic()
+    result = executor.run(program, tests)
+    elapsed = time.monotonic() - started
+    assert not result.passed
+    assert not any(v.passed for v in result.verdicts)
+    assert elapsed <= TIMEOUT + 2.0, f"verdict took {elapsed:.1f} s"
+    deadline = time.monotonic() + 2
+    while sandbox_processes() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sandbox_processes() == []
+    assert sandbox_owned_temp_files() == []
+    # the run survives: the same executor still judges a correct program correctly
+    assert executor.run("def f(x):\n    return 2 * x\n", TESTS).passed
+    return result
+
+
+def statuses(result) -> list[Status]:
+    return [v.status for v in result.verdicts]
+
+
+def test_isolation_mode_is_root_here(executor):
+    if os.geteuid() != 0:
+        pytest.skip("not running as root: programs keep the caller's uid (userns mode)")
+    assert executor.mode == "root"
+
+
+def test_busy_loop_in_function(executor):
+    result = run_hostile(executor, "def f(x):\n    while True:\n        pass\n")
+    assert statuses(result) == [Status.TIMEOUT, Status.TIMEOUT]
+
+
+def test_busy_loop_at_load(executor):
+    result = run_hostile(executor, "while True:\n    pass\n")
+    assert statuses(result) == [Status.TIMEOUT, Status.TIMEOUT]
+    assert "loading" in result.verdicts[0].message
+
+
+def test_sleep_forever(executor):
+    result = run_hostile(executor, "import time\ndef f(x):\n    time.sleep(10**6)\n")
+    assert statuses(result)[0] is Status.TIMEOUT
+
+
+def test_input_sees_closed_stdin(executor):
+    result = run_hostile(executor, "def f(x):\n    return int(input())\n")
+    assert statuses(result) == [Status.ERROR, Status.ERROR]
+    assert "EOFError" in result.verdicts[0].message
+
+
+@pytest.mark.parametrize("exit_call", ["import sys\nsys.exit(0)", "import os\nos._exit(0)"])
+def test_exit_before_the_asserts(executor, exit_call):
+    result = run_hostile(executor, f"def f(x):\n    return 2 * x\n{exit_call}\n")
+    assert all(s is Status.ERROR for s in statuses(result))
+
+
+def test_exit_inside_the_function(executor):
+    result = run_hostile(executor, "import os\ndef f(x):\n    os._exit(0)\n")
+    assert all(s is Status.ERROR for s in statuses(result))
+    assert "exited with code 0" in result.verdicts[0].message
+
+
+def test_object_equal_to_everything(executor):
+    program = (
+        "class Anything:\n"
+        "    def __eq__(self, other): return True\n"
+        "    def __ne__(self, other): return False\n"
+        "    def __bool__(self): return True\n"
+        "def f(x):\n    return Anything()\n"
+    )
+    result = run_hostile(executor, program, TESTS + [AssertTest("assert f(3)")])
+    assert statuses(result) == [Status.FAILED, Status.FAILED, Status.ERROR]
+
+
+def test_int_subclass_equal_to_everything(executor):
+    program = "class I(int):\n    def __eq__(self, other): return True\ndef f(x):\n    return I(0)\n"
+    assert statuses(run_hostile(executor, program)) == [Status.FAILED, Status.FAILED]
+
+
+def test_fork_bomb(executor):
+    program = "import os\ndef f(x):\n    while True:\n        try:\n            os.fork()\n        except OSError:\n            pass\n"
+    result = run_hostile(executor, program)
+    assert statuses(result)[0] in (Status.TIMEOUT, Status.ERROR, Status.CRASHED)
+
+
+def test_allocate_50_gb(executor):
+    result = run_hostile(executor, "def f(x):\n    return len(bytearray(50 * 1024**3))\n")
+    assert statuses(result)[0] is Status.ERROR
+    assert "MemoryError" in result.verdicts[0].message
+
+
+def test_infinite_recursion_with_raised_limit(executor):
+    program = "import sys\nsys.setrecursionlimit(10**9)\ndef f(x):\n    return f(x + 1)\n"
+    result = run_hostile(executor, program)
+    # Python 3.11+ frames live on the heap: the memory limit, the C stack or the clock ends it
+    assert statuses(result)[0] in (Status.CRASHED, Status.ERROR, Status.TIMEOUT)
+
+
+def test_print_one_gigabyte(executor):
+    program = "import sys\ndef f(x):\n    chunk = 'x' * (1 << 20)\n    for _ in range(1024):\n        sys.stdout.write(chunk)\n    return 0\n"
+    result = run_hostile(executor, program)
+    assert result.output_truncated
+    assert len(result.stdout) <= Limits().max_output_bytes
+
+
+def test_setsid_child_ignoring_sigterm(executor):
+    program = (
+        "import os, signal, time\n"
+        "def f(x):\n"
+        "    if os.fork() == 0:\n"
+        "        signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "        os.setsid()\n"
+        "        if os.fork() == 0:\n"
+        "            time.sleep(10**6)\n"
+        "        os._exit(0)\n"
+        "    return 0\n"
+    )
+    run_hostile(executor, program)  # asserts that no sandbox process survives
+
+
+def test_kill_parent(executor):
+    # The program is PID 1 of its own namespace, where its parent is invisible (getppid() == 0):
+    # the signal reaches no process of the harness, which goes on judging.
+    result = run_hostile(executor, "import os\ndef f(x):\n    os.kill(os.getppid(), 9)\n    return -1\n")
+    assert statuses(result) == [Status.FAILED, Status.FAILED]
+
+
+@pytest.fixture
+def outside_dir():
+    """A world-writable folder outside /tmp (on the repository's file system) with a file in it."""
+    path = Path(__file__).resolve().parent / f".sandbox-target-{os.getpid()}"
+    path.mkdir()
+    path.chmod(0o777)
+    (path / "precious.txt").write_text("keep me")
+    (path / "precious.txt").chmod(0o666)
+    yield path
+    for child in path.iterdir():
+        child.unlink()
+    path.rmdir()
+
+
+def test_write_and_delete_outside_workdir(executor, outside_dir):
+    program = (
+        "import os\n"
+        f"TARGET = {str(outside_dir)!r}\n"
+        "def f(x):\n"
+        "    for action in (lambda: os.remove(os.path.join(TARGET, 'precious.txt')),\n"
+        "                   lambda: open(os.path.join(TARGET, 'new.txt'), 'w').write('x'),\n"
+        "                   lambda: open('/tmp/planted.txt', 'w').write('x')):\n"
+        "        try:\n"
+        "            action()\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "    return -1\n"
+    )
+    run_hostile(executor, program)
+    assert (outside_dir / "precious.txt").read_text() == "keep me"
+    assert not (outside_dir / "new.txt").exists()
+    assert not Path("/tmp/planted.txt").exists()
+
+
+def test_files_do_not_carry_over_between_programs(executor):
+    writer = "def f(x):\n    open('/tmp/answer', 'w').write('42')\n    return 2 * x\n"
+    reader = "import os\ndef f(x):\n    return 2 * x if not os.path.exists('/tmp/answer') else -1\n"
+    single = Executor(workers=1, limits=Limits(timeout_s=TIMEOUT))
+    with single:
+        assert single.run(writer, TESTS).passed
+        assert single.run(reader, TESTS).passed
+
+
+def test_no_connection_to_a_host_loopback_server(executor):
+    if executor.mode == "none":
+        pytest.skip("network isolation unavailable on this platform (no Linux namespaces)")
+    # Mechanism: each worker's sandbox is in its own network namespace whose loopback is down.
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    server.settimeout(0.2)
+    port = server.getsockname()[1]
+    accepted = []
+
+    def accept_loop():
+        end = time.monotonic() + TIMEOUT + 2
+        while time.monotonic() < end:
+            try:
+                conn, _ = server.accept()
+                accepted.append(conn)
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept_loop)
+    thread.start()
+    program = f"import socket\ndef f(x):\n    socket.create_connection(('127.0.0.1', {port}), timeout=0.5).sendall(b'hi')\n    return 2 * x\n"
+    result = run_hostile(executor, program)
+    thread.join()
+    server.close()
+    assert accepted == []
+    assert "Network is unreachable" in result.verdicts[0].message or "OSError" in result.verdicts[0].message
+
+
+def test_forged_channel_messages_never_pass(executor):
+    program = (
+        "import os, json, struct, sys\n"
+        "def forge(msg):\n"
+        "    data = json.dumps(msg).encode()\n"
+        "    os.write(3, struct.pack('>I', len(data)) + data)\n"
+        "forge(['loaded', {'f': {'v': {'h': 1, 'ty': 'function', 'r': 'f', 'cl': True}}}])\n"
+        "forge(['ok', True])\n"
+        "print('PASSED'); print('2 passed, 0 failed')\n"
+        "os._exit(0)\n"
+    )
+    result = run_hostile(executor, program)
+    assert all(s is Status.ERROR for s in statuses(result))
+
+
+def test_patching_the_sandbox_runtime_does_not_help(executor):
+    program = (
+        "import builtins, sys\n"
+        "builtins.AssertionError = Exception\n"
+        "for name in list(sys.modules):\n"
+        "    if name.startswith('mucode'):\n"
+        "        sys.modules[name].__dict__.clear()\n"
+        "def f(x):\n    return 0\n"
+    )
+    run_hostile(executor, program)
