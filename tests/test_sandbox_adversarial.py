@@ -266,8 +266,9 @@ def test_forged_channel_messages_never_pass(executor):
         "print('PASSED'); print('2 passed, 0 failed')\n"
         "os._exit(0)\n"
     )
+    # A forged reply is only ever read as a value the program returned (here True, not 2)
     result = run_hostile(executor, program)
-    assert all(s is Status.ERROR for s in statuses(result))
+    assert all(s in (Status.FAILED, Status.ERROR) for s in statuses(result))
 
 
 def test_patching_the_sandbox_runtime_does_not_help(executor):

@@ -21,6 +21,7 @@ from mucode.types import AssertTest, ExecResult, IOTest, Problem, Status, Test, 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
 
 _TRUNCATION_MARK = "\n[... {n} characters cut ...]\n"
+_HEADLINES = {Status.TIMEOUT: "Timed out on test:", Status.CRASHED: "Crashed on test:", Status.ERROR: "Error on test:"}
 
 
 @dataclass
@@ -34,7 +35,7 @@ class PromptConfig:
         instruction: the closing request for a ```python block.
     Parameters that control the feedback message:
         feedback_prefix: first line of every feedback message.
-        passed_text / timeout_text / crashed_text / infra_error_text: the body for those outcomes.
+        passed_text / infra_error_text: the body when every public test passed / the harness failed.
         retry_instruction: appended after a failure ("" = nothing, as in the reference).
         max_failures_shown: how many failing public tests are described (the reference shows one).
         max_feedback_chars: the body is cut in the middle, keeping head and tail, beyond this.
@@ -59,8 +60,6 @@ class PromptConfig:
     )
     feedback_prefix: str = field(default="Feedback:", metadata={"help": "First line of every feedback message."})
     passed_text: str = field(default="Code passed all public tests.", metadata={"help": "Body when every public test passed."})
-    timeout_text: str = field(default="Timed out", metadata={"help": "Headline of a test that ran out of time."})
-    crashed_text: str = field(default="Crashed", metadata={"help": "Headline of a test killed by a signal or a limit."})
     infra_error_text: str = field(
         default="The test harness failed (not a problem with your code).",
         metadata={"help": "Body when the harness itself failed on a test."},
@@ -136,32 +135,22 @@ def _feedback_body(result: ExecResult, tests: Sequence[Test], config: PromptConf
         return "No public tests were run."
     if any(v.status is Status.INFRA_ERROR for _, v in failing):
         return config.infra_error_text
-    shown = [_describe_failure(t, v, config) for t, v in failing[: config.max_failures_shown]]
+    shown = [_describe_failure(t, v) for t, v in failing[: config.max_failures_shown]]
     header = f"{len(failing)} of {len(tests)} public tests failed." if len(tests) > 1 else ""
     parts = [header, *shown, config.retry_instruction]
     return "\n\n".join(p for p in parts if p)
 
 
-def _describe_failure(test: Test, verdict: Verdict, config: PromptConfig) -> str:
+def _describe_failure(test: Test, verdict: Verdict) -> str:
     """Headline (what went wrong), the test, then expected/actual or the error message."""
-    lines = [_headline(verdict, config), _render_test_short(test)]
-    if verdict.expected is not None or verdict.actual is not None:
+    lines = [_HEADLINES.get(verdict.status, "Failed test:"), _render_test_short(test)]
+    compared = verdict.expected is not None or verdict.actual is not None
+    if compared:
         lines.append(f"Expected: {_or_unknown(verdict.expected)}")
         lines.append(f"Actual: {_or_unknown(verdict.actual)}")
-    compared = verdict.expected is not None or verdict.actual is not None
     if not (verdict.status is Status.FAILED and compared):  # else expected/actual already say it
         lines.append(verdict.message.strip())
     return "\n".join(line for line in lines if line)
-
-
-def _headline(verdict: Verdict, config: PromptConfig) -> str:
-    if verdict.status is Status.TIMEOUT:
-        return f"{config.timeout_text} on test:"
-    if verdict.status is Status.CRASHED:
-        return f"{config.crashed_text} on test:"
-    if verdict.status is Status.ERROR:
-        return "Error on test:"
-    return "Failed test:"
 
 
 def _render_test_short(test: Test) -> str:
