@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -26,7 +27,7 @@ from typing import Any
 from mucode.execution import child, isolation
 from mucode.execution.judge import InfraError, SandboxRun, judge_io, run_assert_tests
 from mucode.execution.limits import Limits
-from mucode.execution.wire import recv_frame, send_frame
+from mucode.execution.wire import HEADER, recv_frame, send_frame
 from mucode.types import AssertTest, ExecResult, IOTest, Status, Verdict, test_from_dict
 
 PRELOADED_MODULES = (
@@ -46,45 +47,69 @@ def zygote_main(sock: socket.socket, mode: str, uid: int | None, scratch_mb: int
     isolation.enter_worker_namespaces(mode, scratch_mb, readable)
     for name in PRELOADED_MODULES:
         __import__(name)
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # keepers are reaped by the kernel
+    if mode == "root":
+        isolation.prctl(isolation.PR_SET_CHILD_SUBREAPER, 1)  # escaped descendants come back to us
+    else:
+        signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # keepers are reaped by the kernel
     sock.sendall(b"R")
     while True:
-        try:
-            data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 16, len(FD_NAMES))
-        except (ConnectionError, OSError):
+        received = _receive_spawn(sock)
+        if received is None:
             os._exit(0)
-        if not data:
-            os._exit(0)
-        (size,) = struct_unpack(data[:4])
-        payload = bytearray(data[4:])
-        while len(payload) < size:
-            more = sock.recv(size - len(payload))
-            if not more:
-                os._exit(0)
-            payload += more
-        spec = json.loads(payload)
-        if os.fork() == 0:
+        spec, fds = received
+        if mode == "root":
+            _report(fds, _supervise(spec, fds, mode, uid))
+        elif os.fork() == 0:
             sock.close()
-            _keeper(spec, dict(zip(FD_NAMES, fds)), mode, uid)
-        for fd in fds:
-            os.close(fd)
+            _keeper(spec, fds, mode, uid)
+        for fd in fds.values():
+            if fd >= 0:
+                os.close(fd)
 
 
-def struct_unpack(header: bytes) -> tuple[int]:
-    from mucode.execution.wire import HEADER
+def _receive_spawn(sock: socket.socket) -> tuple[dict[str, Any], dict[str, int]] | None:
+    try:
+        data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 16, len(FD_NAMES))
+    except OSError:
+        return None
+    if len(data) < HEADER.size:
+        return None
+    (size,) = HEADER.unpack(data[: HEADER.size])
+    payload = bytearray(data[HEADER.size :])
+    while len(payload) < size:
+        more = sock.recv(size - len(payload))
+        if not more:
+            return None
+        payload += more
+    return json.loads(payload), dict(zip(FD_NAMES, fds))
 
-    return HEADER.unpack(header)
+
+def _report(fds: dict[str, int], status: dict[str, Any]) -> None:
+    try:
+        os.write(fds["status"], json.dumps(status).encode())
+    except OSError:
+        pass
 
 
 def _keeper(spec: dict[str, Any], fds: dict[str, int], mode: str, uid: int | None) -> None:
-    """Runs as the program's parent: start it, kill it when the judge says so, report, clean up."""
-    status: dict[str, Any] = {}
+    """Without root: a per-program parent whose child is PID 1 of a new PID namespace."""
+    status: dict[str, Any]
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         isolation.die_with_parent()
-        limits = Limits.from_dict(spec["limits"])
         if mode != "none":
             isolation.unshare(isolation.CLONE_NEWPID)
+        status = _supervise(spec, fds, mode, uid)
+    except BaseException as err:  # noqa: BLE001 - reported as an infrastructure error
+        status = {"infra": f"{type(err).__name__}: {err}"}
+    _report(fds, status)
+    os._exit(0)
+
+
+def _supervise(spec: dict[str, Any], fds: dict[str, int], mode: str, uid: int | None) -> dict[str, Any]:
+    """Start the program, kill it (and all it started) when the judge says so, clean up."""
+    try:
+        limits = Limits.from_dict(spec["limits"])
         workdir = tempfile.mkdtemp(prefix="run-", dir="/tmp" if mode != "none" else None)
         if uid is not None:
             os.chown(workdir, uid, uid)
@@ -93,20 +118,19 @@ def _keeper(spec: dict[str, Any], fds: dict[str, int], mode: str, uid: int | Non
             _program(spec, fds, workdir, uid, limits)
         for name in ("rpc", "stdin", "stdout", "stderr"):
             os.close(fds[name])
-        status = _wait_or_kill(pid, fds["control"], mode)
+            fds[name] = -1
+        status = _wait_or_kill(pid, fds["control"], mode, uid)
         shutil.rmtree(workdir, ignore_errors=True)
         if mode != "none":
             _wipe_scratch()
-    except BaseException as err:  # noqa: BLE001 - reported as an infrastructure error
-        status = {"infra": f"{type(err).__name__}: {err}"}
-    try:
-        os.write(fds["status"], json.dumps(status).encode())
-    finally:
-        os._exit(0)
+        return status
+    except BaseException as err:  # noqa: BLE001
+        return {"infra": f"{type(err).__name__}: {err}"}
 
 
 def _program(spec: dict[str, Any], fds: dict[str, int], workdir: str, uid: int | None, limits: Limits) -> None:
     try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         isolation.die_with_parent()
         stdin_fd = fds["stdin"]
         if stdin_fd < 0 or spec["mode"] == "assert":
@@ -122,44 +146,67 @@ def _program(spec: dict[str, Any], fds: dict[str, int], workdir: str, uid: int |
     child.serve_assert_mode(spec["program"], spec["setup_code"], limits)
 
 
-def _wait_or_kill(pid: int, control_fd: int, mode: str) -> dict[str, Any]:
-    """Wait until the program exits or the judge closes the control pipe, then kill and reap."""
-    import select
-
-    pidfd = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else None
+def _wait_or_kill(pid: int, control_fd: int, mode: str, uid: int | None) -> dict[str, Any]:
+    """Wait until the program exits or the judge closes the control pipe; then kill everything
+    the program started and reap it. The program is not reaped before its group is killed, so
+    its pid (= its process group id) cannot be reused by an unrelated process meanwhile."""
+    pidfd = os.pidfd_open(pid)
     poller = select.poll()
     poller.register(control_fd, select.POLLIN | select.POLLHUP)
-    if pidfd is not None:
-        poller.register(pidfd, select.POLLIN)
-    killed = False
-    while True:
-        events = poller.poll(None if pidfd is not None else 10)
-        if any(fd == control_fd for fd, _ in events):
-            _kill_tree(pid, mode)
-            killed = True
-            break
-        done, wait_status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-    if killed or pidfd is None:
-        _, wait_status = os.waitpid(pid, 0)
-    if pidfd is not None:
-        os.close(pidfd)
-    if mode == "none":
-        _kill_tree(pid, mode)
+    poller.register(pidfd, select.POLLIN)
+    events = poller.poll()
+    killed = any(fd == control_fd for fd, _ in events)
+    _kill_group(pid)  # the program made itself a session (and group) leader
+    _, wait_status = os.waitpid(pid, 0)
+    os.close(pidfd)
+    if mode == "root" and uid is not None:
+        _sweep(uid)
     if os.WIFSIGNALED(wait_status):
         return {"signal": os.WTERMSIG(wait_status), "killed_by_judge": killed}
     return {"exit": os.WEXITSTATUS(wait_status), "killed_by_judge": killed}
 
 
-def _kill_tree(pid: int, mode: str) -> None:
-    try:
-        if mode == "none":
-            os.killpg(pid, signal.SIGKILL)  # its own session/process group (best effort)
-        else:
-            os.kill(pid, signal.SIGKILL)  # PID 1 of its namespace: the kernel kills the rest
-    except (ProcessLookupError, PermissionError):
-        pass
+def _kill_group(pid: int) -> None:
+    for kill in (os.killpg, os.kill):
+        try:
+            kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _children() -> list[int]:
+    pid = os.getpid()
+    with open(f"/proc/{pid}/task/{pid}/children") as handle:
+        return [int(p) for p in handle.read().split()]
+
+
+def _sweep(uid: int, deadline_s: float = 2.0) -> None:
+    """Kill and reap whatever the program left behind in other sessions (setsid, double fork).
+
+    As a subreaper the zygote inherits every orphaned descendant, so "no children left" means
+    nothing of the program survives. Survivors are killed by a short-lived helper that becomes the
+    sandbox uid and signals every process of that uid (kill(-1)).
+    """
+    end = time.monotonic() + deadline_s
+    while _children() and time.monotonic() < end:
+        killer = os.fork()
+        if killer == 0:
+            try:
+                os.setgroups([])
+                os.setresgid(uid, uid, uid)
+                os.setresuid(uid, uid, uid)
+                os.kill(-1, signal.SIGKILL)
+            finally:
+                os._exit(0)
+        while True:  # reap the killer and every killed orphan
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                if not _children():
+                    break
+                time.sleep(0.001)
 
 
 def _wipe_scratch() -> None:
@@ -205,8 +252,6 @@ class Judge:
         pipes = {name: os.pipe() for name in ("stdin", "stdout", "stderr", "control", "status")}
         child_fds = [rpc_child.detach(), pipes["stdin"][0], pipes["stdout"][1], pipes["stderr"][1], pipes["control"][0], pipes["status"][1]]
         payload = json.dumps(spec).encode()
-        from mucode.execution.wire import HEADER
-
         try:
             socket.send_fds(self.sock, [HEADER.pack(len(payload)) + payload], child_fds)
         except OSError as err:
@@ -221,26 +266,17 @@ class Judge:
         return SandboxRun(judge_fds, limits, stdin_data)
 
     def run_job(self, job: dict[str, Any]) -> ExecResult:
+        """All assert tests share one sandboxed process; each IO test gets a fresh one. The zygote
+        supervises one program at a time, so each run is finished before the next is spawned."""
         started = time.monotonic()
         limits = Limits.from_dict(job.get("limits") or {})
         tests = [test_from_dict(t) for t in job["tests"]]
-        program, setup = job["program"], job.get("setup_code") or ""
+        spec = {"program": job["program"], "setup_code": job.get("setup_code") or "", "limits": limits.to_dict()}
         verdicts: list[Verdict | None] = [None] * len(tests)
         stdout, stderr, truncated = [], [], False
-        assert_idx = [i for i, t in enumerate(tests) if isinstance(t, AssertTest)]
-        runs: list[tuple[list[int], SandboxRun]] = []
-        if assert_idx:
-            run = self.spawn({"mode": "assert", "program": program, "setup_code": setup, "limits": limits.to_dict()}, limits)
-            found = run_assert_tests(run, [tests[i] for i in assert_idx], limits)
-            for i, verdict in zip(assert_idx, found):
-                verdicts[i] = verdict
-            runs.append((assert_idx, run))
-        for i, test in enumerate(tests):
-            if isinstance(test, IOTest):
-                run = self.spawn({"mode": "io", "program": program, "setup_code": setup, "limits": limits.to_dict()}, limits, test.stdin.encode())
-                verdicts[i] = judge_io(run, test, limits)
-                runs.append(([i], run))
-        for indices, run in runs:
+
+        def collect(indices: list[int], run: SandboxRun) -> None:
+            nonlocal truncated
             info = run.finish()
             if "infra" in info:
                 for i in indices:
@@ -248,6 +284,18 @@ class Judge:
             stdout.append(run.stdout.text())
             stderr.append(run.stderr.text())
             truncated = truncated or run.stdout.truncated or run.stderr.truncated
+
+        assert_idx = [i for i, t in enumerate(tests) if isinstance(t, AssertTest)]
+        if assert_idx:
+            run = self.spawn({**spec, "mode": "assert"}, limits)
+            for i, verdict in zip(assert_idx, run_assert_tests(run, [tests[i] for i in assert_idx], limits)):
+                verdicts[i] = verdict
+            collect(assert_idx, run)
+        for i, test in enumerate(tests):
+            if isinstance(test, IOTest):
+                run = self.spawn({**spec, "mode": "io"}, limits, test.stdin.encode())
+                verdicts[i] = judge_io(run, test, limits)
+                collect([i], run)
         return ExecResult(
             verdicts=tuple(v for v in verdicts if v is not None),
             stdout="".join(stdout),
