@@ -61,9 +61,15 @@ def test_segfault_is_a_crash(executor):
     assert verdict.status is Status.CRASHED and "SIGSEGV" in verdict.message
 
 
-def test_setup_code_runs_before_the_program(executor):
-    verdict = one(executor, "def f(x):\n    return BASE + x\n", "assert f(1) == 11", setup="BASE = 10")
+def test_setup_code_runs_after_the_program_and_before_the_tests(executor):
+    program = "class Node:\n    def __init__(self, v):\n        self.v = v\ndef value(node):\n    return node.v + BASE\n"
+    verdict = one(executor, program, "assert value(root) == 11", setup="BASE = 10\nroot = Node(1)")
     assert verdict.passed
+
+
+def test_builtin_types_cross_the_boundary(executor):
+    program = "def keep(items, kind):\n    return [x for x in items if isinstance(x, kind)]\ndef kind():\n    return str\n"
+    assert one(executor, program, "assert keep([1, 'a', 2.0], int) == [1] and kind() is str").passed
 
 
 def test_program_exceptions_can_be_expected_by_tests(executor):

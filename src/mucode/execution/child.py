@@ -84,8 +84,10 @@ def _safe_repr(obj: Any, limit: int = 300) -> str:
 
 
 def load_program(program: str, setup_code: str, name: str) -> dict[str, Any]:
+    """Run the program, then the setup code (MBPP's test_setup_code builds test inputs with the
+    program's own classes, so it must come after the program and before the tests)."""
     namespace: dict[str, Any] = {"__name__": name, "__builtins__": builtins}
-    for filename, source in ((SETUP_FILE, setup_code), (PROGRAM_FILE, program)):
+    for filename, source in ((PROGRAM_FILE, program), (SETUP_FILE, setup_code)):
         if source:
             _register_source(filename, source)
             exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - this is the sandbox

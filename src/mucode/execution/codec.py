@@ -20,6 +20,8 @@ import math
 from typing import Any, Callable
 
 _SCALARS = (type(None), bool, int, float, str)
+# Builtin types travel by name (a test may pass `int` to the program, as in isinstance checks).
+_BUILTIN_TYPES = {t.__name__: t for t in (bool, bytes, complex, dict, float, frozenset, int, list, object, set, str, tuple, type, range)}
 MAX_DEPTH = 200
 
 
@@ -69,6 +71,8 @@ def _encode(value: Any, make_handle: Callable[[Any], dict], depth: int) -> Any:
         return {"fr": [value.numerator, value.denominator]}
     if kind is range:
         return {"rg": [value.start, value.stop, value.step]}
+    if kind is type and _BUILTIN_TYPES.get(getattr(value, "__name__", None)) is value:
+        return {"bt": value.__name__}
     return make_handle(value)
 
 
@@ -130,6 +134,10 @@ def _decode(data: Any, make_remote: Callable[[dict], Any], depth: int) -> Any:
         if tag == "rg":
             start, stop, step = rec(payload)
             return range(_as_int(start), _as_int(stop), _as_int(step))
+        if tag == "bt":
+            if payload not in _BUILTIN_TYPES:
+                raise DecodeError(f"not a builtin type: {payload!r}")
+            return _BUILTIN_TYPES[payload]
     except DecodeError:
         raise
     except (TypeError, ValueError, ArithmeticError, decimal.InvalidOperation) as err:
