@@ -13,6 +13,7 @@ started, whatever it did to escape its process group (setsid, double fork).
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import select
@@ -47,6 +48,10 @@ def zygote_main(sock: socket.socket, mode: str, uid: int | None, scratch_mb: int
     isolation.enter_worker_namespaces(mode, scratch_mb, readable)
     for name in PRELOADED_MODULES:
         __import__(name)
+    # Keep the collector away from the pre-imported objects: otherwise each forked program would
+    # write to (and so copy) every page that holds one the first time it collects.
+    gc.collect()
+    gc.freeze()
     if mode == "root":
         isolation.prctl(isolation.PR_SET_CHILD_SUBREAPER, 1)  # escaped descendants come back to us
     else:

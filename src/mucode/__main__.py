@@ -1,0 +1,7 @@
+"""`python -m mucode` runs the command line."""
+
+import sys
+
+from mucode.cli import main
+
+sys.exit(main())
