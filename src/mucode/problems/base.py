@@ -11,6 +11,7 @@ import builtins
 import hashlib
 import json
 import logging
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,9 +104,7 @@ class ProblemSet:
 
     def splits(self) -> list[str]:
         """Split names present in the set (including splits that only have skipped problems)."""
-        names = list(dict.fromkeys(self.split_of.values()))
-        names += [s.split for s in self.skipped if s.split not in names]
-        return sorted(dict.fromkeys(names))
+        return sorted(set(self.split_of.values()) | {s.split for s in self.skipped})
 
     def in_split(self, split: str) -> list[Problem]:
         return [p for p in self.problems if self.split_of[p.id] == split]
@@ -120,8 +119,7 @@ class ProblemSet:
         available = self.splits()
         if split not in available:
             raise ValueError(
-                f"{self.name} has no split {split!r}; available splits: {', '.join(available)}"
-                f" (write it as {self.name}:{available[0] if available else 'SPLIT'})"
+                f"{self.name} has no split {split!r}; choose one of: {', '.join(available) or '(none)'}"
             )
         problems = tuple(self.in_split(split))
         return ProblemSet(
@@ -208,7 +206,7 @@ def called_function(code: str, defined: Iterable[str] = ()) -> str | None:
     not a builtin (`assert int(lobb_num(5, 3)) == 35` -> "lobb_num"). Raises SyntaxError if `code`
     is not Python.
     """
-    calls = [node for node in ast.walk(ast.parse(code)) if isinstance(node, ast.Call)]
+    calls = [node for node in ast.walk(parse_python(code)) if isinstance(node, ast.Call)]
     calls.sort(key=lambda node: (node.lineno, node.col_offset))
     names = [call.func.id for call in calls if isinstance(call.func, ast.Name)]
     defined = set(defined)
@@ -221,11 +219,29 @@ def called_function(code: str, defined: Iterable[str] = ()) -> str | None:
 def defined_functions(code: str) -> set[str]:
     """Names of the top-level functions and classes defined by `code` (empty if it does not parse)."""
     try:
-        module = ast.parse(code)
+        module = parse_python(code)
     except SyntaxError:
         return set()
     kinds = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
     return {node.name for node in module.body if isinstance(node, kinds)}
+
+
+def error_chain(err: BaseException) -> str:
+    """The error and its causes, innermost last: `datasets` wraps the useful message."""
+    parts = []
+    current: BaseException | None = err
+    while current is not None and len(parts) < 4:
+        first_line = (str(current).splitlines() or [""])[0]
+        parts.append(f"{type(current).__name__}: {first_line}")
+        current = current.__cause__
+    return " <- ".join(parts)
+
+
+def parse_python(code: str) -> ast.Module:
+    """ast.parse without the DeprecationWarnings that old code (invalid escapes) triggers."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", (DeprecationWarning, SyntaxWarning))
+        return ast.parse(code)
 
 
 def normalise_newlines(text: str) -> str:

@@ -5,8 +5,9 @@ HumanEval docstrings show examples in several styles; each is recognised here:
     doctest          >>> add(2, 3)            (the next lines hold the output)
                      5
     call + arrow     add(2, 3) ==> 5          also  =>  ->  ➞  ==  =  should return  returns
-                                              # returns  # =>   with optional "*", "for",
-                                              "assert" before and a comment or "." after
+                                              # returns  # =>; the call may stand anywhere on
+                                              its line ("* ", "for ", "Example: " before it),
+                                              a comment or "." may follow the value
     for ... output   For lst = [1, 2] the output should be 3      (also "the result should be")
     input / output   Input: arr = [1, 2], k = 1                   (also one "name : value" per line)
                      Output: [2]
@@ -15,7 +16,8 @@ A candidate is kept only if it passes `ast` validation: the call parses as a Pyt
 calls the entry point, uses no names other than builtins, the entry point and what the prompt
 itself defines or imports (so `is_happy(a) => False`, with an unquoted string, is rejected), and
 the expected value is a Python literal (`true`/`false` are read as True/False). Keyword arguments
-named like the function's parameters are rewritten as positional arguments.
+named like the function's parameters are rewritten as positional arguments. The docstring is read
+as written in the source (escapes not applied), so `f("a\\nb")` stays the expression the reader sees.
 
     >>> [e.to_assert() for e in docstring_examples('def add(a, b):\\n    "add(2, 3) ==> 5"\\n', "add")]
     ['assert add(2, 3) == 5']
@@ -25,11 +27,13 @@ from __future__ import annotations
 
 import ast
 import builtins
-import doctest
 import inspect
 import re
+import warnings
 from dataclasses import dataclass
 from typing import Iterator
+
+from mucode.problems.base import parse_python
 
 _BUILTINS = frozenset(dir(builtins))
 _SEPARATOR = re.compile(
@@ -68,7 +72,7 @@ class _Function:
 
 def _function(prompt: str, entry_point: str) -> _Function | None:
     try:
-        module = ast.parse(prompt)
+        module = parse_python(prompt)
     except SyntaxError:
         return None
     defined = {entry_point}
@@ -96,6 +100,12 @@ def _source_docstring(prompt: str, function: ast.FunctionDef | ast.AsyncFunction
     return inspect.cleandoc(segment[len(quote) : len(segment) - len(quote)])
 
 
+def _parse_expression(text: str) -> ast.Expression:
+    with warnings.catch_warnings():  # docstrings hold things like "\d" that warn when parsed
+        warnings.simplefilter("ignore", (DeprecationWarning, SyntaxWarning))
+        return ast.parse(text, mode="eval")
+
+
 # --- validation --------------------------------------------------------------------------------
 
 
@@ -105,7 +115,7 @@ def _literal(text: str) -> str | None:
     if text.lower() in ("true", "false"):
         text = text.capitalize()
     try:
-        tree = ast.parse(text, mode="eval")
+        tree = _parse_expression(text)
         ast.literal_eval(tree)
     except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError):
         return None
@@ -136,7 +146,7 @@ def _first_literal(text: str) -> str | None:
 def _valid_call(text: str, function: _Function) -> str | None:
     """`text` normalised if it is an expression calling the function with allowed names only."""
     try:
-        tree = ast.parse(text.strip(), mode="eval")
+        tree = _parse_expression(text.strip())
     except SyntaxError:
         return None
     names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
@@ -172,6 +182,8 @@ def _keywords_to_positional(call: ast.Call, params: tuple[str, ...]) -> bool:
 
 
 def _doctest_examples(function: _Function) -> Iterator[Example]:
+    import doctest  # imported on use: it pulls in pdb and unittest
+
     try:
         parsed = doctest.DocTestParser().get_examples(function.docstring)
     except ValueError:  # inconsistent indentation and the like

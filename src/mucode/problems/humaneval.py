@@ -118,7 +118,7 @@ def public_test(row: Mapping[str, Any]) -> tuple[AssertTest, str]:
 def humaneval_problem(row: Mapping[str, Any]) -> Problem:
     """One HumanEval row -> Problem (see the module docstring)."""
     public, origin = public_test(row)
-    private = AssertTest(f"{row['test'].rstrip()}\n\n\ncheck({row['entry_point']})\n")
+    private = AssertTest(f"{row['test'].strip()}\n\n\ncheck({row['entry_point']})\n")
     return Problem(
         id=row["task_id"],
         source=SET_NAME,

@@ -28,7 +28,6 @@ A file is one split named after the file's stem (`test.jsonl` -> split "test"); 
 
 from __future__ import annotations
 
-import ast
 import json
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -38,6 +37,7 @@ from mucode.problems.base import (
     ProblemSet,
     ProblemSetBuilder,
     RowError,
+    parse_python,
     sha256_of_files,
 )
 from mucode.types import AssertTest, IOTest, Problem, Test
@@ -86,9 +86,9 @@ def _parse_test(value: Any, field_name: str) -> Test:
 
 def _checked_python(code: str, field_name: str) -> str:
     try:
-        ast.parse(code)
+        parse_python(code)
     except SyntaxError as err:
-        raise RowError(field_name, f"test code is not valid Python ({err.msg}, line {err.lineno}): {code!r}")
+        raise RowError(field_name, f"test code is not valid Python ({err.msg}, line {err.lineno}): {code!r}") from None
     return code
 
 

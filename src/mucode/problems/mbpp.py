@@ -13,8 +13,10 @@ Tests, by split:
   train:                    public = all of `test_list`;   private = `test_list` + `challenge_test_list`
   test/validation/prompt:   public = `test_list[0]`;       private = `test_list[1:]` + `challenge_test_list`
 Each challenge test is its own AssertTest and really runs. `test_setup_code` (full) or the
-`test_imports` lines (sanitized) become `setup_code`; `code` is the reference solution; the entry
-point is the first non-builtin function the first test calls.
+`test_imports` lines (sanitized) become `setup_code` (it must run after the program and before the
+tests: 367 and 927 build trees with the program's Node class); `code` is the reference solution;
+the entry point is the first function called by the first test that the reference solution
+defines (else the first non-builtin one).
 
 Example:
     from mucode.problems import load_mbpp
@@ -23,7 +25,6 @@ Example:
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 from pathlib import Path
@@ -37,7 +38,9 @@ from mucode.problems.base import (
     RowError,
     called_function,
     defined_functions,
+    error_chain,
     normalise_newlines,
+    parse_python,
     sha256_of_files,
     sha256_of_rows,
 )
@@ -99,7 +102,7 @@ def _tests(codes: list[str], where: str) -> list[AssertTest]:
     for i, code in enumerate(codes):
         code = normalise_newlines(code).strip()
         try:
-            ast.parse(code)
+            parse_python(code)
         except SyntaxError as err:
             raise _Skip(f"{where}[{i}] is not valid Python ({err.msg}): {code!r}") from None
         tests.append(AssertTest(code))
@@ -140,11 +143,11 @@ def mbpp_problem(row: Mapping[str, Any], variant: Variant, split: str) -> Proble
     )
 
 
-def build_mbpp(
-    rows: Iterable[tuple[int, Any]], variant: Variant, where: str, unit: str = "line"
-) -> ProblemSetBuilder:
-    """Numbered raw rows -> builder holding the problems (bad structure raises, bad tests skip)."""
-    builder = ProblemSetBuilder(SET_NAMES[variant], where)
+def add_mbpp_rows(
+    builder: ProblemSetBuilder, rows: Iterable[tuple[int, Any]], variant: Variant, where: str, unit: str = "line"
+) -> None:
+    """Add numbered raw rows to `builder`: bad structure raises ProblemDataError, a row whose tests
+    cannot be used is skipped (with a warning)."""
     for number, row in rows:
         try:
             if not isinstance(row, Mapping):
@@ -161,7 +164,6 @@ def build_mbpp(
             builder.skip(f"{SET_NAMES[variant]}/{row['task_id']}", split, str(reason))
             continue
         builder.add(problem, split, number, where, unit)
-    return builder
 
 
 # --- where the data comes from -----------------------------------------------------------------
@@ -221,18 +223,17 @@ def read_rows(path: Path) -> tuple[list[tuple[int, Any]], str]:
     return rows, "line"
 
 
-def hub_rows(variant: Variant) -> tuple[list[tuple[int, Any]], str]:
-    """All rows of every split of the hub dataset (numbered from 1) and a description of them."""
+def hub_rows(variant: Variant) -> tuple[dict[str, list[dict[str, Any]]], str]:
+    """split name -> rows of the hub dataset, and a name for where they came from."""
     try:
         import datasets  # heavy: imported only here
 
         data = datasets.load_dataset(HUB_ID, variant)
     except Exception as err:  # offline, not cached, hub error: all mean "not reachable"
         raise ProblemSourceUnavailable(
-            _three_ways(variant, f"no path given, {ENV_VAR} unset, and the hub failed ({type(err).__name__}: {err})")
+            _three_ways(variant, f"no path given, {ENV_VAR} unset, and the hub failed ({error_chain(err)})")
         ) from err
-    rows = [row for split in data for row in data[split]]
-    return list(enumerate(rows, start=1)), f"hf:{HUB_ID}:{variant}"
+    return {name: list(data[name]) for name in data}, f"hf:{HUB_ID}:{variant}"
 
 
 def load_mbpp_variant(variant: Variant, split: str | None = None, path: str | Path | None = None) -> ProblemSet:
@@ -248,12 +249,16 @@ def load_mbpp_variant(variant: Variant, split: str | None = None, path: str | Pa
                 f"point to {FILE_NAMES[variant]} instead",
                 unit,
             )
-        builder = build_mbpp(rows, variant, str(file), unit)
+        builder = ProblemSetBuilder(SET_NAMES[variant], str(file))
+        add_mbpp_rows(builder, rows, variant, str(file), unit)
         problem_set = builder.build(origin=str(file), sha256=sha256_of_files([file]))
     else:
-        rows, origin = hub_rows(variant)
-        builder = build_mbpp(rows, variant, origin, "row")
-        problem_set = builder.build(origin=origin, sha256=sha256_of_rows(row for _, row in rows))
+        rows_by_split, origin = hub_rows(variant)
+        builder = ProblemSetBuilder(SET_NAMES[variant], origin)
+        for split_name, rows in rows_by_split.items():
+            add_mbpp_rows(builder, enumerate(rows, start=1), variant, f"{origin} (split {split_name})", "row")
+        all_rows = (row for rows in rows_by_split.values() for row in rows)
+        problem_set = builder.build(origin=origin, sha256=sha256_of_rows(all_rows))
     return problem_set.select(split)
 
 
