@@ -15,18 +15,10 @@ import pytest
 from mucode.execution import Executor, Limits
 from mucode.problems import ProblemSet, load_humaneval, load_mbpp, load_mbpp_sanitized
 
-# problem id -> why its reference solution does not pass in the sandbox. (MBPP 367, 927 and 533
-# failed only while the executor ran setup_code before the program and passed types such as `int`
-# badly; both are fixed.)
-_MATCH_TRUTH = (
-    "the reference returns an re.Match and the tests assert its truth value (`assert f(...)`); the "
-    "sandbox refuses the truth value of program objects other than plain values (judge.py)"
-)
-KNOWN_FAILURES: dict[str, str] = {
-    "mbpp-sanitized/737": _MATCH_TRUTH,
-    "mbpp-sanitized/787": _MATCH_TRUTH,
-    "mbpp-sanitized/794": _MATCH_TRUTH,
-}
+# problem id -> why its reference solution does not pass in the sandbox. None today: MBPP 367 and
+# 927 (setup code must run after the program), MBPP 533 (the type `int` passed as an argument) and
+# sanitized 737, 787, 794 (`assert f(...)` on an re.Match) failed until the executor was fixed.
+KNOWN_FAILURES: dict[str, str] = {}
 
 
 def _failures(problem_set: ProblemSet) -> dict[str, str]:

@@ -50,7 +50,8 @@ class Problem:
     """One programming problem.
 
     `public_tests` are shown to the model and drive feedback; `private_tests` decide correctness and
-    are never shown. `setup_code` runs before the program (MBPP's `test_setup_code`).
+    are never shown. `setup_code` (MBPP's `test_setup_code`) runs after the program and before the
+    tests: it may build test inputs with the program's own classes.
     """
 
     id: str

@@ -180,8 +180,8 @@ class _Server:
             return next(target)
         if op == "getitem":
             return target[other]
-        if op == "contains":
-            return bool(other in target)
+        if op == "bool":
+            return bool(target)
         if op == "str":
             return _safe_str(target)
         if op == "repr":
