@@ -124,3 +124,45 @@ def show_command(source: str, problem_id: str | None, path: Path | None, as_json
             click.echo(json.dumps(problem.to_dict(), ensure_ascii=False))
         else:
             click.echo(_describe(problem, problem_set.split_of[problem.id]))
+
+
+@problems.command("verify", epilog=EXAMPLES)
+@click.argument("source")
+@_path_option
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Sandbox workers (default: one per CPU core).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True, help="Wall-clock limit per test, in seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a summary.")
+def verify_command(source: str, path: Path | None, workers: int | None, timeout: float, as_json: bool) -> int:
+    """Run every reference solution of SOURCE[:SPLIT] in the sandbox against its public and private
+    tests. Exit code 0 iff all pass; problems without a reference solution are counted apart."""
+    import time
+
+    from mucode.execution import Executor, Limits
+
+    problem_set = _load(source, path)
+    with_reference = [p for p in problem_set if p.reference_solution]
+    jobs = [(p.reference_solution, p.public_tests + p.private_tests, p.setup_code) for p in with_reference]
+    started = time.perf_counter()
+    with Executor(workers=workers, limits=Limits(timeout_s=timeout)) as executor:
+        results = executor.run_many(jobs, progress=not as_json, desc=f"verifying {problem_set.name}")
+        mode, n_workers = executor.mode, executor.n_workers
+    elapsed = time.perf_counter() - started
+    failures = {
+        p.id: next(v for v in r.verdicts if not v.passed) if r.verdicts else None
+        for p, r in zip(with_reference, results) if not r.passed
+    }
+    summary = {
+        "source": source, "problems": len(problem_set), "with_reference": len(with_reference),
+        "passed": len(with_reference) - len(failures), "seconds": round(elapsed, 2),
+        "isolation": mode, "workers": n_workers,
+        "failures": {pid: (v.to_dict() if v else "no tests") for pid, v in failures.items()},
+    }
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        click.echo(f"{problem_set.name}: {summary['passed']}/{len(with_reference)} reference solutions pass all their tests "
+                   f"({len(problem_set) - len(with_reference)} without a reference) in {elapsed:.1f} s "
+                   f"with {n_workers} sandbox workers (isolation: {mode})")
+        for pid, verdict in failures.items():
+            click.echo(f"  {pid}: " + (f"{verdict.status.value}: {verdict.message.splitlines()[0] if verdict.message else ''}" if verdict else "no tests"))
+    return 0 if not failures else 1

@@ -50,3 +50,23 @@ def test_exec_rejects_a_tests_file_without_tests(tmp_path):
     program, tests = write(tmp_path, "x = 1\n", "")
     run = subprocess.run([sys.executable, "-m", "mucode", "exec", program, "--tests", tests], capture_output=True, text=True, timeout=60)
     assert run.returncode != 0 and "contains no tests" in run.stderr
+
+
+def test_problems_verify_passes_on_humaneval():
+    result = CliRunner().invoke(app, ["problems", "verify", "humaneval", "--json"], standalone_mode=False)
+    assert result.exception is None, result.output
+    summary = json.loads(result.output)
+    assert result.return_value == 0
+    assert summary["passed"] == summary["with_reference"] == 164 and summary["failures"] == {}
+
+
+def test_problems_verify_reports_a_wrong_reference(tmp_path):
+    rows = [
+        {"id": "good", "prompt": "double", "public_tests": ["assert f(1) == 2"], "private_tests": ["assert f(2) == 4"], "reference_solution": "def f(x):\n    return 2 * x\n"},
+        {"id": "bad", "prompt": "triple", "public_tests": ["assert g(1) == 3"], "private_tests": ["assert g(2) == 6"], "reference_solution": "def g(x):\n    return 2 * x\n"},
+    ]
+    data = tmp_path / "test.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = CliRunner().invoke(app, ["problems", "verify", str(data), "--timeout", "2"], standalone_mode=False)
+    assert result.return_value == 1
+    assert "1/2 reference solutions pass" in result.output and "bad: failed: assert g(1) == 3" in result.output
