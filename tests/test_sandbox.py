@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 
 import pytest
 
@@ -172,11 +173,13 @@ def test_bad_limits_are_rejected():
         Limits(timeout_s=0)
 
 
-def test_a_dead_worker_is_an_infra_error_then_replaced():
+def test_a_worker_dying_mid_job_is_an_infra_error_then_replaced():
     with Executor(workers=1, limits=Limits(timeout_s=5)) as ex:
         worker = ex._workers[0]
-        os.kill(worker.process.pid, signal.SIGKILL)
-        result = ex.run("def f():\n    return 1\n", [AssertTest("assert f() == 1")])
+        killer = threading.Timer(0.5, os.kill, (worker.process.pid, signal.SIGKILL))
+        killer.start()
+        result = ex.run("import time\ndef f():\n    time.sleep(3)\n    return 1\n", [AssertTest("assert f() == 1")])
+        killer.join()
         assert result.infra_error and not result.passed
         assert [v.status for v in result.verdicts] == [Status.INFRA_ERROR]
         assert ex.run("def f():\n    return 1\n", [AssertTest("assert f() == 1")]).passed

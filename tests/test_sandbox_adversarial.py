@@ -284,3 +284,33 @@ def test_patching_the_sandbox_runtime_does_not_help(executor):
         "def f(x):\n    return 0\n"
     )
     run_hostile(executor, program)
+
+
+def test_program_sees_no_host_process(executor):
+    if executor.mode != "root":
+        pytest.skip("a private /proc is mounted in root mode only")
+    program = "import os\ndef f(x):\n    return sorted(int(p) for p in os.listdir('/proc') if p.isdigit())\n"
+    result = executor.run(program, [AssertTest("assert f(0) == []")])
+    pids = eval(result.verdicts[0].actual)  # noqa: S307 - a list of ints from our own verdict
+    assert len(pids) <= 3 and 1 in pids  # the zygote (PID 1), the program, at most one more
+
+
+def test_worker_death_kills_everything_the_program_started():
+    program = (
+        "import os, time\n"
+        "def f(x):\n"
+        "    if os.fork() == 0:\n"
+        "        os.setsid()\n"
+        "        time.sleep(10**6)\n"
+        "    time.sleep(10**6)\n"
+    )
+    with Executor(workers=1, limits=Limits(timeout_s=30)) as ex:
+        killer = threading.Timer(1.0, os.kill, (ex._workers[0].process.pid, 9))
+        killer.start()
+        result = ex.run(program, TESTS)
+        killer.join()
+        assert result.infra_error and not result.passed
+    deadline = time.monotonic() + 3
+    while sandbox_processes() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sandbox_processes() == []

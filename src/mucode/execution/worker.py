@@ -53,7 +53,9 @@ def zygote_main(sock: socket.socket, mode: str, uid: int | None, scratch_mb: int
     gc.collect()
     gc.freeze()
     if mode == "root":
-        isolation.prctl(isolation.PR_SET_CHILD_SUBREAPER, 1)  # escaped descendants come back to us
+        # PID 1 of the worker's PID namespace: orphans come back to us, and if we die the kernel
+        # kills every process in the namespace. A fresh /proc shows programs only that namespace.
+        isolation.mount("proc", "/proc", "proc", isolation.MS_NOSUID | isolation.MS_NODEV | isolation.MS_NOEXEC)
     else:
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # keepers are reaped by the kernel
     sock.sendall(b"R")
@@ -180,15 +182,14 @@ def _kill_group(pid: int) -> None:
 
 
 def _children() -> list[int]:
-    pid = os.getpid()
-    with open(f"/proc/{pid}/task/{pid}/children") as handle:
+    with open("/proc/thread-self/children") as handle:
         return [int(p) for p in handle.read().split()]
 
 
 def _sweep(uid: int, deadline_s: float = 2.0) -> None:
     """Kill and reap whatever the program left behind in other sessions (setsid, double fork).
 
-    As a subreaper the zygote inherits every orphaned descendant, so "no children left" means
+    As PID 1 of its namespace the zygote inherits every orphaned descendant, so "no children left" means
     nothing of the program survives. Survivors are killed by a short-lived helper that becomes the
     sandbox uid and signals every process of that uid (kill(-1)).
     """
@@ -240,6 +241,8 @@ class Judge:
         self.uid = SANDBOX_UID_BASE + index if self.mode == "root" else None
         self.scratch_mb = Limits().scratch_mb
         parent, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        if self.mode == "root":
+            isolation.unshare(isolation.CLONE_NEWPID)  # the zygote will be PID 1 of a new namespace
         pid = os.fork()
         if pid == 0:
             parent.close()
