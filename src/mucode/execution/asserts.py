@@ -9,6 +9,7 @@ Each side is evaluated exactly once, as in the original statement.
 from __future__ import annotations
 
 import ast
+import functools
 from typing import Any
 
 LEFT, RIGHT, VALUE = "_mucode_l", "_mucode_r", "_mucode_v"
@@ -38,8 +39,12 @@ def fail(source: str, op: str | None, left: Any, right: Any, note: Any) -> None:
 
 
 class _Rewriter(ast.NodeTransformer):
+    def __init__(self, code: str) -> None:
+        self.code = code
+
     def visit_Assert(self, node: ast.Assert) -> list[ast.stmt]:
-        source = "assert " + ast.unparse(node.test)
+        segment = ast.get_source_segment(self.code, node.test)
+        source = "assert " + " ".join((segment or ast.unparse(node.test)).split())
         msg = node.msg if node.msg is not None else ast.Constant(None)
         test = node.test
         if isinstance(test, ast.Compare) and len(test.ops) == 1:
@@ -78,8 +83,9 @@ def _call_fail(source: str, op: str, left: ast.expr, right: ast.expr, msg: ast.e
     return ast.Expr(call)
 
 
+@functools.lru_cache(maxsize=4096)  # the same tests are run against many programs
 def compile_test(code: str, filename: str = "<test>"):
     """Compile test statements with informative assertions (SyntaxError propagates)."""
-    tree = _Rewriter().visit(ast.parse(code, filename))
+    tree = _Rewriter(code).visit(ast.parse(code, filename))
     ast.fix_missing_locations(tree)
     return compile(tree, filename, "exec")

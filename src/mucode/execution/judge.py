@@ -19,6 +19,7 @@ import json
 import os
 import select
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -101,7 +102,7 @@ class SandboxRun:
     """One sandboxed process seen from the judge: its channel, its output and its end."""
 
     def __init__(self, fds: dict[str, int], limits: Limits, stdin_data: bytes = b"") -> None:
-        self.fds = fds  # rpc, stdout, stderr, control, status, stdin (judge ends)
+        self.fds = fds  # judge ends: rpc, stdout, stderr, control (+ stdin for stdin/stdout tests)
         self.limits = limits
         self.stdout = _Output(limits.max_output_bytes)
         self.stderr = _Output(limits.max_output_bytes)
@@ -128,7 +129,7 @@ class SandboxRun:
         """Wait up to `timeout` s for any fd to be ready and move its bytes where they belong."""
         poller = select.poll()
         by_fd = {}
-        for name in self.open - {"control"}:
+        for name in self.open:
             fd = self.fds[name]
             by_fd[fd] = name
             poller.register(fd, select.POLLOUT if name == "stdin" else select.POLLIN)
@@ -154,7 +155,7 @@ class SandboxRun:
                 self.stdout.add(chunk)
             elif name == "stderr":
                 self.stderr.add(chunk)
-            elif name == "status":
+            elif name == "control":
                 self.status_text += chunk
 
     def _feed_stdin(self) -> None:
@@ -277,11 +278,16 @@ class SandboxRun:
         """Kill the sandbox (and everything it started), collect output and how it ended."""
         if self.exit_info is not None:
             return self.exit_info
-        self._close("control")  # the sandbox parent kills the process tree when this closes
+        if "control" in self.open:  # our half of the control socket ends: the zygote kills, then reports
+            with socket.socket(fileno=os.dup(self.fds["control"])) as control:
+                try:
+                    control.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
         self._close("rpc")
         self._close("stdin")
         end = time.monotonic() + KILL_GRACE_S + self.limits.timeout_s
-        while self.open & {"stdout", "stderr", "status"} and time.monotonic() < end:
+        while self.open & {"stdout", "stderr", "control"} and time.monotonic() < end:
             self._pump(end - time.monotonic())
         for name in list(self.open):
             self._close(name)
@@ -379,6 +385,10 @@ def _ending_verdict(info: dict[str, int], when: str) -> Verdict:
     return Verdict(Status.ERROR, f"the program exited with code {info.get('exit', '?')} {when}")
 
 
+def _on_alarm(signum: int, frame: Any) -> None:
+    raise _TimedOut()
+
+
 class _Alarm:
     """SIGALRM backstop for judge-side computation fed by program values (e.g. range(10**18))."""
 
@@ -386,15 +396,12 @@ class _Alarm:
         self.seconds = seconds
 
     def __enter__(self) -> None:
-        def on_alarm(signum: int, frame: Any) -> None:
-            raise _TimedOut()
-
-        self.previous = signal.signal(signal.SIGALRM, on_alarm)
+        if signal.getsignal(signal.SIGALRM) is not _on_alarm:
+            signal.signal(signal.SIGALRM, _on_alarm)
         signal.setitimer(signal.ITIMER_REAL, max(self.seconds, 0.001))
 
     def __exit__(self, *exc: Any) -> None:
         signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, self.previous)
 
 
 def _namespace(run: SandboxRun, names: Any) -> dict[str, Any]:
@@ -491,9 +498,9 @@ def judge_io(run: SandboxRun, test: IOTest, limits: Limits) -> Verdict:
     """Wait for the script to finish, then compare its stdout with the expected output."""
     started = time.monotonic()
     run.deadline = started + limits.timeout_s
-    while "status" in run.open and time.monotonic() < run.deadline:
+    while "control" in run.open and time.monotonic() < run.deadline:  # open until the zygote reports
         run._pump(run.deadline - time.monotonic())
-    timed_out = "status" in run.open
+    timed_out = "control" in run.open
     info = run.finish()
     took = time.monotonic() - started
     if timed_out:

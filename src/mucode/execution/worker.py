@@ -37,7 +37,7 @@ PRELOADED_MODULES = (
     "sys", "typing", "unicodedata",
 )
 SANDBOX_UID_BASE = int(os.environ.get("MUCODE_SANDBOX_UID_BASE", "61000"))
-FD_NAMES = ("rpc", "stdin", "stdout", "stderr", "control", "status")
+FD_NAMES = ("rpc", "stdout", "stderr", "control", "stdin")  # stdin only for stdin/stdout tests
 
 
 # -- zygote ----------------------------------------------------------------------------------------
@@ -88,12 +88,14 @@ def _receive_spawn(sock: socket.socket) -> tuple[dict[str, Any], dict[str, int]]
         if not more:
             return None
         payload += more
-    return json.loads(payload), dict(zip(FD_NAMES, fds))
+    fd_map = dict(zip(FD_NAMES, fds))
+    fd_map.setdefault("stdin", -1)
+    return json.loads(payload), fd_map
 
 
 def _report(fds: dict[str, int], status: dict[str, Any]) -> None:
     try:
-        os.write(fds["status"], json.dumps(status).encode())
+        os.write(fds["control"], json.dumps(status).encode())
     except OSError:
         pass
 
@@ -124,8 +126,9 @@ def _supervise(spec: dict[str, Any], fds: dict[str, int], mode: str, uid: int | 
         if pid == 0:
             _program(spec, fds, workdir, uid, limits)
         for name in ("rpc", "stdin", "stdout", "stderr"):
-            os.close(fds[name])
-            fds[name] = -1
+            if fds[name] >= 0:
+                os.close(fds[name])
+                fds[name] = -1
         status = _wait_or_kill(pid, fds["control"], mode, uid)
         shutil.rmtree(workdir, ignore_errors=True)
         if mode != "none":
@@ -257,8 +260,11 @@ class Judge:
 
     def spawn(self, spec: dict[str, Any], limits: Limits, stdin_data: bytes = b"") -> SandboxRun:
         rpc_judge, rpc_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        pipes = {name: os.pipe() for name in ("stdin", "stdout", "stderr", "control", "status")}
-        child_fds = [rpc_child.detach(), pipes["stdin"][0], pipes["stdout"][1], pipes["stderr"][1], pipes["control"][0], pipes["status"][1]]
+        control_judge, control_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pipes = {name: os.pipe() for name in (("stdout", "stderr", "stdin") if spec["mode"] == "io" else ("stdout", "stderr"))}
+        child_fds = [rpc_child.detach(), pipes["stdout"][1], pipes["stderr"][1], control_child.detach()]
+        if "stdin" in pipes:
+            child_fds.append(pipes["stdin"][0])
         payload = json.dumps(spec).encode()
         try:
             socket.send_fds(self.sock, [HEADER.pack(len(payload)) + payload], child_fds)
@@ -268,8 +274,8 @@ class Judge:
             for fd in child_fds:
                 os.close(fd)
         judge_fds = {
-            "rpc": rpc_judge.detach(), "stdin": pipes["stdin"][1], "stdout": pipes["stdout"][0],
-            "stderr": pipes["stderr"][0], "control": pipes["control"][1], "status": pipes["status"][0],
+            "rpc": rpc_judge.detach(), "stdout": pipes["stdout"][0], "stderr": pipes["stderr"][0],
+            "control": control_judge.detach(), "stdin": pipes["stdin"][1] if "stdin" in pipes else -1,
         }
         return SandboxRun(judge_fds, limits, stdin_data)
 
