@@ -48,6 +48,7 @@ def zygote_main(sock: socket.socket, mode: str, uid: int | None, scratch_mb: int
     isolation.enter_worker_namespaces(mode, scratch_mb, readable)
     for name in PRELOADED_MODULES:
         __import__(name)
+    child.prepare_zygote()
     # Keep the collector away from the pre-imported objects: otherwise each forked program would
     # write to (and so copy) every page that holds one the first time it collects.
     gc.collect()
