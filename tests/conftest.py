@@ -16,3 +16,11 @@ def mbpp_dir() -> Path:
     if not (MBPP_DIR / "mbpp.jsonl").is_file():
         pytest.skip(f"MBPP data not found at {MBPP_DIR}; it is expected at <repo>/../shared/data/mbpp")
     return MBPP_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny random chat model in Hugging Face format (see tests/tiny_model.py)."""
+    from tiny_model import build_tiny_chat_model
+
+    return build_tiny_chat_model(tmp_path_factory.mktemp("tiny-model"))

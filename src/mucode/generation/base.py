@@ -1,0 +1,76 @@
+"""The one protocol every generation backend implements: sample n replies for each of many
+conversations.
+
+    completions = generator.generate(conversations, SamplingParams(n=4, temperature=0.7))
+    completions[i][j].text      # j-th sample for the i-th conversation
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+
+Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How replies are sampled. `temperature == 0` means greedy decoding (then n must be 1)."""
+
+    n: int = field(default=1, metadata={"help": "Samples per conversation."})
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature; 0.0 = greedy."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass, in (0, 1]."})
+    max_new_tokens: int = field(default=1000, metadata={"help": "Most tokens generated per reply."})
+    seed: int = field(default=0, metadata={"help": "Base seed; backends derive per-request seeds from it."})
+    stop: tuple[str, ...] = field(default=(), metadata={"help": "Extra stop strings (the end-of-turn token always stops)."})
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"got n={self.n}; it must be >= 1")
+        if self.temperature < 0:
+            raise ValueError(f"got temperature={self.temperature}; it must be >= 0 (0 = greedy)")
+        if self.temperature == 0 and self.n > 1:
+            raise ValueError(f"got n={self.n} with temperature=0: greedy decoding gives one reply; use n=1 or temperature > 0")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"got top_p={self.top_p}; it must be in (0, 1]")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"got max_new_tokens={self.max_new_tokens}; it must be >= 1")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["stop"] = list(self.stop)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SamplingParams:
+        data = dict(data)
+        data["stop"] = tuple(data.get("stop", ()))
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sampled reply and what it cost."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str = "stop"  # "stop" (end of turn or a stop string) | "length"
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """A chat model that samples replies. Implementations: `mucode.generation.hf`,
+    `mucode.generation.openai`, `mucode.generation.vllm`."""
+
+    def generate(self, conversations: Sequence[Sequence[Message]], params: SamplingParams) -> list[list[Completion]]:
+        """`params.n` completions for each conversation, in input order."""
+        ...
+
+    def close(self) -> None:
+        """Release the model (memory, connections, server processes)."""
+        ...
