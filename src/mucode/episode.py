@@ -21,7 +21,7 @@ Many episodes advanced together (one generation batch and one executor batch per
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Mapping, Protocol, Sequence
 
 from mucode.extraction import extract_code
@@ -264,27 +264,47 @@ def advance(
     if any(ep.done for ep in episodes):
         raise RuntimeError("advance() got a finished episode; pass only episodes with `not ep.done`")
     programs = [extract_code(r) for r in replies]
-    public = executor.run_many([(p, ep.problem.public_tests, ep.problem.setup_code) for ep, p in zip(episodes, programs)], progress=progress)
-    private = _run_private(episodes, programs, public, executor, run_private, progress)
+    if run_private == "every_turn":
+        public, private = _run_public_and_private(episodes, programs, executor, progress)
+    else:
+        public = executor.run_many([(p, ep.problem.public_tests, ep.problem.setup_code) for ep, p in zip(episodes, programs)], progress=progress)
+        private = _run_private_where_final(episodes, programs, public, executor, progress)
     return [
         ep.record(reply, pub, priv, program=program)
         for ep, reply, program, pub, priv in zip(episodes, replies, programs, public, private)
     ]
 
 
-def _run_private(
+def split_result(result: ExecResult, n_first: int) -> tuple[ExecResult, ExecResult]:
+    """Split the result of one run against `first + second` tests into the two results (the
+    program's output goes with the first)."""
+    first = replace(result, verdicts=result.verdicts[:n_first])
+    second = replace(result, verdicts=result.verdicts[n_first:], stdout="", stderr="", output_truncated=False)
+    return first, second
+
+
+def _run_public_and_private(
+    episodes: Sequence[Episode], programs: Sequence[str], executor: ExecutorLike, progress: bool
+) -> tuple[list[ExecResult], list[ExecResult | None]]:
+    """One sandboxed run per program against public + private tests, split afterwards."""
+    jobs = [(p, ep.problem.public_tests + ep.problem.private_tests, ep.problem.setup_code) for ep, p in zip(episodes, programs)]
+    public, private = [], []
+    for ep, result in zip(episodes, executor.run_many(jobs, progress=progress)):
+        pub, priv = split_result(result, len(ep.problem.public_tests))
+        public.append(pub)
+        private.append(priv if ep.problem.private_tests else None)
+    return public, private
+
+
+def _run_private_where_final(
     episodes: Sequence[Episode],
     programs: Sequence[str],
     public: Sequence[ExecResult],
     executor: ExecutorLike,
-    run_private: RunPrivate,
     progress: bool,
 ) -> list[ExecResult | None]:
-    """Private results where wanted (None elsewhere): every turn, or only turns that end an episode."""
-    wanted = [
-        bool(ep.problem.private_tests) and (run_private == "every_turn" or ep.ends_with(pub))
-        for ep, pub in zip(episodes, public)
-    ]
+    """Private results for the turns that end their episode (None elsewhere)."""
+    wanted = [bool(ep.problem.private_tests) and ep.ends_with(pub) for ep, pub in zip(episodes, public)]
     jobs = [(p, ep.problem.private_tests, ep.problem.setup_code) for ep, p, w in zip(episodes, programs, wanted) if w]
     results = iter(executor.run_many(jobs, progress=progress) if jobs else [])
     return [next(results) if w else None for w in wanted]

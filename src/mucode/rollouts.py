@@ -1,0 +1,371 @@
+"""Multi-turn rollouts: R trajectories of up to T turns per problem, collected fast and resumably.
+
+    mucode rollout --model smollm2-135m --problems mbpp:train --rollouts 15 --turns 3 --out runs/r0
+
+Engine: the live episodes advance together. Each step gathers every live episode that needs a
+reply, generates for all of them in one call, and runs all the new programs in parallel in the
+sandbox; the live set is split in two halves so that one half's programs run while the other half
+generates. A finished trajectory is appended to `trajectories.jsonl` at once (flushed and synced),
+so a run killed at any moment and restarted with the same command redoes only the trajectories
+that were not complete, never duplicates one, and loses none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from mucode.config import config_to_dict, save_config
+from mucode.episode import Episode, ExecutorLike, advance
+from mucode.generation.base import Completion, Generator, SamplingParams
+from mucode.prompts import PromptConfig
+from mucode.types import Problem
+
+TRAJECTORIES = "trajectories.jsonl"
+
+
+@dataclass
+class RolloutConfig:
+    """Parameters of `mucode rollout` (saved as `config.yaml` next to the trajectories).
+
+    Parameters that control the model:
+        model, backend, base_url, dtype
+    Parameters that control the data:
+        problems (SOURCE[:SPLIT]), problems_path (MBPP file or folder), limit
+    Parameters that control sampling and episodes:
+        rollouts, turns, temperature, top_p, max_new_tokens, seed
+    Parameters that control throughput:
+        max_live (episodes advanced together), workers and timeout_s (sandbox)
+    """
+
+    model: str = field(default="smollm2-135m", metadata={"help": "Preset name, hub id, local folder, GGUF file, or the served model name (openai backend)."})
+    problems: str = field(default="humaneval", metadata={"help": "Problem set, SOURCE[:SPLIT] (e.g. mbpp:train, humaneval)."})
+    out: str = field(default="runs/rollouts", metadata={"help": "Output folder."})
+    rollouts: int = field(default=1, metadata={"help": "Trajectories per problem."})
+    turns: int = field(default=3, metadata={"help": "Most turns per trajectory."})
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature; 0.0 = greedy."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass."})
+    max_new_tokens: int = field(default=1000, metadata={"help": "Most tokens per reply."})
+    seed: int = field(default=0, metadata={"help": "Base seed (problem subset, sampling)."})
+    limit: int | None = field(default=None, metadata={"help": "Use a seeded random subset of this many problems."})
+    problems_path: str | None = field(default=None, metadata={"help": "MBPP data file or folder (else $MUCODE_MBPP_PATH, then the hub)."})
+    backend: str = field(default="hf", metadata={"help": "Generation backend: hf | openai | vllm.", "choices": ["hf", "openai", "vllm"]})
+    base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible server URL (openai backend)."})
+    dtype: str = field(default="float32", metadata={"help": "Model dtype (hf / vllm backends)."})
+    max_live: int = field(default=32, metadata={"help": "Episodes advanced together (one generation batch is half of them)."})
+    workers: int | None = field(default=None, metadata={"help": "Sandbox workers (default: one per core)."})
+    timeout_s: float = field(default=3.0, metadata={"help": "Sandbox wall-clock limit per test, in seconds."})
+
+    def __post_init__(self) -> None:
+        for name in ("rollouts", "turns", "max_new_tokens", "max_live"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"got {name}={getattr(self, name)}; it must be >= 1")
+        if self.temperature == 0 and self.rollouts > 1:
+            raise ValueError(f"got rollouts={self.rollouts} with temperature=0: greedy rollouts are identical; use --rollouts 1 or a temperature > 0")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"got limit={self.limit}; it must be >= 1 (or unset for every problem)")
+
+    def sampling(self) -> SamplingParams:
+        return SamplingParams(n=1, temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens, seed=self.seed)
+
+
+# -- storage ---------------------------------------------------------------------------------------
+
+class TrajectoryStore:
+    """Append-only JSONL of finished trajectories, one per (problem id, rollout index).
+
+    Opening repairs a tail cut by a crash (a last line without its newline is dropped: that
+    trajectory was never complete, so it is run again). `datasets.load_dataset("json",
+    data_files=...)` reads the file directly.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.path = self.folder / TRAJECTORIES
+        self.done: set[tuple[str, int]] = set()
+        self.n_correct = 0
+        self._repair_and_index()
+        self._handle = open(self.path, "a", encoding="utf-8")
+
+    def _repair_and_index(self) -> None:
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        complete = data[: data.rfind(b"\n") + 1]
+        if len(complete) != len(data):
+            with open(self.path, "r+b") as handle:
+                handle.truncate(len(complete))
+        for number, line in enumerate(complete.decode("utf-8").splitlines(), 1):
+            try:
+                record = json.loads(line)
+                key = (record["problem_id"], record["rollout"])
+            except (ValueError, KeyError) as err:
+                raise ValueError(f"{self.path}: line {number} is not a trajectory record ({err}); move the file away or fix the line") from None
+            if key in self.done:
+                raise ValueError(f"{self.path}: line {number} repeats trajectory {key}; the file was edited or written by two runs at once")
+            self.done.add(key)
+            self.n_correct += bool(record.get("correct"))
+
+    def append(self, record: dict[str, Any]) -> None:
+        key = (record["problem_id"], record["rollout"])
+        if key in self.done:
+            raise ValueError(f"trajectory {key} is already stored")
+        self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self.done.add(key)
+        self.n_correct += bool(record.get("correct"))
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def read_trajectories(folder: str | Path) -> list[dict[str, Any]]:
+    """Every stored trajectory record of a rollout folder (complete lines only)."""
+    path = Path(folder) / TRAJECTORIES
+    text = path.read_text(encoding="utf-8")
+    return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines()]
+
+
+# -- engine ----------------------------------------------------------------------------------------
+
+@dataclass
+class _Live:
+    episode: Episode
+    rollout: int
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    generate_s: float = 0.0
+
+
+@dataclass
+class RolloutStats:
+    trajectories: int = 0
+    correct: int = 0
+    completion_tokens: int = 0
+    generate_s: float = 0.0
+    wall_s: float = 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.completion_tokens / self.wall_s if self.wall_s else 0.0
+
+
+def work_items(problems: Sequence[Problem], rollouts: int, done: set[tuple[str, int]]) -> Iterator[tuple[Problem, int]]:
+    """(problem, rollout index) pairs still to run, rollouts of a problem together."""
+    for problem in problems:
+        for index in range(rollouts):
+            if (problem.id, index) not in done:
+                yield problem, index
+
+
+def trajectory_record(live: _Live, model: str) -> dict[str, Any]:
+    episode = live.episode
+    record = episode.to_dict()
+    record.update(
+        rollout=live.rollout,
+        model=model,
+        n_turns=len(episode.turns),
+        prompt_tokens=live.prompt_tokens,
+        completion_tokens=live.completion_tokens,
+        generate_s=round(live.generate_s, 4),
+    )
+    return record
+
+
+def _generate(generator: Generator, lives: Sequence[_Live], params: SamplingParams, step: int) -> list[Completion]:
+    """One reply per live episode; the seed depends on the run seed and the step only."""
+    seeded = replace(params, seed=_derive_seed(params.seed, step))
+    started = time.perf_counter()
+    completions = [c[0] for c in generator.generate([lv.episode.pending_messages() for lv in lives], seeded)]
+    per_episode_s = (time.perf_counter() - started) / max(len(lives), 1)
+    for lv, completion in zip(lives, completions):
+        lv.prompt_tokens += completion.prompt_tokens
+        lv.completion_tokens += completion.completion_tokens
+        lv.generate_s += per_episode_s
+    return completions
+
+
+def _derive_seed(seed: int, step: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}:{step}".encode()).digest()[:4], "big")
+
+
+def collect_rollouts(
+    problems: Sequence[Problem],
+    generator: Generator,
+    executor: ExecutorLike,
+    store: TrajectoryStore,
+    *,
+    rollouts: int,
+    turns: int,
+    params: SamplingParams,
+    max_live: int = 32,
+    model_name: str = "",
+    prompt_config: PromptConfig | None = None,
+    on_trajectory: Callable[[dict[str, Any], RolloutStats], None] | None = None,
+) -> RolloutStats:
+    """Run every (problem, rollout) not yet in `store` and append each finished trajectory."""
+    prompt_config = prompt_config or PromptConfig()
+    pending = work_items(problems, rollouts, store.done)
+    live: list[_Live] = []
+    stats = RolloutStats()
+    started = time.perf_counter()
+    step = 0
+    with ThreadPoolExecutor(1, thread_name_prefix="mucode-rollout-exec") as background:
+        while True:
+            live.extend(_refill(pending, max_live - len(live), turns, prompt_config))
+            if not live:
+                break
+            halves = [live[: (len(live) + 1) // 2], live[(len(live) + 1) // 2 :]]
+            running: Future | None = None
+            for half in halves:
+                if not half:
+                    continue
+                completions = _generate(generator, half, params, step)
+                step += 1
+                if running is not None:
+                    running.result()  # the other half's programs ran while this half generated
+                running = background.submit(advance, [lv.episode for lv in half], [c.text for c in completions], executor)
+            if running is not None:
+                running.result()
+            still_live = []
+            for lv in live:
+                if lv.episode.done:
+                    record = trajectory_record(lv, model_name)
+                    store.append(record)
+                    stats.trajectories += 1
+                    stats.correct += bool(record["correct"])
+                    stats.completion_tokens += lv.completion_tokens
+                    stats.wall_s = time.perf_counter() - started
+                    if on_trajectory is not None:
+                        on_trajectory(record, stats)
+                else:
+                    still_live.append(lv)
+            live = still_live
+    stats.wall_s = time.perf_counter() - started
+    return stats
+
+
+def _refill(pending: Iterator[tuple[Problem, int]], room: int, turns: int, prompt_config: PromptConfig) -> list[_Live]:
+    fresh = []
+    for problem, index in pending:
+        fresh.append(_Live(Episode(problem, max_turns=turns, prompt_config=prompt_config), index))
+        if len(fresh) >= room:
+            break
+    return fresh
+
+
+# -- the whole command -----------------------------------------------------------------------------
+
+def select_problems(problems: Sequence[Problem], limit: int | None, seed: int) -> list[Problem]:
+    """All problems, or a seeded random subset of `limit` of them (in their original order)."""
+    import random
+
+    if limit is None or limit >= len(problems):
+        return list(problems)
+    chosen = set(random.Random(seed).sample(range(len(problems)), limit))
+    return [p for i, p in enumerate(problems) if i in chosen]
+
+
+def write_run_metadata(config: RolloutConfig, out: Path, problem_ids: Sequence[str], extra: dict[str, Any] | None = None) -> None:
+    """config.yaml (resolved config), run.json (seeds, problem ids, versions)."""
+    from mucode import __version__
+
+    config_path = out / "config.yaml"
+    if config_path.exists():
+        import yaml
+
+        previous = yaml.safe_load(config_path.read_text())
+        current = config_to_dict(config)
+        changed = {k for k in current if k not in ("out", "workers", "max_live") and previous.get(k) != current[k]}
+        if changed:
+            raise ValueError(
+                f"{out} holds rollouts made with a different config ({', '.join(sorted(changed))} differ); "
+                "resume with the same settings or choose another --out"
+            )
+    save_config(config, config_path)
+    meta = {"mucode": __version__, "python": platform.python_version(), "seed": config.seed, "problem_ids": list(problem_ids), **(extra or {})}
+    (out / "run.json").write_text(json.dumps(meta, indent=2))
+
+
+def run_rollouts(config: RolloutConfig, progress: bool = True) -> RolloutStats:
+    """Resolve the problems, the model and the sandbox from `config`, then collect (resuming)."""
+    from mucode.execution import Executor, Limits
+    from mucode.generation.factory import make_generator
+    from mucode.problems import load_problems
+
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    problem_set = load_problems(config.problems, path=config.problems_path)
+    problems = select_problems(list(problem_set), config.limit, config.seed)
+    write_run_metadata(config, out, [p.id for p in problems], {"problems_sha256": problem_set.sha256})
+    store = TrajectoryStore(out)
+    total = len(problems) * config.rollouts
+    bar = _progress_bar(total, len(store.done), store.n_correct) if progress else None
+    generator = make_generator(config.backend, config.model, **_backend_options(config))
+    try:
+        with Executor(workers=config.workers, limits=Limits(timeout_s=config.timeout_s)) as executor:
+            stats = collect_rollouts(
+                problems, generator, executor, store, rollouts=config.rollouts, turns=config.turns,
+                params=config.sampling(), max_live=config.max_live, model_name=config.model,
+                on_trajectory=(lambda record, stats: _update_bar(bar, store, stats)) if bar else None,
+            )
+    finally:
+        generator.close()
+        store.close()
+        if bar is not None:
+            bar.close()
+    return stats
+
+
+def _backend_options(config: RolloutConfig) -> dict[str, Any]:
+    if config.backend == "openai":
+        if not config.base_url:
+            raise ValueError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+        return {"base_url": config.base_url}
+    return {"dtype": config.dtype}
+
+
+def _progress_bar(total: int, done: int, correct: int):
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, initial=done, desc="rollouts", unit="traj")
+    if done:
+        bar.set_postfix_str(f"resumed {done}, pass {correct / done:.1%}")
+    return bar
+
+
+def _update_bar(bar, store: TrajectoryStore, stats: RolloutStats) -> None:
+    bar.update(1)
+    rate = store.n_correct / max(len(store.done), 1)
+    bar.set_postfix_str(f"pass {rate:.1%}, {stats.tokens_per_s:.0f} tok/s")
+
+
+def summarize(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Counts and pass rates of stored trajectories (correct = the final program passes the
+    private tests; by turn t = the answer at turn t is correct)."""
+    records = list(records)
+    if not records:
+        return {"trajectories": 0}
+    max_turns = max(r["max_turns"] for r in records)
+    by_turn = []
+    for t in range(1, max_turns + 1):
+        answers = [r["turns"][min(t, len(r["turns"])) - 1].get("correct") for r in records]
+        by_turn.append(sum(bool(a) for a in answers) / len(records))
+    return {
+        "trajectories": len(records),
+        "problems": len({r["problem_id"] for r in records}),
+        "correct": sum(bool(r["correct"]) for r in records) / len(records),
+        "solved_public": sum(bool(r["solved_public"]) for r in records) / len(records),
+        "accuracy_by_turn": by_turn,
+        "mean_turns": sum(r["n_turns"] for r in records) / len(records),
+        "completion_tokens": sum(r.get("completion_tokens", 0) for r in records),
+    }

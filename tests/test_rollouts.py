@@ -1,0 +1,142 @@
+"""Rollouts with a real (tiny, random) model and the real sandbox: storage, resume, kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mucode.execution import Executor, Limits
+from mucode.generation.base import SamplingParams
+from mucode.rollouts import RolloutConfig, TrajectoryStore, collect_rollouts, read_trajectories, summarize
+
+PROBLEMS = [
+    {"id": f"p{i}", "prompt": f"Return {i} plus x.", "public_tests": [f"assert f(1) == {i + 1}"], "private_tests": [f"assert f(2) == {i + 2}"]}
+    for i in range(4)
+]
+
+
+@pytest.fixture
+def problems_file(tmp_path) -> Path:
+    path = tmp_path / "test.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in PROBLEMS))
+    return path
+
+
+@pytest.fixture(scope="module")
+def generator(tiny_model_dir):
+    from mucode.generation.hf import TransformersGenerator
+
+    gen = TransformersGenerator.from_pretrained(str(tiny_model_dir))
+    yield gen
+    gen.close()
+
+
+@pytest.fixture(scope="module")
+def executor():
+    with Executor(workers=2, limits=Limits(timeout_s=2)) as ex:
+        yield ex
+
+
+def load(problems_file):
+    from mucode.problems import load_problems
+
+    return list(load_problems(str(problems_file)))
+
+
+def test_every_trajectory_is_stored_once_and_loads_with_datasets(tmp_path, problems_file, generator, executor):
+    store = TrajectoryStore(tmp_path / "out")
+    params = SamplingParams(temperature=1.0, max_new_tokens=12, seed=3)
+    stats = collect_rollouts(load(problems_file), generator, executor, store, rollouts=3, turns=2, params=params, max_live=5)
+    store.close()
+    records = read_trajectories(tmp_path / "out")
+    assert stats.trajectories == len(records) == 12
+    assert sorted((r["problem_id"], r["rollout"]) for r in records) == [(f"p{i}", k) for i in range(4) for k in range(3)]
+    for record in records:
+        assert 1 <= record["n_turns"] <= 2 and len(record["turns"]) == record["n_turns"]
+        assert record["completion_tokens"] == sum(t["completion_tokens"] for t in record["turns"] if t["completion_tokens"]) or record["completion_tokens"] > 0
+        assert "private_tests" not in record["problem"]  # hidden tests never stored with the episode
+    import datasets
+
+    dataset = datasets.load_dataset("json", data_files=str(tmp_path / "out" / "trajectories.jsonl"), split="train")
+    assert len(dataset) == 12 and set(dataset["problem_id"]) == {f"p{i}" for i in range(4)}
+    summary = summarize(records)
+    assert summary["trajectories"] == 12 and len(summary["accuracy_by_turn"]) == 2
+
+
+def test_a_second_run_only_does_what_is_missing(tmp_path, problems_file, generator, executor):
+    params = SamplingParams(temperature=1.0, max_new_tokens=8)
+    store = TrajectoryStore(tmp_path / "out")
+    collect_rollouts(load(problems_file)[:2], generator, executor, store, rollouts=2, turns=1, params=params)
+    store.close()
+    store = TrajectoryStore(tmp_path / "out")
+    stats = collect_rollouts(load(problems_file), generator, executor, store, rollouts=2, turns=1, params=params)
+    store.close()
+    assert stats.trajectories == 4
+    assert len(read_trajectories(tmp_path / "out")) == 8
+
+
+def test_a_cut_last_line_is_dropped_and_redone(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "trajectories.jsonl").write_text('{"problem_id": "p0", "rollout": 0, "correct": true}\n{"problem_id": "p0", "rol')
+    store = TrajectoryStore(out)
+    assert store.done == {("p0", 0)}
+    store.close()
+    assert (out / "trajectories.jsonl").read_text() == '{"problem_id": "p0", "rollout": 0, "correct": true}\n'
+
+
+def test_a_duplicated_record_is_an_error(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    line = '{"problem_id": "p0", "rollout": 0}\n'
+    (out / "trajectories.jsonl").write_text(line * 2)
+    with pytest.raises(ValueError, match="line 2 repeats trajectory"):
+        TrajectoryStore(out)
+
+
+def _rollout_command(model: Path, problems: Path, out: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "mucode", "rollout", "--model", str(model), "--problems", str(problems),
+        "--rollouts", "6", "--turns", "2", "--temperature", "1.0", "--max-new-tokens", "16",
+        "--max-live", "4", "--workers", "1", "--timeout-s", "2", "--out", str(out),
+    ]
+
+
+def test_kill_9_then_rerun_loses_and_duplicates_nothing(tmp_path, problems_file, tiny_model_dir):
+    out = tmp_path / "run"
+    command = _rollout_command(tiny_model_dir, problems_file, out)
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    target = out / "trajectories.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if target.exists() and target.read_text().count("\n") >= 5:
+            break
+        time.sleep(0.05)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    stored_before = target.read_text().count("\n")
+    assert 5 <= stored_before < 24, "the kill should land mid-run"
+    second = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr
+    records = read_trajectories(out)
+    keys = [(r["problem_id"], r["rollout"]) for r in records]
+    assert len(keys) == len(set(keys)) == 24
+    assert "24 trajectories over 4 problems" in second.stdout
+
+
+def test_resuming_with_other_settings_is_refused(tmp_path, problems_file, tiny_model_dir):
+    out = tmp_path / "run"
+    from mucode.rollouts import write_run_metadata
+
+    out.mkdir()
+    write_run_metadata(RolloutConfig(model=str(tiny_model_dir), problems=str(problems_file), out=str(out)), out, ["p0"])
+    changed = RolloutConfig(model=str(tiny_model_dir), problems=str(problems_file), out=str(out), temperature=0.2)
+    with pytest.raises(ValueError, match="temperature"):
+        write_run_metadata(changed, out, ["p0"])
