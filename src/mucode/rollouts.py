@@ -331,7 +331,7 @@ def _backend_options(config: RolloutConfig) -> dict[str, Any]:
         if not config.base_url:
             raise ValueError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
         return {"base_url": config.base_url}
-    return {"dtype": config.dtype}
+    return {"dtype": config.dtype, "batch_size": config.max_live}
 
 
 def _progress_bar(total: int, done: int, correct: int):

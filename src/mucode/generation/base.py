@@ -7,6 +7,7 @@ conversations.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
@@ -65,7 +66,7 @@ class Completion:
 @runtime_checkable
 class Generator(Protocol):
     """A chat model that samples replies. Implementations: `mucode.generation.hf`,
-    `mucode.generation.openai`, `mucode.generation.vllm`."""
+    `mucode.generation.openai_api`, `mucode.generation.vllm`."""
 
     def generate(self, conversations: Sequence[Sequence[Message]], params: SamplingParams) -> list[list[Completion]]:
         """`params.n` completions for each conversation, in input order."""
@@ -74,3 +75,17 @@ class Generator(Protocol):
     def close(self) -> None:
         """Release the model (memory, connections, server processes)."""
         ...
+
+
+def derive_seed(*parts: int) -> int:
+    """A 31-bit seed that depends on every part (a base seed, then indices); stable across runs.
+    31 bits: some servers parse `seed` as a signed 32-bit int."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & 0x7FFFFFFF
+
+
+def trim_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """`text` cut before the earliest stop string, and whether one was found. Backends that keep the
+    stop string in the reply (`transformers serve`) and those that drop it (vLLM) then agree."""
+    cuts = [i for i in (text.find(s) for s in stop if s) if i >= 0]
+    return (text[: min(cuts)], True) if cuts else (text, False)
