@@ -60,7 +60,8 @@ def test_every_trajectory_is_stored_once_and_loads_with_datasets(tmp_path, probl
     assert sorted((r["problem_id"], r["rollout"]) for r in records) == [(f"p{i}", k) for i in range(4) for k in range(3)]
     for record in records:
         assert 1 <= record["n_turns"] <= 2 and len(record["turns"]) == record["n_turns"]
-        assert record["completion_tokens"] == sum(t["completion_tokens"] for t in record["turns"] if t["completion_tokens"]) or record["completion_tokens"] > 0
+        assert record["completion_tokens"] == sum(t["completion_tokens"] for t in record["turns"]) > 0
+        assert all(t["prompt_tokens"] > 0 and t["generate_s"] > 0 for t in record["turns"])
         assert "private_tests" not in record["problem"]  # hidden tests never stored with the episode
     import datasets
 

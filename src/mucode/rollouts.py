@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from mucode.config import config_to_dict, save_config
-from mucode.episode import Episode, ExecutorLike, advance
+from mucode.episode import Episode, ExecutorLike, Turn, advance
 from mucode.generation.base import Completion, Generator, SamplingParams
 from mucode.prompts import PromptConfig
 from mucode.types import Problem
@@ -181,17 +181,22 @@ def trajectory_record(live: _Live, model: str) -> dict[str, Any]:
     return record
 
 
-def _generate(generator: Generator, lives: Sequence[_Live], params: SamplingParams, step: int) -> list[Completion]:
-    """One reply per live episode; the seed depends on the run seed and the step only."""
+def _generate(generator: Generator, lives: Sequence[_Live], params: SamplingParams, step: int) -> tuple[list[Completion], float]:
+    """One reply per live episode, and the generation seconds per episode. The seed depends on
+    the run seed and the step only."""
     seeded = replace(params, seed=_derive_seed(params.seed, step))
     started = time.perf_counter()
     completions = [c[0] for c in generator.generate([lv.episode.pending_messages() for lv in lives], seeded)]
-    per_episode_s = (time.perf_counter() - started) / max(len(lives), 1)
-    for lv, completion in zip(lives, completions):
+    return completions, (time.perf_counter() - started) / max(len(lives), 1)
+
+
+def _annotate(turns: Sequence[Turn], lives: Sequence[_Live], completions: Sequence[Completion], seconds: float) -> None:
+    """Token counts and generation time on each new turn and on its trajectory."""
+    for turn, lv, completion in zip(turns, lives, completions):
+        turn.prompt_tokens, turn.completion_tokens, turn.generate_s = completion.prompt_tokens, completion.completion_tokens, round(seconds, 4)
         lv.prompt_tokens += completion.prompt_tokens
         lv.completion_tokens += completion.completion_tokens
-        lv.generate_s += per_episode_s
-    return completions
+        lv.generate_s += seconds
 
 
 def _derive_seed(seed: int, step: int) -> int:
@@ -225,17 +230,18 @@ def collect_rollouts(
             if not live:
                 break
             halves = [live[: (len(live) + 1) // 2], live[(len(live) + 1) // 2 :]]
-            running: Future | None = None
+            running: tuple[Future, list[_Live], list[Completion], float] | None = None
             for half in halves:
                 if not half:
                     continue
-                completions = _generate(generator, half, params, step)
+                completions, seconds = _generate(generator, half, params, step)
                 step += 1
                 if running is not None:
-                    running.result()  # the other half's programs ran while this half generated
-                running = background.submit(advance, [lv.episode for lv in half], [c.text for c in completions], executor)
+                    _annotate(running[0].result(), *running[1:])  # it ran while this half generated
+                future = background.submit(advance, [lv.episode for lv in half], [c.text for c in completions], executor)
+                running = (future, half, completions, seconds)
             if running is not None:
-                running.result()
+                _annotate(running[0].result(), *running[1:])
             still_live = []
             for lv in live:
                 if lv.episode.done:
