@@ -53,7 +53,7 @@ def load(problems_file):
 def test_every_trajectory_is_stored_once_and_loads_with_datasets(tmp_path, problems_file, generator, executor):
     store = TrajectoryStore(tmp_path / "out")
     params = SamplingParams(temperature=1.0, max_new_tokens=12, seed=3)
-    stats = collect_rollouts(load(problems_file), generator, executor, store, rollouts=3, turns=2, params=params, max_live=5)
+    stats = collect_rollouts(load(problems_file), generator, executor, store, rollouts=3, turns=2, params=params, max_live=5, overlap=True)
     store.close()
     records = read_trajectories(tmp_path / "out")
     assert stats.trajectories == len(records) == 12

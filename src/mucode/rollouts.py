@@ -59,7 +59,7 @@ class RolloutConfig:
     backend: str = field(default="hf", metadata={"help": "Generation backend: hf | openai | vllm.", "choices": ["hf", "openai", "vllm"]})
     base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible server URL (openai backend)."})
     dtype: str = field(default="float32", metadata={"help": "Model dtype (hf / vllm backends)."})
-    max_live: int = field(default=32, metadata={"help": "Episodes advanced together (one generation batch is half of them)."})
+    max_live: int = field(default=32, metadata={"help": "Episodes advanced together (one generation batch)."})
     workers: int | None = field(default=None, metadata={"help": "Sandbox workers (default: one per core)."})
     timeout_s: float = field(default=3.0, metadata={"help": "Sandbox wall-clock limit per test, in seconds."})
 
@@ -215,9 +215,14 @@ def collect_rollouts(
     max_live: int = 32,
     model_name: str = "",
     prompt_config: PromptConfig | None = None,
+    overlap: bool = False,
     on_trajectory: Callable[[dict[str, Any], RolloutStats], None] | None = None,
 ) -> RolloutStats:
-    """Run every (problem, rollout) not yet in `store` and append each finished trajectory."""
+    """Run every (problem, rollout) not yet in `store` and append each finished trajectory.
+
+    overlap: split the live episodes in two halves so that one half's programs run in the sandbox
+    while the other half generates. Worth it when generation happens elsewhere (a server, a GPU);
+    with in-process generation on CPU the full batch is faster (the sandbox needs little time)."""
     prompt_config = prompt_config or PromptConfig()
     pending = work_items(problems, rollouts, store.done)
     live: list[_Live] = []
@@ -229,7 +234,7 @@ def collect_rollouts(
             live.extend(_refill(pending, max_live - len(live), turns, prompt_config))
             if not live:
                 break
-            halves = [live[: (len(live) + 1) // 2], live[(len(live) + 1) // 2 :]]
+            halves = [live[: (len(live) + 1) // 2], live[(len(live) + 1) // 2 :]] if overlap else [live]
             running: tuple[Future, list[_Live], list[Completion], float] | None = None
             for half in halves:
                 if not half:
@@ -322,6 +327,7 @@ def run_rollouts(config: RolloutConfig, progress: bool = True) -> RolloutStats:
             stats = collect_rollouts(
                 problems, generator, executor, store, rollouts=config.rollouts, turns=config.turns,
                 params=config.sampling(), max_live=config.max_live, model_name=config.model,
+                overlap=config.backend != "hf",
                 on_trajectory=(lambda record, stats: _update_bar(bar, store, stats)) if bar else None,
             )
     finally:
