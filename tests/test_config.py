@@ -36,3 +36,9 @@ def test_save_and_load_round_trip(tmp_path):
     config = RolloutConfig(model="m", rollouts=5, limit=7)
     save_config(config, tmp_path / "config.yaml")
     assert load_config(RolloutConfig, tmp_path / "config.yaml") == config
+
+
+def test_exponent_without_a_dot_is_a_float(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("temperature: 7e-1\n")
+    assert load_config(RolloutConfig, path).temperature == 0.7

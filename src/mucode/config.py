@@ -52,6 +52,11 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
         return origin(value)
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, str):
+        try:  # YAML 1.1 reads `1e-6` (no dot) as a string
+            return float(value)
+        except ValueError:
+            raise ValueError(f"{name}: expected a number, got {value!r}") from None
     if annotation in (int, float, str, bool) and not (type(value) is annotation):
         raise ValueError(f"{name}: expected {annotation.__name__}, got {type(value).__name__} {value!r}")
     return value
@@ -70,22 +75,33 @@ def config_from_dict(cls: type[T], data: Mapping[str, Any], source: str = "confi
     return cls(**values)
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> T:
-    """Defaults, then the YAML file (if any), then `overrides` (e.g. command-line flags)."""
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """The top-level mapping of a YAML config file, with errors that name the file."""
     import yaml
 
-    data: dict[str, Any] = {}
+    path = Path(path)
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path}: expected a mapping of keys to values at the top level")
+    return loaded
+
+
+def load_config(
+    cls: type[T],
+    path: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    base: Mapping[str, Any] | None = None,
+) -> T:
+    """Defaults, then `base` (e.g. a named preset), then the YAML file (if any), then `overrides`
+    (e.g. command-line flags; None values are ignored)."""
+    data: dict[str, Any] = dict(base or {})
     if path is not None:
-        path = Path(path)
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError:
-            raise FileNotFoundError(f"config file {path} does not exist") from None
-        except yaml.YAMLError as err:
-            raise ValueError(f"{path}: not valid YAML: {err}") from None
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: expected a mapping of keys to values at the top level")
-        data.update(loaded)
+        data.update(read_yaml_mapping(path))
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return config_from_dict(cls, data, source=str(path) if path else "config")
 

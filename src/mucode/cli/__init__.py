@@ -22,11 +22,13 @@ def _register() -> None:
     from mucode.cli import models as models_cmd
     from mucode.cli import problems as problems_cmd
     from mucode.cli import rollout as rollout_cmd
+    from mucode.cli import verifier as verifier_cmd
 
     app.add_command(problems_cmd.problems)
     app.add_command(exec_cmd.exec_command)
     app.add_command(models_cmd.models)
     app.add_command(rollout_cmd.rollout_command)
+    app.add_command(verifier_cmd.verifier)
 
 
 _register()

@@ -1,0 +1,191 @@
+"""Configs of the verifier commands: what the verifier reads (data), how it is trained, scored and
+evaluated. Plain dataclasses (see `mucode.config` for YAML loading and unknown-key errors).
+
+    config = train_config("cpu", "verifier.yaml", {"learning_rate": 1e-5})   # preset < file < flags
+
+The dataclass defaults are the paper's hyperparameters (METHOD.md §2: lr 1e-6, 2 epochs, 64 pairs
+per update, full fine-tune, 32 pairs per problem). `PRESETS` are short diffs over them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+ReplyView = Literal["reply", "program"]
+Context = Literal["problem", "history"]
+Loss = Literal["bt", "bce"]
+Finetune = Literal["full", "lora", "head"]
+MixedPrecision = Literal["no", "bf16", "fp16"]
+Split = Literal["heldout", "train", "all"]
+TurnSelection = Literal["all", "final", "first"]
+
+
+@dataclass
+class VerifierDataConfig:
+    """What the verifier is trained on and reads (shared by training and evaluation).
+
+    Parameters that control the data:
+        trajectories: rollout folders (one per iteration); pairs are built per folder and pooled.
+        pairs_per_problem: Bradley-Terry pairs sampled per problem that has both classes.
+        reply_view / context: the text the verifier reads (raw reply or extracted program;
+            the original problem or the whole history before the turn).
+        dedupe: drop repeated candidates (same text) within a problem and class.
+        holdout_fraction: share of problems held out (split by problem id, never by row).
+        seed: seeds the split and the pair sampling.
+    """
+
+    trajectories: list[str] = field(default_factory=list, metadata={"help": "Rollout folders holding trajectories.jsonl, one per iteration (comma-separated on the command line)."})
+    pairs_per_problem: int = field(default=32, metadata={"help": "Bradley-Terry pairs sampled per problem that has both a correct and an incorrect program."})
+    reply_view: ReplyView = field(default="reply", metadata={"help": "What the verifier reads of a turn: the raw reply (paper) or the extracted program.", "choices": ["reply", "program"]})
+    context: Context = field(default="problem", metadata={"help": "What comes before it: the original problem only (paper) or the whole history of the turn.", "choices": ["problem", "history"]})
+    dedupe: bool = field(default=False, metadata={"help": "Drop candidates whose text repeats within a problem and class."})
+    holdout_fraction: float = field(default=0.0, metadata={"help": "Share of problems held out for evaluation (split by problem id)."})
+    seed: int = field(default=0, metadata={"help": "Seeds the held-out split, the pair sampling, the head and the data order."})
+
+    def __post_init__(self) -> None:
+        if self.pairs_per_problem < 1:
+            raise ValueError(f"got pairs_per_problem={self.pairs_per_problem}; it must be >= 1")
+        if not 0.0 <= self.holdout_fraction < 1.0:
+            raise ValueError(f"got holdout_fraction={self.holdout_fraction}; it must be in [0, 1) (0 = no held-out problems)")
+
+
+@dataclass
+class VerifierTrainConfig(VerifierDataConfig):
+    """Parameters of `mucode verifier train` (saved as OUT/config.yaml).
+
+    Parameters that control the model:
+        model (base causal LM: preset, hub id or folder), dtype, finetune (full | lora | head),
+        feature_cache (head: where backbone features are kept), lora_r, lora_alpha, lora_dropout,
+        lora_target_modules
+    Parameters that control the loss:
+        loss (bt | bce), l2_coefficient (BT: weight of mean(r^2)), max_length (tokens; longer
+        sequences keep their end, where the reward is read)
+    Parameters that control training:
+        learning_rate, epochs, max_steps, batch_size (pairs or rows per optimizer update, over
+        all processes), micro_batch_size (per process and forward pass), lr_scheduler, warmup,
+        weight_decay, mixed_precision, gradient_checkpointing
+    Parameters that control outputs:
+        out, save_steps, save_total_limit, logging_steps, report_to, eval_strategy
+    """
+
+    out: str = field(default="runs/verifier", metadata={"help": "Output folder: checkpoints, final model, data, logs."})
+    model: str = field(default="smollm2-135m", metadata={"help": "Base causal LM: a preset, hub id or local Hugging Face folder."})
+    dtype: str = field(default="float32", metadata={"help": "Dtype the weights are loaded in.", "choices": ["float32", "bfloat16", "float16"]})
+    finetune: Finetune = field(default="full", metadata={"help": "full: every weight (paper); lora: LoRA adapters + head; head: the scalar head only (frozen backbone).", "choices": ["full", "lora", "head"]})
+    feature_cache: str | None = field(default=None, metadata={"help": "finetune=head: folder of cached backbone features (default OUT/features); share it between runs of one model to encode each turn once."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank (finetune=lora)."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (finetune=lora)."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout (finetune=lora)."})
+    lora_target_modules: str = field(default="all-linear", metadata={"help": "LoRA target modules: 'all-linear' or comma-separated module names."})
+    loss: Loss = field(default="bt", metadata={"help": "bt: Bradley-Terry on pairs (paper); bce: binary cross-entropy on labeled turns.", "choices": ["bt", "bce"]})
+    l2_coefficient: float = field(default=1e-3, metadata={"help": "BT only: weight of the mean squared reward added to the loss."})
+    max_length: int = field(default=1024, metadata={"help": "Most tokens per sequence; longer ones keep their last tokens."})
+    learning_rate: float = field(default=1e-6, metadata={"help": "Peak learning rate (AdamW)."})
+    epochs: float = field(default=2.0, metadata={"help": "Passes over the training data."})
+    max_steps: int = field(default=-1, metadata={"help": "Stop after this many optimizer updates (-1: from epochs)."})
+    batch_size: int = field(default=64, metadata={"help": "Pairs (bt) or rows (bce) per optimizer update, over all processes."})
+    micro_batch_size: int = field(default=8, metadata={"help": "Pairs or rows per process and forward pass; gradient accumulation makes up the rest."})
+    lr_scheduler: str = field(default="linear", metadata={"help": "Learning-rate schedule (a transformers scheduler name).", "choices": ["linear", "cosine", "constant", "constant_with_warmup"]})
+    warmup: float = field(default=0.0, metadata={"help": "Warmup updates, or a fraction of all updates if < 1."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    mixed_precision: MixedPrecision = field(default="no", metadata={"help": "Mixed precision: no | bf16 | fp16 (GPU).", "choices": ["no", "bf16", "fp16"]})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in the backward pass (less memory, ~20% slower)."})
+    save_steps: int = field(default=100, metadata={"help": "Save a resumable checkpoint every this many updates (and at the end)."})
+    save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept (the oldest are deleted)."})
+    logging_steps: int = field(default=10, metadata={"help": "Log loss and accuracy every this many updates."})
+    report_to: str = field(default="tensorboard", metadata={"help": "Loggers, comma-separated: tensorboard, wandb (set WANDB_PROJECT), none."})
+    eval_strategy: Literal["no", "epoch"] = field(default="no", metadata={"help": "Also compute loss/accuracy on the held-out problems after each epoch.", "choices": ["no", "epoch"]})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("max_length", "batch_size", "micro_batch_size", "save_steps", "save_total_limit", "logging_steps", "lora_r"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"got {name}={getattr(self, name)}; it must be >= 1")
+        if self.batch_size % self.micro_batch_size:
+            raise ValueError(
+                f"got batch_size={self.batch_size} and micro_batch_size={self.micro_batch_size}; batch_size must be a "
+                "multiple of micro_batch_size (times the number of processes) so that every update sees the same amount of data"
+            )
+        if self.learning_rate <= 0 or self.epochs <= 0:
+            raise ValueError(f"got learning_rate={self.learning_rate}, epochs={self.epochs}; both must be > 0")
+        if self.eval_strategy != "no" and self.finetune == "head":
+            raise ValueError("eval_strategy applies to full and lora training; evaluate a head-only verifier with `mucode verifier eval`")
+        if self.eval_strategy != "no" and self.holdout_fraction == 0:
+            raise ValueError(f"got eval_strategy={self.eval_strategy!r} with holdout_fraction=0: there is nothing to evaluate on; set --holdout-fraction (e.g. 0.2)")
+
+    def report_targets(self) -> list[str]:
+        """`report_to` as the list transformers expects."""
+        targets = [t.strip() for t in self.report_to.split(",") if t.strip()]
+        return [] if targets in ([], ["none"]) else targets
+
+
+@dataclass
+class VerifierScoreConfig:
+    """Parameters of `mucode verifier score`.
+
+    verifier: a trained verifier (train OUT folder, its model/ folder, or a checkpoint).
+    input: a rollout folder (scores its turns) or a JSONL file of rows with `prompt` and
+    `completion` (or `reply`) fields. out: JSONL written with a `score` per row.
+    """
+
+    verifier: str = field(default="runs/verifier", metadata={"help": "Trained verifier: train output folder, its model/ folder, or a checkpoint."})
+    input: str = field(default="", metadata={"help": "Rollout folder (trajectories.jsonl) or JSONL file of rows with prompt and completion."})
+    out: str = field(default="scores.jsonl", metadata={"help": "Output JSONL: one row per scored item, with `score`."})
+    turns: TurnSelection = field(default="all", metadata={"help": "Rollout input: which turns to score.", "choices": ["all", "final", "first"]})
+    batch_size: int = field(default=16, metadata={"help": "Sequences per forward pass (sorted by length)."})
+    device: str | None = field(default=None, metadata={"help": "Torch device (default: cuda if available, else cpu)."})
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"got batch_size={self.batch_size}; it must be >= 1")
+
+
+@dataclass
+class VerifierEvalConfig:
+    """Parameters of `mucode verifier eval`.
+
+    verifier: a train OUT folder (its held-out split and trajectories are the defaults) or a
+    model folder. split: heldout (problems the training held out), train, or all problems of
+    `trajectories`. Pairs for pairwise accuracy are built as in training (pairs_per_problem,
+    seed). bins: reliability bins of the calibration table.
+    """
+
+    verifier: str = field(default="runs/verifier", metadata={"help": "Trained verifier: train output folder, its model/ folder, or a checkpoint."})
+    trajectories: list[str] = field(default_factory=list, metadata={"help": "Rollout folders (comma-separated); default: those the verifier was trained on."})
+    split: Split = field(default="heldout", metadata={"help": "Problems to evaluate on: heldout (by the training split), train, or all.", "choices": ["heldout", "train", "all"]})
+    out: str | None = field(default=None, metadata={"help": "Report file (JSON); default: VERIFIER/eval-SPLIT.json."})
+    pairs_per_problem: int = field(default=32, metadata={"help": "Pairs sampled per problem for pairwise accuracy."})
+    seed: int = field(default=0, metadata={"help": "Seeds the pair sampling."})
+    bins: int = field(default=10, metadata={"help": "Reliability bins for calibration."})
+    batch_size: int = field(default=16, metadata={"help": "Sequences per forward pass (sorted by length)."})
+    device: str | None = field(default=None, metadata={"help": "Torch device (default: cuda if available, else cpu)."})
+
+    def __post_init__(self) -> None:
+        for name in ("pairs_per_problem", "bins", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"got {name}={getattr(self, name)}; it must be >= 1")
+
+
+# Short diffs over the defaults (the paper's hyperparameters). Starting points, not tuned results.
+PRESETS: dict[str, dict[str, Any]] = {
+    # Paper scale on GPUs (METHOD.md §2): Llama-3.2-1B-Instruct, full fine-tune, bf16, 64 pairs/update.
+    "paper": {"model": "meta-llama/Llama-3.2-1B-Instruct", "mixed_precision": "bf16", "gradient_checkpointing": True},
+    # One CPU: a 135M backbone fully fine-tuned; a larger rate makes up for the few updates.
+    "cpu": {"model": "smollm2-135m", "learning_rate": 1e-5, "batch_size": 16, "micro_batch_size": 4, "max_length": 768, "save_steps": 50, "logging_steps": 5},
+    # One CPU, cheapest: frozen backbone, only the scalar head learns (a linear probe on the
+    # last token's hidden state, cached once per turn; epochs then cost milliseconds).
+    "cpu-head": {"model": "smollm2-135m", "finetune": "head", "learning_rate": 1e-3, "epochs": 20.0, "batch_size": 32, "micro_batch_size": 8, "max_length": 768, "logging_steps": 20},
+}
+
+
+def train_config(preset: str | None = None, path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> VerifierTrainConfig:
+    """Defaults, then the preset, then the YAML file, then `overrides` (unset values skipped)."""
+    from mucode.config import load_config
+
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    return load_config(VerifierTrainConfig, path, overrides, base=PRESETS[preset] if preset else None)
+
+

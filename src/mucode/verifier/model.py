@@ -1,0 +1,213 @@
+"""The verifier model: a scalar head on any Hugging Face causal LM
+(`AutoModelForSequenceClassification` with one label), its pad token, its input encoding, and
+`verifier.json`, which says how a saved verifier reads its input.
+
+    model, tokenizer = load_backbone("smollm2-135m", seed=0)          # random head, explicit pad
+    ids = encode(tokenizer, [*prompt, {"role": "assistant", "content": reply}], max_length=1024)
+    model, tokenizer, spec = load_verifier("runs/verifier")          # a trained one, for scoring
+
+The reward is the head's logit at the last token that is not the pad token (transformers'
+sequence-classification pooling). So the pad token must never be the last real token: it is
+chosen apart from every end-of-turn token (`set_pad_token`), and sequences are padded on the
+right in training and scoring.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Sequence
+
+logger = logging.getLogger("mucode.verifier")
+
+SPEC_FILE = "verifier.json"
+PAD_TOKEN = "<|pad|>"  # added only when the vocabulary has no usable pad candidate
+
+
+@dataclass
+class VerifierSpec:
+    """How a saved verifier reads its input and how it was made (OUT/model/verifier.json).
+
+    reply_view: "reply" or "program"; context: "problem" or "history" (see data.py).
+    max_length: tokens kept per sequence (its end). loss: "bt" or "bce" (only a BCE head's
+    sigmoid is a calibrated probability).
+    """
+
+    loss: str = "bt"
+    reply_view: str = "reply"
+    context: str = "problem"
+    max_length: int = 1024
+    base_model: str = ""
+    finetune: str = "full"
+    features: str = ""  # finetune="head": the backbone feature file the scorer may reuse
+    mucode_version: str = ""
+
+    def save(self, folder: str | Path) -> None:
+        Path(folder, SPEC_FILE).write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> VerifierSpec:
+        """The spec saved in `folder`; the defaults (raw reply, original problem) when there is
+        none, e.g. for a reward model not trained by mucode."""
+        path = Path(folder, SPEC_FILE)
+        if not path.is_file():
+            logger.warning("%s has no %s; reading raw replies with the original problem, at most 1024 tokens", folder, SPEC_FILE)
+            return cls()
+        data = json.loads(path.read_text())
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+# ------------------------------------------------------------------------------------ encoding
+
+
+def encode(tokenizer: Any, messages: Sequence[dict[str, str]], max_length: int) -> list[int]:
+    """Token ids of a conversation ending with the assistant message to score: the chat template
+    as TRL's RewardTrainer applies it (`apply_chat_template(messages, tokenize=True)`), or, for a
+    tokenizer without a template, the contents joined by blank lines plus eos. Longer than
+    `max_length`, the first tokens are dropped: the reward is read at the end."""
+    if getattr(tokenizer, "chat_template", None):
+        ids = tokenizer.apply_chat_template(list(messages), tokenize=True, return_dict=True)["input_ids"]
+    else:
+        text = "\n\n".join(m["content"] for m in messages) + (tokenizer.eos_token or "")
+        ids = tokenizer(text)["input_ids"]
+    return list(ids[-max_length:])
+
+
+def pad_right(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any]:
+    """(input_ids, attention_mask) long tensors of shape (n, longest), padded on the right."""
+    import torch
+
+    longest = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), longest), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[row, : len(seq)] = 1
+    return ids, mask
+
+
+# ----------------------------------------------------------------------------------- pad token
+
+
+def set_pad_token(tokenizer: Any, model: Any) -> str:
+    """Give tokenizer and model one explicit pad token that is no end-of-turn token.
+
+    The tokenizer's own pad token when it qualifies; else its unk token, an added special token
+    whose name holds "pad" (e.g. Llama 3's <|finetune_right_pad_id|>), or bos; else a new
+    <|pad|> token (the embeddings grow by one row). Returns the pad token.
+    """
+    from mucode.generation.hf import end_of_turn_ids
+
+    stop = set(end_of_turn_ids(tokenizer))
+    pad_id = tokenizer.pad_token_id
+    if pad_id is None or pad_id in stop:
+        pad_id = _pad_candidate(tokenizer, stop)
+        if pad_id is None:
+            tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
+            model.resize_token_embeddings(len(tokenizer))
+            logger.warning("the tokenizer has no usable pad token; added %s (embeddings resized to %d)", PAD_TOKEN, len(tokenizer))
+        else:
+            logger.info("pad token: %r (the tokenizer's was %r)", tokenizer.convert_ids_to_tokens(pad_id), tokenizer.pad_token)
+            tokenizer.pad_token = tokenizer.convert_ids_to_tokens(pad_id)
+    tokenizer.padding_side = "right"
+    model.config.get_text_config().pad_token_id = tokenizer.pad_token_id  # the pooling reads the last token != pad
+    return tokenizer.pad_token
+
+
+def _pad_candidate(tokenizer: Any, stop: set[int]) -> int | None:
+    decoder = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    named_pad = [i for i, tok in sorted(decoder.items()) if getattr(tok, "special", False) and "pad" in str(tok).lower()]
+    for candidate in [tokenizer.unk_token_id, *named_pad, tokenizer.bos_token_id]:
+        if candidate is not None and candidate not in stop:
+            return candidate
+    return None
+
+
+# ------------------------------------------------------------------------------------- loading
+
+
+def load_backbone(ref: str, *, dtype: str = "float32", seed: int = 0) -> tuple[Any, Any]:
+    """A causal LM (preset, hub id or folder) as a sequence classifier with one label and a
+    freshly initialised head, plus its tokenizer with an explicit pad token (right padding)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from mucode.generation.models import resolve_model
+
+    resolved = resolve_model(ref)
+    if resolved.kind == "gguf":
+        raise ValueError(
+            f"{ref!r} is a GGUF file; a verifier needs a Hugging Face folder: convert it once "
+            "(load it with transformers and save_pretrained, as `mucode models pull` does for presets)"
+        )
+    tokenizer = AutoTokenizer.from_pretrained(resolved.path)
+    torch.manual_seed(seed)  # seed before from_pretrained: the score head is randomly initialised
+    with _quiet_head_warnings():
+        model = AutoModelForSequenceClassification.from_pretrained(resolved.path, num_labels=1, dtype=getattr(torch, dtype))
+    set_pad_token(tokenizer, model)
+    return model, tokenizer
+
+
+def _quiet_head_warnings() -> Any:
+    """Loading a causal LM as a classifier reports a missing score head and an unused lm_head;
+    both are expected (TRL silences them the same way)."""
+    try:
+        from trl.trainer.reward_trainer import suppress_seqcls_warning
+    except ImportError:
+        import contextlib
+
+        return contextlib.nullcontext()
+    return suppress_seqcls_warning()
+
+
+def head(model: Any) -> Any:
+    """The scalar head module (`score` for decoder LMs, `classifier` for some encoders)."""
+    for name in ("score", "classifier"):
+        module = getattr(model, name, None)
+        if module is not None:
+            return module
+    raise ValueError(f"{type(model).__name__} has no `score` or `classifier` head; load it with AutoModelForSequenceClassification")
+
+
+def freeze_backbone(model: Any) -> None:
+    """Train the head only: every other weight is frozen (no activations are kept for them)."""
+    model.requires_grad_(False)
+    head(model).requires_grad_(True)
+
+
+def count_parameters(model: Any) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    params = list(model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+def verifier_dir(path: str | Path) -> Path:
+    """The folder holding the weights: PATH/model for a `mucode verifier train` output, else PATH."""
+    path = Path(path)
+    for folder in (path / "model", path):
+        if (folder / "config.json").is_file() or (folder / "adapter_config.json").is_file():
+            return folder
+    raise FileNotFoundError(f"{path} holds no verifier: expected a `mucode verifier train` output folder, its model/ folder, or a checkpoint")
+
+
+def load_verifier(path: str | Path, *, dtype: str = "float32", device: str | None = None) -> tuple[Any, Any, VerifierSpec]:
+    """(model in eval mode, tokenizer, spec) of a trained verifier. LoRA adapters are merged."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    folder = verifier_dir(path)
+    spec = VerifierSpec.load(folder)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    if (folder / "adapter_config.json").is_file():
+        from peft import AutoPeftModelForSequenceClassification
+
+        with _quiet_head_warnings():
+            model = AutoPeftModelForSequenceClassification.from_pretrained(str(folder), num_labels=1, dtype=getattr(torch, dtype)).merge_and_unload()
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(str(folder), num_labels=1, dtype=getattr(torch, dtype))
+    set_pad_token(tokenizer, model)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(device).eval(), tokenizer, spec

@@ -1,0 +1,454 @@
+"""Train a verifier: Bradley-Terry on (correct, incorrect) pairs or BCE on labeled turns, with
+TRL's RewardTrainer (finetune full or lora), on one CPU, several processes or several GPUs; or,
+for finetune=head, the head alone on cached backbone features (head.py, one process).
+
+    mucode verifier train --trajectories runs/r0 --preset cpu --holdout-fraction 0.2 --out runs/v0
+    accelerate launch --config_file $(python -m mucode.verifier.launch zero3) \\
+        -m mucode.cli.verifier train --trajectories runs/r0,runs/r1 --preset paper --out runs/v1
+
+Rerunning the same command resumes from the last checkpoint (a changed setting is an error;
+--overwrite starts over); a head-only run restarts its few-second head fit and reuses every
+feature already cached. Output folder:
+
+    OUT/config.yaml, run.json    resolved config; versions, data counts, wall time, final loss
+    OUT/split.json               train / held-out problem ids (split by problem, never by row)
+    OUT/data/                    pairs and rows in TRL formats (JSONL), stats.json
+    OUT/checkpoint-N/            resumable Hugging Face checkpoints (weights, tokenizer, optimizer)
+    OUT/runs/                    TensorBoard logs (loss, accuracy, margin, learning rate)
+    OUT/model/                   the final verifier: weights (or LoRA adapter), tokenizer, verifier.json
+    OUT/features/, head_log.jsonl  head only: cached backbone features (or --feature-cache), the fit's log
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from mucode.verifier.config import VerifierTrainConfig
+from mucode.verifier.data import Candidate, Pair, PreparedData, export_data, prepare_data
+from mucode.verifier.losses import bce_loss, bradley_terry_loss
+from mucode.verifier.model import VerifierSpec, encode, pad_right
+
+Say = Callable[[str], None]
+
+# Settings that may change between a run and its resumption (they do not change the data or the model).
+RESUMABLE_CHANGES = frozenset({"out", "feature_cache", "epochs", "max_steps", "save_steps", "save_total_limit", "logging_steps", "report_to", "eval_strategy"})
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced: the final model folder, optimizer updates done in total,
+    the mean training loss of this run's updates, wall seconds of this run, and the data counts."""
+
+    model_dir: Path
+    global_step: int
+    train_loss: float
+    seconds: float
+    resumed_from: str | None
+    pairs: int
+    rows: int
+
+
+# ------------------------------------------------------------------------------------- trainers
+
+
+def _trainer_classes() -> tuple[type, type]:
+    """(BradleyTerryTrainer, BCETrainer), built on first use so that importing this module does
+    not import trl/torch."""
+    import torch
+    from trl import RewardTrainer
+
+    class BradleyTerryTrainer(RewardTrainer):
+        """TRL's RewardTrainer with the paper's regulariser: `l2 * mean(r^2)` over all rewards
+        replaces TRL's centering term mean((r+ + r-)^2) (see losses.py)."""
+
+        def __init__(self, *args: Any, l2_coefficient: float = 1e-3, **kwargs: Any) -> None:
+            self.l2_coefficient = l2_coefficient
+            super().__init__(*args, **kwargs)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            # TRL's forward pass and its accuracy / margin / reward logs; the loss is recomputed
+            # with the tested function (its BT part equals TRL's, plus the L2 term).
+            _, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+            chosen, rejected = outputs.logits.squeeze(-1).chunk(2)  # the collator stacks chosen then rejected
+            loss = bradley_terry_loss(chosen, rejected, self.l2_coefficient)
+            return (loss, outputs) if return_outputs else loss
+
+    class BCETrainer(RewardTrainer):
+        """Binary cross-entropy on single labeled sequences. TRL has no BCE reward trainer, and
+        RewardTrainer's data path is pair-only (its collator stacks chosen then rejected), so the
+        data hooks and the loss are overridden; model setup, PEFT, logging and checkpoints stay TRL's."""
+
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            return dataset  # tokenized by train_verifier with the same `encode` as scoring
+
+        def _set_signature_columns_if_needed(self):
+            if self._signature_columns is None:
+                self._signature_columns = ["input_ids", "label"]
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            mode = "train" if self.model.training else "eval"
+            outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
+            logits = outputs.logits.squeeze(-1)  # (B,)
+            labels = inputs["labels"]
+            loss = bce_loss(logits, labels)
+            with torch.no_grad():
+                accuracy = ((logits > 0).float() == labels).float().mean()
+                self._metrics[mode]["accuracy"].append(self.accelerator.gather_for_metrics(accuracy).mean().item())
+                self._metrics[mode]["mean_reward"].append(self.accelerator.gather_for_metrics(logits.detach().mean()).mean().item())
+                self._metrics[mode]["mean_probability"].append(self.accelerator.gather_for_metrics(torch.sigmoid(logits).mean()).mean().item())
+            return (loss, outputs) if return_outputs else loss
+
+    return BradleyTerryTrainer, BCETrainer
+
+
+@dataclass
+class LabeledCollator:
+    """Pads `input_ids` on the right; returns input_ids, attention_mask and float `labels`."""
+
+    pad_token_id: int
+
+    def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        ids, mask = pad_right([e["input_ids"] for e in examples], self.pad_token_id)
+        labels = torch.tensor([float(e["label"]) for e in examples])
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def _spec_callback(spec: VerifierSpec) -> Any:
+    """A TrainerCallback writing verifier.json into every checkpoint, so that a checkpoint
+    scores exactly like the final model."""
+    from transformers import TrainerCallback
+
+    class SaveSpec(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if state.is_world_process_zero and folder.is_dir():
+                spec.save(folder)
+
+    return SaveSpec()
+
+
+# ---------------------------------------------------------------------------------- datasets
+
+
+def pair_dataset(pairs: Sequence[Pair], tokenizer: Any, max_length: int) -> Any:
+    """A datasets.Dataset of `chosen_ids` / `rejected_ids` (RewardTrainer's tokenized format)."""
+    from datasets import Dataset
+
+    return Dataset.from_dict({
+        "chosen_ids": [encode(tokenizer, p.chosen.messages(), max_length) for p in pairs],
+        "rejected_ids": [encode(tokenizer, p.rejected.messages(), max_length) for p in pairs],
+    })
+
+
+def row_dataset(rows: Sequence[Candidate], tokenizer: Any, max_length: int) -> Any:
+    """A datasets.Dataset of `input_ids` and `label` (1 = correct)."""
+    from datasets import Dataset
+
+    return Dataset.from_dict({
+        "input_ids": [encode(tokenizer, c.messages(), max_length) for c in rows],
+        "label": [int(bool(c.label)) for c in rows],
+    })
+
+
+# ------------------------------------------------------------------------------------ training
+
+
+def gradient_accumulation(config: VerifierTrainConfig, processes: int) -> int:
+    """Micro-batches per update so that one update sees `batch_size` pairs or rows."""
+    per_pass = config.micro_batch_size * processes
+    if config.batch_size % per_pass:
+        raise ValueError(
+            f"batch_size={config.batch_size} is not a multiple of micro_batch_size={config.micro_batch_size} "
+            f"x {processes} processes; change --batch-size or --micro-batch-size"
+        )
+    return config.batch_size // per_pass
+
+
+def reward_config(config: VerifierTrainConfig, processes: int, progress: bool = True) -> Any:
+    """TRL's RewardConfig for `config`. Created before the model is loaded: under DeepSpeed
+    ZeRO-3 it is what makes `from_pretrained` partition the weights while loading."""
+    import dataclasses
+
+    import torch
+    from trl import RewardConfig
+
+    # transformers >= 5.23 renamed gradient_checkpointing (TRL defaults the old name to True, which warns)
+    checkpointing = config.gradient_checkpointing and config.finetune != "head"  # a frozen backbone keeps no activations
+    names = {f.name for f in dataclasses.fields(RewardConfig)}
+    if "activation_checkpointing" in names:
+        checkpointing_args = {"activation_checkpointing": checkpointing, "gradient_checkpointing": None}
+    else:
+        checkpointing_args = {"gradient_checkpointing": checkpointing}
+    return RewardConfig(
+        output_dir=config.out,
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.micro_batch_size,
+        per_device_eval_batch_size=config.micro_batch_size,
+        gradient_accumulation_steps=gradient_accumulation(config, processes),
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup,
+        weight_decay=config.weight_decay,
+        bf16=config.mixed_precision == "bf16",
+        fp16=config.mixed_precision == "fp16",
+        **checkpointing_args,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        logging_steps=config.logging_steps,
+        report_to=config.report_targets() or "none",
+        eval_strategy=config.eval_strategy,
+        seed=config.seed,
+        max_length=None,  # `encode` already cut every sequence to config.max_length, keeping its end
+        center_rewards_coefficient=None,  # the paper's L2 term is added by BradleyTerryTrainer instead
+        disable_tqdm=not progress,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        # several processes without GPUs: torch.distributed over gloo (accelerate's MULTI_CPU)
+        use_cpu=processes > 1 and not torch.cuda.is_available(),
+        ddp_find_unused_parameters=False,  # every trainable weight takes part in every forward pass
+    )
+
+
+def lora_config(config: VerifierTrainConfig) -> Any:
+    """peft LoraConfig for a sequence classifier; the head is trained in full (modules_to_save)."""
+    from peft import LoraConfig
+
+    targets = config.lora_target_modules
+    return LoraConfig(
+        task_type="SEQ_CLS", r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+        target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()],
+        modules_to_save=["score"],
+    )
+
+
+def check_same_run(config: VerifierTrainConfig, out: Path) -> None:
+    """Refuse to resume a run whose saved config differs in a setting that changes the result."""
+    import yaml
+
+    from mucode.config import config_to_dict
+
+    path = out / "config.yaml"
+    if not path.is_file():
+        return
+    previous = yaml.safe_load(path.read_text()) or {}
+    current = config_to_dict(config)
+    changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and previous.get(k) != current[k])
+    if changed:
+        raise ValueError(
+            f"{out} holds a verifier trained with a different config ({', '.join(changed)} differ); "
+            "rerun with the same settings to resume, pass --overwrite to start over, or choose another --out"
+        )
+
+
+def train_verifier(config: VerifierTrainConfig, *, overwrite: bool = False, progress: bool = True, say: Say | None = None) -> TrainResult:
+    """Build the data from `config.trajectories`, train, save OUT/model; resume if OUT has
+    checkpoints of the same config (see the module docstring)."""
+    from accelerate import PartialState
+    from transformers.trainer_utils import get_last_checkpoint
+
+    started = time.perf_counter()
+    processes = int(os.environ.get("WORLD_SIZE", "1"))  # set by accelerate launch / torchrun
+    if config.finetune == "head" and processes > 1:
+        raise ValueError("finetune=head trains from cached features in one process; run it without accelerate launch / torchrun")
+    args = reward_config(config, processes, progress)  # sets up the (distributed) state
+    state = PartialState()
+    if state.num_processes != processes:
+        raise RuntimeError(f"WORLD_SIZE={processes} but the distributed state has {state.num_processes} processes; launch with accelerate launch or torchrun")
+    say = say if (say is not None and state.is_main_process) else (lambda message: None)
+    out = Path(config.out)
+    if overwrite and state.is_main_process and out.exists():
+        shutil.rmtree(out)
+    state.wait_for_everyone()
+    check_same_run(config, out)
+    state.wait_for_everyone()  # every process has read the old config before the main one writes
+
+    data = prepare_data(config)
+    _check_enough(config, data)
+    if state.is_main_process:
+        _write_inputs(config, data, out)
+    state.wait_for_everyone()
+    say(f"train: {data.train_stats.describe()}")
+    if data.heldout_ids:
+        say(f"held out: {len(data.heldout_ids)} problems ({data.heldout_stats.describe()})")
+    if config.finetune == "head":
+        return _train_head(config, data, out, say, progress, started)
+
+    model, tokenizer, trainer = _build_trainer(config, args, data)
+    _say_setup(say, config, args, trainer, state.num_processes, len(trainer.train_dataset))
+
+    last = get_last_checkpoint(str(out)) if out.is_dir() else None
+    if last:
+        say(f"resuming from {last}")
+    result = trainer.train(resume_from_checkpoint=last)
+    model_dir = out / "model"
+    trainer.save_model(str(model_dir))  # weights (or LoRA adapter) + tokenizer, gathered under ZeRO-3 / FSDP
+    seconds = time.perf_counter() - started
+    if state.is_main_process:
+        _spec(config).save(model_dir)
+        _write_run(config, out, data, result, seconds, last)
+    state.wait_for_everyone()
+    return TrainResult(model_dir, result.global_step, float(result.training_loss), seconds, last, len(data.train_pairs), len(data.train_rows))
+
+
+def _train_head(config: VerifierTrainConfig, data: PreparedData, out: Path, say: Say, progress: bool, started: float) -> TrainResult:
+    """finetune="head": backbone features once per distinct turn (cached), then the head alone."""
+    import torch
+
+    from mucode.verifier.head import FeatureStore, backbone_key, extract_features, fit_head
+    from mucode.verifier.model import head, load_backbone
+
+    model, tokenizer = load_backbone(config.model, dtype=config.dtype, seed=config.seed)
+    store = FeatureStore(Path(config.feature_cache) if config.feature_cache else out / "features", backbone_key(config.model, config.dtype))
+    bt = config.loss == "bt"
+    train = _unique([c for p in data.train_pairs for c in (p.chosen, p.rejected)] if bt else data.train_rows)
+    candidates = _unique(train + list(data.heldout_rows))  # held-out turns too: `eval` reuses their features
+    sequences = [encode(tokenizer, c.messages(), config.max_length) for c in candidates]
+    say(f"model {config.model} (head only, {head(model).weight.numel():,} parameters trained): features of {len(sequences)} distinct turns, {sum(1 for c in sequences if _cached(store, c))} cached")
+    features = extract_features(model, sequences, store, pad_id=tokenizer.pad_token_id, batch_size=config.micro_batch_size, progress=progress)
+    row = {c.ref: i for i, c in enumerate(candidates)}
+    writer = _tensorboard(config, out)
+    pairs = torch.tensor([[row[p.chosen.ref], row[p.rejected.ref]] for p in data.train_pairs]) if bt else None
+    labels = None if bt else torch.tensor([float(bool(c.label)) for c in data.train_rows])
+    if not bt:
+        features = features[torch.tensor([row[c.ref] for c in data.train_rows])]  # (rows, D)
+    weight, history = fit_head(
+        features, config, head(model).weight, pairs=pairs, labels=labels, progress=progress,
+        log=(lambda step, entry: [writer.add_scalar(f"train/{k}", v, step) for k, v in entry.items() if k != "step"]) if writer else None,
+    )
+    if writer is not None:
+        writer.close()
+    head(model).weight.data.copy_(weight.to(head(model).weight.dtype))
+    model_dir = out / "model"
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    spec = _spec(config)
+    spec.features = str(store.path.resolve())
+    spec.save(model_dir)
+    (out / "head_log.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+    seconds = time.perf_counter() - started
+    result = _HeadResult(global_step=history[-1]["step"], training_loss=sum(h["loss"] for h in history) / len(history))
+    _write_run(config, out, data, result, seconds, None)
+    return TrainResult(model_dir, result.global_step, result.training_loss, seconds, None, len(data.train_pairs), len(data.train_rows))
+
+
+@dataclass
+class _HeadResult:
+    global_step: int
+    training_loss: float
+
+
+def _unique(candidates: Sequence[Candidate]) -> list[Candidate]:
+    return list({c.ref: c for c in candidates}.values())
+
+
+def _cached(store: Any, ids: Sequence[int]) -> bool:
+    from mucode.verifier.head import sequence_key
+
+    return sequence_key(ids) in store
+
+
+def _tensorboard(config: VerifierTrainConfig, out: Path) -> Any:
+    if "tensorboard" not in config.report_targets():
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(out / "runs" / "head"))
+
+
+def _check_enough(config: VerifierTrainConfig, data: PreparedData) -> None:
+    if config.loss == "bt" and not data.train_pairs:
+        raise ValueError(
+            f"no training pairs: {data.train_stats.describe()}. Bradley-Terry needs problems with both a correct and an "
+            "incorrect program; collect more rollouts (or use a stronger generator), or train with --loss bce"
+        )
+    if config.loss == "bce" and not data.train_rows:
+        raise ValueError(f"no labeled turns to train on: {data.train_stats.describe()}")
+
+
+def _build_trainer(config: VerifierTrainConfig, args: Any, data: PreparedData) -> tuple[Any, Any, Any]:
+    from mucode.verifier.model import freeze_backbone, load_backbone
+
+    model, tokenizer = load_backbone(config.model, dtype=config.dtype, seed=config.seed)
+    if config.finetune == "head":
+        freeze_backbone(model)
+    bt_trainer, bce_trainer = _trainer_classes()
+    common = dict(
+        model=model, args=args, processing_class=tokenizer, callbacks=[_spec_callback(_spec(config))],
+        peft_config=lora_config(config) if config.finetune == "lora" else None,
+    )
+    evaluating = config.eval_strategy != "no"
+    if config.loss == "bt":
+        trainer = bt_trainer(
+            train_dataset=pair_dataset(data.train_pairs, tokenizer, config.max_length),
+            eval_dataset=pair_dataset(data.heldout_pairs, tokenizer, config.max_length) if evaluating else None,
+            l2_coefficient=config.l2_coefficient, **common,
+        )
+    else:
+        trainer = bce_trainer(
+            train_dataset=row_dataset(data.train_rows, tokenizer, config.max_length),
+            eval_dataset=row_dataset(data.heldout_rows, tokenizer, config.max_length) if evaluating else None,
+            data_collator=LabeledCollator(tokenizer.pad_token_id), **common,
+        )
+    return trainer.model, tokenizer, trainer
+
+
+def _spec(config: VerifierTrainConfig) -> VerifierSpec:
+    from mucode import __version__
+
+    return VerifierSpec(
+        loss=config.loss, reply_view=config.reply_view, context=config.context, max_length=config.max_length,
+        base_model=config.model, finetune=config.finetune, mucode_version=__version__,
+    )
+
+
+def _say_setup(say: Say, config: VerifierTrainConfig, args: Any, trainer: Any, processes: int, n_examples: int) -> None:
+    from mucode.verifier.model import count_parameters
+
+    trainable, total = count_parameters(trainer.model)
+    unit = "pairs" if config.loss == "bt" else "rows"
+    per_pass = config.micro_batch_size * processes
+    updates_per_epoch = math.ceil(math.ceil(n_examples / per_pass) / args.gradient_accumulation_steps)
+    total_updates = args.max_steps if args.max_steps > 0 else math.ceil(updates_per_epoch * config.epochs)
+    say(
+        f"model {config.model} ({config.finetune}): {trainable:,} of {total:,} parameters trained; loss {config.loss}; "
+        f"{n_examples} {unit}, {config.batch_size} per update = {config.micro_batch_size} x {processes} processes x "
+        f"{args.gradient_accumulation_steps} accumulation steps; {updates_per_epoch} updates per epoch, {total_updates} in total"
+    )
+
+
+def _write_inputs(config: VerifierTrainConfig, data: PreparedData, out: Path) -> None:
+    from mucode.config import save_config
+
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(config, out / "config.yaml")
+    split = {"holdout_fraction": config.holdout_fraction, "seed": config.seed, "train": data.train_ids, "heldout": data.heldout_ids}
+    (out / "split.json").write_text(json.dumps(split, indent=2))
+    export_data(data, out / "data")
+
+
+def _write_run(config: VerifierTrainConfig, out: Path, data: PreparedData, result: Any, seconds: float, resumed: str | None) -> None:
+    import torch
+    import transformers
+    import trl
+
+    from mucode import __version__
+
+    run = {
+        "mucode": __version__, "python": platform.python_version(), "torch": torch.__version__,
+        "transformers": transformers.__version__, "trl": trl.__version__, "seed": config.seed,
+        "global_step": result.global_step, "train_loss": result.training_loss, "seconds": round(seconds, 1),
+        "resumed_from": resumed, "train_problems": len(data.train_ids), "heldout_problems": len(data.heldout_ids),
+        "train_pairs": len(data.train_pairs), "train_rows": len(data.train_rows),
+    }
+    (out / "run.json").write_text(json.dumps(run, indent=2))
