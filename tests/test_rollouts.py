@@ -141,3 +141,19 @@ def test_resuming_with_other_settings_is_refused(tmp_path, problems_file, tiny_m
     changed = RolloutConfig(model=str(tiny_model_dir), problems=str(problems_file), out=str(out), temperature=0.2)
     with pytest.raises(ValueError, match="temperature"):
         write_run_metadata(changed, out, ["p0"])
+
+
+def test_a_sandbox_failure_reruns_the_trajectory_instead_of_storing_a_false_label(tmp_path, problems_file, generator):
+    with Executor(workers=1, limits=Limits(timeout_s=5)) as ex:
+        # Kill the worker's sandbox parent: the next program cannot be run, so its turn is an
+        # INFRA_ERROR (the pool then replaces the worker).
+        worker = ex._workers[0].process.pid
+        zygote = int(Path(f"/proc/{worker}/task/{worker}/children").read_text().split()[0])
+        os.kill(zygote, signal.SIGKILL)
+        store = TrajectoryStore(tmp_path / "out")
+        stats = collect_rollouts(load(problems_file)[:1], generator, ex, store, rollouts=1, turns=1, params=SamplingParams(temperature=1.0, max_new_tokens=4))
+        store.close()
+    [record] = read_trajectories(tmp_path / "out")
+    assert stats.infra_retries == 1
+    assert record["infra_error"] is False
+    assert all(v["status"] != "infra_error" for v in record["turns"][0]["public"]["verdicts"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
 import time
@@ -29,6 +30,7 @@ from mucode.prompts import PromptConfig
 from mucode.types import Problem
 
 TRAJECTORIES = "trajectories.jsonl"
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -137,10 +139,14 @@ def read_trajectories(folder: str | Path) -> list[dict[str, Any]]:
 
 # -- engine ----------------------------------------------------------------------------------------
 
+MAX_INFRA_ATTEMPTS = 3  # runs of one trajectory while the sandbox reports its own failures
+
+
 @dataclass
 class _Live:
     episode: Episode
     rollout: int
+    attempts: int = 1
     prompt_tokens: int = 0
     completion_tokens: int = 0
     generate_s: float = 0.0
@@ -153,6 +159,7 @@ class RolloutStats:
     completion_tokens: int = 0
     generate_s: float = 0.0
     wall_s: float = 0.0
+    infra_retries: int = 0
 
     @property
     def tokens_per_s(self) -> float:
@@ -174,6 +181,7 @@ def trajectory_record(live: _Live, model: str) -> dict[str, Any]:
         rollout=live.rollout,
         model=model,
         n_turns=len(episode.turns),
+        infra_error=episode.infra_error,  # True only if the sandbox failed on every attempt
         prompt_tokens=live.prompt_tokens,
         completion_tokens=live.completion_tokens,
         generate_s=round(live.generate_s, 4),
@@ -249,7 +257,13 @@ def collect_rollouts(
                 _annotate(running[0].result(), *running[1:])
             still_live = []
             for lv in live:
-                if lv.episode.done:
+                if lv.episode.infra_error and lv.attempts < MAX_INFRA_ATTEMPTS:
+                    # The harness failed on some test: the outcome says nothing about the program.
+                    # Run the trajectory again from scratch rather than store a false label.
+                    logger.warning("sandbox failure in %s rollout %d; running it again", lv.episode.problem.id, lv.rollout)
+                    stats.infra_retries += 1
+                    still_live.append(_Live(Episode(lv.episode.problem, max_turns=turns, prompt_config=prompt_config), lv.rollout, attempts=lv.attempts + 1))
+                elif lv.episode.done or lv.episode.infra_error:
                     record = trajectory_record(lv, model_name)
                     store.append(record)
                     stats.trajectories += 1
