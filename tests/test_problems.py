@@ -521,3 +521,10 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     broken = runner.invoke(problems_cli, ["list", str(bad)])
     assert broken.exit_code == 1
     assert f"Error: {bad}, line 1, field 'prompt'" in broken.output
+
+
+def test_humaneval_path_that_is_not_a_file_is_a_clear_error(tmp_path):
+    from mucode.problems import load_problems
+
+    with pytest.raises(FileNotFoundError, match="is not a file; give a HumanEval-format"):
+        load_problems("humaneval", path=tmp_path)

@@ -144,6 +144,8 @@ def load_humaneval(split: str | None = None, path: str | Path | None = None) -> 
     """All 164 HumanEval problems (split "test"); `path` may name another HumanEval-format
     .jsonl or .jsonl.gz file (default: the bundled copy)."""
     file = Path(path) if path is not None else data_file()
+    if not file.is_file():
+        raise FileNotFoundError(f"HumanEval data {file} is not a file; give a HumanEval-format .jsonl or .jsonl.gz file, or no path for the bundled copy")
     opener = gzip.open if file.suffix == ".gz" else open
     builder = ProblemSetBuilder(SET_NAME, str(file))
     with opener(file, "rt", encoding="utf-8") as handle:
