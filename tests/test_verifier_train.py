@@ -188,7 +188,7 @@ def test_two_cpu_processes_under_accelerate_launch(tmp_path, rollout_dir, tiny_m
     out = tmp_path / "ddp"
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "mucode.cli.verifier", "train",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "mucode", "verifier", "train",
         "--trajectories", str(rollout_dir), "--model", str(tiny_model_dir), "--out", str(out), "--max-steps", "2",
         "--batch-size", "4", "--micro-batch-size", "2", "--max-length", "128", "--report-to", "none",
     ]

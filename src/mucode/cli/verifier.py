@@ -2,14 +2,13 @@
 
 Also runnable as a module, which is what `accelerate launch` needs:
 
-    accelerate launch --config_file $(python -m mucode.verifier.launch zero3) -m mucode.cli.verifier train ...
+    accelerate launch --config_file $(python -m mucode.verifier.launch zero3) -m mucode verifier train ...
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ Examples:
   mucode verifier train --trajectories runs/it0,runs/it1 --preset cpu-head --loss bce --out runs/v1
   mucode verifier train --config verifier.yaml --learning-rate 1e-6      # flags override the file
   accelerate launch --config_file $(python -m mucode.verifier.launch zero3) \\
-      -m mucode.cli.verifier train --preset paper --trajectories runs/it0 --out runs/v-paper
+      -m mucode verifier train --preset paper --trajectories runs/it0 --out runs/v-paper
 Rerun the same command to resume from the last checkpoint; --overwrite starts over.
 """
 
@@ -103,24 +102,3 @@ def eval_command(as_json: bool, config_file: Path | None, **flags: Any) -> int:
 
     click.echo(json.dumps(json_safe(report), indent=2) if as_json else format_report(report) + f"\nreport: {report['written']}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m mucode.cli.verifier ...`: the group alone, with mucode's one-line errors."""
-    try:
-        returned = verifier.main(args=argv, prog_name="mucode verifier", standalone_mode=False)
-    except click.exceptions.Exit as stop:
-        return stop.exit_code
-    except click.ClickException as err:
-        err.show()
-        return err.exit_code
-    except (ValueError, FileNotFoundError, OSError) as err:
-        if os.environ.get("MUCODE_DEBUG"):
-            raise
-        click.echo(f"Error: {err}", err=True)
-        return 2
-    return returned if isinstance(returned, int) else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

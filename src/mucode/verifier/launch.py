@@ -1,7 +1,7 @@
 """Accelerate configs shipped with mucode, for multi-GPU verifier training.
 
     accelerate launch --config_file $(python -m mucode.verifier.launch zero3) \\
-        -m mucode.cli.verifier train --preset paper --trajectories runs/r0 --out runs/v0
+        -m mucode verifier train --preset paper --trajectories runs/r0 --out runs/v0
 
 Names: zero3 (DeepSpeed ZeRO-3, bf16), fsdp (FSDP2, full state dict, bf16), ddp (plain data
 parallel) each assume one machine with 4 GPUs (the paper's); change `num_processes` to yours
@@ -9,8 +9,8 @@ parallel) each assume one machine with 4 GPUs (the paper's); change `num_process
 processes, so the same config gives the same updates on any number of GPUs.
 
 Several processes on a machine without GPUs (gloo): `accelerate launch --multi_gpu
---num_processes 2 -m mucode.cli.verifier train ...` or `torchrun --nproc_per_node 2 -m
-mucode.cli.verifier train ...`; the trainer sees WORLD_SIZE > 1 and no CUDA and runs on CPU.
+--num_processes 2 -m mucode verifier train ...` or `torchrun --nproc_per_node 2 -m
+mucode verifier train ...`; the trainer sees WORLD_SIZE > 1 and no CUDA and runs on CPU.
 """
 
 from __future__ import annotations

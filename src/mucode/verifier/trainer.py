@@ -4,7 +4,7 @@ for finetune=head, the head alone on cached backbone features (head.py, one proc
 
     mucode verifier train --trajectories runs/r0 --preset cpu --holdout-fraction 0.2 --out runs/v0
     accelerate launch --config_file $(python -m mucode.verifier.launch zero3) \\
-        -m mucode.cli.verifier train --trajectories runs/r0,runs/r1 --preset paper --out runs/v1
+        -m mucode verifier train --trajectories runs/r0,runs/r1 --preset paper --out runs/v1
 
 Rerunning the same command resumes from the last checkpoint (a changed setting is an error;
 --overwrite starts over); a head-only run restarts its few-second head fit and reuses every
