@@ -154,10 +154,11 @@ class _Live:
 
 @dataclass
 class RolloutStats:
+    """What one `collect_rollouts` call did (stored trajectories from earlier runs not included)."""
+
     trajectories: int = 0
     correct: int = 0
     completion_tokens: int = 0
-    generate_s: float = 0.0
     wall_s: float = 0.0
     infra_retries: int = 0
 
