@@ -14,7 +14,7 @@ import os
 
 import pytest
 
-from mucode.generation import Completion, Generator, SamplingParams
+from mucode.generation import Generator, SamplingParams
 
 CONVERSATIONS = [
     [{"role": "user", "content": "Write a Python function add(a, b)."}],

@@ -29,7 +29,7 @@ from mucode.execution import codec
 from mucode.execution.asserts import FAIL, TestFailure, compile_test, fail
 from mucode.execution.limits import Limits
 from mucode.execution.wire import HEADER
-from mucode.types import AssertTest, IOTest, Status, Test, Verdict
+from mucode.types import AssertTest, IOTest, Status, Verdict
 
 KILL_GRACE_S = 1.5  # how long the sandbox parent gets to report after being asked to kill
 

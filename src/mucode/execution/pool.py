@@ -16,7 +16,6 @@ import os
 import queue
 import subprocess
 import sys
-import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Sequence
@@ -91,7 +90,6 @@ class Executor:
         self.limits = limits or Limits()
         self._idle: queue.Queue[int] = queue.Queue()
         self._workers: list[_Worker | None] = [None] * self.n_workers
-        self._lock = threading.Lock()
         for index in range(self.n_workers):
             self._idle.put(index)
         self._threads = ThreadPoolExecutor(self.n_workers, thread_name_prefix="mucode-exec")
