@@ -25,11 +25,13 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from mucode.config import config_to_dict, save_config
 from mucode.episode import Episode, ExecutorLike, Turn, advance
-from mucode.generation.base import Completion, Generator, SamplingParams
+from mucode.generation.base import Completion, Generator, SamplingParams, derive_seed
 from mucode.prompts import PromptConfig
 from mucode.types import Problem
 
 TRAJECTORIES = "trajectories.jsonl"
+SEEDINGS = ("step", "trajectory")
+THROUGHPUT_ONLY = ("out", "workers", "max_live", "routing", "ray", "ray_actors", "ray_gpus_per_actor", "tensor_parallel_size")  # may change on resume
 logger = logging.getLogger(__name__)
 
 
@@ -38,13 +40,14 @@ class RolloutConfig:
     """Parameters of `mucode rollout` (saved as `config.yaml` next to the trajectories).
 
     Parameters that control the model:
-        model, backend, base_url, dtype
+        model, backend, base_url, dtype, tensor_parallel_size
     Parameters that control the data:
         problems (SOURCE[:SPLIT]), problems_path (MBPP file or folder), limit
     Parameters that control sampling and episodes:
         rollouts, turns, temperature, top_p, max_new_tokens, seed
     Parameters that control throughput:
-        max_live (episodes advanced together), workers and timeout_s (sandbox)
+        max_live (episodes advanced together), workers and timeout_s (sandbox), routing (openai
+        replicas), ray, ray_actors and ray_gpus_per_actor (see docs/scaling.md)
     """
 
     model: str = field(default="smollm2-135m", metadata={"help": "Preset name, hub id, local folder, GGUF file, or the served model name (openai backend)."})
@@ -61,18 +64,28 @@ class RolloutConfig:
     backend: str = field(default="hf", metadata={"help": "Generation backend: hf | openai | vllm.", "choices": ["hf", "openai", "vllm"]})
     base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible server URL (openai backend)."})
     dtype: str = field(default="float32", metadata={"help": "Model dtype (hf / vllm backends)."})
+    tensor_parallel_size: int = field(default=1, metadata={"help": "GPUs one vLLM engine splits the model over (vllm backend)."})
     max_live: int = field(default=32, metadata={"help": "Episodes advanced together (one generation batch)."})
     workers: int | None = field(default=None, metadata={"help": "Sandbox workers (default: one per core)."})
     timeout_s: float = field(default=3.0, metadata={"help": "Sandbox wall-clock limit per test, in seconds."})
+    seeding: str | None = field(default=None, metadata={"help": "Sampling seeds per engine step ('step': one batched call, fastest in-process) or per (problem, rollout, turn) ('trajectory': samples independent of what runs alongside; required by --ray). Default: trajectory with --ray, else step.", "choices": list(SEEDINGS)})
+    routing: str = field(default="round-robin", metadata={"help": "How requests are spread over several --base-url replicas (comma-separated).", "choices": ["round-robin", "least-loaded"]})
+    ray: str | None = field(default=None, metadata={"help": "Spread the work over a Ray cluster: 'auto' (RAY_ADDRESS or a running `ray start`), 'local' (start one here) or HOST:PORT."})
+    ray_actors: int | None = field(default=None, metadata={"help": "Ray actors, each with its own generator and sandbox (default: cluster CPUs / CPUs per actor)."})
+    ray_gpus_per_actor: float = field(default=0.0, metadata={"help": "GPUs reserved for each Ray actor (hf or vllm backends on GPU nodes)."})
 
     def __post_init__(self) -> None:
-        for name in ("rollouts", "turns", "max_new_tokens", "max_live"):
+        for name in ("rollouts", "turns", "max_new_tokens", "max_live", "tensor_parallel_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"got {name}={getattr(self, name)}; it must be >= 1")
         if self.temperature == 0 and self.rollouts > 1:
             raise ValueError(f"got rollouts={self.rollouts} with temperature=0: greedy rollouts are identical; use --rollouts 1 or a temperature > 0")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"got limit={self.limit}; it must be >= 1 (or unset for every problem)")
+        if self.seeding is None:
+            self.seeding = "trajectory" if self.ray else "step"
+        if self.ray and self.seeding != "trajectory":
+            raise ValueError(f"got --ray with seeding={self.seeding!r}: samples would depend on how problems are split over actors; use --seeding trajectory")
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(n=1, temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens, seed=self.seed)
@@ -190,13 +203,34 @@ def trajectory_record(live: _Live, model: str) -> dict[str, Any]:
     return record
 
 
-def _generate(generator: Generator, lives: Sequence[_Live], params: SamplingParams, step: int) -> tuple[list[Completion], float]:
-    """One reply per live episode, and the generation seconds per episode. The seed depends on
-    the run seed and the step only."""
-    seeded = replace(params, seed=_derive_seed(params.seed, step))
+def _generate(
+    generator: Generator, lives: Sequence[_Live], params: SamplingParams, step: int, seeding: str = "step", parallel_calls: bool = False
+) -> tuple[list[Completion], float]:
+    """One reply per live episode, and the generation seconds per episode. seeding="step": one
+    call seeded by the run seed and the step. seeding="trajectory": one call per episode seeded by
+    `trajectory_seed`, run from several threads when `parallel_calls` (a server backend)."""
     started = time.perf_counter()
-    completions = [c[0] for c in generator.generate([lv.episode.pending_messages() for lv in lives], seeded)]
+    if seeding == "trajectory":
+        def one(lv: _Live) -> Completion:
+            seed = trajectory_seed(params.seed, lv.episode.problem.id, lv.rollout, len(lv.episode.turns) + 1)
+            return generator.generate([lv.episode.pending_messages()], replace(params, seed=seed))[0][0]
+
+        if parallel_calls and len(lives) > 1:
+            with ThreadPoolExecutor(len(lives), thread_name_prefix="mucode-rollout-gen") as pool:
+                completions = list(pool.map(one, lives))
+        else:
+            completions = [one(lv) for lv in lives]
+    else:
+        seeded = replace(params, seed=_derive_seed(params.seed, step))
+        completions = [c[0] for c in generator.generate([lv.episode.pending_messages() for lv in lives], seeded)]
     return completions, (time.perf_counter() - started) / max(len(lives), 1)
+
+
+def trajectory_seed(seed: int, problem_id: str, rollout: int, turn: int) -> int:
+    """The sampling seed of one turn (from 1) of one trajectory: the same whichever episodes share
+    the call, in which order, in which process or after which interruption."""
+    problem_key = int.from_bytes(hashlib.blake2b(problem_id.encode(), digest_size=8).digest(), "little")
+    return derive_seed(seed, problem_key, rollout, turn)
 
 
 def _annotate(turns: Sequence[Turn], lives: Sequence[_Live], completions: Sequence[Completion], seconds: float) -> None:
@@ -226,12 +260,20 @@ def collect_rollouts(
     prompt_config: PromptConfig | None = None,
     overlap: bool = False,
     on_trajectory: Callable[[dict[str, Any], RolloutStats], None] | None = None,
+    seeding: str = "step",
+    parallel_calls: bool = False,
 ) -> RolloutStats:
     """Run every (problem, rollout) not yet in `store` and append each finished trajectory.
 
     overlap: split the live episodes in two halves so that one half's programs run in the sandbox
     while the other half generates. Worth it when generation happens elsewhere (a server, a GPU);
-    with in-process generation on CPU the full batch is faster (the sandbox needs little time)."""
+    with in-process generation on CPU the full batch is faster (the sandbox needs little time).
+    seeding: "step" (one generator call per step, seeded by the step) or "trajectory" (one call per
+    episode, seeded by `trajectory_seed`: what a trajectory samples does not depend on the other
+    live episodes, so sharded or resumed runs give the same records). parallel_calls: the
+    generator takes calls from several threads at once (a server backend; not hf, not vllm)."""
+    if seeding not in SEEDINGS:
+        raise ValueError(f"got seeding={seeding!r}; choose one of {', '.join(SEEDINGS)}")
     prompt_config = prompt_config or PromptConfig()
     pending = work_items(problems, rollouts, store.done)
     live: list[_Live] = []
@@ -248,7 +290,7 @@ def collect_rollouts(
             for half in halves:
                 if not half:
                     continue
-                completions, seconds = _generate(generator, half, params, step)
+                completions, seconds = _generate(generator, half, params, step, seeding, parallel_calls)
                 step += 1
                 if running is not None:
                     _annotate(running[0].result(), *running[1:])  # it ran while this half generated
@@ -311,7 +353,8 @@ def write_run_metadata(config: RolloutConfig, out: Path, problem_ids: Sequence[s
 
         previous = yaml.safe_load(config_path.read_text())
         current = config_to_dict(config)
-        changed = {k for k in current if k not in ("out", "workers", "max_live") and previous.get(k) != current[k]}
+        previous.setdefault("seeding", "step")  # folders written before `seeding` existed used per-step seeds
+        changed = {k for k in current if k not in THROUGHPUT_ONLY and previous.get(k) != current[k]}
         if changed:
             raise ValueError(
                 f"{out} holds rollouts made with a different config ({', '.join(sorted(changed))} differ); "
@@ -324,6 +367,10 @@ def write_run_metadata(config: RolloutConfig, out: Path, problem_ids: Sequence[s
 
 def run_rollouts(config: RolloutConfig, progress: bool = True) -> RolloutStats:
     """Resolve the problems, the model and the sandbox from `config`, then collect (resuming)."""
+    if config.ray:
+        from mucode.scaling.ray_rollouts import run_rollouts_on_ray
+
+        return run_rollouts_on_ray(config, progress=progress)
     from mucode.execution import Executor, Limits
     from mucode.generation.factory import make_generator
     from mucode.problems import load_problems
@@ -342,7 +389,7 @@ def run_rollouts(config: RolloutConfig, progress: bool = True) -> RolloutStats:
             stats = collect_rollouts(
                 problems, generator, executor, store, rollouts=config.rollouts, turns=config.turns,
                 params=config.sampling(), max_live=config.max_live, model_name=config.model,
-                overlap=config.backend != "hf",
+                overlap=config.backend != "hf", seeding=config.seeding or "step", parallel_calls=config.backend == "openai",
                 on_trajectory=(lambda record, stats: _update_bar(bar, store, stats)) if bar else None,
             )
     finally:
@@ -357,7 +404,12 @@ def _backend_options(config: RolloutConfig) -> dict[str, Any]:
     if config.backend == "openai":
         if not config.base_url:
             raise ValueError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
-        return {"base_url": config.base_url}
+        # every live episode may wait on a request at once: the default of 8 in flight would starve several replicas
+        return {"base_url": config.base_url, "routing": config.routing, "max_concurrency": config.max_live}
+    if config.backend == "vllm":  # vLLM batches by itself: no batch_size
+        return {"dtype": config.dtype, "tensor_parallel_size": config.tensor_parallel_size}
+    if config.tensor_parallel_size != 1:
+        raise ValueError(f"got tensor_parallel_size={config.tensor_parallel_size} with --backend {config.backend}; it applies to --backend vllm only")
     return {"dtype": config.dtype, "batch_size": config.max_live}
 
 

@@ -21,14 +21,19 @@ def _register() -> None:
     from mucode.cli import exec as exec_cmd
     from mucode.cli import models as models_cmd
     from mucode.cli import problems as problems_cmd
+    from mucode.cli import report as report_cmd
     from mucode.cli import rollout as rollout_cmd
+    from mucode.cli import search as search_cmd
     from mucode.cli import verifier as verifier_cmd
 
     app.add_command(problems_cmd.problems)
     app.add_command(exec_cmd.exec_command)
     app.add_command(models_cmd.models)
     app.add_command(rollout_cmd.rollout_command)
+    app.add_command(search_cmd.search_command)
+    app.add_command(search_cmd.solve_command)
     app.add_command(verifier_cmd.verifier)
+    app.add_command(report_cmd.report_command)
 
 
 _register()

@@ -18,6 +18,8 @@ Examples:
   mucode rollout --model qwen2.5-coder-0.5b --problems mbpp:train --problems-path ../shared/data/mbpp \\
       --rollouts 15 --turns 3 --temperature 0.7 --out runs/mbpp-train
   mucode rollout --backend openai --base-url http://127.0.0.1:8000/v1 --model my-served-model ...
+  mucode rollout --backend openai --base-url http://node1:8000/v1,http://node2:8000/v1 --routing least-loaded ...
+  mucode rollout --ray auto --model qwen2.5-coder-0.5b --problems mbpp:train --rollouts 15 --out runs/mbpp-train
 """
 
 

@@ -6,8 +6,10 @@ llama.cpp server, `transformers serve`, the OpenAI API itself).
     out = gen.generate(conversations, SamplingParams(n=4, temperature=0.7, stop=("```\\n",)))
 
 Requests run on a thread pool of `max_concurrency` threads sharing one `httpx.Client`. Several
-base URLs (replicas of one model) are used round-robin, one URL per attempt, so a retry goes to the
-next replica. Connection errors, timeouts, 429 and 5xx are retried with exponential backoff; other
+base URLs (replicas of one model) share the requests `routing="round-robin"` or `"least-loaded"`
+(fewest in flight), one replica per attempt: a retry goes to another replica, and one that failed is
+skipped for `replica_cooldown_s` (see `mucode.generation.replicas`; `gen.replicas.counts()` gives
+requests and failures per replica). Connection errors, timeouts, 429 and 5xx are retried with exponential backoff; other
 4xx are raised at once (a bad request does not get better by waiting).
 
 Samples: with `n_mode="auto"` a request asks for `n` choices; a server that returns fewer (e.g.
@@ -31,10 +33,8 @@ use `n_mode="repeat"` for exact per-sample counts).
 
 from __future__ import annotations
 
-import itertools
 import logging
 import random
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +43,7 @@ from typing import Any, Literal
 import httpx
 
 from mucode.generation.base import Completion, Message, SamplingParams, derive_seed, trim_at_stop
+from mucode.generation.replicas import ReplicaSet, Routing
 
 logger = logging.getLogger("mucode.generation")
 
@@ -69,7 +70,9 @@ def chat_url(base_url: str) -> str:
 class OpenAIGenerator:
     """A `Generator` that posts chat requests to OpenAI-compatible servers.
 
-    base_url: one URL or a list (replicas, used round-robin), e.g. "http://127.0.0.1:8000/v1".
+    base_url: one URL, a list (replicas) or a comma-separated string of URLs, e.g. "http://127.0.0.1:8000/v1".
+    routing: how requests are spread over replicas: "round-robin" or "least-loaded" (fewest in flight).
+    replica_cooldown_s: how long a replica that failed (no connection, timeout, 408/429/5xx) is skipped.
     model: the `model` field of each request (the served model's name).
     api_key: sent as `Authorization: Bearer ...` when given.
     max_concurrency: requests in flight at once (threads).
@@ -95,8 +98,10 @@ class OpenAIGenerator:
         n_mode: NMode = "auto",
         extra_body: Mapping[str, Any] | None = None,
         client: httpx.Client | None = None,
+        routing: Routing = "round-robin",
+        replica_cooldown_s: float = 30.0,
     ):
-        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        urls = [u.strip() for u in base_url.split(",") if u.strip()] if isinstance(base_url, str) else list(base_url)
         if not urls:
             raise ValueError("got no base_url; pass one URL such as 'http://127.0.0.1:8000/v1' or a list of replicas")
         if max_concurrency < 1:
@@ -118,8 +123,7 @@ class OpenAIGenerator:
         self.client = client or httpx.Client(timeout=httpx.Timeout(timeout_s), headers=headers, limits=limits)
         if client is not None and headers:
             self.client.headers.update(headers)
-        self._url_cycle = itertools.cycle(range(len(self.urls)))
-        self._lock = threading.Lock()
+        self.replicas = ReplicaSet(self.urls, routing=routing, cooldown_s=replica_cooldown_s)
         self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="mucode-openai")
 
     def generate(self, conversations: Sequence[Sequence[Message]], params: SamplingParams) -> list[list[Completion]]:
@@ -160,13 +164,17 @@ class OpenAIGenerator:
 
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:
         """POST with retries: transport errors, timeouts, 429 and 5xx are retried, other 4xx raised."""
+        replica = None
         for attempt in range(self.max_retries + 1):
-            url = self._next_url()
+            replica = self.replicas.pick(avoid=replica)
+            url = replica.url
             try:
                 response = self.client.post(url, json=body)
             except httpx.TransportError as err:  # connection refused/reset, timeouts, protocol errors
+                self.replicas.release(replica, failed=True)
                 problem, status, retry_after = f"{type(err).__name__}: {err}", None, 0.0
             else:
+                self.replicas.release(replica, failed=response.status_code in RETRY_STATUS or response.status_code >= 500)
                 if response.status_code < 400:
                     return response.json()
                 problem, status = f"HTTP {response.status_code}: {response.text[:500]}", response.status_code
@@ -175,15 +183,14 @@ class OpenAIGenerator:
                 retry_after = _retry_after_s(response)
             if attempt == self.max_retries:
                 raise OpenAIServerError(f"{url}: giving up after {attempt + 1} attempts; last error {problem}", status)
+            if self.replicas.another_is_up(replica):  # another replica can take it now: no reason to wait
+                logger.warning("%s: %s; retry %d/%d on another replica", url, problem, attempt + 1, self.max_retries)
+                continue
             jitter = 1 + 0.1 * random.random()  # spreads retries of parallel requests; never affects outputs
             delay = max(retry_after, min(60.0, self.backoff_s * 2**attempt) * jitter)
             logger.warning("%s: %s; retry %d/%d in %.1fs", url, problem, attempt + 1, self.max_retries, delay)
             time.sleep(delay)
         raise AssertionError("unreachable")
-
-    def _next_url(self) -> str:
-        with self._lock:
-            return self.urls[next(self._url_cycle)]
 
     def close(self) -> None:
         """Stop the thread pool and close the HTTP client (unless it was passed in)."""

@@ -1,0 +1,699 @@
+"""Multi-turn Best-of-N search (METHOD.md §3): N programs per turn, a selector keeps one, its public
+feedback extends the history; stop at the first selected program that passes the public tests.
+
+    mucode search --model smollm2-135m --verifier runs/v0 --problems mbpp:test --n 5 \
+        --selector pt+lv --turns 3 --searches 10 --out runs/bon
+
+In-process, with an already built generator, sandbox and (optional) verifier:
+
+    records = search_problems(problems, generator, executor, n=5, selector="pt", turns=3, searches=2,
+                              sampling=SamplingParams(temperature=0.7, max_new_tokens=512), seed=0)
+    summarize_searches(records, max_turns=3)["accuracy_by_turn"]
+
+Engine: every step gathers all live searches (of all problems), samples N replies for each one's
+conversation, runs all N x live programs in one sandbox batch (public + private tests in one run
+each, split afterwards), scores them with the verifier when there is one, and lets the selector
+pick. Greedy multi-turn (N = 1, temperature 0) and single-turn (T = 1) are settings, not other
+code paths.
+
+Seeds: with `seeding="search"` (default) the samples of search s of a problem at turn t come from
+one generator call seeded by (seed, problem id, s, t), and the selector's random choices from a
+generator seeded the same way: a search's records do not depend on which other searches share the
+step, on the problem order or subset, or on where an interrupted run was resumed.
+`seeding="step"` puts every live search in one generator call seeded by (seed, step): faster with
+in-process generation, reproducible only for the same run (same problems, same interruptions).
+Greedy decoding needs no seed, so it always uses the one batched call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
+
+from mucode.episode import Episode, ExecutorLike, split_result
+from mucode.extraction import extract_code
+from mucode.generation.base import Completion, Generator, Message, SamplingParams, derive_seed
+from mucode.metrics import pass_at_k, spread
+from mucode.prompts import PromptConfig
+from mucode.types import ExecResult, Problem
+
+SEARCHES = "searches.jsonl"
+SELECTORS = ("random", "lv", "pt", "pt+lv", "oracle")
+VERIFIER_SELECTORS = ("lv", "pt+lv")
+SEEDINGS = ("search", "step")
+STOPPING_RULE = "first selected program that passes the public tests"
+PUBLIC_PRIVATE_RULE = (
+    "the model sees the public tests and their feedback only; correct = the answer passes the private tests "
+    "(a problem without private tests is judged on its public tests)"
+)
+PASS_AT_K_VALUES = (1, 2, 5, 10, 20, 50, 100)
+MAX_PARALLEL_CALLS = 32  # concurrent per-search requests to a server backend
+MAX_INFRA_ATTEMPTS = 3  # sandbox runs of one candidate while the harness reports its own failure
+_SELECT_STREAM = 1  # seed part that separates the selector's random stream from the sampler's
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SearchConfig:
+    """Parameters of `mucode search` (saved as `config.yaml` next to the searches).
+
+    Parameters that control the models:
+        model, backend, base_url, dtype, verifier
+    Parameters that control the data:
+        problems (SOURCE[:SPLIT]), problems_path (MBPP file or folder), limit
+    Parameters that control the search:
+        n, selector, turns, searches, temperature, top_p, max_new_tokens, seed, seeding
+    Parameters that control throughput:
+        max_live (searches advanced together), workers and timeout_s (sandbox)
+    """
+
+    model: str = field(default="smollm2-135m", metadata={"help": "Preset name, hub id, local folder, GGUF file, or the served model name (openai backend)."})
+    verifier: str | None = field(default=None, metadata={"help": "Trained verifier folder (needed by the lv and pt+lv selectors; else scores are recorded when given)."})
+    problems: str = field(default="humaneval", metadata={"help": "Problem set, SOURCE[:SPLIT] (e.g. mbpp:test, humaneval)."})
+    out: str = field(default="runs/search", metadata={"help": "Output folder."})
+    n: int = field(default=5, metadata={"help": "Programs sampled per turn (N); 1 with temperature 0 = greedy."})
+    selector: str = field(default="pt", metadata={"help": "How one of the N programs is kept.", "choices": list(SELECTORS)})
+    turns: int = field(default=3, metadata={"help": "Most turns per search (T); 1 = single-turn."})
+    searches: int = field(default=1, metadata={"help": "Independent searches per problem (S)."})
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature; 0.0 = greedy (then n must be 1)."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass."})
+    max_new_tokens: int = field(default=1000, metadata={"help": "Most tokens per reply."})
+    seed: int = field(default=0, metadata={"help": "Base seed (problem subset, sampling, selection)."})
+    seeding: str = field(default="search", metadata={"help": "search: one seeded generator call per search (reproducible per search); step: one call per step (faster in-process).", "choices": list(SEEDINGS)})
+    limit: int | None = field(default=None, metadata={"help": "Use a seeded random subset of this many problems."})
+    problems_path: str | None = field(default=None, metadata={"help": "MBPP data file or folder (else $MUCODE_MBPP_PATH, then the hub)."})
+    backend: str = field(default="hf", metadata={"help": "Generation backend: hf | openai | vllm.", "choices": ["hf", "openai", "vllm"]})
+    base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible server URL (openai backend)."})
+    dtype: str = field(default="float32", metadata={"help": "Model dtype (hf / vllm backends)."})
+    max_live: int = field(default=32, metadata={"help": "Searches advanced together (each samples n programs per step)."})
+    workers: int | None = field(default=None, metadata={"help": "Sandbox workers (default: one per core)."})
+    timeout_s: float = field(default=3.0, metadata={"help": "Sandbox wall-clock limit per test, in seconds."})
+
+    def __post_init__(self) -> None:
+        for name in ("n", "turns", "searches", "max_new_tokens", "max_live"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"got {name}={getattr(self, name)}; it must be >= 1")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"got limit={self.limit}; it must be >= 1 (or unset for every problem)")
+        check_search_settings(self.n, self.selector, self.temperature, self.searches, self.verifier is not None, self.seeding)
+
+    def sampling(self) -> SamplingParams:
+        return SamplingParams(n=self.n, temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens, seed=self.seed)
+
+
+def check_search_settings(n: int, selector: str, temperature: float, searches: int, has_verifier: bool, seeding: str = "search") -> None:
+    """Reject settings that cannot run or that would waste the run, with the fix in the message."""
+    if selector not in SELECTORS:
+        raise ValueError(f"got selector={selector!r}; choose one of {', '.join(SELECTORS)}")
+    if seeding not in SEEDINGS:
+        raise ValueError(f"got seeding={seeding!r}; choose one of {', '.join(SEEDINGS)}")
+    if selector in VERIFIER_SELECTORS and not has_verifier:
+        raise ValueError(f"selector {selector!r} ranks programs by a learned verifier; pass --verifier DIR or use --selector pt")
+    if temperature == 0 and n > 1:
+        raise ValueError(f"got n={n} with temperature=0: greedy decoding gives one program; use --n 1 or a temperature > 0")
+    if temperature == 0 and searches > 1:
+        raise ValueError(f"got searches={searches} with temperature=0: greedy searches are identical; use --searches 1 or a temperature > 0")
+
+
+# -- records ---------------------------------------------------------------------------------------
+
+@dataclass
+class Candidate:
+    """One of the N programs of a turn. `public` (the full public result, used for feedback and
+    display) stays in memory; the stored record keeps `public_passed`."""
+
+    reply: str
+    program: str
+    public_passed: bool
+    correct: bool  # passes the private tests (the public ones when the problem has none)
+    score: float | None = None  # verifier score; None without a verifier
+    completion_tokens: int = 0
+    public: ExecResult | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "reply": self.reply, "program": self.program, "public_passed": self.public_passed,
+            "correct": self.correct, "score": self.score, "completion_tokens": self.completion_tokens,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Candidate:
+        return cls(**{k: data[k] for k in ("reply", "program", "public_passed", "correct", "score", "completion_tokens")})
+
+
+@dataclass
+class SearchTurn:
+    candidates: list[Candidate]
+    selected: int  # index into candidates
+    feedback: str  # the public feedback of the selected program (the next user message)
+
+    @property
+    def chosen(self) -> Candidate:
+        return self.candidates[self.selected]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"candidates": [c.to_dict() for c in self.candidates], "selected": self.selected, "feedback": self.feedback}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SearchTurn:
+        return cls([Candidate.from_dict(c) for c in data["candidates"]], data["selected"], data["feedback"])
+
+
+@dataclass
+class SearchRecord:
+    """One finished search of one problem. `generate_s` and `wall_s` are this search's share of
+    the steps it took part in (a step's seconds divided by its live searches), so they add up over
+    records to the run's time."""
+
+    problem_id: str
+    search: int
+    selector: str
+    n: int
+    max_turns: int
+    turns: list[SearchTurn]
+    generate_s: float = 0.0
+    wall_s: float = 0.0
+
+    @property
+    def solved_public(self) -> bool:
+        return bool(self.turns) and self.turns[-1].chosen.public_passed
+
+    @property
+    def answer_turn(self) -> int | None:
+        """1-based turn of the first selected public pass (the search stops there)."""
+        return len(self.turns) if self.solved_public else None
+
+    @property
+    def correct(self) -> bool:
+        return self.turns[-1].chosen.correct
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(c.completion_tokens for t in self.turns for c in t.candidates)
+
+    @property
+    def tokens_saved(self) -> int:
+        """Tokens the turns not run would have cost, at this search's mean per candidate."""
+        n_candidates = sum(len(t.candidates) for t in self.turns)
+        mean = self.completion_tokens / n_candidates if n_candidates else 0.0
+        return round((self.max_turns - len(self.turns)) * self.n * mean)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "problem_id": self.problem_id, "search": self.search, "selector": self.selector, "n": self.n,
+            "max_turns": self.max_turns, "turns": [t.to_dict() for t in self.turns],
+            "solved_public": self.solved_public, "answer_turn": self.answer_turn, "correct": self.correct,
+            "completion_tokens": self.completion_tokens, "tokens_saved": self.tokens_saved,
+            "generate_s": round(self.generate_s, 4), "wall_s": round(self.wall_s, 4),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SearchRecord:
+        return cls(
+            data["problem_id"], data["search"], data["selector"], data["n"], data["max_turns"],
+            [SearchTurn.from_dict(t) for t in data["turns"]], data.get("generate_s", 0.0), data.get("wall_s", 0.0),
+        )
+
+
+# -- selectors -------------------------------------------------------------------------------------
+
+def select_candidate(selector: str, candidates: Sequence[Candidate], rng: random.Random) -> int:
+    """Index of the kept candidate. Ties (and "no candidate qualifies") are broken with `rng`.
+
+    random: any. lv: the highest verifier score. pt: any public pass, else any. pt+lv: the
+    highest score among public passes, else the highest overall. oracle: a correct one (preferring
+    public passes), else as pt.
+    """
+    if not candidates:
+        raise ValueError("select_candidate needs at least one candidate")
+    everyone = list(range(len(candidates)))
+    passing = [i for i in everyone if candidates[i].public_passed]
+    if selector == "random":
+        return rng.choice(everyone)
+    if selector == "pt":
+        return rng.choice(passing or everyone)
+    if selector == "lv":
+        return _best_scored(candidates, everyone, rng)
+    if selector == "pt+lv":
+        return _best_scored(candidates, passing or everyone, rng)
+    if selector == "oracle":
+        correct = [i for i in everyone if candidates[i].correct]
+        return rng.choice([i for i in correct if i in passing] or correct or passing or everyone)
+    raise ValueError(f"got selector={selector!r}; choose one of {', '.join(SELECTORS)}")
+
+
+def _best_scored(candidates: Sequence[Candidate], indices: Sequence[int], rng: random.Random) -> int:
+    if any(candidates[i].score is None for i in indices):
+        raise ValueError("a verifier selector got candidates without scores; pass a scorer")
+    top = max(candidates[i].score for i in indices)  # type: ignore[type-var]  # checked above
+    return rng.choice([i for i in indices if candidates[i].score == top])
+
+
+# -- engine ----------------------------------------------------------------------------------------
+
+class Scorer(Protocol):
+    """What the search needs from a verifier (`mucode.verifier.VerifierScorer`)."""
+
+    def score(self, prompts: Sequence[Sequence[Message]], replies: Sequence[str]) -> list[float]: ...
+
+
+OnTurn = Callable[[Problem, int, int, SearchTurn], None]  # (problem, search, 1-based turn, turn)
+
+
+@dataclass
+class _Live:
+    problem: Problem
+    search: int
+    episode: Episode  # the history of selected programs and their feedback
+    turns: list[SearchTurn] = field(default_factory=list)
+    generate_s: float = 0.0
+    wall_s: float = 0.0
+
+    def record(self, selector: str, n: int) -> SearchRecord:
+        return SearchRecord(self.problem.id, self.search, selector, n, self.episode.max_turns, self.turns, self.generate_s, self.wall_s)
+
+
+def problem_key(problem_id: str) -> int:
+    """A stable integer for a problem id (seeds depend on the id, not on the problem's position)."""
+    return int.from_bytes(hashlib.blake2b(problem_id.encode(), digest_size=8).digest(), "little")
+
+
+def search_problems(
+    problems: Sequence[Problem],
+    generator: Generator,
+    executor: ExecutorLike,
+    *,
+    n: int,
+    selector: str,
+    turns: int,
+    searches: int = 1,
+    sampling: SamplingParams | None = None,
+    seed: int = 0,
+    scorer: Scorer | None = None,
+    seeding: str = "search",
+    max_live: int = 32,
+    prompt_config: PromptConfig | None = None,
+    skip: Iterable[tuple[str, int]] = (),
+    parallel_calls: bool = False,
+    on_turn: OnTurn | None = None,
+    on_search: Callable[[SearchRecord], None] | None = None,
+) -> list[SearchRecord]:
+    """Run S searches of up to T turns with N candidates per turn for every problem; return the
+    finished records ordered by (problem, search). `sampling` gives temperature, top_p,
+    max_new_tokens and stop strings (its n and seed are replaced by `n` and the derived seeds).
+    `skip` lists (problem id, search) pairs already done; `parallel_calls`: the generator takes
+    calls from several threads at once (a server backend; not hf, not vllm). `on_search` gets each
+    record as soon as its search ends, `on_turn` each turn as it is decided."""
+    sampling = sampling or SamplingParams()
+    check_search_settings(n, selector, sampling.temperature, searches, scorer is not None, seeding)
+    sampling = replace(sampling, n=n, seed=seed)
+    if turns < 1:
+        raise ValueError(f"got turns={turns}; it must be >= 1 (use turns=1 for single-turn)")
+    for problem in problems:
+        if not problem.public_tests:
+            raise ValueError(f"problem {problem.id!r} has no public tests; a search needs them for feedback, selection and stopping")
+    prompt_config = prompt_config or PromptConfig()
+    pending = _work_items(problems, searches, set(skip), turns, prompt_config)
+    finished: list[SearchRecord] = []
+    live: list[_Live] = []
+    step = 0
+    while True:
+        live.extend(_take(pending, max_live - len(live)))
+        if not live:
+            break
+        _step(live, generator, executor, scorer, sampling, selector, seeding, step, parallel_calls, on_turn)
+        step += 1
+        for lv in [lv for lv in live if lv.episode.done]:
+            record = lv.record(selector, n)
+            finished.append(record)
+            if on_search is not None:
+                on_search(record)
+        live = [lv for lv in live if not lv.episode.done]
+    order = {p.id: i for i, p in enumerate(problems)}
+    return sorted(finished, key=lambda r: (order[r.problem_id], r.search))
+
+
+def _work_items(problems: Sequence[Problem], searches: int, skip: set[tuple[str, int]], turns: int, prompt_config: PromptConfig) -> Iterator[_Live]:
+    """Searches still to run, those of one problem together."""
+    for problem in problems:
+        for index in range(searches):
+            if (problem.id, index) not in skip:
+                yield _Live(problem, index, Episode(problem, max_turns=turns, prompt_config=prompt_config))
+
+
+def _take(pending: Iterator[_Live], room: int) -> list[_Live]:
+    taken: list[_Live] = []
+    while len(taken) < room and (item := next(pending, None)) is not None:
+        taken.append(item)
+    return taken
+
+
+def _step(
+    live: Sequence[_Live],
+    generator: Generator,
+    executor: ExecutorLike,
+    scorer: Scorer | None,
+    sampling: SamplingParams,
+    selector: str,
+    seeding: str,
+    step: int,
+    parallel_calls: bool,
+    on_turn: OnTurn | None,
+) -> None:
+    """One turn of every live search: sample, run, score, select, extend the history."""
+    started = time.perf_counter()
+    conversations = [lv.episode.pending_messages() for lv in live]
+    completions, generate_s = _generate(generator, live, conversations, sampling, seeding, step, parallel_calls)  # (live, n)
+    programs = [[extract_code(c.text) for c in row] for row in completions]
+    results = _execute(executor, live, programs)  # (live, n) of (public, private | None)
+    scores = _score(scorer, conversations, completions)  # (live, n) or None
+    share = (time.perf_counter() - started) / len(live)
+    for i, lv in enumerate(live):
+        candidates = [
+            Candidate(
+                reply=c.text, program=program, public_passed=public.passed,
+                correct=private.passed if private is not None else public.passed,
+                score=scores[i][j] if scores is not None else None, completion_tokens=c.completion_tokens, public=public,
+            )
+            for j, (c, program, (public, private)) in enumerate(zip(completions[i], programs[i], results[i]))
+        ]
+        turn_number = len(lv.turns) + 1
+        rng = random.Random(derive_seed(sampling.seed, problem_key(lv.problem.id), lv.search, turn_number, _SELECT_STREAM))
+        selected = select_candidate(selector, candidates, rng)
+        public, private = results[i][selected]
+        turn = lv.episode.record(candidates[selected].reply, public, private, program=programs[i][selected], completion_tokens=candidates[selected].completion_tokens)
+        lv.turns.append(SearchTurn(candidates, selected, turn.feedback or ""))
+        lv.generate_s += generate_s[i]
+        lv.wall_s += share
+        if on_turn is not None:
+            on_turn(lv.problem, lv.search, turn_number, lv.turns[-1])
+
+
+def _generate(
+    generator: Generator,
+    live: Sequence[_Live],
+    conversations: list[list[Message]],
+    sampling: SamplingParams,
+    seeding: str,
+    step: int,
+    parallel_calls: bool,
+) -> tuple[list[list[Completion]], list[float]]:
+    """n completions per live search, and each search's generation seconds. Per-search seeding
+    makes one call per search, from several threads when `parallel_calls` (a server backend)."""
+    if sampling.greedy or seeding == "step":
+        started = time.perf_counter()
+        completions = generator.generate(conversations, replace(sampling, seed=derive_seed(sampling.seed, step)))
+        seconds = (time.perf_counter() - started) / len(live)
+        _check_completions(completions, len(live), sampling.n)
+        return completions, [seconds] * len(live)
+
+    def one(lv: _Live, conversation: list[Message]) -> tuple[list[Completion], float]:
+        seed = derive_seed(sampling.seed, problem_key(lv.problem.id), lv.search, len(lv.turns) + 1)
+        started = time.perf_counter()
+        row = generator.generate([conversation], replace(sampling, seed=seed))
+        return row[0] if len(row) == 1 else [], time.perf_counter() - started
+
+    if parallel_calls and len(live) > 1:
+        with ThreadPoolExecutor(min(len(live), MAX_PARALLEL_CALLS), thread_name_prefix="mucode-search-gen") as pool:
+            results = list(pool.map(one, live, conversations))
+    else:
+        results = [one(lv, conversation) for lv, conversation in zip(live, conversations)]
+    completions = [row for row, _ in results]
+    _check_completions(completions, len(live), sampling.n)
+    return completions, [seconds for _, seconds in results]
+
+
+def _check_completions(completions: list[list[Completion]], conversations: int, n: int) -> None:
+    if len(completions) != conversations or any(len(row) != n for row in completions):
+        raise ValueError(f"the generator returned {[len(r) for r in completions]} completions for {conversations} conversations of n={n}")
+
+
+def _execute(executor: ExecutorLike, live: Sequence[_Live], programs: list[list[str]]) -> list[list[tuple[ExecResult, ExecResult | None]]]:
+    """Every program against its problem's public + private tests in one sandbox batch; a
+    candidate whose run hit a harness failure is run again (up to MAX_INFRA_ATTEMPTS runs)."""
+    owners = [lv.problem for lv, row in zip(live, programs) for _ in row]
+    jobs = [(p, problem.public_tests + problem.private_tests, problem.setup_code) for problem, p in zip(owners, (p for row in programs for p in row))]
+    results = executor.run_many(jobs)
+    for _ in range(MAX_INFRA_ATTEMPTS - 1):
+        redo = [k for k, r in enumerate(results) if r.infra_error]
+        if not redo:
+            break
+        logger.warning("sandbox failure on %d candidates; running them again", len(redo))
+        for k, result in zip(redo, executor.run_many([jobs[k] for k in redo])):
+            results[k] = result
+    split = iter(
+        (pub, priv if problem.private_tests else None)
+        for problem, result in zip(owners, results)
+        for pub, priv in [split_result(result, len(problem.public_tests))]
+    )
+    return [[next(split) for _ in row] for row in programs]
+
+
+def _score(scorer: Scorer | None, conversations: list[list[Message]], completions: list[list[Completion]]) -> list[list[float]] | None:
+    """Verifier scores of every candidate (the scorer applies its own view of the state)."""
+    if scorer is None:
+        return None
+    prompts = [conv for conv, row in zip(conversations, completions) for _ in row]
+    flat = scorer.score(prompts, [c.text for row in completions for c in row])
+    it = iter(flat)
+    return [[float(next(it)) for _ in row] for row in completions]
+
+
+# -- metrics ---------------------------------------------------------------------------------------
+
+def summarize_searches(records: Iterable[SearchRecord | Mapping[str, Any]], max_turns: int) -> dict[str, Any]:
+    """The numbers of `summary.json` from stored records (dicts as in searches.jsonl, or records).
+
+    accuracy_by_turn[t-1]: share of (problem, search) whose answer by turn t is correct: the first
+    selected public pass at a turn <= t, else the program selected at turn min(t, last turn run).
+    accuracy_spread: over the S search indices (each one's accuracy over the problems).
+    pass_at_k: unbiased, per problem from its turn-1 candidates of every search, k <= N.
+    """
+    rows = [r.to_dict() if isinstance(r, SearchRecord) else dict(r) for r in records]
+    if not rows:
+        raise ValueError("summarize_searches needs at least one search record")
+    if max_turns < 1:
+        raise ValueError(f"got max_turns={max_turns}; it must be >= 1")
+    by_index: dict[int, list[bool]] = {}
+    by_problem: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_index.setdefault(row["search"], []).append(bool(row["correct"]))
+        by_problem.setdefault(row["problem_id"], []).append(row)
+    per_index = spread(sum(v) / len(v) for _, v in sorted(by_index.items()))
+    return {
+        "problems": len(by_problem),
+        "searches": len(rows),
+        "accuracy": _mean(row["correct"] for row in rows),
+        "accuracy_by_turn": [_mean(_correct_by_turn(row, t) for row in rows) for t in range(1, max_turns + 1)],
+        "accuracy_spread": {
+            "mean": per_index.mean, "std": _finite(per_index.std), "ci95_low": _finite(per_index.ci95[0]),
+            "ci95_high": _finite(per_index.ci95[1]), "n": per_index.n,
+        },
+        "public_pass_rate": _mean(row["solved_public"] for row in rows),
+        "any_of_s_accuracy": _mean(any(r["correct"] for r in group) for group in by_problem.values()),
+        "pass_at_k": _first_turn_pass_at_k(by_problem),
+        "completion_tokens": sum(row["completion_tokens"] for row in rows),
+        "tokens_saved": sum(row["tokens_saved"] for row in rows),
+        "wall_s": round(sum(row.get("wall_s", 0.0) for row in rows), 3),
+    }
+
+
+def _correct_by_turn(row: Mapping[str, Any], t: int) -> bool:
+    answer_turn = row.get("answer_turn")
+    turn = answer_turn if answer_turn is not None and answer_turn <= t else min(t, len(row["turns"]))
+    chosen = row["turns"][turn - 1]
+    return bool(chosen["candidates"][chosen["selected"]]["correct"])
+
+
+def _first_turn_pass_at_k(by_problem: Mapping[str, list[dict[str, Any]]]) -> dict[str, float]:
+    n_min = min(len(r["turns"][0]["candidates"]) for group in by_problem.values() for r in group)
+    samples = [sum(len(r["turns"][0]["candidates"]) for r in group) for group in by_problem.values()]
+    correct = [sum(c["correct"] for r in group for c in r["turns"][0]["candidates"]) for group in by_problem.values()]
+    ks = sorted({k for k in PASS_AT_K_VALUES if k <= n_min} | {n_min})
+    return {str(k): float(pass_at_k(samples, correct, k).mean()) for k in ks}
+
+
+def _mean(values: Iterable[Any]) -> float:
+    values = [bool(v) for v in values]
+    return sum(values) / len(values)
+
+
+def _finite(x: float) -> float | None:
+    return None if math.isnan(x) else x  # NaN (a single search index) is not valid JSON
+
+
+# -- storage ---------------------------------------------------------------------------------------
+
+class SearchStore:
+    """Append-only `searches.jsonl`, one record per (problem id, search index). Opening drops a last
+    line cut by a crash (that search is run again) and refuses a repeated key."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.path = self.folder / SEARCHES
+        self.done: set[tuple[str, int]] = set()
+        self._index()
+        self._handle = open(self.path, "a", encoding="utf-8")
+
+    def _index(self) -> None:
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        complete = data[: data.rfind(b"\n") + 1]
+        if len(complete) != len(data):
+            with open(self.path, "r+b") as handle:
+                handle.truncate(len(complete))
+        for number, line in enumerate(complete.decode("utf-8").splitlines(), 1):
+            try:
+                record = json.loads(line)
+                key = (record["problem_id"], record["search"])
+            except (ValueError, KeyError) as err:
+                raise ValueError(f"{self.path}: line {number} is not a search record ({err}); move the file away or fix the line") from None
+            if key in self.done:
+                raise ValueError(f"{self.path}: line {number} repeats search {key}; the file was edited or written by two runs at once")
+            self.done.add(key)
+
+    def append(self, record: SearchRecord) -> None:
+        key = (record.problem_id, record.search)
+        if key in self.done:
+            raise ValueError(f"search {key} is already stored")
+        self._handle.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self.done.add(key)
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def read_searches(folder: str | Path) -> list[dict[str, Any]]:
+    """Every stored search record of a search folder (complete lines only)."""
+    path = Path(folder) / SEARCHES
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} holds no {SEARCHES}; run `mucode search --out {folder}` first")
+    text = path.read_text(encoding="utf-8")
+    return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines()]
+
+
+# -- the whole command -----------------------------------------------------------------------------
+
+@dataclass
+class SearchSummary:
+    """What `run_search` did: `metrics` is summary.json (over every stored search of OUT)."""
+
+    out: Path
+    metrics: dict[str, Any]
+    searches_run: int  # in this call (stored searches of earlier runs not included)
+    wall_s: float  # of this call
+
+
+def package_versions() -> dict[str, str]:
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"python": platform.python_version()}
+    for name in ("mucode", "torch", "transformers", "vllm"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return versions
+
+
+def run_search(config: SearchConfig, progress: bool = True) -> SearchSummary:
+    """Resolve problems, model, verifier and sandbox from `config`, run the missing searches
+    (resuming OUT), and write summary.json."""
+    from mucode.execution import Executor, Limits
+    from mucode.generation.factory import make_generator
+    from mucode.problems import load_problems
+    from mucode.rollouts import select_problems, write_run_metadata
+
+    started = time.perf_counter()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    problem_set = load_problems(config.problems, path=config.problems_path)
+    problems = select_problems(list(problem_set), config.limit, config.seed)
+    write_run_metadata(config, out, [p.id for p in problems], _run_metadata(config, problem_set.sha256))  # type: ignore[arg-type]  # any config dataclass
+    store = SearchStore(out)
+    bar = _progress_bar(len(problems) * config.searches, len(store.done)) if progress else None
+    scorer = _load_scorer(config.verifier)
+    generator = make_generator(config.backend, config.model, **generator_options(config))
+    run: list[SearchRecord] = []
+
+    def on_search(record: SearchRecord) -> None:
+        store.append(record)
+        run.append(record)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix_str(f"public {_mean(r.solved_public for r in run):.0%}, correct {_mean(r.correct for r in run):.0%}")
+
+    try:
+        with Executor(workers=config.workers, limits=Limits(timeout_s=config.timeout_s)) as executor:
+            search_problems(
+                problems, generator, executor, n=config.n, selector=config.selector, turns=config.turns,
+                searches=config.searches, sampling=config.sampling(), seed=config.seed, scorer=scorer,
+                seeding=config.seeding, max_live=config.max_live, skip=store.done,
+                parallel_calls=config.backend == "openai", on_search=on_search,
+            )
+    finally:
+        generator.close()
+        store.close()
+        if bar is not None:
+            bar.close()
+    metrics = summarize_searches(read_searches(out), config.turns)
+    (out / "summary.json").write_text(json.dumps(metrics, indent=2))
+    return SearchSummary(out, metrics, len(run), time.perf_counter() - started)
+
+
+def generator_options(config: SearchConfig) -> dict[str, Any]:
+    """Backend options of `make_generator` for this config."""
+    if config.backend == "openai":
+        if not config.base_url:
+            raise ValueError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+        return {"base_url": config.base_url}
+    if config.backend == "vllm":
+        return {"dtype": config.dtype}
+    return {"dtype": config.dtype, "batch_size": max(config.max_live, config.n)}
+
+
+def _run_metadata(config: SearchConfig, problems_sha256: str) -> dict[str, Any]:
+    return {
+        "model": config.model,
+        "verifier": config.verifier,
+        "problems_sha256": problems_sha256,
+        "package_versions": package_versions(),
+        "protocol": {
+            "public_private_rule": PUBLIC_PRIVATE_RULE, "stopping_rule": STOPPING_RULE, "n": config.n,
+            "turns": config.turns, "temperature": config.temperature, "timeout_s": config.timeout_s,
+            "selector": config.selector, "searches": config.searches,
+        },
+    }
+
+
+def _load_scorer(verifier: str | None) -> Scorer | None:
+    if verifier is None:
+        return None
+    if not Path(verifier).exists():
+        raise FileNotFoundError(f"verifier folder {verifier} does not exist; train one with `mucode verifier train --out {verifier}`")
+    from mucode.verifier.scoring import VerifierScorer
+
+    return VerifierScorer.load(verifier)
+
+
+def _progress_bar(total: int, done: int):
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, initial=done, desc="searches", unit="search")
+    if done:
+        bar.set_postfix_str(f"resumed {done}")
+    return bar
