@@ -19,6 +19,7 @@ def app() -> None:
 
 def _register() -> None:
     from mucode.cli import exec as exec_cmd
+    from mucode.cli import generator as generator_cmd
     from mucode.cli import models as models_cmd
     from mucode.cli import problems as problems_cmd
     from mucode.cli import report as report_cmd
@@ -33,6 +34,7 @@ def _register() -> None:
     app.add_command(search_cmd.search_command)
     app.add_command(search_cmd.solve_command)
     app.add_command(verifier_cmd.verifier)
+    app.add_command(generator_cmd.generator)
     app.add_command(report_cmd.report_command)
 
 
