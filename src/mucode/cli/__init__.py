@@ -24,6 +24,7 @@ def _register() -> None:
     from mucode.cli import problems as problems_cmd
     from mucode.cli import report as report_cmd
     from mucode.cli import rollout as rollout_cmd
+    from mucode.cli import run as run_cmd
     from mucode.cli import search as search_cmd
     from mucode.cli import verifier as verifier_cmd
 
@@ -36,6 +37,7 @@ def _register() -> None:
     app.add_command(verifier_cmd.verifier)
     app.add_command(generator_cmd.generator)
     app.add_command(report_cmd.report_command)
+    app.add_command(run_cmd.run_command)
 
 
 _register()

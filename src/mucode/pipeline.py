@@ -1,0 +1,380 @@
+"""`mucode run`: the whole µCode method as one resumable pipeline (METHOD.md §2-§3).
+
+    iter0/rollouts   base generator on the training problems
+    iter0/verifier   verifier trained (from the base model) on iter0's trajectories
+    iterI/sft        relabeled data (expert = verifier of iteration I-1) over the rollouts of iterations < I
+    iterI/generator  generator fine-tuned from the base model on iterI/sft
+    iterI/rollouts   that generator on the training problems
+    iterI/verifier   verifier trained from the base model on the rollouts of iterations <= I
+    eval/<set>.<generator>.<mode>   greedy multi-turn and multi-turn Best-of-N searches
+    report/          report.md and plots over the eval runs
+
+Every stage writes its outputs in its own folder and, when it finishes, a `.done.json` marker with
+its timing; a re-run skips finished stages and resumes an interrupted one (rollouts, training and
+searches resume by themselves). The run folder holds config.yaml, run.json (seeds, package versions)
+and stages.json (per-stage timings).
+
+    from mucode.pipeline import pipeline_config, run_pipeline
+    result = run_pipeline(pipeline_config("demo", overrides={"out": "runs/demo"}))
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from mucode import __version__
+from mucode.config import config_to_dict, load_config, read_yaml_mapping, save_config
+
+Say = Callable[[str], None]
+DONE = ".done.json"
+TINY_MODEL = "tiny-random"  # built locally by the smoke preset: no download
+METHODS = ("mucode", "multi-star", "star")
+# Fields that may change when a run is resumed: they change speed, not results.
+THROUGHPUT_ONLY = {"max_live", "workers"}
+
+
+@dataclass
+class PipelineConfig:
+    """One µCode run: iteration 0 (base rollouts -> verifier), `iterations` generator iterations,
+    then evaluation. Defaults are the paper's schedule (METHOD.md §2) with the default model."""
+
+    out: str = field(default="runs/mucode", metadata={"help": "Run folder (re-run the same command to resume)."})
+    seed: int = field(default=0, metadata={"help": "Base seed: problem subsets, sampling, verifier pairs, relabel ties, training."})
+    model: str = field(default="smollm2-135m", metadata={"help": "Base generator (a preset, hub id, local folder or GGUF; `tiny-random` builds a tiny random model)."})
+    dtype: str = field(default="float32", metadata={"help": "Dtype of the generator for rollouts and searches."})
+    problems: str = field(default="mbpp:train", metadata={"help": "Training problems, SOURCE[:SPLIT]."})
+    problems_path: str | None = field(default=None, metadata={"help": "MBPP data file or folder (else $MUCODE_MBPP_PATH, then the hub)."})
+    limit: int | None = field(default=None, metadata={"help": "Seeded subset of this many training problems (all if unset)."})
+    rollouts: int = field(default=15, metadata={"help": "Trajectories per training problem and iteration."})
+    turns: int = field(default=3, metadata={"help": "Most turns per trajectory and per search."})
+    temperature: float = field(default=0.7, metadata={"help": "Rollout sampling temperature."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass (rollouts and Best-of-N)."})
+    max_new_tokens: int = field(default=1000, metadata={"help": "Most tokens per reply."})
+    max_live: int = field(default=32, metadata={"help": "Episodes or searches advanced together (one generation batch)."})
+    workers: int | None = field(default=None, metadata={"help": "Sandbox workers (default: one per core)."})
+    timeout_s: float = field(default=3.0, metadata={"help": "Sandbox wall-clock limit per test, in seconds."})
+    iterations: int = field(default=2, metadata={"help": "Generator iterations after iteration 0 (paper: 2)."})
+    method: str = field(default="mucode", metadata={"help": "Generator training data: mucode (relabeled by the verifier), multi-star (successful trajectories), star (correct first turns).", "choices": list(METHODS)})
+    verifier_preset: str = field(default="paper", metadata={"help": "Verifier training preset (mucode.verifier.config.PRESETS)."})
+    verifier: dict[str, Any] = field(default_factory=dict, metadata={"help": "Overrides of the verifier training config (e.g. loss, finetune, learning_rate); its model defaults to the base generator."})
+    generator_preset: str = field(default="paper", metadata={"help": "Generator SFT preset (mucode.training.config.PRESETS)."})
+    generator: dict[str, Any] = field(default_factory=dict, metadata={"help": "Overrides of the generator SFT config (e.g. finetune, learning_rate, max_steps)."})
+    top_m: int = field(default=3, metadata={"help": "Failed trajectories per problem relabeled with the expert program."})
+    expert_rank: str = field(default="combined", metadata={"help": "Expert program: combined (100*oracle + verifier), verifier, oracle.", "choices": ["combined", "verifier", "oracle"]})
+    unsolved: str = field(default="drop", metadata={"help": "Problems without a correct program: drop, or keep the verifier's best.", "choices": ["drop", "keep"]})
+    max_sft_examples: int | None = field(default=None, metadata={"help": "Seeded subsample of the relabeled examples (a CPU budget); all if unset."})
+    eval_problems: list[str] = field(default_factory=lambda: ["mbpp:test", "humaneval"], metadata={"help": "Evaluation problem sets."})
+    eval_limit: int | None = field(default=None, metadata={"help": "Seeded subset of this many problems per evaluation set."})
+    eval_n: int = field(default=5, metadata={"help": "Programs per turn in multi-turn Best-of-N."})
+    eval_selectors: list[str] = field(default_factory=lambda: ["pt+lv"], metadata={"help": "Best-of-N selectors to evaluate."})
+    eval_searches: int = field(default=1, metadata={"help": "Independent Best-of-N searches per problem (paper: 10)."})
+    eval_temperature: float = field(default=0.7, metadata={"help": "Best-of-N sampling temperature (greedy runs use 0)."})
+    eval_max_new_tokens: int | None = field(default=None, metadata={"help": "Most tokens per reply in evaluation (default: max_new_tokens)."})
+    eval_base: bool = field(default=True, metadata={"help": "Also evaluate the base generator (the baseline rows)."})
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method: got {self.method!r}; choose one of {', '.join(METHODS)}")
+        for name in ("rollouts", "turns", "max_new_tokens", "max_live", "eval_n", "eval_searches", "top_m"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: got {getattr(self, name)}; it must be >= 1")
+        if self.iterations < 0:
+            raise ValueError(f"iterations: got {self.iterations}; it must be >= 0")
+        if not self.eval_problems:
+            raise ValueError("eval_problems is empty; give at least one evaluation problem set")
+
+
+# Starting points, not tuned results. `paper` is METHOD.md §2-§3 (GPUs); `demo` is the README's main
+# job (the embedded default model, the whole method on 2 CPU cores); `smoke` checks the plumbing in CI.
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {
+        "model": "meta-llama/Llama-3.2-1B-Instruct", "dtype": "bfloat16", "rollouts": 15, "iterations": 2,
+        "verifier_preset": "paper", "generator_preset": "paper", "eval_searches": 10, "eval_n": 5,
+        "eval_selectors": ["random", "lv", "pt", "pt+lv"],
+    },
+    "demo": {
+        "model": "smollm2-135m", "limit": 12, "rollouts": 4, "turns": 2, "max_new_tokens": 160, "max_live": 48,
+        "iterations": 1, "verifier_preset": "cpu-head", "generator_preset": "cpu",
+        "generator": {"finetune": "lora", "learning_rate": 2e-4, "max_length": 640, "batch_size": 8, "micro_batch_size": 4},
+        "max_sft_examples": 32, "eval_problems": ["humaneval"], "eval_limit": 10, "eval_n": 3,
+    },
+    "smoke": {
+        "model": TINY_MODEL, "limit": 3, "rollouts": 2, "turns": 2, "max_new_tokens": 16, "iterations": 1,
+        "verifier_preset": "cpu-head", "verifier": {"loss": "bce", "epochs": 2.0, "batch_size": 4, "micro_batch_size": 4},
+        "generator_preset": "cpu", "generator": {"max_steps": 2, "batch_size": 2, "micro_batch_size": 2, "save_steps": 1, "report_to": "none"},
+        "unsolved": "keep", "eval_problems": ["mbpp:test"], "eval_limit": 2, "eval_n": 2, "eval_selectors": ["pt+lv"],
+    },
+}
+
+
+def pipeline_config(preset: str | None = None, path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """Defaults, then the preset, then the YAML file, then `overrides` (None values skipped)."""
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    return load_config(PipelineConfig, path, overrides, base=PRESETS[preset] if preset else None)
+
+
+# ------------------------------------------------------------------------------------------ stages
+
+
+@dataclass
+class PipelineResult:
+    out: Path
+    report: Path | None
+    stages: dict[str, dict[str, Any]]  # name -> {"seconds", "finished_at", "skipped", ...}
+    table: list[dict[str, Any]]  # one row per evaluation run
+
+
+class Pipeline:
+    """Runs the stages of one run folder in order, skipping finished ones."""
+
+    def __init__(self, config: PipelineConfig, say: Say | None = None, progress: bool = True) -> None:
+        self.config = config
+        self.out = Path(config.out)
+        self.say = say or print
+        self.progress = progress
+        self.stages: dict[str, dict[str, Any]] = {}
+        self.base_model = config.model
+
+    # -- bookkeeping
+
+    def stage(self, name: str, work: Callable[[Path], dict[str, Any] | None]) -> dict[str, Any]:
+        """Run `work(folder)` unless the stage's marker says it finished; record its timing."""
+        folder = self.out / name
+        marker = folder / DONE
+        if marker.exists():
+            info = json.loads(marker.read_text())
+            self.stages[name] = {**info, "skipped": True}
+            self.say(f"[done] {name} ({info.get('seconds', 0):.0f} s earlier)")
+            return info
+        self.say(f"[run]  {name}")
+        folder.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        info = dict(work(folder) or {})
+        info.update(seconds=round(time.perf_counter() - started, 2), finished_at=_now())
+        _write_json(marker, info)
+        self.stages[name] = {**info, "skipped": False}
+        _write_json(self.out / "stages.json", self.stages)
+        self.say(f"[ok]   {name} in {info['seconds']:.0f} s")
+        return info
+
+    def prepare(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        _check_same_config(self.config, self.out / "config.yaml")
+        save_config(self.config, self.out / "config.yaml")
+        _write_json(self.out / "run.json", {
+            "mucode": __version__, "python": platform.python_version(), "seed": self.config.seed,
+            "started_at": _now(), "package_versions": package_versions(),
+        })
+        if self.config.model == TINY_MODEL:
+            self.base_model = str(self.stage("models/tiny-random", _build_tiny)["path"])
+
+    # -- the method
+
+    def run(self) -> PipelineResult:
+        self.prepare()
+        k = self.config.iterations
+        generator = self.base_model
+        self.stage("iter0/rollouts", lambda d: self.rollouts(generator, d))
+        self.stage("iter0/verifier", lambda d: self.train_verifier(0, d))
+        for i in range(1, k + 1):
+            info = self.stage(f"iter{i}/sft", lambda d, i=i: self.relabel(i, d))
+            if info.get("examples", 0) == 0:
+                self.say(f"iteration {i}: no training examples (no correct program to imitate); the generator stays as it was")
+            else:
+                generator = self.stage(f"iter{i}/generator", lambda d, i=i: self.train_generator(i, d))["model"]
+            self.stage(f"iter{i}/rollouts", lambda d, g=generator: self.rollouts(g, d))
+            self.stage(f"iter{i}/verifier", lambda d, i=i: self.train_verifier(i, d))
+        runs = self.evaluate(generator, str(self.out / f"iter{k}/verifier"))
+        report = self.report(runs)
+        _write_json(self.out / "stages.json", self.stages)
+        return PipelineResult(self.out, report, self.stages, evaluation_table(runs))
+
+    def rollouts(self, model: str, folder: Path) -> dict[str, Any]:
+        from mucode.rollouts import RolloutConfig, read_trajectories, run_rollouts, summarize
+
+        c = self.config
+        config = RolloutConfig(
+            model=model, problems=c.problems, problems_path=c.problems_path, limit=c.limit, rollouts=c.rollouts,
+            turns=c.turns, temperature=c.temperature, top_p=c.top_p, max_new_tokens=c.max_new_tokens, seed=c.seed,
+            dtype=c.dtype, max_live=c.max_live, workers=c.workers, timeout_s=c.timeout_s, out=str(folder),
+        )
+        stats = run_rollouts(config, progress=self.progress)
+        summary = summarize(read_trajectories(folder))
+        _write_json(folder / "summary.json", summary)
+        return {"model": model, "trajectories": summary["trajectories"], "correct": summary.get("correct"),
+                "completion_tokens": stats.completion_tokens, "tokens_per_s": round(stats.tokens_per_s, 1)}
+
+    def train_verifier(self, iteration: int, folder: Path) -> dict[str, Any]:
+        from mucode.verifier import train_config, train_verifier
+
+        c = self.config
+        overrides = {"model": self.base_model, **c.verifier}  # paper: the verifier starts from the base LLM
+        overrides.update(
+            trajectories=[str(self.out / f"iter{i}/rollouts") for i in range(iteration + 1)], out=str(folder), seed=c.seed,
+        )
+        config = train_config(c.verifier_preset, overrides=overrides)
+        if config.finetune == "head":  # encode each stored turn once across iterations
+            config = replace(config, feature_cache=str(self.out / "verifier-features"))
+        result = train_verifier(config, progress=self.progress, say=self.say)
+        return {"model": str(result.model_dir), "seconds_training": round(result.seconds, 1)}
+
+    def relabel(self, iteration: int, folder: Path) -> dict[str, Any]:
+        from mucode.training.relabel import RelabelOptions, build_sft_data
+
+        c = self.config
+        scorer = None
+        if c.method == "mucode":
+            from mucode.verifier import VerifierScorer
+
+            scorer = VerifierScorer.load(str(self.out / f"iter{iteration - 1}/verifier"), progress=self.progress)
+        options = RelabelOptions(top_m=c.top_m, expert_rank=c.expert_rank, unsolved=c.unsolved, seed=c.seed)
+        rollouts = [self.out / f"iter{i}/rollouts" for i in range(iteration)]
+        stats = build_sft_data(c.method, rollouts, folder / "all.jsonl", scorer=scorer, options=options, progress=self.progress)
+        kept = subsample_jsonl(folder / "all.jsonl", folder / "sft.jsonl", c.max_sft_examples, c.seed + iteration)
+        return {"examples": kept, "relabeled": stats.to_dict()}
+
+    def train_generator(self, iteration: int, folder: Path) -> dict[str, Any]:
+        from mucode.training.config import generator_config
+        from mucode.training.sft import train_generator
+
+        c = self.config
+        overrides = {**c.generator, "model": self.base_model, "data": [str(self.out / f"iter{iteration}/sft/sft.jsonl")]}
+        overrides.update(out=str(folder), seed=c.seed)  # paper: from the base model each iteration
+        result = train_generator(generator_config(c.generator_preset, overrides=overrides), progress=self.progress, say=self.say)
+        return {"model": str(result.model_dir), "train_loss": result.train_loss, "examples": result.examples}
+
+    def evaluate(self, generator: str, verifier: str) -> list[Path]:
+        """Greedy multi-turn and multi-turn Best-of-N of the final (and the base) generator."""
+        generators = {self.config.method if generator != self.base_model else "base": generator}
+        if self.config.eval_base and generator != self.base_model:
+            generators = {"base": self.base_model, **generators}
+        runs = []
+        for problems in self.config.eval_problems:
+            for name, model in generators.items():
+                for mode, search in self.search_modes(verifier):
+                    folder_name = f"eval/{_slug(problems)}.{name}.{mode}"
+                    self.stage(folder_name, lambda d, m=model, p=problems, s=search: self.search(m, p, s, d))
+                    runs.append(self.out / folder_name)
+        return runs
+
+    def search_modes(self, verifier: str) -> list[tuple[str, dict[str, Any]]]:
+        c = self.config
+        modes = [("greedy", {"n": 1, "temperature": 0.0, "selector": "pt", "searches": 1, "verifier": None})]
+        for selector in c.eval_selectors:
+            modes.append((f"bon{c.eval_n}-{selector}", {
+                "n": c.eval_n, "temperature": c.eval_temperature, "selector": selector, "searches": c.eval_searches, "verifier": verifier,
+            }))
+        return modes
+
+    def search(self, model: str, problems: str, mode: dict[str, Any], folder: Path) -> dict[str, Any]:
+        from mucode.search import SearchConfig, run_search
+
+        c = self.config
+        config = SearchConfig(
+            model=model, problems=problems, problems_path=c.problems_path, limit=c.eval_limit, seed=c.seed, turns=c.turns,
+            top_p=c.top_p, max_new_tokens=c.eval_max_new_tokens or c.max_new_tokens, dtype=c.dtype, max_live=c.max_live,
+            workers=c.workers, timeout_s=c.timeout_s, out=str(folder), **mode,
+        )
+        summary = run_search(config, progress=self.progress)
+        return {key: summary.metrics.get(key) for key in ("accuracy", "accuracy_by_turn", "public_pass_rate", "completion_tokens", "tokens_saved")}
+
+    def report(self, runs: list[Path]) -> Path | None:
+        from mucode.reports import write_report
+
+        names = [run.name for run in runs]
+        return write_report([str(r) for r in runs], self.out / "report", names=names)
+
+
+def run_pipeline(config: PipelineConfig, say: Say | None = None, progress: bool = True) -> PipelineResult:
+    """Run (or resume) the whole method in `config.out`; see the module docstring for the stages."""
+    return Pipeline(config, say=say, progress=progress).run()
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def evaluation_table(runs: list[Path]) -> list[dict[str, Any]]:
+    """One row per evaluation run, from its summary.json."""
+    rows = []
+    for run in runs:
+        summary = json.loads((run / "summary.json").read_text())
+        by_turn = summary.get("accuracy_by_turn") or [None]
+        rows.append({
+            "run": run.name, "accuracy": summary.get("accuracy"), "turn1": by_turn[0],
+            "public_pass_rate": summary.get("public_pass_rate"), "tokens": summary.get("completion_tokens"),
+        })
+    return rows
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """The evaluation rows as a small fixed-width table for the terminal."""
+    width = max([len(r["run"]) for r in rows] + [3])
+    lines = [f"{'run':<{width}}  accuracy  turn 1  public pass  tokens"]
+    for r in rows:
+        lines.append(f"{r['run']:<{width}}  {_pct(r['accuracy']):>8}  {_pct(r['turn1']):>6}  {_pct(r['public_pass_rate']):>11}  {r['tokens'] or 0:>6}")
+    return "\n".join(lines)
+
+
+def subsample_jsonl(source: Path, dest: Path, limit: int | None, seed: int) -> int:
+    """Copy `source` to `dest`, keeping a seeded random `limit` of its lines (order kept)."""
+    lines = [line for line in source.read_text().splitlines() if line.strip()]
+    if limit is not None and len(lines) > limit:
+        keep = sorted(random.Random(seed).sample(range(len(lines)), limit))
+        lines = [lines[i] for i in keep]
+    dest.write_text("".join(line + "\n" for line in lines))
+    return len(lines)
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "numpy"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def _build_tiny(folder: Path) -> dict[str, Any]:
+    from mucode.generation.tiny import build_tiny_chat_model
+
+    return {"path": str(build_tiny_chat_model(folder / "model"))}
+
+
+def _check_same_config(config: PipelineConfig, path: Path) -> None:
+    if not path.exists():
+        return
+    previous = read_yaml_mapping(path)
+    current = config_to_dict(config)
+    changed = sorted(k for k in current if k not in THROUGHPUT_ONLY and previous.get(k) != current[k])
+    if changed:
+        raise ValueError(f"{path.parent} holds a run with a different config ({', '.join(changed)} differ); resume with the same settings or choose another --out")
+
+
+def _slug(problems: str) -> str:
+    return problems.replace(":", "-").replace("/", "-")
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)

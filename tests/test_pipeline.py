@@ -1,0 +1,95 @@
+"""`mucode run`: presets, config checks, stage skipping, and the smoke preset end to end with a
+kill and resume (real tiny model, real sandbox, real training)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mucode.pipeline import PRESETS, PipelineConfig, pipeline_config, run_pipeline, subsample_jsonl
+
+
+def test_every_preset_loads_and_names_its_own_settings():
+    for name in PRESETS:
+        config = pipeline_config(name)
+        assert isinstance(config, PipelineConfig)
+    demo = pipeline_config("demo", overrides={"out": "x"})
+    assert (demo.model, demo.iterations, demo.verifier_preset) == ("smollm2-135m", 1, "cpu-head")
+    paper = pipeline_config("paper")
+    assert (paper.rollouts, paper.turns, paper.temperature, paper.iterations, paper.eval_n) == (15, 3, 0.7, 2, 5)
+
+
+def test_bad_settings_are_one_line_errors():
+    with pytest.raises(ValueError, match="unknown preset 'fast'"):
+        pipeline_config("fast")
+    with pytest.raises(ValueError, match="method"):
+        pipeline_config(overrides={"method": "dpo"})
+    with pytest.raises(ValueError, match="did you mean 'rollouts'"):
+        pipeline_config(overrides={"rolouts": 3})
+    with pytest.raises(ValueError, match="eval_problems is empty"):
+        pipeline_config(overrides={"eval_problems": []})
+
+
+def test_subsample_is_seeded_and_keeps_order(tmp_path):
+    source = tmp_path / "all.jsonl"
+    source.write_text("".join(json.dumps({"i": i}) + "\n" for i in range(50)))
+    kept = subsample_jsonl(source, tmp_path / "a.jsonl", 10, seed=3)
+    subsample_jsonl(source, tmp_path / "b.jsonl", 10, seed=3)
+    rows = [json.loads(line)["i"] for line in (tmp_path / "a.jsonl").read_text().splitlines()]
+    assert kept == 10 and rows == sorted(rows) and len(set(rows)) == 10
+    assert (tmp_path / "a.jsonl").read_text() == (tmp_path / "b.jsonl").read_text()
+    assert subsample_jsonl(source, tmp_path / "c.jsonl", None, seed=3) == 50
+
+
+def _wait_for(path: Path, process: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, f"the run ended early:\n{process.stdout.read() if process.stdout else ''}"
+        assert time.monotonic() < deadline, f"{path} did not appear in {timeout} s"
+        time.sleep(0.2)
+
+
+def test_smoke_preset_end_to_end_resumes_after_kill_and_skips_finished_stages(tmp_path, mbpp_dir):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "mucode", "run", "--preset", "smoke", "--problems-path", str(mbpp_dir), "--out", str(out), "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        _wait_for(out / "iter0/rollouts/.done.json", process, timeout=240)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert not (out / "eval").exists()
+
+    config = pipeline_config("smoke", overrides={"out": str(out), "problems_path": str(mbpp_dir)})
+    result = run_pipeline(config, say=lambda message: None, progress=False)
+    assert result.stages["iter0/rollouts"]["skipped"] and not result.stages["iter1/rollouts"]["skipped"]
+    expected = {"models/tiny-random", "iter0/rollouts", "iter0/verifier", "iter1/sft", "iter1/generator", "iter1/rollouts", "iter1/verifier"}
+    assert expected <= set(result.stages)
+    evals = sorted(name for name in result.stages if name.startswith("eval/"))
+    assert evals == ["eval/mbpp-test.base.bon2-pt+lv", "eval/mbpp-test.base.greedy", "eval/mbpp-test.mucode.bon2-pt+lv", "eval/mbpp-test.mucode.greedy"]
+    for name in result.stages:
+        assert (out / name / ".done.json").is_file(), name
+
+    records = [json.loads(line) for line in (out / "iter0/rollouts/trajectories.jsonl").read_text().splitlines()]
+    assert len({(r["problem_id"], r["rollout"]) for r in records}) == len(records) == 6  # 3 problems x 2 rollouts
+    assert Path(result.stages["iter1/generator"]["model"]).joinpath("config.json").is_file()
+    assert result.report is not None and "Protocol" in result.report.read_text()
+    assert [row["run"] for row in result.table] == [Path(e).name for e in
+        ["mbpp-test.base.greedy", "mbpp-test.base.bon2-pt+lv", "mbpp-test.mucode.greedy", "mbpp-test.mucode.bon2-pt+lv"]]
+    saved = json.loads((out / "run.json").read_text())
+    assert saved["seed"] == 0 and "torch" in saved["package_versions"]
+    assert json.loads((out / "stages.json").read_text()).keys() == result.stages.keys()
+
+    again = run_pipeline(config, say=lambda message: None, progress=False)
+    assert all(stage["skipped"] for stage in again.stages.values())
+    assert again.table == result.table
+
+    with pytest.raises(ValueError, match="different config .*rollouts"):
+        run_pipeline(pipeline_config("smoke", overrides={"out": str(out), "problems_path": str(mbpp_dir), "rollouts": 3}), say=lambda m: None, progress=False)
