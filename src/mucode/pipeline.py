@@ -167,6 +167,10 @@ class Pipeline:
         return info
 
     def prepare(self) -> None:
+        if not self.progress:  # also the weight-loading bars of transformers
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
         self.out.mkdir(parents=True, exist_ok=True)
         _check_same_config(self.config, self.out / "config.yaml")
         save_config(self.config, self.out / "config.yaml")

@@ -660,8 +660,9 @@ def generator_options(config: SearchConfig) -> dict[str, Any]:
     if config.backend == "openai":
         if not config.base_url:
             raise ValueError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
-        return {"base_url": config.base_url}
-    if config.backend == "vllm":
+        # every live search may wait on n requests at once; several replicas split them
+        return {"base_url": config.base_url, "max_concurrency": config.max_live * config.n}
+    if config.backend == "vllm":  # vLLM batches by itself: no batch_size
         return {"dtype": config.dtype}
     return {"dtype": config.dtype, "batch_size": max(config.max_live, config.n)}
 
