@@ -62,6 +62,7 @@ class PipelineConfig:
     workers: int | None = field(default=None, metadata={"help": "Sandbox workers (default: one per core)."})
     timeout_s: float = field(default=3.0, metadata={"help": "Sandbox wall-clock limit per test, in seconds."})
     iterations: int = field(default=2, metadata={"help": "Generator iterations after iteration 0 (paper: 2)."})
+    last_rollouts: bool = field(default=True, metadata={"help": "Run the last iteration's rollouts and verifier (paper); off: evaluate with the previous verifier (saves a rollout stage)."})
     method: str = field(default="mucode", metadata={"help": "Generator training data: mucode (relabeled by the verifier), multi-star (successful trajectories), star (correct first turns).", "choices": list(METHODS)})
     verifier_preset: str = field(default="paper", metadata={"help": "Verifier training preset (mucode.verifier.config.PRESETS)."})
     verifier: dict[str, Any] = field(default_factory=dict, metadata={"help": "Overrides of the verifier training config (e.g. loss, finetune, learning_rate); its model defaults to the base generator."})
@@ -195,9 +196,11 @@ class Pipeline:
                 self.say(f"iteration {i}: no training examples (no correct program to imitate); the generator stays as it was")
             else:
                 generator = self.stage(f"iter{i}/generator", lambda d, i=i: self.train_generator(i, d))["model"]
-            self.stage(f"iter{i}/rollouts", lambda d, g=generator: self.rollouts(g, d))
-            self.stage(f"iter{i}/verifier", lambda d, i=i: self.train_verifier(i, d))
-        runs = self.evaluate(generator, str(self.out / f"iter{k}/verifier"))
+            if i < k or self.config.last_rollouts:
+                self.stage(f"iter{i}/rollouts", lambda d, g=generator: self.rollouts(g, d))
+                self.stage(f"iter{i}/verifier", lambda d, i=i: self.train_verifier(i, d))
+        final = k if self.config.last_rollouts else max(k - 1, 0)
+        runs = self.evaluate(generator, str(self.out / f"iter{final}/verifier"))
         report = self.report(runs)
         _write_json(self.out / "stages.json", self.stages)
         return PipelineResult(self.out, report, self.stages, evaluation_table(runs))
