@@ -93,3 +93,11 @@ def test_smoke_preset_end_to_end_resumes_after_kill_and_skips_finished_stages(tm
 
     with pytest.raises(ValueError, match="different config .*rollouts"):
         run_pipeline(pipeline_config("smoke", overrides={"out": str(out), "problems_path": str(mbpp_dir), "rollouts": 3}), say=lambda m: None, progress=False)
+
+
+def test_the_mbpp_path_goes_only_to_mbpp_sources():
+    from mucode.pipeline import mbpp_path
+
+    assert mbpp_path("mbpp:test", "/data/mbpp") == "/data/mbpp"
+    assert mbpp_path("mbpp-sanitized:test", "/data/mbpp") == "/data/mbpp"
+    assert mbpp_path("humaneval", "/data/mbpp") is None  # a HumanEval run must not read the MBPP folder

@@ -3,6 +3,7 @@ conversations.
 
     completions = generator.generate(conversations, SamplingParams(n=4, temperature=0.7))
     completions[i][j].text      # j-th sample for the i-th conversation
+    generator.generate(conversations, params, seeds=[s0, s1, ...])   # one seed per conversation
 """
 
 from __future__ import annotations
@@ -68,13 +69,29 @@ class Generator(Protocol):
     """A chat model that samples replies. Implementations: `mucode.generation.hf`,
     `mucode.generation.openai_api`, `mucode.generation.vllm`."""
 
-    def generate(self, conversations: Sequence[Sequence[Message]], params: SamplingParams) -> list[list[Completion]]:
-        """`params.n` completions for each conversation, in input order."""
+    def generate(
+        self, conversations: Sequence[Sequence[Message]], params: SamplingParams, seeds: Sequence[int] | None = None
+    ) -> list[list[Completion]]:
+        """`params.n` completions for each conversation, in input order. seeds: one per conversation
+        (e.g. from the trajectory it belongs to), so that a conversation's samples do not depend on
+        the other conversations of the call; None = `derive_seed(params.seed, i)` for conversation i.
+        Sample j of conversation i then uses `derive_seed(seeds[i], j)` where a backend seeds samples
+        one by one."""
         ...
 
     def close(self) -> None:
         """Release the model (memory, connections, server processes)."""
         ...
+
+
+def conversation_seeds(n: int, params: SamplingParams, seeds: Sequence[int] | None) -> list[int]:
+    """The seed of each of `n` conversations: `seeds` (checked to be one per conversation), else
+    `derive_seed(params.seed, i)`."""
+    if seeds is None:
+        return [derive_seed(params.seed, i) for i in range(n)]
+    if len(seeds) != n:
+        raise ValueError(f"got {len(seeds)} seeds for {n} conversations; pass one seed per conversation")
+    return list(seeds)
 
 
 def derive_seed(*parts: int) -> int:

@@ -14,9 +14,9 @@ requests and failures per replica). Connection errors, timeouts, 429 and 5xx are
 
 Samples: with `n_mode="auto"` a request asks for `n` choices; a server that returns fewer (e.g.
 `transformers serve` ignores `n`) gets the missing ones as separate n=1 requests, and from then on
-this generator sends n separate requests directly. Seeds: conversation i is sent
-`seed = derive_seed(params.seed, i)` (one request with n choices) or `derive_seed(params.seed, i, j)`
-(its j-th separate sample), so the same call gives the same output on a server that honours `seed`
+this generator sends n separate requests directly. Seeds: conversation i is sent its seed
+`s_i = seeds[i]` (default `derive_seed(params.seed, i)`) (one request with n choices) or
+`derive_seed(s_i, j)` (its j-th separate sample), so the same call gives the same output on a server that honours `seed`
 deterministically (vLLM does; `transformers serve` sets a global torch seed per request, which is
 reproducible only with `max_concurrency=1`).
 
@@ -42,7 +42,7 @@ from typing import Any, Literal
 
 import httpx
 
-from mucode.generation.base import Completion, Message, SamplingParams, derive_seed, trim_at_stop
+from mucode.generation.base import Completion, Message, SamplingParams, conversation_seeds, derive_seed, trim_at_stop
 from mucode.generation.replicas import ReplicaSet, Routing
 
 logger = logging.getLogger("mucode.generation")
@@ -126,24 +126,28 @@ class OpenAIGenerator:
         self.replicas = ReplicaSet(self.urls, routing=routing, cooldown_s=replica_cooldown_s)
         self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="mucode-openai")
 
-    def generate(self, conversations: Sequence[Sequence[Message]], params: SamplingParams) -> list[list[Completion]]:
-        """`params.n` completions for each conversation, in input order."""
-        futures = [self._pool.submit(self._conversation, list(c), params, i) for i, c in enumerate(conversations)]
+    def generate(
+        self, conversations: Sequence[Sequence[Message]], params: SamplingParams, seeds: Sequence[int] | None = None
+    ) -> list[list[Completion]]:
+        """`params.n` completions for each conversation, in input order; seeds: one per conversation
+        (None = `derive_seed(params.seed, i)`), sent as the request's `seed`."""
+        seeds = conversation_seeds(len(conversations), params, seeds)
+        futures = [self._pool.submit(self._conversation, list(c), params, s) for c, s in zip(conversations, seeds)]
         return [f.result() for f in futures]
 
-    def _conversation(self, messages: list[Message], params: SamplingParams, index: int) -> list[Completion]:
+    def _conversation(self, messages: list[Message], params: SamplingParams, seed: int) -> list[Completion]:
         """All n samples of one conversation (runs on a pool thread)."""
         if params.n == 1 or self.n_mode == "repeat":
-            return [self._one(messages, params, derive_seed(params.seed, index, j), 1)[0] for j in range(params.n)]
+            return [self._one(messages, params, derive_seed(seed, j), 1)[0] for j in range(params.n)]
         try:
-            completions = self._one(messages, params, derive_seed(params.seed, index), params.n)
+            completions = self._one(messages, params, seed, params.n)
         except OpenAIServerError as err:  # a server that rejects `n` outright (400/422) in auto mode
             if self.n_mode != "auto" or err.status not in (400, 422):
                 raise
             completions = []
         missing = range(len(completions), params.n)
         for j in missing:
-            completions += self._one(messages, params, derive_seed(params.seed, index, j), 1)
+            completions += self._one(messages, params, derive_seed(seed, j), 1)
         if missing and self.n_mode == "auto":  # only once the separate requests have worked
             logger.info("server gave %d of n=%d choices; sending separate requests from now on", missing.start, params.n)
             self.n_mode = "repeat"

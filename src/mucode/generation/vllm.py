@@ -6,7 +6,8 @@
     gen.close()
 
 All conversations go to vLLM in one call; vLLM schedules them itself (continuous batching), so
-there is no batch size here. Conversation i is seeded with `derive_seed(params.seed, i)`; its n
+there is no batch size here. Conversation i is seeded with `seeds[i]` (default
+`derive_seed(params.seed, i)`); its n
 samples come from that one seeded request. The sampler is temperature + top_p only: an explicit
 `SamplingParams` is passed, so a model's `generation_config` defaults (top-k, repetition penalty)
 are not applied. vLLM drops stop strings from the reply, like the other backends.
@@ -19,7 +20,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from mucode.generation.base import Completion, Message, SamplingParams, derive_seed
+from mucode.generation.base import Completion, Message, SamplingParams, conversation_seeds
 
 logger = logging.getLogger("mucode.generation")
 
@@ -60,11 +61,15 @@ class VLLMGenerator:
             stop=list(params.stop) or None,
         )
 
-    def generate(self, conversations: Sequence[Sequence[Message]], params: SamplingParams) -> list[list[Completion]]:
-        """`params.n` completions for each conversation, in input order."""
+    def generate(
+        self, conversations: Sequence[Sequence[Message]], params: SamplingParams, seeds: Sequence[int] | None = None
+    ) -> list[list[Completion]]:
+        """`params.n` completions for each conversation, in input order; seeds: one per conversation
+        (None = `derive_seed(params.seed, i)`), the seed of its request."""
+        seeds = conversation_seeds(len(conversations), params, seeds)
         if not conversations:
             return []
-        per_request = [self.sampling_params(params, derive_seed(params.seed, i)) for i in range(len(conversations))]
+        per_request = [self.sampling_params(params, seed) for seed in seeds]
         outputs = self.llm.chat(
             [list(c) for c in conversations], sampling_params=per_request, use_tqdm=False, add_generation_prompt=True
         )  # one RequestOutput per conversation, in input order
