@@ -207,19 +207,13 @@ def _generate(
     generator: Generator, lives: Sequence[_Live], params: SamplingParams, step: int, seeding: str = "step", parallel_calls: bool = False
 ) -> tuple[list[Completion], float]:
     """One reply per live episode, and the generation seconds per episode. seeding="step": one
-    call seeded by the run seed and the step. seeding="trajectory": one call per episode seeded by
-    `trajectory_seed`, run from several threads when `parallel_calls` (a server backend)."""
+    call seeded by the run seed and the step. seeding="trajectory": one call with one seed per
+    episode (`trajectory_seed`), so an episode samples the same whichever others share the call;
+    `parallel_calls` is no longer needed (backends run a call's requests concurrently themselves)."""
     started = time.perf_counter()
-    if seeding == "trajectory":
-        def one(lv: _Live) -> Completion:
-            seed = trajectory_seed(params.seed, lv.episode.problem.id, lv.rollout, len(lv.episode.turns) + 1)
-            return generator.generate([lv.episode.pending_messages()], replace(params, seed=seed))[0][0]
-
-        if parallel_calls and len(lives) > 1:
-            with ThreadPoolExecutor(len(lives), thread_name_prefix="mucode-rollout-gen") as pool:
-                completions = list(pool.map(one, lives))
-        else:
-            completions = [one(lv) for lv in lives]
+    if seeding == "trajectory":  # one batched call; each episode's row draws from its own seed
+        seeds = [trajectory_seed(params.seed, lv.episode.problem.id, lv.rollout, len(lv.episode.turns) + 1) for lv in lives]
+        completions = [c[0] for c in generator.generate([lv.episode.pending_messages() for lv in lives], params, seeds=seeds)]
     else:
         seeded = replace(params, seed=_derive_seed(params.seed, step))
         completions = [c[0] for c in generator.generate([lv.episode.pending_messages() for lv in lives], seeded)]

@@ -34,7 +34,6 @@ import math
 import os
 import random
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
@@ -408,7 +407,8 @@ def _generate(
     parallel_calls: bool,
 ) -> tuple[list[list[Completion]], list[float]]:
     """n completions per live search, and each search's generation seconds. Per-search seeding
-    makes one call per search, from several threads when `parallel_calls` (a server backend)."""
+    passes one seed per search (`seeds=`), so a search samples the same whichever searches share
+    the call; `parallel_calls` is kept for callers and no longer needed (backends batch themselves)."""
     if sampling.greedy or seeding == "step":
         started = time.perf_counter()
         completions = generator.generate(conversations, replace(sampling, seed=derive_seed(sampling.seed, step)))
@@ -416,20 +416,13 @@ def _generate(
         _check_completions(completions, len(live), sampling.n)
         return completions, [seconds] * len(live)
 
-    def one(lv: _Live, conversation: list[Message]) -> tuple[list[Completion], float]:
-        seed = derive_seed(sampling.seed, problem_key(lv.problem.id), lv.search, len(lv.turns) + 1)
-        started = time.perf_counter()
-        row = generator.generate([conversation], replace(sampling, seed=seed))
-        return row[0] if len(row) == 1 else [], time.perf_counter() - started
-
-    if parallel_calls and len(live) > 1:
-        with ThreadPoolExecutor(min(len(live), MAX_PARALLEL_CALLS), thread_name_prefix="mucode-search-gen") as pool:
-            results = list(pool.map(one, live, conversations))
-    else:
-        results = [one(lv, conversation) for lv, conversation in zip(live, conversations)]
-    completions = [row for row, _ in results]
+    # one batched call; each search's rows draw from its own seed, whatever shares the batch
+    seeds = [derive_seed(sampling.seed, problem_key(lv.problem.id), lv.search, len(lv.turns) + 1) for lv in live]
+    started = time.perf_counter()
+    completions = generator.generate(conversations, sampling, seeds=seeds)
+    seconds = (time.perf_counter() - started) / len(live)
     _check_completions(completions, len(live), sampling.n)
-    return completions, [seconds for _, seconds in results]
+    return completions, [seconds] * len(live)
 
 
 def _check_completions(completions: list[list[Completion]], conversations: int, n: int) -> None:
