@@ -68,3 +68,41 @@ def test_two_gloo_processes_follow_the_single_process_loss_curve(tmp_path, rollo
     assert one.keys() == two.keys()
     worst = max((one[k] - two[k]).abs().max().item() for k in one)
     assert worst < 1e-4, f"largest weight difference {worst}"
+
+
+def sft_data(folder: Path) -> Path:
+    """16 conversational prompt/completion rows of equal shape (TRL's SFT format)."""
+    rows = [
+        {"prompt": [{"role": "user", "content": f"Write add{i}."}],
+         "completion": [{"role": "assistant", "content": f"def add{i}(a, b):\n    return a + b + {i}\n"}]}
+        for i in range(10, 26)
+    ]
+    path = folder / "sft.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def train_generator(launcher: list[str], out: Path, data: Path, model: Path, micro_batch: int) -> tuple[list[dict], str]:
+    command = [
+        *launcher, "-m", "mucode", "generator", "train", "--data", str(data), "--model", str(model),
+        "--out", str(out), "--max-steps", str(STEPS), "--batch-size", str(BATCH), "--micro-batch-size", str(micro_batch),
+        "--learning-rate", "3e-3", "--lr-scheduler", "constant", "--max-length", "128", "--logging-steps", "1",
+        "--save-steps", str(STEPS), "--report-to", "none", "--seed", "7",
+    ]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    history = json.loads((out / f"checkpoint-{STEPS}" / "trainer_state.json").read_text())["log_history"]
+    return [h for h in history if "loss" in h], run.stdout
+
+
+def test_generator_sft_under_two_gloo_processes_follows_the_single_process_loss_curve(tmp_path, tiny_model_dir):
+    data = sft_data(tmp_path)
+    single, _ = train_generator([sys.executable], tmp_path / "one", data, tiny_model_dir, micro_batch=BATCH)
+    double, _ = train_generator(LAUNCH_2_CPU, tmp_path / "two", data, tiny_model_dir, micro_batch=BATCH // 2)
+    assert [h["step"] for h in single] == [h["step"] for h in double] == list(range(1, STEPS + 1))
+    losses = [(a["loss"], b["loss"]) for a, b in zip(single, double)]
+    assert all(math.isclose(a, b, rel_tol=1e-3, abs_tol=1e-4) for a, b in losses), losses
+    assert abs(losses[-1][0] - losses[0][0]) > 1e-2, losses
+    one, two = final_weights(tmp_path / "one" / "model"), final_weights(tmp_path / "two" / "model")
+    worst = max((one[k] - two[k]).abs().max().item() for k in one)
+    assert worst < 1e-4, f"largest weight difference {worst}"
