@@ -41,7 +41,6 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequenc
 from mucode.episode import Episode, ExecutorLike, split_result
 from mucode.extraction import extract_code
 from mucode.generation.base import Completion, Generator, Message, SamplingParams, derive_seed
-from mucode.metrics import pass_at_k, spread
 from mucode.prompts import PromptConfig
 from mucode.types import ExecResult, Problem
 
@@ -471,6 +470,8 @@ def summarize_searches(records: Iterable[SearchRecord | Mapping[str, Any]], max_
     accuracy_spread: over the S search indices (each one's accuracy over the problems).
     pass_at_k: unbiased, per problem from its turn-1 candidates of every search, k <= N.
     """
+    from mucode.metrics import spread  # numpy: not at import time (the CLI starts fast)
+
     rows = [r.to_dict() if isinstance(r, SearchRecord) else dict(r) for r in records]
     if not rows:
         raise ValueError("summarize_searches needs at least one search record")
@@ -508,6 +509,8 @@ def _correct_by_turn(row: Mapping[str, Any], t: int) -> bool:
 
 
 def _first_turn_pass_at_k(by_problem: Mapping[str, list[dict[str, Any]]]) -> dict[str, float]:
+    from mucode.metrics import pass_at_k
+
     n_min = min(len(r["turns"][0]["candidates"]) for group in by_problem.values() for r in group)
     samples = [sum(len(r["turns"][0]["candidates"]) for r in group) for group in by_problem.values()]
     correct = [sum(c["correct"] for r in group for c in r["turns"][0]["candidates"]) for group in by_problem.values()]
