@@ -102,10 +102,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval_selectors": ["random", "lv", "pt", "pt+lv"],
     },
     "demo": {
-        "model": "smollm2-135m", "limit": 12, "rollouts": 4, "turns": 3, "max_new_tokens": 160, "max_live": 48,
-        "iterations": 1, "last_rollouts": False, "verifier_preset": "cpu-head", "generator_preset": "cpu",
+        "model": "smollm2-135m", "limit": 10, "rollouts": 4, "turns": 2, "max_new_tokens": 128, "max_live": 40,
+        "iterations": 1, "last_rollouts": False, "verifier_preset": "cpu-head", "verifier": {"loss": "bce"}, "generator_preset": "cpu",
         "generator": {"finetune": "lora", "learning_rate": 2e-4, "max_length": 640, "batch_size": 8, "micro_batch_size": 4},
-        "max_sft_examples": 32, "eval_problems": ["humaneval"], "eval_limit": 10, "eval_n": 3, "eval_max_new_tokens": 160,
+        "max_sft_examples": 24, "eval_problems": ["humaneval"], "eval_limit": 8, "eval_n": 3, "eval_max_new_tokens": 128,
     },
     "smoke": {
         "model": TINY_MODEL, "limit": 3, "rollouts": 2, "turns": 2, "max_new_tokens": 16, "iterations": 1,
