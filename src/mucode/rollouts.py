@@ -111,22 +111,7 @@ class TrajectoryStore:
         self._handle = open(self.path, "a", encoding="utf-8")
 
     def _repair_and_index(self) -> None:
-        if not self.path.exists():
-            return
-        data = self.path.read_bytes()
-        complete = data[: data.rfind(b"\n") + 1]
-        if len(complete) != len(data):
-            with open(self.path, "r+b") as handle:
-                handle.truncate(len(complete))
-        for number, line in enumerate(complete.decode("utf-8").splitlines(), 1):
-            try:
-                record = json.loads(line)
-                key = (record["problem_id"], record["rollout"])
-            except (ValueError, KeyError) as err:
-                raise ValueError(f"{self.path}: line {number} is not a trajectory record ({err}); move the file away or fix the line") from None
-            if key in self.done:
-                raise ValueError(f"{self.path}: line {number} repeats trajectory {key}; the file was edited or written by two runs at once")
-            self.done.add(key)
+        for record in repair_and_read(self.path, ("problem_id", "rollout"), "trajectory", self.done):
             self.n_correct += bool(record.get("correct"))
 
     def append(self, record: dict[str, Any]) -> None:
@@ -141,6 +126,30 @@ class TrajectoryStore:
 
     def close(self) -> None:
         self._handle.close()
+
+
+def repair_and_read(path: Path, key_fields: tuple[str, str], kind: str, done: set[tuple[Any, Any]]) -> list[dict[str, Any]]:
+    """The records of an append-only JSONL store, after dropping a last line cut by a crash; each
+    record's key (its `key_fields`) goes into `done`, and a repeated key is an error."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    complete = data[: data.rfind(b"\n") + 1]
+    if len(complete) != len(data):
+        with open(path, "r+b") as handle:
+            handle.truncate(len(complete))
+    records = []
+    for number, line in enumerate(complete.decode("utf-8").splitlines(), 1):
+        try:
+            record = json.loads(line)
+            key = (record[key_fields[0]], record[key_fields[1]])
+        except (ValueError, KeyError) as err:
+            raise ValueError(f"{path}: line {number} is not a {kind} record ({err}); move the file away or fix the line") from None
+        if key in done:
+            raise ValueError(f"{path}: line {number} repeats {kind} {key}; the file was edited or written by two runs at once")
+        done.add(key)
+        records.append(record)
+    return records
 
 
 def read_trajectories(folder: str | Path) -> list[dict[str, Any]]:

@@ -542,22 +542,9 @@ class SearchStore:
         self._handle = open(self.path, "a", encoding="utf-8")
 
     def _index(self) -> None:
-        if not self.path.exists():
-            return
-        data = self.path.read_bytes()
-        complete = data[: data.rfind(b"\n") + 1]
-        if len(complete) != len(data):
-            with open(self.path, "r+b") as handle:
-                handle.truncate(len(complete))
-        for number, line in enumerate(complete.decode("utf-8").splitlines(), 1):
-            try:
-                record = json.loads(line)
-                key = (record["problem_id"], record["search"])
-            except (ValueError, KeyError) as err:
-                raise ValueError(f"{self.path}: line {number} is not a search record ({err}); move the file away or fix the line") from None
-            if key in self.done:
-                raise ValueError(f"{self.path}: line {number} repeats search {key}; the file was edited or written by two runs at once")
-            self.done.add(key)
+        from mucode.rollouts import repair_and_read
+
+        repair_and_read(self.path, ("problem_id", "search"), "search", self.done)
 
     def append(self, record: SearchRecord) -> None:
         key = (record.problem_id, record.search)

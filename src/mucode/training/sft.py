@@ -159,17 +159,6 @@ def lora_config(config: GeneratorTrainConfig) -> Any:
 # -------------------------------------------------------------------------------------- training
 
 
-def gradient_accumulation(config: GeneratorTrainConfig, processes: int) -> int:
-    """Micro-batches per update so that one update sees `batch_size` sequences."""
-    per_pass = config.micro_batch_size * processes
-    if config.batch_size % per_pass:
-        raise ValueError(
-            f"batch_size={config.batch_size} is not a multiple of micro_batch_size={config.micro_batch_size} "
-            f"x {processes} processes; change --batch-size or --micro-batch-size"
-        )
-    return config.batch_size // per_pass
-
-
 def sft_config(config: GeneratorTrainConfig, processes: int, progress: bool = True) -> Any:
     """TRL's SFTConfig for `config`. Created before the model is loaded: under DeepSpeed ZeRO-3
     it is what makes `from_pretrained` partition the weights while loading."""
@@ -177,6 +166,8 @@ def sft_config(config: GeneratorTrainConfig, processes: int, progress: bool = Tr
 
     import torch
     from trl import SFTConfig
+
+    from mucode.verifier.trainer import gradient_accumulation  # same batch arithmetic as the verifier
 
     # transformers >= 5.23 renamed gradient_checkpointing (TRL defaults the old name to True, which warns)
     names = {f.name for f in dataclasses.fields(SFTConfig)}
