@@ -101,3 +101,37 @@ def test_the_mbpp_path_goes_only_to_mbpp_sources():
     assert mbpp_path("mbpp:test", "/data/mbpp") == "/data/mbpp"
     assert mbpp_path("mbpp-sanitized:test", "/data/mbpp") == "/data/mbpp"
     assert mbpp_path("humaneval", "/data/mbpp") is None  # a HumanEval run must not read the MBPP folder
+
+
+def _trajectory(problem_id: str, rollout: int, correct: bool, model: str = "smollm2-135m") -> dict:
+    turn = {"reply": "```python\ndef f(): pass\n```", "program": "def f(): pass", "correct": correct}
+    return {"problem_id": problem_id, "rollout": rollout, "model": model, "max_turns": 3, "turns": [turn],
+            "n_turns": 1, "correct": correct, "solved_public": correct, "completion_tokens": 7}
+
+
+def test_iter0_rollouts_are_copied_complete_lines_only_and_must_come_from_the_base_model(tmp_path):
+    from mucode.pipeline import Pipeline
+
+    source = tmp_path / "rollouts"
+    source.mkdir()
+    lines = [json.dumps(_trajectory("mbpp/1", 0, True)), json.dumps(_trajectory("mbpp/1", 1, False))]
+    writing = json.dumps(_trajectory("mbpp/2", 0, False))[:25]  # a line another process is still writing
+    (source / "trajectories.jsonl").write_text("\n".join(lines) + "\n" + writing)
+    (source / "config.yaml").write_text("model: smollm2-135m\n")
+    pipeline = Pipeline(PipelineConfig(out=str(tmp_path / "run"), iter0_rollouts=str(source)), say=lambda m: None)
+    folder = tmp_path / "run/iter0/rollouts"
+    folder.mkdir(parents=True)
+
+    info = pipeline.import_rollouts(folder)
+
+    assert (folder / "trajectories.jsonl").read_text().splitlines() == lines
+    assert (source / "trajectories.jsonl").read_text().endswith(writing)  # the source is left alone
+    assert info["trajectories"] == 2 and info["correct"] == 0.5 and info["source"] == str(source.resolve())
+    assert (folder / "source-config.yaml").is_file() and json.loads((folder / "summary.json").read_text())["problems"] == 1
+
+    other = Pipeline(PipelineConfig(out=str(tmp_path / "run2"), iter0_rollouts=str(source), model="qwen2.5-coder-0.5b"), say=lambda m: None)
+    with pytest.raises(ValueError, match="not of the base generator 'qwen2.5-coder-0.5b'"):
+        other.import_rollouts(tmp_path / "run2")
+    missing = Pipeline(PipelineConfig(out=str(tmp_path / "run3"), iter0_rollouts=str(tmp_path / "nowhere")), say=lambda m: None)
+    with pytest.raises(FileNotFoundError, match="written by `mucode rollout`"):
+        missing.import_rollouts(tmp_path / "run3")

@@ -53,6 +53,7 @@ class PipelineConfig:
     problems: str = field(default="mbpp:train", metadata={"help": "Training problems, SOURCE[:SPLIT]."})
     problems_path: str | None = field(default=None, metadata={"help": "MBPP data file or folder (else $MUCODE_MBPP_PATH, then the hub)."})
     limit: int | None = field(default=None, metadata={"help": "Seeded subset of this many training problems (all if unset)."})
+    iter0_rollouts: str | None = field(default=None, metadata={"help": "A `mucode rollout` folder of the base generator to copy as iteration 0 instead of collecting rollouts (lets runs of several --method share one iteration 0)."})
     rollouts: int = field(default=15, metadata={"help": "Trajectories per training problem and iteration."})
     turns: int = field(default=3, metadata={"help": "Most turns per trajectory and per search."})
     temperature: float = field(default=0.7, metadata={"help": "Rollout sampling temperature."})
@@ -188,7 +189,10 @@ class Pipeline:
         self.prepare()
         k = self.config.iterations
         generator = self.base_model
-        self.stage("iter0/rollouts", lambda d: self.rollouts(generator, d))
+        if self.config.iter0_rollouts:
+            self.stage("iter0/rollouts", self.import_rollouts)
+        else:
+            self.stage("iter0/rollouts", lambda d: self.rollouts(generator, d))
         self.stage("iter0/verifier", lambda d: self.train_verifier(0, d))
         for i in range(1, k + 1):
             info = self.stage(f"iter{i}/sft", lambda d, i=i: self.relabel(i, d))
@@ -219,6 +223,27 @@ class Pipeline:
         _write_json(folder / "summary.json", summary)
         return {"model": model, "trajectories": summary["trajectories"], "correct": summary.get("correct"),
                 "completion_tokens": stats.completion_tokens, "tokens_per_s": round(stats.tokens_per_s, 1)}
+
+    def import_rollouts(self, folder: Path) -> dict[str, Any]:
+        """Copy the complete trajectories of `iter0_rollouts` (a folder another process may still be
+        writing: only whole lines are taken) into `folder`."""
+        from mucode.rollouts import TRAJECTORIES, read_trajectories, summarize
+
+        source = Path(self.config.iter0_rollouts)
+        if not (source / TRAJECTORIES).is_file():
+            raise FileNotFoundError(f"iter0_rollouts: {source / TRAJECTORIES} not found; give a folder written by `mucode rollout`")
+        records = read_trajectories(source)
+        if not records:
+            raise ValueError(f"iter0_rollouts: {source} holds no complete trajectory yet")
+        models = sorted({r.get("model") for r in records} - {None})
+        if self.config.model != TINY_MODEL and models and models != [self.config.model]:
+            raise ValueError(f"iter0_rollouts: {source} holds rollouts of {', '.join(models)}, not of the base generator {self.config.model!r}")
+        (folder / TRAJECTORIES).write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+        if (source / "config.yaml").is_file():
+            (folder / "source-config.yaml").write_text((source / "config.yaml").read_text())
+        summary = summarize(records)
+        _write_json(folder / "summary.json", summary)
+        return {"model": self.config.model, "source": str(source.resolve()), "trajectories": summary["trajectories"], "correct": summary.get("correct")}
 
     def train_verifier(self, iteration: int, folder: Path) -> dict[str, Any]:
         from mucode.verifier import train_config, train_verifier
