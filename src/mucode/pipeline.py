@@ -186,6 +186,12 @@ class Pipeline:
     # -- the method
 
     def run(self) -> PipelineResult:
+        from mucode.folders import folder_lock
+
+        with folder_lock(self.out, "`mucode run`"):
+            return self._run()
+
+    def _run(self) -> PipelineResult:
         self.prepare()
         k = self.config.iterations
         generator = self.base_model

@@ -369,7 +369,15 @@ def write_run_metadata(config: RolloutConfig, out: Path, problem_ids: Sequence[s
 
 
 def run_rollouts(config: RolloutConfig, progress: bool = True) -> RolloutStats:
-    """Resolve the problems, the model and the sandbox from `config`, then collect (resuming)."""
+    """Resolve the problems, the model and the sandbox from `config`, then collect (resuming).
+    Raises FolderInUse if another process is writing into `config.out`."""
+    from mucode.folders import folder_lock
+
+    with folder_lock(config.out, "`mucode rollout`"):
+        return _run_rollouts(config, progress)
+
+
+def _run_rollouts(config: RolloutConfig, progress: bool) -> RolloutStats:
     if config.ray:
         from mucode.scaling.ray_rollouts import run_rollouts_on_ray
 

@@ -595,7 +595,14 @@ def package_versions() -> dict[str, str]:
 
 def run_search(config: SearchConfig, progress: bool = True) -> SearchSummary:
     """Resolve problems, model, verifier and sandbox from `config`, run the missing searches
-    (resuming OUT), and write summary.json."""
+    (resuming OUT), and write summary.json. Raises FolderInUse if another process is writing into OUT."""
+    from mucode.folders import folder_lock
+
+    with folder_lock(config.out, "`mucode search`"):
+        return _run_search(config, progress)
+
+
+def _run_search(config: SearchConfig, progress: bool) -> SearchSummary:
     from mucode.execution import Executor, Limits
     from mucode.generation.factory import make_generator
     from mucode.problems import load_problems
