@@ -36,18 +36,22 @@ def rollout_dir(tmp_path_factory) -> Path:
     return write_folder(tmp_path_factory.mktemp("rollouts"), records)
 
 
-def train(launcher: list[str], out: Path, rollout_dir: Path, model: Path, micro_batch: int) -> tuple[list[dict], str]:
-    """The logged training steps and the run's standard output."""
-    command = [
-        *launcher, "-m", "mucode", "verifier", "train", "--trajectories", str(rollout_dir), "--model", str(model),
+def launch_training(launcher: list[str], command: list[str], out: Path, model: Path, micro_batch: int) -> tuple[list[dict], str]:
+    """Run `mucode COMMAND...` with the shared tiny-run settings: the logged steps and standard output."""
+    argv = [
+        *launcher, "-m", "mucode", *command, "--model", str(model),
         "--out", str(out), "--max-steps", str(STEPS), "--batch-size", str(BATCH), "--micro-batch-size", str(micro_batch),
         "--learning-rate", "3e-3", "--lr-scheduler", "constant", "--max-length", "128", "--logging-steps", "1",
         "--save-steps", str(STEPS), "--report-to", "none", "--seed", "7",
     ]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert run.returncode == 0, run.stderr[-3000:]
     history = json.loads((out / f"checkpoint-{STEPS}" / "trainer_state.json").read_text())["log_history"]
     return [h for h in history if "loss" in h], run.stdout
+
+
+def train(launcher: list[str], out: Path, rollout_dir: Path, model: Path, micro_batch: int) -> tuple[list[dict], str]:
+    return launch_training(launcher, ["verifier", "train", "--trajectories", str(rollout_dir)], out, model, micro_batch)
 
 
 def final_weights(folder: Path) -> dict:
@@ -83,16 +87,7 @@ def sft_data(folder: Path) -> Path:
 
 
 def train_generator(launcher: list[str], out: Path, data: Path, model: Path, micro_batch: int) -> tuple[list[dict], str]:
-    command = [
-        *launcher, "-m", "mucode", "generator", "train", "--data", str(data), "--model", str(model),
-        "--out", str(out), "--max-steps", str(STEPS), "--batch-size", str(BATCH), "--micro-batch-size", str(micro_batch),
-        "--learning-rate", "3e-3", "--lr-scheduler", "constant", "--max-length", "128", "--logging-steps", "1",
-        "--save-steps", str(STEPS), "--report-to", "none", "--seed", "7",
-    ]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert run.returncode == 0, run.stderr[-3000:]
-    history = json.loads((out / f"checkpoint-{STEPS}" / "trainer_state.json").read_text())["log_history"]
-    return [h for h in history if "loss" in h], run.stdout
+    return launch_training(launcher, ["generator", "train", "--data", str(data)], out, model, micro_batch)
 
 
 def test_generator_sft_under_two_gloo_processes_follows_the_single_process_loss_curve(tmp_path, tiny_model_dir):
