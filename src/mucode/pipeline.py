@@ -169,6 +169,8 @@ class Pipeline:
         return info
 
     def prepare(self) -> None:
+        from mucode.rollouts import package_versions
+
         if not self.progress:  # also the weight-loading bars of transformers
             from transformers.utils import logging as hf_logging
 
@@ -178,7 +180,7 @@ class Pipeline:
         save_config(self.config, self.out / "config.yaml")
         _write_json(self.out / "run.json", {
             "mucode": __version__, "python": platform.python_version(), "seed": self.config.seed,
-            "started_at": _now(), "package_versions": package_versions(),
+            "started_at": _now(), "package_versions": package_versions(("torch", "transformers", "trl", "peft", "accelerate", "datasets", "numpy")),
         })
         if self.config.model == TINY_MODEL:
             self.base_model = str(self.stage("models/tiny-random", _build_tiny)["path"])
@@ -370,18 +372,6 @@ def subsample_jsonl(source: Path, dest: Path, limit: int | None, seed: int) -> i
         lines = [lines[i] for i in keep]
     dest.write_text("".join(line + "\n" for line in lines))
     return len(lines)
-
-
-def package_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for name in ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "numpy"):
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            continue
-    return found
 
 
 def mbpp_path(problems: str, path: str | None) -> str | None:

@@ -346,6 +346,19 @@ def select_problems(problems: Sequence[Problem], limit: int | None, seed: int) -
     return [p for i, p in enumerate(problems) if i in chosen]
 
 
+def package_versions(names: Sequence[str]) -> dict[str, str]:
+    """Installed versions of those of `names` that are installed (run metadata)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in names:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
 def write_run_metadata(config: RolloutConfig, out: Path, problem_ids: Sequence[str], extra: dict[str, Any] | None = None) -> None:
     """config.yaml (resolved config), run.json (seeds, problem ids, versions)."""
     from mucode import __version__

@@ -32,6 +32,7 @@ import json
 import logging
 import math
 import os
+import platform
 import random
 import time
 from dataclasses import dataclass, field, replace
@@ -580,19 +581,6 @@ class SearchSummary:
     wall_s: float  # of this call
 
 
-def package_versions() -> dict[str, str]:
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions = {"python": platform.python_version()}
-    for name in ("mucode", "torch", "transformers", "vllm"):
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return versions
-
-
 def run_search(config: SearchConfig, progress: bool = True) -> SearchSummary:
     """Resolve problems, model, verifier and sandbox from `config`, run the missing searches
     (resuming OUT), and write summary.json. Raises FolderInUse if another process is writing into OUT."""
@@ -658,11 +646,13 @@ def generator_options(config: SearchConfig) -> dict[str, Any]:
 
 
 def _run_metadata(config: SearchConfig, problems_sha256: str) -> dict[str, Any]:
+    from mucode.rollouts import package_versions
+
     return {
         "model": config.model,
         "verifier": config.verifier,
         "problems_sha256": problems_sha256,
-        "package_versions": package_versions(),
+        "package_versions": {"python": platform.python_version(), **package_versions(("mucode", "torch", "transformers", "vllm"))},
         "protocol": {
             "public_private_rule": PUBLIC_PRIVATE_RULE, "stopping_rule": STOPPING_RULE, "n": config.n,
             "turns": config.turns, "temperature": config.temperature, "timeout_s": config.timeout_s,
