@@ -95,14 +95,6 @@ def test_smoke_preset_end_to_end_resumes_after_kill_and_skips_finished_stages(tm
         run_pipeline(pipeline_config("smoke", overrides={"out": str(out), "problems_path": str(mbpp_dir), "rollouts": 3}), say=lambda m: None, progress=False)
 
 
-def test_the_mbpp_path_goes_only_to_mbpp_sources():
-    from mucode.pipeline import mbpp_path
-
-    assert mbpp_path("mbpp:test", "/data/mbpp") == "/data/mbpp"
-    assert mbpp_path("mbpp-sanitized:test", "/data/mbpp") == "/data/mbpp"
-    assert mbpp_path("humaneval", "/data/mbpp") is None  # a HumanEval run must not read the MBPP folder
-
-
 def _trajectory(problem_id: str, rollout: int, correct: bool, model: str = "smollm2-135m") -> dict:
     turn = {"reply": "```python\ndef f(): pass\n```", "program": "def f(): pass", "correct": correct}
     return {"problem_id": problem_id, "rollout": rollout, "model": model, "max_turns": 3, "turns": [turn],

@@ -528,3 +528,12 @@ def test_humaneval_path_that_is_not_a_file_is_a_clear_error(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="is not a file; give a HumanEval-format"):
         load_problems("humaneval", path=tmp_path)
+
+
+def test_the_mbpp_path_goes_only_to_mbpp_sources():
+    from mucode.problems import mbpp_data_path
+
+    assert mbpp_data_path("mbpp:test", "/data/mbpp") == "/data/mbpp"
+    assert mbpp_data_path("mbpp-sanitized:test", "/data/mbpp") == "/data/mbpp"
+    assert mbpp_data_path("humaneval", "/data/mbpp") is None  # a HumanEval run must not read the MBPP folder
+    assert mbpp_data_path("mbpp-like.jsonl", "/data/mbpp") is None

@@ -157,3 +157,16 @@ def test_a_sandbox_failure_reruns_the_trajectory_instead_of_storing_a_false_labe
     assert stats.infra_retries == 1
     assert record["infra_error"] is False
     assert all(v["status"] != "infra_error" for v in record["turns"][0]["public"]["verdicts"])
+
+
+def test_rollout_command_on_humaneval_ignores_the_mbpp_path(tmp_path, tiny_model_dir, mbpp_dir):
+    """--problems-path is the MBPP location; it used to be handed to the HumanEval loader ("not a file")."""
+    from mucode.cli import main
+
+    out = tmp_path / "run"
+    code = main([
+        "rollout", "--model", str(tiny_model_dir), "--problems", "humaneval", "--problems-path", str(mbpp_dir), "--limit", "1",
+        "--turns", "1", "--temperature", "0", "--max-new-tokens", "4", "--workers", "1", "--out", str(out),
+    ])
+    assert code == 0
+    assert [r["problem_id"] for r in read_trajectories(out)][0].startswith("HumanEval/")

@@ -353,3 +353,16 @@ def test_summary_numbers_on_constructed_records():
 def test_answer_by_turn_keeps_the_first_public_pass():
     record = stored("a", 0, [[(False, True)], [(True, False)]], [0, 0], max_turns=3)
     assert summarize_searches([record], max_turns=3)["accuracy_by_turn"] == [1.0, 0.0, 0.0]
+
+
+def test_search_command_on_humaneval_ignores_the_mbpp_path(tmp_path, tiny_model_dir, mbpp_dir):
+    """--problems-path is the MBPP location; it used to be handed to the HumanEval loader ("not a file")."""
+    from mucode.cli import main
+
+    out = tmp_path / "run"
+    code = main([
+        "search", "--model", str(tiny_model_dir), "--problems", "humaneval", "--problems-path", str(mbpp_dir), "--limit", "1",
+        "--n", "1", "--turns", "1", "--temperature", "0", "--max-new-tokens", "4", "--workers", "1", "--out", str(out),
+    ])
+    assert code == 0
+    assert json.loads((out / "run.json").read_text())["problem_ids"][0].startswith("HumanEval/")

@@ -320,7 +320,7 @@ class Pipeline:
 
         c = self.config
         config = SearchConfig(
-            model=model, problems=problems, problems_path=mbpp_path(problems, c.problems_path), limit=c.eval_limit, seed=c.seed, turns=c.turns,
+            model=model, problems=problems, problems_path=c.problems_path, limit=c.eval_limit, seed=c.seed, turns=c.turns,
             top_p=c.top_p, max_new_tokens=c.eval_max_new_tokens or c.max_new_tokens, dtype=c.dtype, max_live=c.max_live,
             workers=c.workers, timeout_s=c.timeout_s, out=str(folder), **mode,
         )
@@ -372,11 +372,6 @@ def subsample_jsonl(source: Path, dest: Path, limit: int | None, seed: int) -> i
         lines = [lines[i] for i in keep]
     dest.write_text("".join(line + "\n" for line in lines))
     return len(lines)
-
-
-def mbpp_path(problems: str, path: str | None) -> str | None:
-    """`problems_path` is the MBPP data location: other sources (HumanEval, JSONL, hub) get none."""
-    return path if problems.split(":", 1)[0].startswith("mbpp") else None
 
 
 def _build_tiny(folder: Path) -> dict[str, Any]:

@@ -397,11 +397,11 @@ def _run_rollouts(config: RolloutConfig, progress: bool) -> RolloutStats:
         return run_rollouts_on_ray(config, progress=progress)
     from mucode.execution import Executor, Limits
     from mucode.generation.factory import make_generator
-    from mucode.problems import load_problems
+    from mucode.problems import load_problems, mbpp_data_path
 
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    problem_set = load_problems(config.problems, path=config.problems_path)
+    problem_set = load_problems(config.problems, path=mbpp_data_path(config.problems, config.problems_path))
     problems = select_problems(list(problem_set), config.limit, config.seed)
     write_run_metadata(config, out, [p.id for p in problems], {"problems_sha256": problem_set.sha256})
     store = TrajectoryStore(out)

@@ -38,7 +38,7 @@ from mucode.problems.hf import load_hf
 from mucode.problems.humaneval import load_humaneval
 from mucode.problems.jsonl import load_jsonl, write_jsonl
 from mucode.problems.mbpp import load_mbpp, load_mbpp_sanitized
-from mucode.problems.registry import load_problems, parse_spec
+from mucode.problems.registry import load_problems, mbpp_data_path, parse_spec
 
 __all__ = [
     "ProblemDataError",
@@ -51,6 +51,7 @@ __all__ = [
     "load_mbpp",
     "load_mbpp_sanitized",
     "load_problems",
+    "mbpp_data_path",
     "parse_spec",
     "write_jsonl",
 ]

@@ -84,3 +84,9 @@ def load_problems(spec: str, path: str | Path | None = None) -> ProblemSet:
     if parsed.kind == "path":
         return load_jsonl(parsed.target, split=parsed.split)
     return load_hf(parsed.target, parsed.config, parsed.split)
+
+
+def mbpp_data_path(spec: str, path: str | Path | None) -> str | Path | None:
+    """`path` when `spec` names an MBPP source, else None: the CLIs' `--problems-path` is the MBPP
+    data location, so a HumanEval, JSONL or hub source must not be pointed at the MBPP folder."""
+    return path if spec.strip().split(":", 1)[0] in ("mbpp", "mbpp-sanitized") else None
