@@ -127,3 +127,14 @@ def test_iter0_rollouts_are_copied_complete_lines_only_and_must_come_from_the_ba
     missing = Pipeline(PipelineConfig(out=str(tmp_path / "run3"), iter0_rollouts=str(tmp_path / "nowhere")), say=lambda m: None)
     with pytest.raises(FileNotFoundError, match="written by `mucode rollout`"):
         missing.import_rollouts(tmp_path / "run3")
+
+
+def test_run_command_passes_no_eval_base_to_the_config(tmp_path, capsys):
+    from mucode.cli import main
+    from mucode.config import save_config
+
+    out = tmp_path / "run"
+    out.mkdir()
+    save_config(pipeline_config("smoke", overrides={"out": str(out)}), out / "config.yaml")  # eval_base: true
+    code = main(["run", "--preset", "smoke", "--no-eval-base", "--out", str(out), "--quiet"])
+    assert code != 0 and "eval_base differ" in capsys.readouterr().err

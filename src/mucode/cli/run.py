@@ -28,6 +28,7 @@ Examples:
 @click.option("--iterations", type=int, default=None, help="Generator iterations after iteration 0.")
 @click.option("--method", type=click.Choice(["mucode", "multi-star", "star"]), default=None, help="Generator training data.")
 @click.option("--eval-limit", type=int, default=None, help="Seeded subset of this many problems per evaluation set.")
+@click.option("--eval-base/--no-eval-base", default=None, help="Also evaluate the base generator (default: the config's eval_base, on).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def run_command(preset: str | None, config_file: Path | None, out: str | None, quiet: bool, **flags: Any) -> int:
     """Run µCode end to end: base rollouts, verifier, generator iterations (relabel, SFT,
