@@ -106,7 +106,8 @@ def test_iter0_rollouts_are_copied_complete_lines_only_and_must_come_from_the_ba
 
     source = tmp_path / "rollouts"
     source.mkdir()
-    lines = [json.dumps(_trajectory("mbpp/1", 0, True)), json.dumps(_trajectory("mbpp/1", 1, False))]
+    compact = {"separators": (",", ":")}  # not json.dumps's default layout: the copy must keep the bytes
+    lines = [json.dumps(_trajectory("mbpp/1", 0, True), **compact), json.dumps(_trajectory("mbpp/1", 1, False), **compact)]
     writing = json.dumps(_trajectory("mbpp/2", 0, False))[:25]  # a line another process is still writing
     (source / "trajectories.jsonl").write_text("\n".join(lines) + "\n" + writing)
     (source / "config.yaml").write_text("model: smollm2-135m\n")
@@ -116,7 +117,7 @@ def test_iter0_rollouts_are_copied_complete_lines_only_and_must_come_from_the_ba
 
     info = pipeline.import_rollouts(folder)
 
-    assert (folder / "trajectories.jsonl").read_text().splitlines() == lines
+    assert (folder / "trajectories.jsonl").read_text() == "\n".join(lines) + "\n"
     assert (source / "trajectories.jsonl").read_text().endswith(writing)  # the source is left alone
     assert info["trajectories"] == 2 and info["correct"] == 0.5 and info["source"] == str(source.resolve())
     assert (folder / "source-config.yaml").is_file() and json.loads((folder / "summary.json").read_text())["problems"] == 1

@@ -235,18 +235,20 @@ class Pipeline:
     def import_rollouts(self, folder: Path) -> dict[str, Any]:
         """Copy the complete trajectories of `iter0_rollouts` (a folder another process may still be
         writing: only whole lines are taken) into `folder`."""
-        from mucode.rollouts import TRAJECTORIES, read_trajectories, summarize
+        from mucode.rollouts import TRAJECTORIES, summarize
 
         source = Path(self.config.iter0_rollouts)
         if not (source / TRAJECTORIES).is_file():
             raise FileNotFoundError(f"iter0_rollouts: {source / TRAJECTORIES} not found; give a folder written by `mucode rollout`")
-        records = read_trajectories(source)
+        text = (source / TRAJECTORIES).read_text(encoding="utf-8")
+        complete = text[: text.rfind("\n") + 1]
+        records = [json.loads(line) for line in complete.splitlines()]
         if not records:
             raise ValueError(f"iter0_rollouts: {source} holds no complete trajectory yet")
         models = sorted({r.get("model") for r in records} - {None})
         if self.config.model != TINY_MODEL and models and models != [self.config.model]:
             raise ValueError(f"iter0_rollouts: {source} holds rollouts of {', '.join(models)}, not of the base generator {self.config.model!r}")
-        (folder / TRAJECTORIES).write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+        (folder / TRAJECTORIES).write_text(complete, encoding="utf-8")
         if (source / "config.yaml").is_file():
             (folder / "source-config.yaml").write_text((source / "config.yaml").read_text())
         summary = summarize(records)
