@@ -235,13 +235,12 @@ class Pipeline:
     def import_rollouts(self, folder: Path) -> dict[str, Any]:
         """Copy the complete trajectories of `iter0_rollouts` (a folder another process may still be
         writing: only whole lines are taken) into `folder`."""
-        from mucode.rollouts import TRAJECTORIES, summarize
+        from mucode.rollouts import TRAJECTORIES, complete_lines, summarize
 
         source = Path(self.config.iter0_rollouts)
         if not (source / TRAJECTORIES).is_file():
             raise FileNotFoundError(f"iter0_rollouts: {source / TRAJECTORIES} not found; give a folder written by `mucode rollout`")
-        text = (source / TRAJECTORIES).read_text(encoding="utf-8")
-        complete = text[: text.rfind("\n") + 1]
+        complete = complete_lines(source / TRAJECTORIES)
         records = [json.loads(line) for line in complete.splitlines()]
         if not records:
             raise ValueError(f"iter0_rollouts: {source} holds no complete trajectory yet")

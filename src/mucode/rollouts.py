@@ -152,11 +152,16 @@ def repair_and_read(path: Path, key_fields: tuple[str, str], kind: str, done: se
     return records
 
 
+def complete_lines(path: str | Path) -> str:
+    """The text of an append-only JSONL file up to its last newline (a line still being written,
+    or cut by a crash, is left out)."""
+    text = Path(path).read_text(encoding="utf-8")
+    return text[: text.rfind("\n") + 1]
+
+
 def read_trajectories(folder: str | Path) -> list[dict[str, Any]]:
     """Every stored trajectory record of a rollout folder (complete lines only)."""
-    path = Path(folder) / TRAJECTORIES
-    text = path.read_text(encoding="utf-8")
-    return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines()]
+    return [json.loads(line) for line in complete_lines(Path(folder) / TRAJECTORIES).splitlines()]
 
 
 # -- engine ----------------------------------------------------------------------------------------
@@ -336,6 +341,15 @@ def _refill(pending: Iterator[tuple[Problem, int]], room: int, turns: int, promp
 
 # -- the whole command -----------------------------------------------------------------------------
 
+def load_selected_problems(spec: str, problems_path: str | None, limit: int | None, seed: int) -> tuple[Any, list[Problem]]:
+    """The problem set named by `spec` (`problems_path` is the MBPP location, used only by MBPP
+    sources) and its seeded subset of `limit` problems."""
+    from mucode.problems import load_problems, mbpp_data_path
+
+    problem_set = load_problems(spec, path=mbpp_data_path(spec, problems_path))
+    return problem_set, select_problems(list(problem_set), limit, seed)
+
+
 def select_problems(problems: Sequence[Problem], limit: int | None, seed: int) -> list[Problem]:
     """All problems, or a seeded random subset of `limit` of them (in their original order)."""
     import random
@@ -397,12 +411,10 @@ def _run_rollouts(config: RolloutConfig, progress: bool) -> RolloutStats:
         return run_rollouts_on_ray(config, progress=progress)
     from mucode.execution import Executor, Limits
     from mucode.generation.factory import make_generator
-    from mucode.problems import load_problems, mbpp_data_path
 
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    problem_set = load_problems(config.problems, path=mbpp_data_path(config.problems, config.problems_path))
-    problems = select_problems(list(problem_set), config.limit, config.seed)
+    problem_set, problems = load_selected_problems(config.problems, config.problems_path, config.limit, config.seed)
     write_run_metadata(config, out, [p.id for p in problems], {"problems_sha256": problem_set.sha256})
     store = TrajectoryStore(out)
     total = len(problems) * config.rollouts

@@ -593,14 +593,12 @@ def run_search(config: SearchConfig, progress: bool = True) -> SearchSummary:
 def _run_search(config: SearchConfig, progress: bool) -> SearchSummary:
     from mucode.execution import Executor, Limits
     from mucode.generation.factory import make_generator
-    from mucode.problems import load_problems, mbpp_data_path
-    from mucode.rollouts import select_problems, write_run_metadata
+    from mucode.rollouts import load_selected_problems, write_run_metadata
 
     started = time.perf_counter()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    problem_set = load_problems(config.problems, path=mbpp_data_path(config.problems, config.problems_path))
-    problems = select_problems(list(problem_set), config.limit, config.seed)
+    problem_set, problems = load_selected_problems(config.problems, config.problems_path, config.limit, config.seed)
     write_run_metadata(config, out, [p.id for p in problems], _run_metadata(config, problem_set.sha256))  # type: ignore[arg-type]  # any config dataclass
     store = SearchStore(out)
     bar = _progress_bar(len(problems) * config.searches, len(store.done)) if progress else None

@@ -37,7 +37,7 @@ from mucode.rollouts import (
     TrajectoryStore,
     _backend_options,
     collect_rollouts,
-    select_problems,
+    load_selected_problems,
     work_items,
     write_run_metadata,
 )
@@ -293,15 +293,13 @@ def actor_count(config: RolloutConfig, cpus_per_actor: float) -> int:
 
 def run_rollouts_on_ray(config: RolloutConfig, progress: bool = True) -> RolloutStats:
     """`mucode rollout --ray ADDRESS`: like `run_rollouts`, with the work spread over Ray actors."""
-    from mucode.problems import load_problems
     from mucode.rollouts import _progress_bar, _update_bar
 
     if not config.ray:
         raise ValueError("run_rollouts_on_ray needs config.ray (a Ray address such as 'auto')")
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    problem_set = load_problems(config.problems, path=config.problems_path)
-    problems = select_problems(list(problem_set), config.limit, config.seed)
+    problem_set, problems = load_selected_problems(config.problems, config.problems_path, config.limit, config.seed)
     connect(config.ray)
     cpus_per_actor = float(config.workers or 1)
     n_actors = actor_count(config, cpus_per_actor)
