@@ -40,7 +40,7 @@ class GeneratorTrainConfig:
     out: str = field(default="runs/generator", metadata={"help": "Output folder: checkpoints, final model (OUT/model), logs."})
     model: str = field(default="smollm2-135m", metadata={"help": "Base causal LM: a preset, hub id or local Hugging Face folder."})
     init_from: str | None = field(default=None, metadata={"help": "Warm start: load the weights from this folder instead of --model (the paper restarts from the base)."})
-    dtype: str = field(default="float32", metadata={"help": "Dtype the weights are loaded in.", "choices": ["float32", "bfloat16", "float16"]})
+    dtype: str = field(default="float32", metadata={"help": "Dtype the weights are loaded in.", "choices": ["float32", "bfloat16", "float16", "float64"]})
     finetune: Finetune = field(default="full", metadata={"help": "full: every weight (paper); lora: LoRA adapters, merged into OUT/model at the end.", "choices": ["full", "lora"]})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank (finetune=lora)."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (finetune=lora)."})

@@ -72,7 +72,7 @@ class VerifierTrainConfig(VerifierDataConfig):
 
     out: str = field(default="runs/verifier", metadata={"help": "Output folder: checkpoints, final model, data, logs."})
     model: str = field(default="smollm2-135m", metadata={"help": "Base causal LM: a preset, hub id or local Hugging Face folder."})
-    dtype: str = field(default="float32", metadata={"help": "Dtype the weights are loaded in.", "choices": ["float32", "bfloat16", "float16"]})
+    dtype: str = field(default="float32", metadata={"help": "Dtype the weights are loaded in.", "choices": ["float32", "bfloat16", "float16", "float64"]})
     finetune: Finetune = field(default="full", metadata={"help": "full: every weight (paper); lora: LoRA adapters + head; head: the scalar head only (frozen backbone).", "choices": ["full", "lora", "head"]})
     feature_cache: str | None = field(default=None, metadata={"help": "finetune=head: folder of cached backbone features (default OUT/features); share it between runs of one model to encode each turn once."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank (finetune=lora)."})
