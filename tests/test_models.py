@@ -20,6 +20,7 @@ from click.testing import CliRunner
 
 from mucode.cli.models import models
 from mucode.generation.models import (
+    MANIFEST_FORMAT,
     MANIFEST_NAME,
     PRESETS,
     ChecksumError,
@@ -28,6 +29,7 @@ from mucode.generation.models import (
     assemble_gguf,
     cache_root,
     cached_preset_dir,
+    file_records,
     check_chat_ready,
     fix_chat_tokens,
     hub_reachable,
@@ -57,7 +59,7 @@ def fake_cached(name: str, content_from: Path, root: Path) -> Path:
     with `content_from` (a Hugging Face folder) as its content."""
     def build(dest: Path) -> dict:
         shutil.copytree(content_from, dest, dirs_exist_ok=True)
-        return {"preset": name, "sha256": PRESETS[name].sha256}
+        return {"preset": name, "sha256": PRESETS[name].sha256, "files": file_records(dest)}
 
     return populate_cache(preset_dir(name, root), build)
 
@@ -261,7 +263,7 @@ def test_a_failed_build_leaves_neither_the_folder_nor_temporary_files(cache):
 def test_a_killed_pull_never_looks_complete_and_is_cleaned_by_the_next(cache, tiny_model_dir):
     killed = cache / "models" / ".tmp-smollm2-135m-killed" / "content"  # what SIGKILL mid-pull leaves
     shutil.copytree(tiny_model_dir, killed)
-    (killed / MANIFEST_NAME).write_text(json.dumps({"format": 1, "sha256": SMOL.sha256}))
+    (killed / MANIFEST_NAME).write_text(json.dumps({"format": MANIFEST_FORMAT, "sha256": SMOL.sha256}))
     half = preset_dir("smollm2-135m", cache)  # and a folder with no manifest, e.g. copied by hand
     shutil.copytree(tiny_model_dir, half)
     assert cached_preset_dir("smollm2-135m", cache) is None
@@ -345,7 +347,7 @@ def test_load_pads_on_the_left_with_the_tokenizer_pad_token(tiny_model_dir):
     assert batch["attention_mask"][1, 0] == 0 and batch["attention_mask"][1, -1] == 1  # padding on the left
 
 
-def test_load_gives_a_tokenizer_without_pad_token_one_and_says_so(tiny_model_dir, tmp_path, caplog):
+def test_load_gives_a_tokenizer_without_pad_token_one_and_says_so_at_info_level(tiny_model_dir, tmp_path, caplog):
     from transformers import AutoTokenizer
 
     folder = tmp_path / "no-pad"
@@ -353,7 +355,7 @@ def test_load_gives_a_tokenizer_without_pad_token_one_and_says_so(tiny_model_dir
     tokenizer = AutoTokenizer.from_pretrained(folder)
     tokenizer.pad_token = None
     tokenizer.save_pretrained(folder)
-    with caplog.at_level(logging.WARNING, logger="mucode.generation"):
+    with caplog.at_level(logging.INFO, logger="mucode.generation"):
         model, tokenizer = load_model_and_tokenizer(str(folder), device="cpu")
     assert tokenizer.pad_token == "<|im_end|>" and "no pad token; padding with '<|im_end|>'" in caplog.text
     assert model.generation_config.pad_token_id is not None

@@ -5,7 +5,8 @@ to every output.
     save_config(config, out_dir / "config.yaml")
 
 Unknown keys are errors that name the key and suggest the closest valid one; values are checked
-against the field types.
+against the field types and against the ranges of `RANGES` (one table for every config: a field
+name means the same thing wherever it appears), so a bad value fails before any model loads.
 """
 
 from __future__ import annotations
@@ -18,6 +19,53 @@ from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
 T = TypeVar("T")
+
+# Valid values by field name, for every config class: (lowest, highest, lowest allowed?, highest
+# allowed?); None = unbounded. A field not listed has no range beyond its type.
+_POSITIVE = (0, None, False, None)
+_AT_LEAST_1 = (1, None, True, None)
+_AT_LEAST_0 = (0, None, True, None)
+RANGES: dict[str, tuple[float | None, float | None, bool | None, bool | None]] = {
+    **dict.fromkeys(("temperature", "eval_temperature", "weight_decay", "warmup", "lora_dropout", "l2_coefficient",
+                     "ray_gpus_per_actor", "iterations", "max_failures_shown"), _AT_LEAST_0),
+    **dict.fromkeys(("timeout_s", "learning_rate", "epochs"), _POSITIVE),
+    **dict.fromkeys(("workers", "rollouts", "turns", "n", "searches", "limit", "first", "max_live", "max_new_tokens",
+                     "eval_max_new_tokens", "eval_n", "eval_searches", "eval_limit", "top_m", "tensor_parallel_size",
+                     "batch_size", "micro_batch_size", "max_steps", "max_length", "save_steps", "save_total_limit",
+                     "logging_steps", "lora_r", "lora_alpha", "pairs_per_problem", "max_sft_examples", "ray_actors",
+                     "max_feedback_chars", "memory_mb"), _AT_LEAST_1),
+    "top_p": (0, 1, False, True),
+    "holdout_fraction": (0, 1, True, False),
+    "seed": (0, 2**63 - 1, True, True),
+}
+
+
+def check_range(name: str, value: Any, where: str | None = None) -> None:
+    """Raise ValueError `WHERE: got VALUE; it must be RULE` when `value` is outside `RANGES[name]`."""
+    rule = RANGES.get(name)
+    if rule is None or value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    low, high, low_ok, high_ok = rule
+    too_low = low is not None and (value < low or (value == low and not low_ok))
+    too_high = high is not None and (value > high or (value == high and not high_ok))
+    if too_low or too_high:
+        raise ValueError(f"{where or name}: got {value!r}; it must be {_describe(rule)}")
+
+
+def _describe(rule: tuple[float | None, float | None, bool | None, bool | None]) -> str:
+    low, high, low_ok, high_ok = rule
+    parts = []
+    if low is not None:
+        parts.append(f"{'>=' if low_ok else '>'} {low}")
+    if high is not None:
+        parts.append(f"{'<=' if high_ok else '<'} {high}")
+    return " and ".join(parts)
+
+
+def check_ranges(config: Any) -> None:
+    """Check every field of a config dataclass against `RANGES` (for configs built in code)."""
+    for f in dataclasses.fields(config):
+        check_range(f.name, getattr(config, f.name))
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -62,33 +110,57 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
     return value
 
 
-def config_from_dict(cls: type[T], data: Mapping[str, Any], source: str = "config") -> T:
-    """Build `cls` from a mapping; unknown keys and wrong types are errors naming the key."""
+def config_from_dict(
+    cls: type[T], data: Mapping[str, Any], source: str = "config", where: Mapping[str, str] | None = None
+) -> T:
+    """Build `cls` from a mapping; unknown keys, wrong types and out-of-range values are errors
+    naming the key. `where[key]` says where a key came from (`run.yaml:4`, `--temperature`)."""
     fields = _field_types(cls)
     values = {}
     for key, value in data.items():
+        origin = (where or {}).get(key, source)
         if key not in fields:
             close = difflib.get_close_matches(key, fields, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(fields)}"
-            raise ValueError(f"{source}: unknown key {key!r}{hint}")
-        values[key] = _coerce(f"{source}: {key}", value, fields[key])
-    return cls(**values)
+            raise ValueError(f"{origin}: unknown key {key!r}{hint}")
+        place = origin if origin.startswith("--") else f"{origin}: {key}"
+        values[key] = _coerce(place, value, fields[key])
+        check_range(key, values[key], place)
+    try:
+        return cls(**values)
+    except ValueError as err:
+        raise ValueError(err if source == "config" else f"{source}: {err}") from None
 
 
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
-    """The top-level mapping of a YAML config file, with errors that name the file."""
+    """The top-level mapping of a YAML config file, with errors that name the file and line."""
+    return read_yaml_with_lines(path)[0]
+
+
+def read_yaml_with_lines(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """The top-level mapping of a YAML config file and the line of each top-level key; errors are
+    one line naming the file, line and column."""
     import yaml
 
     path = Path(path)
     try:
-        loaded = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text()
+        loaded = yaml.safe_load(text) or {}
+        node = yaml.compose(text)
     except FileNotFoundError:
         raise FileNotFoundError(f"config file {path} does not exist") from None
     except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not valid YAML: {err}") from None
+        mark = getattr(err, "problem_mark", None)
+        place = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        context = getattr(err, "context", None)
+        raise ValueError(f"{place}: not valid YAML: {problem}{f' ({context})' if context else ''}") from None
     if not isinstance(loaded, dict):
         raise ValueError(f"{path}: expected a mapping of keys to values at the top level")
-    return loaded
+    lines = {}
+    if isinstance(node, yaml.MappingNode):
+        lines = {key.value: key.start_mark.line + 1 for key, _ in node.value if isinstance(key, yaml.ScalarNode)}
+    return loaded, lines
 
 
 def load_config(
@@ -100,10 +172,15 @@ def load_config(
     """Defaults, then `base` (e.g. a named preset), then the YAML file (if any), then `overrides`
     (e.g. command-line flags; None values are ignored)."""
     data: dict[str, Any] = dict(base or {})
+    where: dict[str, str] = dict.fromkeys(data, "preset")
     if path is not None:
-        data.update(read_yaml_mapping(path))
-    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return config_from_dict(cls, data, source=str(path) if path else "config")
+        from_file, lines = read_yaml_with_lines(path)
+        data.update(from_file)
+        where.update({key: f"{path}:{lines[key]}" if key in lines else str(path) for key in from_file})
+    flags = {k: v for k, v in (overrides or {}).items() if v is not None}
+    data.update(flags)
+    where.update({key: "--" + key.replace("_", "-") for key in flags})
+    return config_from_dict(cls, data, source=str(path) if path else "config", where=where)
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

@@ -188,8 +188,10 @@ class Pipeline:
     # -- the method
 
     def run(self) -> PipelineResult:
-        from mucode.folders import folder_lock
+        from mucode.folders import check_not_in_use, folder_lock
 
+        check_not_in_use(self.out, "`mucode run`")
+        self.preflight()
         with folder_lock(self.out, "`mucode run`"):
             return self._run()
 
@@ -235,13 +237,14 @@ class Pipeline:
     def import_rollouts(self, folder: Path) -> dict[str, Any]:
         """Copy the complete trajectories of `iter0_rollouts` (a folder another process may still be
         writing: only whole lines are taken) into `folder`."""
+        from mucode.folders import read_jsonl
         from mucode.rollouts import TRAJECTORIES, complete_lines, summarize
 
         source = Path(self.config.iter0_rollouts)
         if not (source / TRAJECTORIES).is_file():
             raise FileNotFoundError(f"iter0_rollouts: {source / TRAJECTORIES} not found; give a folder written by `mucode rollout`")
         complete = complete_lines(source / TRAJECTORIES)
-        records = [json.loads(line) for line in complete.splitlines()]
+        records = read_jsonl(source / TRAJECTORIES, complete_only=True)
         if not records:
             raise ValueError(f"iter0_rollouts: {source} holds no complete trajectory yet")
         models = sorted({r.get("model") for r in records} - {None})
@@ -254,15 +257,50 @@ class Pipeline:
         _write_json(folder / "summary.json", summary)
         return {"model": self.config.model, "source": str(source.resolve()), "trajectories": summary["trajectories"], "correct": summary.get("correct")}
 
-    def train_verifier(self, iteration: int, folder: Path) -> dict[str, Any]:
-        from mucode.verifier import train_config, train_verifier
+    def verifier_config(self, iteration: int, folder: Path) -> Any:
+        from mucode.verifier import train_config
 
         c = self.config
         overrides = {"model": self.base_model, **c.verifier}  # paper: the verifier starts from the base LLM
         overrides.update(
             trajectories=[str(self.out / f"iter{i}/rollouts") for i in range(iteration + 1)], out=str(folder), seed=c.seed,
         )
-        config = train_config(c.verifier_preset, overrides=overrides)
+        return train_config(c.verifier_preset, overrides=overrides)
+
+    def generator_config(self, iteration: int, folder: Path) -> Any:
+        from mucode.training.config import generator_config
+
+        c = self.config
+        overrides = {**c.generator, "model": self.base_model, "data": [str(self.out / f"iter{iteration}/sft/sft.jsonl")]}
+        overrides.update(out=str(folder), seed=c.seed)  # paper: from the base model each iteration
+        return generator_config(c.generator_preset, overrides=overrides)
+
+    def preflight(self) -> None:
+        """Every check that bad input fails, before the run folder is written or a model loads:
+        the stage configs (presets and overrides), the problem sets, the base model."""
+        from mucode.generation.checks import check_model
+        from mucode.rollouts import TRAJECTORIES, load_selected_problems
+
+        c = self.config
+        _check_same_config(c, self.out / "config.yaml")
+        for name, build in (("verifier", self.verifier_config), ("generator", self.generator_config)):
+            try:
+                build(1, self.out / "preflight")
+            except ValueError as err:
+                raise ValueError(f"{name} settings ({name}_preset {getattr(c, name + '_preset')!r} with {name}: overrides): {err}") from None
+        if c.iter0_rollouts is None:
+            load_selected_problems(c.problems, c.problems_path, c.limit, c.seed)
+        elif not (Path(c.iter0_rollouts) / TRAJECTORIES).is_file():
+            raise FileNotFoundError(f"iter0_rollouts: {Path(c.iter0_rollouts) / TRAJECTORIES} not found; give a folder written by `mucode rollout`")
+        for problems in c.eval_problems:
+            load_selected_problems(problems, c.problems_path, c.eval_limit, c.seed)
+        if c.model != TINY_MODEL:
+            check_model(c.model)
+
+    def train_verifier(self, iteration: int, folder: Path) -> dict[str, Any]:
+        from mucode.verifier import train_verifier
+
+        config = self.verifier_config(iteration, folder)
         if config.finetune == "head":  # encode each stored turn once across iterations
             config = replace(config, feature_cache=str(self.out / "verifier-features"))
         result = train_verifier(config, progress=self.progress, say=self.say)
@@ -284,13 +322,9 @@ class Pipeline:
         return {"examples": kept, "relabeled": stats.to_dict()}
 
     def train_generator(self, iteration: int, folder: Path) -> dict[str, Any]:
-        from mucode.training.config import generator_config
         from mucode.training.sft import train_generator
 
-        c = self.config
-        overrides = {**c.generator, "model": self.base_model, "data": [str(self.out / f"iter{iteration}/sft/sft.jsonl")]}
-        overrides.update(out=str(folder), seed=c.seed)  # paper: from the base model each iteration
-        result = train_generator(generator_config(c.generator_preset, overrides=overrides), progress=self.progress, say=self.say)
+        result = train_generator(self.generator_config(iteration, folder), progress=self.progress, say=self.say)
         return {"model": str(result.model_dir), "train_loss": result.train_loss, "examples": result.examples}
 
     def evaluate(self, generator: str, verifier: str) -> list[Path]:

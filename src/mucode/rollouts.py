@@ -59,7 +59,8 @@ class RolloutConfig:
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass."})
     max_new_tokens: int = field(default=1000, metadata={"help": "Most tokens per reply."})
     seed: int = field(default=0, metadata={"help": "Base seed (problem subset, sampling)."})
-    limit: int | None = field(default=None, metadata={"help": "Use a seeded random subset of this many problems."})
+    limit: int | None = field(default=None, metadata={"help": "A seeded random subset of this many problems (the seed picks it; see --first)."})
+    first: int | None = field(default=None, metadata={"help": "The first N problems in the set's order (lm-eval's --limit)."})
     problems_path: str | None = field(default=None, metadata={"help": "MBPP data file or folder (else $MUCODE_MBPP_PATH, then the hub)."})
     backend: str = field(default="hf", metadata={"help": "Generation backend: hf | openai | vllm.", "choices": ["hf", "openai", "vllm"]})
     base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible server URL (openai backend)."})
@@ -161,7 +162,9 @@ def complete_lines(path: str | Path) -> str:
 
 def read_trajectories(folder: str | Path) -> list[dict[str, Any]]:
     """Every stored trajectory record of a rollout folder (complete lines only)."""
-    return [json.loads(line) for line in complete_lines(Path(folder) / TRAJECTORIES).splitlines()]
+    from mucode.folders import read_jsonl
+
+    return read_jsonl(Path(folder) / TRAJECTORIES, complete_only=True)
 
 
 # -- engine ----------------------------------------------------------------------------------------
@@ -341,19 +344,26 @@ def _refill(pending: Iterator[tuple[Problem, int]], room: int, turns: int, promp
 
 # -- the whole command -----------------------------------------------------------------------------
 
-def load_selected_problems(spec: str, problems_path: str | None, limit: int | None, seed: int) -> tuple[Any, list[Problem]]:
+def load_selected_problems(
+    spec: str, problems_path: str | None, limit: int | None, seed: int, first: int | None = None
+) -> tuple[Any, list[Problem]]:
     """The problem set named by `spec` (`problems_path` is the MBPP location, used only by MBPP
-    sources) and its seeded subset of `limit` problems."""
+    sources) and its selected problems: the `first` ones, or a seeded subset of `limit`."""
     from mucode.problems import load_problems, mbpp_data_path
 
     problem_set = load_problems(spec, path=mbpp_data_path(spec, problems_path))
-    return problem_set, select_problems(list(problem_set), limit, seed)
+    return problem_set, select_problems(list(problem_set), limit, seed, first)
 
 
-def select_problems(problems: Sequence[Problem], limit: int | None, seed: int) -> list[Problem]:
-    """All problems, or a seeded random subset of `limit` of them (in their original order)."""
+def select_problems(problems: Sequence[Problem], limit: int | None, seed: int, first: int | None = None) -> list[Problem]:
+    """All problems, the `first` N in their order (as lm-eval's --limit), or a seeded random subset
+    of `limit` of them (in their original order); `first` and `limit` exclude each other."""
     import random
 
+    if first is not None and limit is not None:
+        raise ValueError(f"--first {first} and --limit {limit} both choose problems; keep one of them")
+    if first is not None:
+        return list(problems[:first])
     if limit is None or limit >= len(problems):
         return list(problems)
     chosen = set(random.Random(seed).sample(range(len(problems)), limit))
@@ -373,10 +383,9 @@ def package_versions(names: Sequence[str]) -> dict[str, str]:
     return found
 
 
-def write_run_metadata(config: RolloutConfig, out: Path, problem_ids: Sequence[str], extra: dict[str, Any] | None = None) -> None:
-    """config.yaml (resolved config), run.json (seeds, problem ids, versions)."""
-    from mucode import __version__
-
+def check_resumable(config: RolloutConfig, out: Path) -> None:
+    """Raise ValueError when `out` holds rollouts made with other settings (throughput-only
+    settings may differ)."""
     config_path = out / "config.yaml"
     if config_path.exists():
         import yaml
@@ -390,6 +399,14 @@ def write_run_metadata(config: RolloutConfig, out: Path, problem_ids: Sequence[s
                 f"{out} holds rollouts made with a different config ({', '.join(sorted(changed))} differ); "
                 "resume with the same settings or choose another --out"
             )
+
+
+def write_run_metadata(config: RolloutConfig, out: Path, problem_ids: Sequence[str], extra: dict[str, Any] | None = None) -> None:
+    """config.yaml (resolved config), run.json (seeds, problem ids, versions)."""
+    from mucode import __version__
+
+    check_resumable(config, out)
+    config_path = out / "config.yaml"
     save_config(config, config_path)
     meta = {"mucode": __version__, "python": platform.python_version(), "seed": config.seed, "problem_ids": list(problem_ids), **(extra or {})}
     (out / "run.json").write_text(json.dumps(meta, indent=2))
@@ -398,8 +415,18 @@ def write_run_metadata(config: RolloutConfig, out: Path, problem_ids: Sequence[s
 def run_rollouts(config: RolloutConfig, progress: bool = True) -> RolloutStats:
     """Resolve the problems, the model and the sandbox from `config`, then collect (resuming).
     Raises FolderInUse if another process is writing into `config.out`."""
-    from mucode.folders import folder_lock
+    from mucode.folders import check_not_in_use, folder_lock
+    from mucode.generation.checks import check_generator
 
+    # Bad input fails here, before the folder is touched or a model loads.
+    check_not_in_use(config.out, "`mucode rollout`")
+    load_selected_problems(config.problems, config.problems_path, config.limit, config.seed, config.first)
+    check_resumable(config, Path(config.out))
+    if config.ray:
+        from mucode.scaling.ray_rollouts import check_ray_installed
+
+        check_ray_installed()
+    check_generator(config.backend, config.model, base_url=config.base_url)
     with folder_lock(config.out, "`mucode rollout`"):
         return _run_rollouts(config, progress)
 
@@ -413,13 +440,12 @@ def _run_rollouts(config: RolloutConfig, progress: bool) -> RolloutStats:
     from mucode.generation.factory import make_generator
 
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    problem_set, problems = load_selected_problems(config.problems, config.problems_path, config.limit, config.seed)
+    problem_set, problems = load_selected_problems(config.problems, config.problems_path, config.limit, config.seed, config.first)
+    generator = make_generator(config.backend, config.model, **_backend_options(config))
     write_run_metadata(config, out, [p.id for p in problems], {"problems_sha256": problem_set.sha256})
     store = TrajectoryStore(out)
     total = len(problems) * config.rollouts
     bar = _progress_bar(total, len(store.done), store.n_correct) if progress else None
-    generator = make_generator(config.backend, config.model, **_backend_options(config))
     try:
         with Executor(workers=config.workers, limits=Limits(timeout_s=config.timeout_s)) as executor:
             stats = collect_rollouts(

@@ -88,7 +88,8 @@ class SearchConfig:
     max_new_tokens: int = field(default=1000, metadata={"help": "Most tokens per reply."})
     seed: int = field(default=0, metadata={"help": "Base seed (problem subset, sampling, selection)."})
     seeding: str = field(default="search", metadata={"help": "search: one seeded generator call per search (reproducible per search); step: one call per step (faster in-process).", "choices": list(SEEDINGS)})
-    limit: int | None = field(default=None, metadata={"help": "Use a seeded random subset of this many problems."})
+    limit: int | None = field(default=None, metadata={"help": "A seeded random subset of this many problems (the seed picks it; see --first)."})
+    first: int | None = field(default=None, metadata={"help": "The first N problems in the set's order (lm-eval's --limit)."})
     problems_path: str | None = field(default=None, metadata={"help": "MBPP data file or folder (else $MUCODE_MBPP_PATH, then the hub)."})
     backend: str = field(default="hf", metadata={"help": "Generation backend: hf | openai | vllm.", "choices": ["hf", "openai", "vllm"]})
     base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible server URL (openai backend)."})
@@ -565,8 +566,9 @@ def read_searches(folder: str | Path) -> list[dict[str, Any]]:
     path = Path(folder) / SEARCHES
     if not path.is_file():
         raise FileNotFoundError(f"{folder} holds no {SEARCHES}; run `mucode search --out {folder}` first")
-    text = path.read_text(encoding="utf-8")
-    return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines()]
+    from mucode.folders import read_jsonl
+
+    return read_jsonl(path, complete_only=True)
 
 
 # -- the whole command -----------------------------------------------------------------------------
@@ -584,8 +586,19 @@ class SearchSummary:
 def run_search(config: SearchConfig, progress: bool = True) -> SearchSummary:
     """Resolve problems, model, verifier and sandbox from `config`, run the missing searches
     (resuming OUT), and write summary.json. Raises FolderInUse if another process is writing into OUT."""
-    from mucode.folders import folder_lock
+    from mucode.folders import check_not_in_use, folder_lock
+    from mucode.generation.checks import check_generator
+    from mucode.rollouts import check_resumable, load_selected_problems
 
+    # Bad input fails here, before the folder is touched or a model loads.
+    check_not_in_use(config.out, "`mucode search`")
+    load_selected_problems(config.problems, config.problems_path, config.limit, config.seed, config.first)
+    check_resumable(config, Path(config.out))  # type: ignore[arg-type]  # any config dataclass
+    if config.verifier is not None:
+        from mucode.verifier.model import verifier_dir
+
+        verifier_dir(config.verifier)
+    check_generator(config.backend, config.model, base_url=config.base_url)
     with folder_lock(config.out, "`mucode search`"):
         return _run_search(config, progress)
 
@@ -597,13 +610,12 @@ def _run_search(config: SearchConfig, progress: bool) -> SearchSummary:
 
     started = time.perf_counter()
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    problem_set, problems = load_selected_problems(config.problems, config.problems_path, config.limit, config.seed)
+    problem_set, problems = load_selected_problems(config.problems, config.problems_path, config.limit, config.seed, config.first)
+    scorer = _load_scorer(config.verifier)
+    generator = make_generator(config.backend, config.model, **generator_options(config))
     write_run_metadata(config, out, [p.id for p in problems], _run_metadata(config, problem_set.sha256))  # type: ignore[arg-type]  # any config dataclass
     store = SearchStore(out)
     bar = _progress_bar(len(problems) * config.searches, len(store.done)) if progress else None
-    scorer = _load_scorer(config.verifier)
-    generator = make_generator(config.backend, config.model, **generator_options(config))
     run: list[SearchRecord] = []
 
     def on_search(record: SearchRecord) -> None:

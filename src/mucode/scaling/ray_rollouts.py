@@ -52,6 +52,14 @@ INSTALL_HINT = "--ray needs the ray package: pip install 'mucode[ray]' (on every
 Key = tuple[str, int]  # (problem id, rollout index)
 
 
+def check_ray_installed() -> None:
+    """Raise ValueError with the install line when ray is missing (before any work starts)."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise ValueError(INSTALL_HINT)
+
+
 def import_ray() -> Any:
     try:
         import ray
@@ -299,7 +307,7 @@ def run_rollouts_on_ray(config: RolloutConfig, progress: bool = True) -> Rollout
         raise ValueError("run_rollouts_on_ray needs config.ray (a Ray address such as 'auto')")
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    problem_set, problems = load_selected_problems(config.problems, config.problems_path, config.limit, config.seed)
+    problem_set, problems = load_selected_problems(config.problems, config.problems_path, config.limit, config.seed, config.first)
     connect(config.ray)
     cpus_per_actor = float(config.workers or 1)
     n_actors = actor_count(config, cpus_per_actor)

@@ -85,7 +85,9 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
         import datasets
 
         return datasets.Dataset.from_parquet(str(path)).to_list()
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    from mucode.folders import read_jsonl
+
+    return read_jsonl(path)
 
 
 def _check_row(row: Mapping[str, Any], path: Path, number: int) -> None:

@@ -177,9 +177,9 @@ def _score_rollouts(scorer: VerifierScorer, folder: Any, turns: str) -> list[dic
 
 
 def _score_rows(scorer: VerifierScorer, path: Any) -> list[dict[str, Any]]:
-    import json
+    from mucode.folders import read_jsonl
 
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = read_jsonl(path)
     for number, row in enumerate(rows, 1):
         if "prompt" not in row or not ("completion" in row or "reply" in row):
             raise ValueError(f"{path}: row {number} needs a `prompt` and a `completion` (or `reply`) field")
