@@ -43,7 +43,27 @@ def test_an_unsolved_problem_streams_every_turn_and_exits_1(tiny_model_dir, test
     assert "--- turn 1/2: kept candidate 1 of 1 (pt); 0/2 public tests passed" in captured.err
     assert "--- turn 2/2" in captured.err and "--- turn 3" not in captured.err
     assert "Feedback:" in captured.err and "not solved" in captured.err
-    assert "turn" not in captured.out  # stdout holds the program only
+    assert captured.out == ""  # no program on stdout when none passes the public tests
+    assert "correctness is not known" in captured.err  # no hidden tests: never called correct
+
+
+def test_print_unsolved_prints_the_last_kept_program(tiny_model_dir, tests_file, tmp_path, capsys):
+    code = main(["solve", STATEMENT, "--tests", str(tests_file), "--model", str(tiny_model_dir), "--turns", "1",
+                 "--max-new-tokens", "8", "--print-unsolved", "--out", str(tmp_path / "unsolved")])
+    captured = capsys.readouterr()
+    assert code == 1 and captured.out == (tmp_path / "unsolved" / "solution.py").read_text() + "\n"
+
+
+def test_solve_out_saves_problem_search_and_solution_that_report_reads(identity_model_dir, tests_file, tmp_path, capsys):
+    out = tmp_path / "solved"
+    code = main(["solve", STATEMENT, "--tests", str(tests_file), "--model", str(identity_model_dir), "--turns", "3",
+                 "--max-new-tokens", "16", "--out", str(out)])
+    assert code == 0 and f"saved to {out}" in capsys.readouterr().err
+    assert (out / "solution.py").read_text() == IDENTITY
+    record = json.loads((out / "searches.jsonl").read_text())
+    assert record["solved_public"] and record["turns"][0]["candidates"][0]["program"] == IDENTITY
+    assert json.loads((out / "problem.jsonl").read_text())["prompt"] == STATEMENT
+    assert main(["report", str(out), "--out", str(tmp_path / "report")]) == 0
 
 
 def test_a_passing_program_stops_the_search_goes_to_stdout_and_exits_0(identity_model_dir, tests_file, capsys):
@@ -52,7 +72,7 @@ def test_a_passing_program_stops_the_search_goes_to_stdout_and_exits_0(identity_
     assert code == 0
     assert captured.out == IDENTITY + "\n"
     assert "--- turn 1/3" in captured.err and "2/2 public tests passed" in captured.err and "--- turn 2" not in captured.err
-    assert "solved: the public tests pass (turn 1 of 3)" in captured.err
+    assert "passes the public tests (turn 1 of 3)" in captured.err
 
 
 def test_a_problem_file_with_private_tests_reports_them(tiny_model_dir, tmp_path, capsys):
@@ -62,7 +82,7 @@ def test_a_problem_file_with_private_tests_reports_them(tiny_model_dir, tmp_path
     code = main(["solve", "--problem", str(path), "--model", str(tiny_model_dir), "--turns", "1", "--n", "2", "--max-new-tokens", "8"])
     captured = capsys.readouterr()
     assert code == 1 and "kept candidate" in captured.err and "of 2 (pt)" in captured.err
-    assert "private tests: fail" in captured.err
+    assert "hidden tests: fail: not correct" in captured.err
 
 
 @pytest.mark.parametrize(

@@ -76,22 +76,52 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
 @click.option("--backend", type=click.Choice(["hf", "openai", "vllm"]), default="hf", show_default=True, help="Generation backend.")
 @click.option("--base-url", default=None, help="OpenAI-compatible server URL (openai backend).")
 @click.option("--timeout-s", type=float, default=3.0, show_default=True, help="Sandbox wall-clock limit per test, in seconds.")
-def solve_command(statement: str | None, tests_path: Path | None, problem_path: Path | None, **options: Any) -> int:
-    """Search for a program that passes the tests; stream each turn to stderr, print the final
-    program on stdout. Exit code 0 iff it passes the public tests. Without private tests (a
-    STATEMENT, or a --problem without them) correctness is the public verdict."""
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Save the problem, the search record (every turn and candidate) and the final program here.")
+@click.option("--print-unsolved", is_flag=True, help="Print the last kept program on stdout even when it fails the public tests.")
+def solve_command(
+    statement: str | None, tests_path: Path | None, problem_path: Path | None, out_dir: Path | None, print_unsolved: bool, **options: Any
+) -> int:
+    """Search for a program that passes the tests; stream each turn to stderr, print the program
+    that passes the public tests on stdout (nothing when none does, unless --print-unsolved).
+    Exit code 0 iff it passes the public tests. A program is called correct only when the problem
+    has hidden (private) tests and it passes them too."""
+    from mucode.generation.checks import check_generator
+
     problem = _cli_problem(statement, tests_path, problem_path)
     config = _solve_config(options)
+    check_generator(config.backend, config.model, base_url=config.base_url)
     record = _run_solve(problem, config)
     answer = record.turns[-1].chosen
-    click.echo(answer.program)
+    if record.solved_public or print_unsolved:
+        click.echo(answer.program)
     if record.solved_public:
-        click.echo(f"solved: the public tests pass (turn {record.answer_turn} of {config.turns})", err=True)
+        click.echo(f"passes the public tests (turn {record.answer_turn} of {config.turns})", err=True)
     else:
         click.echo(f"not solved: no kept program passed the public tests in {config.turns} turns", err=True)
     if problem.private_tests:
-        click.echo(f"private tests: {'pass' if answer.correct else 'fail'}", err=True)
+        click.echo(f"hidden tests: {'pass: correct' if answer.correct else 'fail: not correct'}", err=True)
+    else:
+        click.echo("no hidden tests were given, so correctness is not known", err=True)
+    if out_dir is not None:
+        click.echo(f"saved to {_save_solve(out_dir, problem, config, record)}", err=True)
     return 0 if record.solved_public else 1
+
+
+def _save_solve(out_dir: Path, problem: Any, config: SearchConfig, record: Any) -> Path:
+    """problem.jsonl (a docs/problems.md row; a problem set when it has private tests), config.yaml, searches.jsonl (the search record as
+    `mucode search` writes it, so `mucode report` reads the folder) and solution.py."""
+    from dataclasses import replace
+
+    from mucode.config import save_config
+    from mucode.problems.jsonl import write_jsonl
+    from mucode.search import SEARCHES
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out_dir / "problem.jsonl", [problem])
+    save_config(replace(config, out=str(out_dir)), out_dir / "config.yaml")
+    (out_dir / SEARCHES).write_text(json.dumps(record.to_dict(), ensure_ascii=False) + "\n", encoding="utf-8")
+    (out_dir / "solution.py").write_text(record.turns[-1].chosen.program, encoding="utf-8")
+    return out_dir
 
 
 def _solve_config(options: dict[str, Any]) -> SearchConfig:
