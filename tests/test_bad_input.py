@@ -159,3 +159,13 @@ def test_search_refuses_a_missing_verifier_before_loading(tmp_path, problems_fil
                  "--selector", "pt+lv", "--out", str(out), "--turns", "1", "--n", "1", "--temperature", "0")
     assert_one_line_error(run, f"{tmp_path / 'nope'} holds no verifier")
     assert not out.exists()
+
+
+def test_quiet_by_default_and_notices_with_verbose(tmp_path, problems_file, tiny_model_dir):
+    quiet = rollout(problems_file, tiny_model_dir, tmp_path / "quiet")
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    for noise in ("Warning", "Loading weights", "loaded ", "pad token"):
+        assert noise not in quiet.stderr, (noise, quiet.stderr)
+    verbose = mucode("--verbose", "rollout", "--problems", str(problems_file), "--model", str(tiny_model_dir),
+                     "--out", str(tmp_path / "verbose"), *TINY_ROLLOUT)
+    assert verbose.returncode == 0 and f"loaded {tiny_model_dir}" in verbose.stderr

@@ -95,7 +95,7 @@ def choose_pad_id(tokenizer: Any, stop_ids: Sequence[int]) -> int:
         return tokenizer.pad_token_id
     candidates = [tokenizer.unk_token_id, tokenizer.bos_token_id, *range(len(tokenizer))]
     pad_id = next(i for i in candidates if i is not None and i not in stop)
-    logger.warning(
+    logger.info(
         "tokenizer pad token is %r (end-of-turn ids %s); padding with id %d (%r) instead",
         tokenizer.pad_token, sorted(stop), pad_id, tokenizer.convert_ids_to_tokens(pad_id),
     )
