@@ -52,8 +52,8 @@ class Turn:
     """One attempt: what the model said, what ran, and how it did.
 
     `feedback` is the user message that follows this turn (rendered from `public` only).
-    `correct` is whether `program` passes the private tests (the public ones when the problem has
-    no private tests); None when the private tests were not run on this turn.
+    `correct` is whether `program` passes ALL the problem's tests, public and private (the paper's
+    rule); None when the private tests were not run on this turn.
     Token counts and `generate_s` are filled by engines that know them, else None.
     """
 
@@ -78,6 +78,8 @@ class Turn:
         fields = dict(data)
         fields["public"] = ExecResult.from_dict(data["public"])
         fields["private"] = ExecResult.from_dict(data["private"]) if data.get("private") is not None else None
+        if fields.get("correct") is not None:  # records written before the all-tests rule stored private-only
+            fields["correct"] = bool(fields["correct"]) and fields["public"].passed
         return cls(**fields)
 
 
@@ -116,7 +118,7 @@ class Episode:
 
     @property
     def correct(self) -> bool:
-        """Whether the answer so far (the last turn's program) passes the private tests."""
+        """Whether the answer so far (the last turn's program) passes all tests, public and private."""
         if not self.turns:
             raise ValueError(f"episode of problem {self.problem.id!r} has no turns yet")
         return self.correct_at(len(self.turns))
@@ -204,7 +206,7 @@ class Episode:
     def _correct(self, public: ExecResult, private: ExecResult | None) -> bool | None:
         if not self.problem.private_tests:
             return public.passed
-        return private.passed if private is not None else None
+        return public.passed and private.passed if private is not None else None
 
     def _check_result(self, result: ExecResult, tests: Sequence[Test], which: str) -> None:
         if len(result.verdicts) != len(tests):

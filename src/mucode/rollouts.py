@@ -465,22 +465,22 @@ def _update_bar(bar, store: TrajectoryStore, stats: RolloutStats) -> None:
 
 
 def summarize(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """Counts and pass rates of stored trajectories (correct = the final program passes the
-    private tests; by turn t = the answer at turn t is correct)."""
+    """Counts and pass rates of stored trajectories: `correct` and `accuracy_by_turn` come from
+    `mucode.metrics.summarize_records` (correct = the final program passes all tests, public and
+    private), the one summary that searches and reports use too."""
+    from mucode.metrics import summarize_records, trajectory_as_record  # numpy: not at CLI start
+
     records = list(records)
     if not records:
         return {"trajectories": 0}
-    max_turns = max(r["max_turns"] for r in records)
-    by_turn = []
-    for t in range(1, max_turns + 1):
-        answers = [r["turns"][min(t, len(r["turns"])) - 1].get("correct") for r in records]
-        by_turn.append(sum(bool(a) for a in answers) / len(records))
+    summary = summarize_records(trajectory_as_record(r) for r in records)
     return {
         "trajectories": len(records),
-        "problems": len({r["problem_id"] for r in records}),
-        "correct": sum(bool(r["correct"]) for r in records) / len(records),
-        "solved_public": sum(bool(r["solved_public"]) for r in records) / len(records),
-        "accuracy_by_turn": by_turn,
+        "problems": summary["problems"],
+        "correct": summary["accuracy"],
+        "accuracy_ci95": summary["accuracy_ci95"],
+        "solved_public": summary["public_pass_rate"],
+        "accuracy_by_turn": summary["accuracy_by_turn"],
         "mean_turns": sum(r["n_turns"] for r in records) / len(records),
-        "completion_tokens": sum(r.get("completion_tokens", 0) for r in records),
+        "completion_tokens": summary["completion_tokens"],
     }

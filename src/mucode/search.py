@@ -51,10 +51,9 @@ VERIFIER_SELECTORS = ("lv", "pt+lv")
 SEEDINGS = ("search", "step")
 STOPPING_RULE = "first selected program that passes the public tests"
 PUBLIC_PRIVATE_RULE = (
-    "the model sees the public tests and their feedback only; correct = the answer passes the private tests "
-    "(a problem without private tests is judged on its public tests)"
+    "the model sees the public tests and their feedback only; correct = the answer passes all tests, "
+    "public and private (the paper's rule)"
 )
-PASS_AT_K_VALUES = (1, 2, 5, 10, 20, 50, 100)
 MAX_PARALLEL_CALLS = 32  # concurrent per-search requests to a server backend
 MAX_INFRA_ATTEMPTS = 3  # sandbox runs of one candidate while the harness reports its own failure
 _SELECT_STREAM = 1  # seed part that separates the selector's random stream from the sampler's
@@ -133,20 +132,25 @@ class Candidate:
     reply: str
     program: str
     public_passed: bool
-    correct: bool  # passes the private tests (the public ones when the problem has none)
+    correct: bool  # passes all tests, public and private (the paper's rule)
     score: float | None = None  # verifier score; None without a verifier
     completion_tokens: int = 0
+    private_passed: bool | None = None  # the private tests alone (None: the problem has none)
     public: ExecResult | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "reply": self.reply, "program": self.program, "public_passed": self.public_passed,
-            "correct": self.correct, "score": self.score, "completion_tokens": self.completion_tokens,
+            "correct": self.correct, "private_passed": self.private_passed, "score": self.score,
+            "completion_tokens": self.completion_tokens,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Candidate:
-        return cls(**{k: data[k] for k in ("reply", "program", "public_passed", "correct", "score", "completion_tokens")})
+        from mucode.metrics import candidate_correct
+
+        fields = {k: data[k] for k in ("reply", "program", "public_passed", "score", "completion_tokens")}
+        return cls(**fields, correct=candidate_correct(data), private_passed=data.get("private_passed"))
 
 
 @dataclass
@@ -193,6 +197,7 @@ class SearchRecord:
 
     @property
     def correct(self) -> bool:
+        """The final answer passes all tests (public and private)."""
         return self.turns[-1].chosen.correct
 
     @property
@@ -380,7 +385,8 @@ def _step(
         candidates = [
             Candidate(
                 reply=c.text, program=program, public_passed=public.passed,
-                correct=private.passed if private is not None else public.passed,
+                correct=public.passed and (private is None or private.passed),
+                private_passed=private.passed if private is not None else None,
                 score=scores[i][j] if scores is not None else None, completion_tokens=c.completion_tokens, public=public,
             )
             for j, (c, program, (public, private)) in enumerate(zip(completions[i], programs[i], results[i]))
@@ -464,68 +470,16 @@ def _score(scorer: Scorer | None, conversations: list[list[Message]], completion
 # -- metrics ---------------------------------------------------------------------------------------
 
 def summarize_searches(records: Iterable[SearchRecord | Mapping[str, Any]], max_turns: int) -> dict[str, Any]:
-    """The numbers of `summary.json` from stored records (dicts as in searches.jsonl, or records).
+    """The numbers of `summary.json` from stored records (dicts as in searches.jsonl, or records):
+    `mucode.metrics.summarize_records`, the one definition that reports use too."""
+    from mucode.metrics import summarize_records  # numpy: not at import time (the CLI starts fast)
 
-    accuracy_by_turn[t-1]: share of (problem, search) whose answer by turn t is correct: the first
-    selected public pass at a turn <= t, else the program selected at turn min(t, last turn run).
-    accuracy_spread: over the S search indices (each one's accuracy over the problems).
-    pass_at_k: unbiased, per problem from its turn-1 candidates of every search, k <= N.
-    """
-    from mucode.metrics import spread  # numpy: not at import time (the CLI starts fast)
-
-    rows = [r.to_dict() if isinstance(r, SearchRecord) else dict(r) for r in records]
-    if not rows:
-        raise ValueError("summarize_searches needs at least one search record")
-    if max_turns < 1:
-        raise ValueError(f"got max_turns={max_turns}; it must be >= 1")
-    by_index: dict[int, list[bool]] = {}
-    by_problem: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        by_index.setdefault(row["search"], []).append(bool(row["correct"]))
-        by_problem.setdefault(row["problem_id"], []).append(row)
-    per_index = spread(sum(v) / len(v) for _, v in sorted(by_index.items()))
-    return {
-        "problems": len(by_problem),
-        "searches": len(rows),
-        "accuracy": _mean(row["correct"] for row in rows),
-        "accuracy_by_turn": [_mean(_correct_by_turn(row, t) for row in rows) for t in range(1, max_turns + 1)],
-        "accuracy_spread": {
-            "mean": per_index.mean, "std": _finite(per_index.std), "ci95_low": _finite(per_index.ci95[0]),
-            "ci95_high": _finite(per_index.ci95[1]), "n": per_index.n,
-        },
-        "public_pass_rate": _mean(row["solved_public"] for row in rows),
-        "any_of_s_accuracy": _mean(any(r["correct"] for r in group) for group in by_problem.values()),
-        "pass_at_k": _first_turn_pass_at_k(by_problem),
-        "completion_tokens": sum(row["completion_tokens"] for row in rows),
-        "tokens_saved": sum(row["tokens_saved"] for row in rows),
-        "wall_s": round(sum(row.get("wall_s", 0.0) for row in rows), 3),
-    }
-
-
-def _correct_by_turn(row: Mapping[str, Any], t: int) -> bool:
-    answer_turn = row.get("answer_turn")
-    turn = answer_turn if answer_turn is not None and answer_turn <= t else min(t, len(row["turns"]))
-    chosen = row["turns"][turn - 1]
-    return bool(chosen["candidates"][chosen["selected"]]["correct"])
-
-
-def _first_turn_pass_at_k(by_problem: Mapping[str, list[dict[str, Any]]]) -> dict[str, float]:
-    from mucode.metrics import pass_at_k
-
-    n_min = min(len(r["turns"][0]["candidates"]) for group in by_problem.values() for r in group)
-    samples = [sum(len(r["turns"][0]["candidates"]) for r in group) for group in by_problem.values()]
-    correct = [sum(c["correct"] for r in group for c in r["turns"][0]["candidates"]) for group in by_problem.values()]
-    ks = sorted({k for k in PASS_AT_K_VALUES if k <= n_min} | {n_min})
-    return {str(k): float(pass_at_k(samples, correct, k).mean()) for k in ks}
+    return summarize_records((r.to_dict() if isinstance(r, SearchRecord) else r for r in records), max_turns)
 
 
 def _mean(values: Iterable[Any]) -> float:
     values = [bool(v) for v in values]
     return sum(values) / len(values)
-
-
-def _finite(x: float) -> float | None:
-    return None if math.isnan(x) else x  # NaN (a single search index) is not valid JSON
 
 
 # -- storage ---------------------------------------------------------------------------------------
