@@ -42,7 +42,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequenc
 from mucode.episode import Episode, ExecutorLike, split_result
 from mucode.extraction import extract_code
 from mucode.generation.base import Completion, Generator, Message, SamplingParams, derive_seed
-from mucode.prompts import PromptConfig
+from mucode.problems.prelude import DEFAULT_PREAMBLE, PREAMBLES
+from mucode.prompts import FEEDBACK_STYLES, PromptConfig
 from mucode.types import ExecResult, Problem
 
 SEARCHES = "searches.jsonl"
@@ -95,8 +96,14 @@ class SearchConfig:
     max_live: int = field(default=32, metadata={"help": "Searches advanced together (each samples n programs per step)."})
     workers: int | None = field(default=None, metadata={"help": "Sandbox workers (default: one per core)."})
     timeout_s: float = field(default=3.0, metadata={"help": "Sandbox wall-clock limit per test, in seconds."})
+    preamble: str = field(default=DEFAULT_PREAMBLE, metadata={"help": "What runs before each program: none, problem (the problem's prelude: HumanEval's imports and helpers), reference (the reference code's import block + the prelude).", "choices": list(PREAMBLES)})
+    feedback: str = field(default="rich", metadata={"help": "Feedback wording: rich (failed test, expected, actual) or reference (the reference code's raw error text).", "choices": list(FEEDBACK_STYLES)})
 
     def __post_init__(self) -> None:
+        if self.preamble not in PREAMBLES:
+            raise ValueError(f"got preamble={self.preamble!r}; choose one of {', '.join(PREAMBLES)}")
+        if self.feedback not in FEEDBACK_STYLES:
+            raise ValueError(f"got feedback={self.feedback!r}; choose one of {', '.join(FEEDBACK_STYLES)}")
         for name in ("n", "turns", "searches", "max_new_tokens", "max_live"):
             if getattr(self, name) < 1:
                 raise ValueError(f"got {name}={getattr(self, name)}; it must be >= 1")
@@ -306,6 +313,7 @@ def search_problems(
     seeding: str = "search",
     max_live: int = 32,
     prompt_config: PromptConfig | None = None,
+    preamble: str = DEFAULT_PREAMBLE,
     skip: Iterable[tuple[str, int]] = (),
     parallel_calls: bool = False,
     on_turn: OnTurn | None = None,
@@ -326,7 +334,7 @@ def search_problems(
         if not problem.public_tests:
             raise ValueError(f"problem {problem.id!r} has no public tests; a search needs them for feedback, selection and stopping")
     prompt_config = prompt_config or PromptConfig()
-    pending = _work_items(problems, searches, set(skip), turns, prompt_config)
+    pending = _work_items(problems, searches, set(skip), turns, prompt_config, preamble)
     finished: list[SearchRecord] = []
     live: list[_Live] = []
     step = 0
@@ -346,12 +354,14 @@ def search_problems(
     return sorted(finished, key=lambda r: (order[r.problem_id], r.search))
 
 
-def _work_items(problems: Sequence[Problem], searches: int, skip: set[tuple[str, int]], turns: int, prompt_config: PromptConfig) -> Iterator[_Live]:
+def _work_items(
+    problems: Sequence[Problem], searches: int, skip: set[tuple[str, int]], turns: int, prompt_config: PromptConfig, preamble: str
+) -> Iterator[_Live]:
     """Searches still to run, those of one problem together."""
     for problem in problems:
         for index in range(searches):
             if (problem.id, index) not in skip:
-                yield _Live(problem, index, Episode(problem, max_turns=turns, prompt_config=prompt_config))
+                yield _Live(problem, index, Episode(problem, max_turns=turns, prompt_config=prompt_config, preamble=preamble))
 
 
 def _take(pending: Iterator[_Live], room: int) -> list[_Live]:
@@ -440,7 +450,7 @@ def _execute(executor: ExecutorLike, live: Sequence[_Live], programs: list[list[
     """Every program against its problem's public + private tests in one sandbox batch; a
     candidate whose run hit a harness failure is run again (up to MAX_INFRA_ATTEMPTS runs)."""
     owners = [lv.problem for lv, row in zip(live, programs) for _ in row]
-    jobs = [(p, problem.public_tests + problem.private_tests, problem.setup_code) for problem, p in zip(owners, (p for row in programs for p in row))]
+    jobs = [lv.episode.job(p, lv.problem.public_tests + lv.problem.private_tests) for lv, row in zip(live, programs) for p in row]
     results = executor.run_many(jobs)
     for _ in range(MAX_INFRA_ATTEMPTS - 1):
         redo = [k for k, r in enumerate(results) if r.infra_error]
@@ -573,6 +583,7 @@ def _run_search(config: SearchConfig, progress: bool) -> SearchSummary:
                 problems, generator, executor, n=config.n, selector=config.selector, turns=config.turns,
                 searches=config.searches, sampling=config.sampling(), seed=config.seed, scorer=scorer,
                 seeding=config.seeding, max_live=config.max_live, skip=store.done,
+                prompt_config=PromptConfig(feedback=config.feedback), preamble=config.preamble,
                 parallel_calls=config.backend == "openai", on_search=on_search,
             )
     finally:
@@ -608,7 +619,8 @@ def _run_metadata(config: SearchConfig, problems_sha256: str) -> dict[str, Any]:
         "protocol": {
             "public_private_rule": PUBLIC_PRIVATE_RULE, "stopping_rule": STOPPING_RULE, "n": config.n,
             "turns": config.turns, "temperature": config.temperature, "timeout_s": config.timeout_s,
-            "selector": config.selector, "searches": config.searches,
+            "selector": config.selector, "searches": config.searches, "preamble": config.preamble,
+            "feedback": config.feedback,
         },
     }
 
