@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mucode.execution import Executor, Limits
 from mucode.generation.base import SamplingParams
@@ -389,3 +390,25 @@ def test_search_command_on_humaneval_ignores_the_mbpp_path(tmp_path, tiny_model_
     ])
     assert code == 0
     assert json.loads((out / "run.json").read_text())["problem_ids"][0].startswith("HumanEval/")
+
+
+def test_search_with_a_list_of_n_runs_one_search_per_n_and_reports_accuracy_against_n(tmp_path, tiny_model_dir, problems_file, capsys):
+    from mucode.cli import main
+
+    out = tmp_path / "sweep"
+    code = main([
+        "search", "--model", str(tiny_model_dir), "--problems", str(problems_file), "--n", "1,2", "--selector", "pt",
+        "--turns", "1", "--searches", "2", "--temperature", "1.0", "--max-new-tokens", "4", "--workers", "1", "--seed", "3",
+        "--out", str(out),
+    ])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 0 and "report:" in printed
+    configs = {name: yaml.safe_load((out / name / "config.yaml").read_text()) for name in ("n1", "n2", "greedy")}
+    assert [configs[k]["n"] for k in ("n1", "n2", "greedy")] == [1, 2, 1]
+    assert {c["seed"] for c in configs.values()} == {3} and configs["greedy"]["temperature"] == 0.0
+    assert len(read_searches(out / "n2")) == 6 and len(read_searches(out / "greedy")) == 3
+    report = (out / "report" / "report.md").read_text()
+    assert (out / "report" / "accuracy_vs_n.png").is_file() and "accuracy_vs_n.png" in report
+    assert "| n1 |" in report and "| n2 |" in report and "| greedy |" in report
+    assert main(["search", "--n", "1,x", "--out", str(tmp_path / "bad")]) != 0
+    assert "Error: got --n '1,x'" in capsys.readouterr().err

@@ -79,7 +79,7 @@ class SearchConfig:
     verifier: str | None = field(default=None, metadata={"help": "Trained verifier folder (needed by the lv and pt+lv selectors; else scores are recorded when given)."})
     problems: str = field(default="humaneval", metadata={"help": "Problem set, SOURCE[:SPLIT] (e.g. mbpp:test, humaneval)."})
     out: str = field(default="runs/search", metadata={"help": "Output folder."})
-    n: int = field(default=5, metadata={"help": "Programs sampled per turn (N); 1 with temperature 0 = greedy."})
+    n: int = field(default=5, metadata={"help": "Programs sampled per turn (N); 1 with temperature 0 = greedy. On the command line a list (--n 1,2,4,8) runs one search per N into OUT/n<N>, plus OUT/greedy, with shared seeds, and a report in OUT/report.", "cli_type": str})
     selector: str = field(default="pt", metadata={"help": "How one of the N programs is kept.", "choices": list(SELECTORS)})
     turns: int = field(default=3, metadata={"help": "Most turns per search (T); 1 = single-turn."})
     searches: int = field(default=1, metadata={"help": "Independent searches per problem (S)."})
@@ -594,6 +594,44 @@ def _run_search(config: SearchConfig, progress: bool) -> SearchSummary:
     metrics = summarize_searches(read_searches(out), config.turns)
     (out / "summary.json").write_text(json.dumps(metrics, indent=2))
     return SearchSummary(out, metrics, len(run), time.perf_counter() - started)
+
+
+def parse_n_values(text: str | int) -> list[int]:
+    """`--n 5` -> [5]; `--n 1,2,4,8` -> [1, 2, 4, 8] (distinct, each >= 1, in the order given)."""
+    parts = [part.strip() for part in str(text).split(",")]
+    try:
+        values = [int(part) for part in parts]
+    except ValueError:
+        raise ValueError(f"got --n {text!r}; give an integer or a comma-separated list such as 1,2,4,8") from None
+    if any(v < 1 for v in values) or len(set(values)) != len(values):
+        raise ValueError(f"got --n {text!r}; every N must be >= 1 and appear once")
+    return values
+
+
+@dataclass
+class SweepSummary:
+    """What `run_search_sweep` did: one search folder per N (and the greedy one), the report."""
+
+    runs: dict[str, SearchSummary]  # "n4" / "greedy" -> its summary
+    report: Path
+
+
+def sweep_configs(config: SearchConfig, ns: Sequence[int]) -> dict[str, SearchConfig]:
+    """One config per N (OUT/n<N>) with the same seed, sampling and selector, and the greedy
+    run (OUT/greedy: N = 1, temperature 0, one search) that the accuracy-vs-N plot marks apart."""
+    out = Path(config.out)
+    configs = {f"n{n}": replace(config, n=n, out=str(out / f"n{n}")) for n in ns}
+    configs["greedy"] = replace(config, n=1, temperature=0.0, searches=1, out=str(out / "greedy"))
+    return configs
+
+
+def run_search_sweep(config: SearchConfig, ns: Sequence[int], progress: bool = True) -> SweepSummary:
+    """`mucode search --n 1,2,4,8`: every config of `sweep_configs`, then one report over them."""
+    from mucode.reports import write_report
+
+    runs = {name: run_search(c, progress) for name, c in sweep_configs(config, ns).items()}
+    report = write_report([str(s.out) for s in runs.values()], Path(config.out) / "report", names=list(runs))
+    return SweepSummary(runs, report)
 
 
 def generator_options(config: SearchConfig) -> dict[str, Any]:
