@@ -280,7 +280,8 @@ def advance(
     if run_private == "every_turn":
         public, private = _run_public_and_private(episodes, programs, executor, progress)
     else:
-        public = executor.run_many([ep.job(p, ep.problem.public_tests) for ep, p in zip(episodes, programs)], progress=progress)
+        jobs = [ep.job(p, ep.problem.public_tests) for ep, p in zip(episodes, programs)]
+        public = executor.run_many(jobs, progress=progress)
         private = _run_private_where_final(episodes, programs, public, executor, progress)
     return [
         ep.record(reply, pub, priv, program=program)
@@ -357,7 +358,8 @@ def run_episode(
 ) -> Episode:
     """One episode of `problem` with `generate(messages) -> reply`."""
     batch = lambda chats: [generate(chat) for chat in chats]  # noqa: E731
-    return run_episodes([problem], batch, executor, max_turns, prompt_config, run_private=run_private, preamble=preamble)[0]
+    episodes = run_episodes([problem], batch, executor, max_turns, prompt_config, run_private=run_private, preamble=preamble)
+    return episodes[0]
 
 
 def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:

@@ -303,7 +303,9 @@ def _finite(x: float) -> float | None:
 # ------------------------------------------------------------------- intervals and comparisons
 
 
-def bootstrap_ci(values: Sequence[float], samples: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
+def bootstrap_ci(
+    values: Sequence[float], samples: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED
+) -> tuple[float, float]:
     """95% percentile-bootstrap interval of the mean of `values` (one value per problem):
     problems are resampled with replacement. One value gives (value, value)."""
     x = np.asarray(values, dtype=float)
@@ -331,7 +333,9 @@ class PairedComparison:
     p_value: float
 
 
-def compare_runs(records_a: Iterable[Mapping[str, Any]], records_b: Iterable[Mapping[str, Any]]) -> PairedComparison:
+def compare_runs(
+    records_a: Iterable[Mapping[str, Any]], records_b: Iterable[Mapping[str, Any]]
+) -> PairedComparison:
     """Paired comparison of two runs on the same problems (see PairedComparison)."""
     records_a, records_b = list(records_a), list(records_b)
     acc_a, acc_b = per_problem_accuracy(records_a), per_problem_accuracy(records_b)
@@ -344,7 +348,9 @@ def compare_runs(records_a: Iterable[Mapping[str, Any]], records_b: Iterable[Map
     keys = sorted(set(outcome_a) & set(outcome_b))
     a_only = sum(outcome_a[k] and not outcome_b[k] for k in keys)
     b_only = sum(outcome_b[k] and not outcome_a[k] for k in keys)
-    return PairedComparison(len(shared), float(np.mean(diffs)), bootstrap_ci(diffs), len(keys), a_only, b_only, mcnemar_exact(a_only, b_only))
+    return PairedComparison(
+        len(shared), float(np.mean(diffs)), bootstrap_ci(diffs), len(keys), a_only, b_only, mcnemar_exact(a_only, b_only)
+    )
 
 
 def mcnemar_exact(b: int, c: int) -> float:

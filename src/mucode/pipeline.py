@@ -294,20 +294,27 @@ class Pipeline:
             from mucode.verifier import VerifierScorer
 
             scorer = VerifierScorer.load(str(self.out / f"iter{iteration - 1}/verifier"), progress=self.progress)
-        options = RelabelOptions(top_m=c.top_m, expert_rank=c.expert_rank, unsolved=c.unsolved, dedupe=c.dedupe, seed=c.seed)
+        options = RelabelOptions(
+            top_m=c.top_m, expert_rank=c.expert_rank, unsolved=c.unsolved, dedupe=c.dedupe, seed=c.seed
+        )
         if c.union == "relabel-all":
             rollouts = [self.out / f"iter{i}/rollouts" for i in range(iteration)]
-            stats = build_sft_data(c.method, rollouts, folder / "all.jsonl", scorer=scorer, options=options, progress=self.progress)
+            stats = build_sft_data(
+                c.method, rollouts, folder / "all.jsonl", scorer=scorer, options=options, progress=self.progress
+            )
             parts: list[str] = []
         else:
             rollouts = [self.out / f"iter{iteration - 1}/rollouts"]
-            stats = build_sft_data(c.method, rollouts, folder / PART, scorer=scorer, options=options, progress=self.progress)
+            stats = build_sft_data(
+                c.method, rollouts, folder / PART, scorer=scorer, options=options, progress=self.progress
+            )
             parts = [str(self.out / f"iter{i}/sft" / PART) for i in range(1, iteration + 1)]
             concatenate_jsonl([Path(p) for p in parts], folder / "all.jsonl")
         kept = subsample_jsonl(folder / "all.jsonl", folder / "sft.jsonl", c.max_sft_examples, c.seed + iteration)
+        relabeled_by = str(self.out / f"iter{iteration - 1}/verifier") if scorer else None
         return {
             "examples": kept, "relabeled": stats.to_dict(), "union": c.union, "parts": parts,
-            "rollouts": [str(r) for r in rollouts], "relabeled_by": str(self.out / f"iter{iteration - 1}/verifier") if scorer else None,
+            "rollouts": [str(r) for r in rollouts], "relabeled_by": relabeled_by,
         }  # fmt: skip
 
     def train_generator(self, iteration: int, folder: Path) -> dict[str, Any]:
@@ -350,7 +357,8 @@ class Pipeline:
         config = SearchConfig(
             model=model, problems=problems, problems_path=c.problems_path, limit=c.eval_limit, seed=c.seed, turns=c.turns,
             top_p=c.top_p, max_new_tokens=c.eval_max_new_tokens or c.max_new_tokens, dtype=c.dtype, max_live=c.max_live,
-            workers=c.workers, timeout_s=c.timeout_s, out=str(folder), preamble=c.preamble, feedback=c.feedback, **mode,
+            workers=c.workers, timeout_s=c.timeout_s, out=str(folder), preamble=c.preamble, feedback=c.feedback,
+            **mode,
         )
         summary = run_search(config, progress=self.progress)
         return {key: summary.metrics.get(key) for key in ("accuracy", "accuracy_by_turn", "public_pass_rate", "completion_tokens", "tokens_saved")}

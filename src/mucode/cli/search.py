@@ -60,7 +60,9 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
     by_turn = ", ".join(f"t{t}={a:.1%}" for t, a in enumerate(metrics["accuracy_by_turn"], 1))
     ci, spread = metrics["accuracy_ci95"], metrics["accuracy_spread"]
     interval = f" (95% CI {ci['low']:.1%}-{ci['high']:.1%} over problems"
-    interval += f"; spread over {spread['n']} searches ±{(spread['ci95_high'] - spread['ci95_low']) / 2:.1%})" if spread["n"] > 1 else ")"
+    if spread["n"] > 1:
+        interval += f"; spread over {spread['n']} searches ±{(spread['ci95_high'] - spread['ci95_low']) / 2:.1%}"
+    interval += ")"
     pass_k = "  ".join(f"pass@{k} {v:.1%}" for k, v in metrics["pass_at_k"].items())
     generated, saved = metrics["completion_tokens"], metrics["tokens_saved"]
     return [

@@ -111,7 +111,8 @@ def comparison_rows(runs: Sequence[RunResult]) -> list[list[str]]:
                 continue
             c = compare_runs(a.records, b.records)
             diff = f"{100 * c.difference:+.1f} [{100 * c.ci95[0]:+.1f}, {100 * c.ci95[1]:+.1f}]"
-            rows.append([_cell(a.name), _cell(b.name), str(c.problems), diff, str(c.pairs), str(c.a_only), str(c.b_only), f"{c.p_value:.3g}"])
+            counts = [str(c.pairs), str(c.a_only), str(c.b_only), f"{c.p_value:.3g}"]
+            rows.append([_cell(a.name), _cell(b.name), str(c.problems), diff, *counts])
     return rows
 
 
