@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from mucode.episode import Episode, advance, run_episode, run_episodes
+from mucode.episode import Episode, Turn, advance, run_episode, run_episodes
 from mucode.execution import Executor, Limits
 from mucode.prompts import PromptConfig, feedback_message, initial_messages, render_feedback, truncate_middle
 from mucode.types import AssertTest, ExecResult, IOTest, Problem, Status, Verdict
@@ -431,3 +431,70 @@ def test_code_env_without_gymnasium():
         "print(CodeEnv.__mro__[1].__name__, hasattr(CodeEnv, 'action_space'))"
     )
     assert _python(code) == "_CodeEnv False"
+
+
+# ------------------------------------------------------------ correctness rule, preludes, wording
+
+# add(1, 2) == 3 is ADD's public test; this program fails it and passes every private test of a
+# problem whose public test is wrong for it (the paper's rule: correct = passes ALL tests)
+PRIVATE_ONLY = Problem("private-only", "test", ADD.prompt, (AssertTest("assert add(1, 2) == 4"),), ADD.private_tests)
+
+
+def test_an_answer_that_fails_the_public_test_is_incorrect_even_if_it_passes_the_private_ones(executor):
+    episode = run_episode(PRIVATE_ONLY, Scripted(RIGHT), executor, max_turns=1)
+    turn = episode.turns[0]
+    assert not turn.public.passed and turn.private.passed
+    assert turn.correct is False and not episode.correct
+
+
+def test_a_stored_private_only_verdict_is_read_as_all_tests():
+    data = {"reply": "r", "program": "p", "public": {"verdicts": [{"status": "failed"}]}, "private": None, "correct": True}
+    assert Turn.from_dict(data).correct is False  # written under the old rule: private pass only
+
+
+def _entry_point_only(problem: Problem) -> str:
+    """The reference solution without the prompt's prelude: only the entry point's def."""
+    solution = problem.reference_solution or ""
+    return fenced(solution[solution.index(f"def {problem.entry_point}(") :])
+
+
+@pytest.mark.parametrize("task_id", ["HumanEval/10", "HumanEval/32", "HumanEval/38", "HumanEval/50"])
+def test_humaneval_helpers_come_from_the_problem_prelude(executor, task_id):
+    from mucode.problems import load_problems
+
+    problem = load_problems("humaneval").get(task_id)
+    reply = _entry_point_only(problem)
+    bare = run_episode(problem, Scripted(reply), executor, max_turns=1, preamble="none")
+    assert not bare.correct and "NameError" in bare.turns[0].public.verdicts[0].message + bare.turns[0].private.verdicts[0].message
+    assert run_episode(problem, Scripted(reply), executor, max_turns=1, preamble="problem").correct
+
+
+MATH = Problem("sqrt", "test", "Write root(x).", (AssertTest("assert root(4) == 2"),), (AssertTest("assert root(9) == 3"),))
+NO_IMPORT = fenced("def root(x):\n    return int(math.sqrt(x))")
+
+
+def test_the_reference_preamble_supplies_the_common_imports(executor):
+    assert not run_episode(MATH, Scripted(NO_IMPORT), executor, max_turns=1, preamble="problem").correct
+    episode = run_episode(MATH, Scripted(NO_IMPORT), executor, max_turns=1, preamble="reference")
+    assert episode.correct and episode.turns[0].program == "def root(x):\n    return int(math.sqrt(x))"  # stored as written
+    assert Episode.from_dict(episode.to_dict(), MATH).preamble == "reference"
+
+
+def test_preamble_is_validated():
+    with pytest.raises(ValueError, match="preamble"):
+        Episode(ADD, preamble="all")
+
+
+def test_reference_feedback_uses_the_reference_wording(executor):
+    reference = PromptConfig(feedback="reference")
+    passed = run_episode(ADD, Scripted(RIGHT), executor, prompt_config=reference)
+    assert passed.turns[0].feedback == "Feedback: Code passed all tests"
+    failed = run_episode(ADD, Scripted(WRONG, RIGHT), executor, prompt_config=reference)
+    assert failed.turns[0].feedback == f"Feedback: {ADD.public_tests[0].code.strip()}\nAssertionError"
+    boom = run_episode(ADD, Scripted(BOOM, RIGHT), executor, prompt_config=reference)
+    assert boom.turns[0].feedback.startswith("Feedback: ZeroDivisionError")
+    slow = fenced("def add(a, b):\n    while True:\n        pass")
+    timed_out = run_episode(ADD, Scripted(slow, RIGHT), executor, prompt_config=reference)
+    assert timed_out.turns[0].feedback == "Feedback: Code execution timed out"
+    with pytest.raises(ValueError, match="feedback"):
+        PromptConfig(feedback="short")

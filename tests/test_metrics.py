@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 
 from mucode.episode import Episode
-from mucode.metrics import Spread, accuracy_by_turn, mean_pass_at_k, pass_at_k, spread, t_quantile_975
+from mucode.metrics import (
+    Spread, accuracy_by_turn, bootstrap_ci, compare_runs, mcnemar_exact, mean_pass_at_k, pass_at_k, spread, summarize_records,
+    t_quantile_975,
+)
 from mucode.types import AssertTest, ExecResult, Problem, Status, Verdict
 
 # ------------------------------------------------------------------------------------ pass@k
@@ -106,10 +109,10 @@ def test_accuracy_by_turn_hand_computed():
         _episode((False, False), (True, True)),  # fixed at turn 2
         _episode((False, False), (False, False), (False, False)),  # never
         _episode((True, False)),  # passes public at turn 1, wrong on private: stops, stays wrong
-        _episode((False, True), (False, False), (True, True)),  # correct by luck at turn 1, then lost it
+        _episode((False, True), (False, False), (True, True)),  # private pass but public fail at turn 1: not correct
     ]
-    np.testing.assert_allclose(accuracy_by_turn(episodes), [2 / 5, 2 / 5, 3 / 5])
-    np.testing.assert_allclose(accuracy_by_turn(episodes, max_turns=5), [2 / 5, 2 / 5, 3 / 5, 3 / 5, 3 / 5])
+    np.testing.assert_allclose(accuracy_by_turn(episodes), [1 / 5, 2 / 5, 3 / 5])
+    np.testing.assert_allclose(accuracy_by_turn(episodes, max_turns=5), [1 / 5, 2 / 5, 3 / 5, 3 / 5, 3 / 5])
 
 
 def test_accuracy_by_turn_needs_private_every_turn():
@@ -151,3 +154,48 @@ def test_spread_single_run_is_nan():
 @pytest.mark.parametrize("df, expected", [(1, 12.7062), (9, 2.2622), (30, 2.0423), (31, 2.0395), (40, 2.0211), (60, 2.0003), (120, 1.9799), (10**6, 1.96)])
 def test_t_quantile(df, expected):
     assert t_quantile_975(df) == pytest.approx(expected, abs=1e-4)
+
+
+# ------------------------------------------------------------------ correctness, intervals, pairs
+
+
+def _record(pid: str, search: int, public: bool, private: bool) -> dict:
+    candidate = {"public_passed": public, "correct": public and private, "private_passed": private}
+    return {"problem_id": pid, "search": search, "max_turns": 1, "turns": [{"candidates": [candidate], "selected": 0}],
+            "solved_public": public, "completion_tokens": 0}  # fmt: skip
+
+
+def test_an_answer_that_fails_the_public_test_is_not_correct_even_if_it_passes_the_private_ones():
+    summary = summarize_records([_record("a", 0, public=False, private=True), _record("b", 0, public=True, private=True)])
+    assert summary["accuracy"] == 0.5 and summary["private_only_accuracy"] == 1.0
+
+
+def test_records_stored_under_the_private_only_rule_are_judged_on_all_tests():
+    old = _record("a", 0, public=False, private=True)
+    old["turns"][0]["candidates"][0].update(correct=True)  # the old rule stored the private verdict
+    del old["turns"][0]["candidates"][0]["private_passed"]
+    summary = summarize_records([old])
+    assert summary["accuracy"] == 0.0 and summary["private_only_accuracy"] is None
+
+
+def test_mcnemar_exact_matches_the_binomial_tail():
+    assert mcnemar_exact(0, 6) == pytest.approx(2 / 64)
+    assert mcnemar_exact(1, 9) == pytest.approx(2 * 11 / 1024)
+    assert mcnemar_exact(3, 3) == 1.0 and mcnemar_exact(0, 0) == 1.0
+
+
+def test_bootstrap_interval_over_problems():
+    low, high = bootstrap_ci([1.0, 0.0])  # resampled means are 0, 0.5 or 1
+    assert (low, high) == (0.0, 1.0)
+    assert bootstrap_ci([0.3]) == (0.3, 0.3)
+    low, high = bootstrap_ci([1.0] * 50 + [0.0] * 50)  # sd of the mean = 0.05 -> about +-0.098
+    assert 0.38 < low < 0.42 and 0.58 < high < 0.62
+
+
+def test_paired_comparison_counts_discordant_pairs():
+    a = [_record(p, 0, True, True) for p in "abcdef"] + [_record("g", 0, False, False)]
+    b = [_record(p, 0, False, False) for p in "abcdef"] + [_record("g", 0, True, True)]
+    c = compare_runs(a, b)
+    assert (c.problems, c.pairs, c.a_only, c.b_only) == (7, 7, 6, 1)
+    assert c.difference == pytest.approx(5 / 7) and c.p_value == pytest.approx(2 * 8 / 128)
+    assert c.ci95[0] > 0 and c.ci95[1] <= 1.0

@@ -24,6 +24,14 @@ def test_every_preset_loads_and_names_its_own_settings():
     assert (demo.model, demo.iterations, demo.verifier_preset) == ("smollm2-135m", 1, "cpu-head")
     paper = pipeline_config("paper")
     assert (paper.rollouts, paper.turns, paper.temperature, paper.iterations, paper.eval_n) == (15, 3, 0.7, 2, 5)
+    # the reference code's settings (docs/pipeline.md's table) and the paper's lengths
+    assert (paper.union, paper.preamble, paper.feedback, paper.unsolved, paper.dedupe, paper.timeout_s) == ("paper", "reference", "reference", "keep", False, 10.0)
+    assert paper.generator["max_length"] == 8192 and paper.verifier["max_length"] == 2048
+    default = pipeline_config()
+    assert (default.union, default.preamble, default.feedback) == ("paper", "problem", "rich")
+    assert pipeline_config(overrides={"union": "relabel-all"}).union == "relabel-all"
+    with pytest.raises(ValueError, match="union"):
+        pipeline_config(overrides={"union": "all"})
 
 
 def test_bad_settings_are_one_line_errors():
@@ -96,9 +104,78 @@ def test_smoke_preset_end_to_end_resumes_after_kill_and_skips_finished_stages(tm
 
 
 def _trajectory(problem_id: str, rollout: int, correct: bool, model: str = "smollm2-135m") -> dict:
-    turn = {"reply": "```python\ndef f(): pass\n```", "program": "def f(): pass", "correct": correct}
+    turn = {"reply": "```python\ndef f(): pass\n```", "program": "def f(): pass", "public": {"passed": correct}, "correct": correct}
     return {"problem_id": problem_id, "rollout": rollout, "model": model, "max_turns": 3, "turns": [turn],
             "n_turns": 1, "correct": correct, "solved_public": correct, "completion_tokens": 7}
+
+
+def _reference_rollouts(folder: Path, mbpp_dir: Path, limit: int, seed: int) -> list[str]:
+    """A real iteration-0 rollout folder of MBPP train problems (the pipeline's seeded subset):
+    rollout 0 answers with the reference solution (a correct program), rollout 1 with a wrong one.
+    Run through real episodes and the real sandbox; returns the reference replies."""
+    from mucode.episode import run_episodes
+    from mucode.execution import Executor
+    from mucode.rollouts import load_selected_problems
+
+    _, problems = load_selected_problems("mbpp:train", str(mbpp_dir), limit, seed)
+    references = {p.id: f"```python\n{p.reference_solution}\n```" for p in problems}
+    wrong = "```python\ndef nothing():\n    return None\n```"
+    records = []
+    with Executor(workers=1) as executor:
+        for rollout, reply in ((0, None), (1, wrong)):
+            replies = [reply or references[p.id] for p in problems]
+            episodes = run_episodes(problems, _replying(problems, replies), executor, max_turns=2)
+            for episode in episodes:
+                record = episode.to_dict()
+                record.update(rollout=rollout, model="tiny-random", n_turns=len(episode.turns), infra_error=False,
+                              prompt_tokens=0, completion_tokens=0, generate_s=0.0)  # fmt: skip
+                records.append(record)
+    folder.mkdir(parents=True)
+    (folder / "trajectories.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert any(r["correct"] for r in records) and not all(r["correct"] for r in records)
+    return list(references.values())
+
+
+def _replying(problems, replies):
+    """generate(chats) for run_episodes: each problem's chat (known by its first user message)
+    gets its fixed reply, at every turn."""
+    from mucode.prompts import initial_messages
+
+    reply_of = {initial_messages(p)[-1]["content"]: r for p, r in zip(problems, replies)}
+    return lambda chats: [reply_of[next(m["content"] for m in chat if m["role"] == "user")] for chat in chats]
+
+
+def test_the_pipeline_data_flows_as_the_method_says(tmp_path, mbpp_dir):
+    """iterI/sft relabeled by iter{I-1}/verifier (paper union: earlier parts kept as they were),
+    verifier I trained from the base model on rollouts 0..I, each SFT from the base model, and a
+    correct program imitated."""
+    import yaml
+
+    out = tmp_path / "run"
+    references = _reference_rollouts(tmp_path / "iter0-source", mbpp_dir, limit=3, seed=0)
+    config = pipeline_config("smoke", overrides={
+        "out": str(out), "problems_path": str(mbpp_dir), "iter0_rollouts": str(tmp_path / "iter0-source"), "iterations": 2,
+        "last_rollouts": False, "eval_selectors": [], "eval_base": False, "eval_limit": 1,
+    })  # fmt: skip
+    result = run_pipeline(config, say=lambda message: None, progress=False)
+    base = result.stages["models/tiny-random"]["path"]
+    for i in (1, 2):
+        sft = json.loads((out / f"iter{i}/sft/.done.json").read_text())
+        assert sft["union"] == "paper" and sft["relabeled_by"] == str(out / f"iter{i - 1}/verifier")
+        assert sft["rollouts"] == [str(out / f"iter{i - 1}/rollouts")]
+        assert sft["parts"] == [str(out / f"iter{j}/sft/part.jsonl") for j in range(1, i + 1)]
+        generator = yaml.safe_load((out / f"iter{i}/generator/config.yaml").read_text())
+        assert generator["model"] == base and generator["data"] == [str(out / f"iter{i}/sft/sft.jsonl")]
+    for i in (0, 1):
+        verifier = yaml.safe_load((out / f"iter{i}/verifier/config.yaml").read_text())
+        assert verifier["model"] == base and verifier["trajectories"] == [str(out / f"iter{j}/rollouts") for j in range(i + 1)]
+    # D0 (relabeled by V0) stays in iteration 2's data exactly as iteration 1 wrote it
+    part1 = (out / "iter1/sft/part.jsonl").read_text()
+    assert (out / "iter2/sft/all.jsonl").read_text() == part1 + (out / "iter2/sft/part.jsonl").read_text()
+    assert (out / "iter1/sft/all.jsonl").read_text() == part1
+    imitated = [json.loads(line) for line in part1.splitlines()]
+    own = [e for e in imitated if e["source"] == "own"]
+    assert own and {e["completion"][0]["content"] for e in own} <= set(references)
 
 
 def test_iter0_rollouts_are_copied_complete_lines_only_and_must_come_from_the_base_model(tmp_path):

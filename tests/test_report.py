@@ -14,6 +14,7 @@ import yaml
 from mucode.cli import main
 from mucode.reports import load_run, load_runs, write_report
 from mucode.rollouts import summarize
+from mucode.search import summarize_searches
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ALL_PLOTS = ("accuracy_by_turn.png", "accuracy_vs_n.png", "selectors.png", "verifier_scores.png")
@@ -38,7 +39,9 @@ def search(problem_id: str, index: int, turns: list[tuple[list[dict], int]], sel
 
 # Run A: N = 2, selector pt+lv, S = 2 searches of 2 problems, with verifier scores.
 #   accuracy per search: s0 = 1/2, s1 = 2/2 -> mean 75.0; std 0.3536, t(1) = 12.7062 ->
-#   half-width 12.7062 * 0.3536 / sqrt(2) = 317.7 (points). Turn 1: 2/4 correct = 50.0; public
+#   half-width 12.7062 * 0.3536 / sqrt(2) = 317.7 (points): the "± over S" column. Per problem:
+#   p0 2/2 = 1.0, p1 1/2 = 0.5; the bootstrap means over 2 problems are 0.5, 0.75 or 1.0 -> the
+#   95% interval over problems is [50.0, 100.0]. Turn 1: 2/4 correct = 50.0; public
 #   pass 3/4 = 75.0; any of S: both problems = 100.0; first-turn candidates per problem: 4, one
 #   correct -> pass@1 = 25.0, pass@2 = 1 - C(3,2)/C(4,2) = 50.0; tokens 20+40+40+20 = 120; saved
 #   20+20 = 40; wall 4 x 1.5 = 6.0 s.
@@ -48,7 +51,7 @@ RUN_A = [
     search("p1", 0, [([candidate(False, False, 0.4), candidate(False, False, 0.1)], 0), ([candidate(False, False, 0.5), candidate(False, False, 0.2)], 0)], "pt+lv"),
     search("p1", 1, [([candidate(False, False, 0.3), candidate(True, True, 0.6)], 1)], "pt+lv", saved=20),
 ]
-ROW_A = "| bon | tiny-model | 2 | pt+lv | 2 | 75.0 ± 317.7 | 50.0 | 75.0 | 100.0 | 25.0 | 50.0 | 120 | 40 | 6.0 s |"
+ROW_A = "| bon | tiny-model | 2 | pt+lv | 2 | 75.0 [50.0, 100.0] | 317.7 | 50.0 | 75.0 | 100.0 | 25.0 | 50.0 | 120 | 40 | 6.0 s |"
 
 # Run B: N = 2, selector random, S = 1, no scores, finished (summary.json holds the wall time).
 RUN_B = [
@@ -70,7 +73,7 @@ TRAJECTORIES = [
     {"problem_id": "p0", "rollout": 0, "max_turns": 2, "turns": [turn(False, False, 5), turn(True, True, 7)], "n_turns": 2, "done": True, "solved_public": True, "correct": True, "completion_tokens": 12},
     {"problem_id": "p1", "rollout": 0, "max_turns": 2, "turns": [turn(True, False, 4)], "n_turns": 1, "done": True, "solved_public": True, "correct": False, "completion_tokens": 4},
 ]
-ROW_C = "| greedy | tiny-model | 1 | none | 2 | 50.0 | 0.0 | 100.0 | 50.0 | 0.0 | — | 16 | — | — |"
+ROW_C = "| greedy | tiny-model | 1 | none | 2 | 50.0 [0.0, 100.0] | — | 0.0 | 100.0 | 50.0 | 0.0 | — | 16 | — | — |"
 
 
 def write_jsonl(path: Path, records: list[dict]) -> None:
@@ -105,9 +108,8 @@ def rollout_folder(folder: Path) -> Path:
 def runs(tmp_path) -> list[Path]:
     a = search_folder(tmp_path / "bon", RUN_A, "pt+lv", searches=2, protocol=True)
     b = search_folder(tmp_path / "bon-random", RUN_B, "random", searches=1, protocol=False)
-    summary_b = {"problems": 2, "searches": 2, "accuracy": 0.5, "accuracy_by_turn": [0.0, 0.5], "public_pass_rate": 0.5,
-                 "any_of_s_accuracy": 0.5, "pass_at_k": {"1": 0.25, "2": 0.5}, "completion_tokens": 80, "tokens_saved": 0, "wall_s": 42.0}  # fmt: skip
-    (b / "summary.json").write_text(json.dumps(summary_b))
+    # a finished run: summary.json as `mucode search` writes it
+    (b / "summary.json").write_text(json.dumps(summarize_searches(RUN_B, max_turns=2), indent=2))
     return [a, b, rollout_folder(tmp_path / "greedy")]
 
 
@@ -121,10 +123,25 @@ def test_table_rows_hold_the_hand_computed_numbers(runs, tmp_path):
     text = write_report(runs, tmp_path / "report").read_text()
     assert ROW_A in text
     assert ROW_C in text
-    assert "| bon-random | tiny-model | 2 | random | 2 | 50.0 | 0.0 | 50.0 | 50.0 | 25.0 | 50.0 | 80 | 0 | 42.0 s |" in text
+    assert "| bon-random | tiny-model | 2 | random | 2 | 50.0 [0.0, 100.0] | — | 0.0 | 50.0 | 50.0 | 25.0 | 50.0 | 80 | 0 | 3.0 s |" in text
     assert "| bon | 50.0 | 75.0 |" in text  # accuracy by turn
     assert "- **bon**: search folder" in text and "2 problems × 2 searches (4 records); numbers recomputed" in text
     assert "2 problems × 1 searches (2 records); numbers from summary.json" in text
+
+
+def test_paired_comparisons_hold_the_hand_computed_numbers(runs, tmp_path):
+    # bon - bon-random per problem: p0 1.0 - 1.0, p1 0.5 - 0.0 -> +25.0, bootstrap over {0, 0.5};
+    # shared (problem, search) pairs: (p0, 0) both right, (p1, 0) both wrong -> no discordant pair
+    text = write_report(runs, tmp_path / "report").read_text()
+    assert "| bon | bon-random | 2 | +25.0 [+0.0, +50.0] | 2 | 0 | 0 | 1 |" in text
+    # bon - greedy: p0 1.0 - 1.0, p1 0.5 - 0.0; pairs (p0, 0) both right, (p1, 0) both wrong
+    assert "| bon | greedy | 2 | +25.0 [+0.0, +50.0] | 2 | 0 | 0 | 1 |" in text
+
+
+def test_a_finished_and_a_recomputed_summary_are_equal(runs):
+    finished = json.loads((runs[1] / "summary.json").read_text())
+    run = load_run(runs[1])
+    assert run.summary_source == "summary.json" and json.loads(json.dumps(run.summary)) == finished
 
 
 def test_rollout_accuracy_by_turn_matches_the_rollout_summary(runs):
@@ -175,9 +192,9 @@ def test_oracle_runs_are_named_as_upper_bounds(tmp_path):
     assert "Runs using it: upper." in text
 
 
-def test_summary_json_is_used_when_fresh_and_ignored_when_stale(runs):
+def test_numbers_always_come_from_the_records_and_a_stale_summary_is_named(runs):
     assert load_run(runs[1]).summary_source == "summary.json"
-    (runs[0] / "summary.json").write_text(json.dumps({"problems": 7, "searches": 2, "accuracy": 0.1}))
+    (runs[0] / "summary.json").write_text(json.dumps({"problems": 2, "searches": 4, "accuracy": 0.1}))
     run_a = load_run(runs[0])
     assert run_a.summary_source == "recomputed" and run_a.summary["accuracy"] == 0.75
 

@@ -170,3 +170,35 @@ def test_rollout_command_on_humaneval_ignores_the_mbpp_path(tmp_path, tiny_model
     ])
     assert code == 0
     assert [r["problem_id"] for r in read_trajectories(out)][0].startswith("HumanEval/")
+
+
+TIMING_FIELDS = {"generate_s", "duration_s", "wall_s"}
+
+
+def _without_timings(value):
+    """A record with its wall-clock fields removed (the only fields allowed to differ)."""
+    if isinstance(value, dict):
+        return {k: _without_timings(v) for k, v in value.items() if k not in TIMING_FIELDS}
+    if isinstance(value, list):
+        return [_without_timings(v) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("seeding", ["step", "trajectory"])
+def test_the_same_seeded_rollout_command_twice_gives_identical_records(tmp_path, problems_file, tiny_model_dir, seeding):
+    """Seeded reruns on one machine are bit-reproducible apart from wall-clock fields, as long as
+    no program runs near the time limit (docs/results.md, "Seeded reruns")."""
+    from mucode.cli import main
+
+    runs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        code = main([
+            "rollout", "--model", str(tiny_model_dir), "--problems", str(problems_file), "--rollouts", "2", "--turns", "3",
+            "--temperature", "1.0", "--max-new-tokens", "12", "--seed", "7", "--seeding", seeding, "--max-live", "3",
+            "--workers", "1", "--out", str(out),
+        ])  # fmt: skip
+        assert code == 0
+        runs.append([_without_timings(r) for r in read_trajectories(out)])
+    assert len(runs[0]) == 8 and runs[0] == runs[1]
+    assert len({r["turns"][0]["reply"] for r in runs[0]}) > 1  # sampled, not one fixed reply

@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mucode.execution import Executor, Limits
 from mucode.generation.base import SamplingParams
@@ -188,6 +189,24 @@ def test_a_search_stops_at_its_first_selected_public_pass_and_spends_no_more_gen
     assert counting.conversations[3][-1]["content"] == other.turns[0].feedback  # feedback extends the history
 
 
+# OTHER's chat exactly (so the identity model answers it with IDENTITY), but a private test that the
+# identity program passes: an answer that fails the public test and passes the private one.
+HIDDEN = Problem("hidden", "test", OTHER.prompt, OTHER.public_tests, (AssertTest("assert f(2) == 2"),))
+
+
+def test_an_answer_failing_the_public_test_is_incorrect_even_when_it_passes_the_private_ones(identity_model_dir, executor):
+    from mucode.generation.hf import TransformersGenerator
+
+    generator = TransformersGenerator.from_pretrained(str(identity_model_dir))
+    greedy = SamplingParams(temperature=0.0, max_new_tokens=16)
+    (record,) = search_problems([HIDDEN], generator, executor, n=1, selector="pt", turns=1, sampling=greedy)
+    answer = record.turns[-1].chosen
+    assert answer.program == IDENTITY and (answer.public_passed, answer.private_passed) == (False, True)
+    assert not answer.correct and not record.correct
+    assert summarize_searches([record], max_turns=1)["accuracy"] == 0.0
+    assert summarize_searches([record], max_turns=1)["private_only_accuracy"] == 1.0
+
+
 def test_searches_are_seeded_per_search_not_per_batch(generator, executor, problems_file):
     problems = load(problems_file)[:2]
     run = lambda **kw: search_problems(problems, generator, executor, n=2, selector="random", turns=2, sampling=SAMPLED, **kw)
@@ -288,7 +307,7 @@ def test_search_command_writes_the_agreed_files(tmp_path, tiny_model_dir, proble
     assert code == 0 and "by turn: t1=" in printed and "tokens:" in printed
     run = json.loads((out / "run.json").read_text())
     assert run["model"] == str(tiny_model_dir) and run["verifier"] is None and run["problem_ids"] == ["p0", "p1", "p2"]
-    assert set(run["protocol"]) == {"public_private_rule", "stopping_rule", "n", "turns", "temperature", "timeout_s", "selector", "searches"}
+    assert set(run["protocol"]) == {"public_private_rule", "stopping_rule", "n", "turns", "temperature", "timeout_s", "selector", "searches", "preamble", "feedback"}
     assert "torch" in run["package_versions"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["problems"] == 3 and summary["searches"] == 6 and len(summary["accuracy_by_turn"]) == 2
@@ -299,7 +318,7 @@ def test_search_command_writes_the_agreed_files(tmp_path, tiny_model_dir, proble
         "completion_tokens", "tokens_saved", "generate_s", "wall_s",
     }
     assert set(record["turns"][0]) == {"candidates", "selected", "feedback"}
-    assert set(record["turns"][0]["candidates"][0]) == {"reply", "program", "public_passed", "correct", "score", "completion_tokens"}
+    assert set(record["turns"][0]["candidates"][0]) == {"reply", "program", "public_passed", "correct", "private_passed", "score", "completion_tokens"}
     assert (out / "config.yaml").is_file()
 
 
@@ -324,25 +343,28 @@ def stored(pid: str, search: int, turns: list[list[tuple[bool, bool]]], selected
 
 
 def test_summary_numbers_on_constructed_records():
-    F, P, C = (False, False), (True, True), (False, True)  # fail, public pass and correct, correct but public fail
+    # (public passed, stored `correct`); C: passes the private tests but fails the public one, which
+    # the paper's rule (all tests) counts as incorrect
+    F, P, C = (False, False), (True, True), (False, True)
     records = [
         stored("a", 0, [[F, P]], [1]),  # solved at turn 1
-        stored("a", 1, [[F, F], [F, C], [P, F]], [0, 1, 0]),  # correct at turn 2 (not public), answer at 3 correct
+        stored("a", 1, [[F, F], [F, C], [P, F]], [0, 1, 0]),  # private-only pass at turn 2, answer at 3 correct
         stored("b", 0, [[F, F], [F, F], [F, F]], [0, 0, 0]),  # never
-        stored("b", 1, [[C, F], [F, F], [F, C]], [0, 1, 1]),  # correct at turns 1 and 3
+        stored("b", 1, [[C, F], [F, F], [F, C]], [0, 1, 1]),  # private-only passes at turns 1 and 3: never correct
     ]
     summary = summarize_searches(records, max_turns=3)
     assert summary["problems"] == 2 and summary["searches"] == 4
-    assert summary["accuracy_by_turn"] == [0.5, 0.5, 0.75]
-    assert summary["accuracy"] == 0.75  # a0, a1, b1 correct; b0 not
+    assert summary["accuracy_by_turn"] == [0.25, 0.25, 0.5]
+    assert summary["accuracy"] == 0.5  # a0, a1 correct; b0, b1 not
     assert summary["public_pass_rate"] == 0.5
-    assert summary["any_of_s_accuracy"] == 1.0
-    # by search index: index 0 -> (a yes, b no) 0.5; index 1 -> (a yes, b yes) 1.0
+    assert summary["any_of_s_accuracy"] == 0.5
+    # by search index: index 0 -> (a yes, b no) 0.5; index 1 -> (a yes, b no) 0.5
     spread = summary["accuracy_spread"]
-    assert spread["mean"] == 0.75 and spread["std"] == pytest.approx(0.5 ** 0.5 / 2) and spread["n"] == 2
-    assert spread["ci95_low"] < 0.75 < spread["ci95_high"]
-    # turn-1 candidates: problem a 4 samples, 1 correct; problem b 4 samples, 1 correct
-    assert summary["pass_at_k"] == {"1": pytest.approx(0.25), "2": pytest.approx(0.5)}
+    assert spread["mean"] == 0.5 and spread["std"] == 0.0 and spread["n"] == 2
+    # over problems: a 2/2, b 0/2 -> bootstrap means 0, 0.5 or 1
+    assert summary["accuracy_ci95"]["low"] == 0.0 and summary["accuracy_ci95"]["high"] == 1.0
+    # turn-1 candidates: problem a 4 samples, 1 correct; problem b 4 samples, none correct (C fails public)
+    assert summary["pass_at_k"] == {"1": pytest.approx(0.125), "2": pytest.approx(0.25)}
     assert summary["completion_tokens"] == 10 * (2 + 6 + 6 + 6)
     assert summary["tokens_saved"] == 2 * 2 * 10  # only a0 stopped early
     lone = summarize_searches(records[:1], max_turns=3)
@@ -351,8 +373,10 @@ def test_summary_numbers_on_constructed_records():
 
 
 def test_answer_by_turn_keeps_the_first_public_pass():
-    record = stored("a", 0, [[(False, True)], [(True, False)]], [0, 0], max_turns=3)
-    assert summarize_searches([record], max_turns=3)["accuracy_by_turn"] == [1.0, 0.0, 0.0]
+    record = stored("a", 0, [[(False, False)], [(True, True)]], [0, 0], max_turns=3)
+    assert summarize_searches([record], max_turns=3)["accuracy_by_turn"] == [0.0, 1.0, 1.0]
+    wrong = stored("a", 0, [[(False, True)], [(True, False)]], [0, 0], max_turns=3)
+    assert summarize_searches([wrong], max_turns=3)["accuracy_by_turn"] == [0.0, 0.0, 0.0]
 
 
 def test_search_command_on_humaneval_ignores_the_mbpp_path(tmp_path, tiny_model_dir, mbpp_dir):
@@ -366,3 +390,25 @@ def test_search_command_on_humaneval_ignores_the_mbpp_path(tmp_path, tiny_model_
     ])
     assert code == 0
     assert json.loads((out / "run.json").read_text())["problem_ids"][0].startswith("HumanEval/")
+
+
+def test_search_with_a_list_of_n_runs_one_search_per_n_and_reports_accuracy_against_n(tmp_path, tiny_model_dir, problems_file, capsys):
+    from mucode.cli import main
+
+    out = tmp_path / "sweep"
+    code = main([
+        "search", "--model", str(tiny_model_dir), "--problems", str(problems_file), "--n", "1,2", "--selector", "pt",
+        "--turns", "1", "--searches", "2", "--temperature", "1.0", "--max-new-tokens", "4", "--workers", "1", "--seed", "3",
+        "--out", str(out),
+    ])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 0 and "report:" in printed
+    configs = {name: yaml.safe_load((out / name / "config.yaml").read_text()) for name in ("n1", "n2", "greedy")}
+    assert [configs[k]["n"] for k in ("n1", "n2", "greedy")] == [1, 2, 1]
+    assert {c["seed"] for c in configs.values()} == {3} and configs["greedy"]["temperature"] == 0.0
+    assert len(read_searches(out / "n2")) == 6 and len(read_searches(out / "greedy")) == 3
+    report = (out / "report" / "report.md").read_text()
+    assert (out / "report" / "accuracy_vs_n.png").is_file() and "accuracy_vs_n.png" in report
+    assert "| n1 |" in report and "| n2 |" in report and "| greedy |" in report
+    assert main(["search", "--n", "1,x", "--out", str(tmp_path / "bad")]) != 0
+    assert "Error: got --n '1,x'" in capsys.readouterr().err

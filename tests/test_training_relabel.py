@@ -152,11 +152,13 @@ def test_multi_star_keeps_successful_trajectories_only():
 
 
 def test_star_keeps_correct_first_turns_only():
-    records = RECORDS + [make_record("D", 0, [T, F, F], max_turns=3)]  # correct first turn, public failed, went on
+    # D's first turn passed the private tests but failed the public one (so it went on): under the
+    # paper's rule (correct = all tests) it is not a correct program and is not imitated
+    records = RECORDS + [make_record("D", 0, [T, F, F], max_turns=3)]
     result = relabel(trajectories(records), "star", options=RelabelOptions(dedupe=False))
-    assert {(e.problem_id, e.rollout, e.state, e.completion) for e in result.examples} == {("A", 1, 0, reply("A", 1, 0)), ("D", 0, 0, reply("D", 0, 0))}
+    assert {(e.problem_id, e.rollout, e.state, e.completion) for e in result.examples} == {("A", 1, 0, reply("A", 1, 0))}
     assert all(len(e.prompt) == 1 and e.prompt[0]["role"] == "user" for e in result.examples)
-    assert result.stats.solved == 2
+    assert result.stats.solved == 1
 
 
 def test_dedupe_keeps_one_copy_of_repeated_examples():

@@ -21,7 +21,7 @@ from mucode.config import load_config  # noqa: E402
 from mucode.generation.base import SamplingParams  # noqa: E402
 from mucode.generation.hf import TransformersGenerator  # noqa: E402
 from mucode.training.config import PRESETS, GeneratorTrainConfig, generator_config  # noqa: E402
-from mucode.training.sft import build_trainer, drop_too_long, load_generator, read_sft_rows, sft_config, train_generator  # noqa: E402
+from mucode.training.sft import build_trainer, drop_too_long, fit_to_length, load_generator, read_sft_rows, sft_config, train_generator  # noqa: E402
 
 PROMPT = [{"role": "user", "content": "Write add(a, b)."}]
 REPLY = "def add(a, b):\n    return a + b"
@@ -154,6 +154,26 @@ def test_over_long_examples_are_left_out_not_cut(tiny_model_dir):
     rows = [row(PROMPT, REPLY), row(PROMPT, REPLY * 40)]
     kept, too_long = drop_too_long(rows, tokenizer, max_length=64)
     assert kept == rows[:1] and too_long == 1
+    fit = fit_to_length(rows, tokenizer, max_length=64)  # no earlier attempt to remove: left out
+    assert fit.rows == rows[:1] and (fit.truncated, fit.dropped) == (0, 1)
+
+
+def test_long_contexts_lose_their_oldest_attempts_first_and_keep_the_target_whole(tiny_model_dir):
+    from mucode.training.sft import sequence_length
+
+    _, tokenizer = load_generator(str(tiny_model_dir))
+    attempts = []
+    for k in range(3):  # three earlier attempts, the oldest first
+        attempts += [{"role": "assistant", "content": f"def add(a, b):\n    return {k}  # attempt {k} " + "x" * 60},
+                     {"role": "user", "content": f"Feedback: attempt {k} failed " + "y" * 60}]  # fmt: skip
+    long_row = row(PROMPT + attempts, REPLY)
+    full = sequence_length(tokenizer, long_row)
+    one_attempt = sequence_length(tokenizer, row(PROMPT + attempts[4:], REPLY))
+    fit = fit_to_length([long_row], tokenizer, max_length=one_attempt)
+    assert full > one_attempt and (fit.truncated, fit.dropped, fit.attempts_removed) == (1, 0, 2)
+    (kept,) = fit.rows
+    assert kept["prompt"] == PROMPT + attempts[4:]  # the newest attempt stays, the problem stays
+    assert kept["completion"] == long_row["completion"]  # the target is whole
 
 
 def test_bad_data_and_configs_give_clear_errors(tmp_path):

@@ -71,6 +71,13 @@ def test_turn_labels():
     assert turn_label(0, 1, None) is None  # private tests not run
 
 
+def test_a_stored_final_turn_that_failed_its_public_test_is_a_negative():
+    record = make_record("Z", 0, [F, F, T])  # written under the private-only rule: `correct` True
+    record["turns"][-1]["public"] = {"passed": False, "verdicts": []}
+    final = candidates_from_records([record])[-1]
+    assert final.correct is False and final.label is False
+
+
 def test_labels_on_the_worked_example():
     candidates = candidates_from_records(WORKED)
     assert len(candidates) == 2 + 1 + 3 + 2 + 2 + 1 + 1 + 2 + 1

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Mapping, Protocol, Sequence
 
 from mucode.extraction import extract_code
+from mucode.problems.prelude import DEFAULT_PREAMBLE, PREAMBLES, program_to_run
 from mucode.prompts import Message, PromptConfig, initial_messages, render_feedback
 from mucode.types import ExecResult, Problem, Test
 
@@ -52,8 +53,8 @@ class Turn:
     """One attempt: what the model said, what ran, and how it did.
 
     `feedback` is the user message that follows this turn (rendered from `public` only).
-    `correct` is whether `program` passes the private tests (the public ones when the problem has
-    no private tests); None when the private tests were not run on this turn.
+    `correct` is whether `program` passes ALL the problem's tests, public and private (the paper's
+    rule); None when the private tests were not run on this turn.
     Token counts and `generate_s` are filled by engines that know them, else None.
     """
 
@@ -78,6 +79,8 @@ class Turn:
         fields = dict(data)
         fields["public"] = ExecResult.from_dict(data["public"])
         fields["private"] = ExecResult.from_dict(data["private"]) if data.get("private") is not None else None
+        if fields.get("correct") is not None:  # records written before the all-tests rule stored private-only
+            fields["correct"] = bool(fields["correct"]) and fields["public"].passed
         return cls(**fields)
 
 
@@ -86,7 +89,9 @@ class Episode:
     """The state of one multi-turn attempt at `problem`.
 
     `prompt` holds the first messages ([system?] + user), rendered from the problem and
-    `prompt_config` unless given. `turns` grows through `record` (or `advance`).
+    `prompt_config` unless given. `turns` grows through `record` (or `advance`). `preamble`
+    says what runs before each program (`mucode.problems.prelude`: none, the problem's prelude,
+    or the reference code's imports and the prelude).
     """
 
     problem: Problem
@@ -94,8 +99,10 @@ class Episode:
     prompt_config: PromptConfig = field(default_factory=PromptConfig)
     turns: list[Turn] = field(default_factory=list)
     prompt: list[Message] = field(default_factory=list)
+    preamble: str = DEFAULT_PREAMBLE
 
     def __post_init__(self) -> None:
+        _check_choice("preamble", self.preamble, PREAMBLES)
         if self.max_turns < 1:
             raise ValueError(f"got max_turns={self.max_turns}; it must be >= 1 (use max_turns=1 for single-turn)")
         if not self.problem.public_tests:
@@ -116,7 +123,7 @@ class Episode:
 
     @property
     def correct(self) -> bool:
-        """Whether the answer so far (the last turn's program) passes the private tests."""
+        """Whether the answer so far (the last turn's program) passes all tests, public and private."""
         if not self.turns:
             raise ValueError(f"episode of problem {self.problem.id!r} has no turns yet")
         return self.correct_at(len(self.turns))
@@ -148,6 +155,10 @@ class Episode:
             messages.append({"role": "assistant", "content": turn.reply})
             messages.append({"role": "user", "content": turn.feedback or ""})
         return messages
+
+    def job(self, program: str, tests: Sequence[Test]) -> tuple[str, Sequence[Test], str]:
+        """The sandbox job that runs `program` (with this episode's preamble) against `tests`."""
+        return program_to_run(program, self.problem, self.preamble), tests, self.problem.setup_code
 
     @property
     def messages(self) -> list[Message]:
@@ -204,7 +215,7 @@ class Episode:
     def _correct(self, public: ExecResult, private: ExecResult | None) -> bool | None:
         if not self.problem.private_tests:
             return public.passed
-        return private.passed if private is not None else None
+        return public.passed and private.passed if private is not None else None
 
     def _check_result(self, result: ExecResult, tests: Sequence[Test], which: str) -> None:
         if len(result.verdicts) != len(tests):
@@ -223,6 +234,7 @@ class Episode:
             "problem": problem,
             "max_turns": self.max_turns,
             "prompt_config": asdict(self.prompt_config),
+            "preamble": self.preamble,
             "prompt": [dict(m) for m in self.prompt],
             "turns": [t.to_dict() for t in self.turns],
             "done": self.done,
@@ -241,6 +253,7 @@ class Episode:
             prompt_config=PromptConfig(**data.get("prompt_config", {})),
             turns=[Turn.from_dict(t) for t in data["turns"]],
             prompt=[dict(m) for m in data["prompt"]],
+            preamble=data.get("preamble", "none"),  # episodes stored before preambles ran without one
         )
 
 
@@ -267,7 +280,8 @@ def advance(
     if run_private == "every_turn":
         public, private = _run_public_and_private(episodes, programs, executor, progress)
     else:
-        public = executor.run_many([(p, ep.problem.public_tests, ep.problem.setup_code) for ep, p in zip(episodes, programs)], progress=progress)
+        jobs = [ep.job(p, ep.problem.public_tests) for ep, p in zip(episodes, programs)]
+        public = executor.run_many(jobs, progress=progress)
         private = _run_private_where_final(episodes, programs, public, executor, progress)
     return [
         ep.record(reply, pub, priv, program=program)
@@ -287,7 +301,7 @@ def _run_public_and_private(
     episodes: Sequence[Episode], programs: Sequence[str], executor: ExecutorLike, progress: bool
 ) -> tuple[list[ExecResult], list[ExecResult | None]]:
     """One sandboxed run per program against public + private tests, split afterwards."""
-    jobs = [(p, ep.problem.public_tests + ep.problem.private_tests, ep.problem.setup_code) for ep, p in zip(episodes, programs)]
+    jobs = [ep.job(p, ep.problem.public_tests + ep.problem.private_tests) for ep, p in zip(episodes, programs)]
     public, private = [], []
     for ep, result in zip(episodes, executor.run_many(jobs, progress=progress)):
         pub, priv = split_result(result, len(ep.problem.public_tests))
@@ -305,7 +319,7 @@ def _run_private_where_final(
 ) -> list[ExecResult | None]:
     """Private results for the turns that end their episode (None elsewhere)."""
     wanted = [bool(ep.problem.private_tests) and ep.ends_with(pub) for ep, pub in zip(episodes, public)]
-    jobs = [(p, ep.problem.private_tests, ep.problem.setup_code) for ep, p, w in zip(episodes, programs, wanted) if w]
+    jobs = [ep.job(p, ep.problem.private_tests) for ep, p, w in zip(episodes, programs, wanted) if w]
     results = iter(executor.run_many(jobs, progress=progress) if jobs else [])
     return [next(results) if w else None for w in wanted]
 
@@ -318,11 +332,12 @@ def run_episodes(
     prompt_config: PromptConfig | None = None,
     *,
     run_private: RunPrivate = "every_turn",
+    preamble: str = DEFAULT_PREAMBLE,
 ) -> list[Episode]:
     """Run one episode per problem, advancing all unfinished ones together each turn:
     `generate` gets the chats of the unfinished episodes and returns one reply per chat."""
     config = prompt_config or PromptConfig()
-    episodes = [Episode(p, max_turns=max_turns, prompt_config=config) for p in problems]
+    episodes = [Episode(p, max_turns=max_turns, prompt_config=config, preamble=preamble) for p in problems]
     while active := [ep for ep in episodes if not ep.done]:
         replies = generate([ep.pending_messages() for ep in active])
         if len(replies) != len(active):
@@ -339,10 +354,12 @@ def run_episode(
     prompt_config: PromptConfig | None = None,
     *,
     run_private: RunPrivate = "every_turn",
+    preamble: str = DEFAULT_PREAMBLE,
 ) -> Episode:
     """One episode of `problem` with `generate(messages) -> reply`."""
     batch = lambda chats: [generate(chat) for chat in chats]  # noqa: E731
-    return run_episodes([problem], batch, executor, max_turns, prompt_config, run_private=run_private)[0]
+    episodes = run_episodes([problem], batch, executor, max_turns, prompt_config, run_private=run_private, preamble=preamble)
+    return episodes[0]
 
 
 def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:

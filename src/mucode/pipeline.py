@@ -2,7 +2,9 @@
 
     iter0/rollouts   base generator on the training problems
     iter0/verifier   verifier trained (from the base model) on iter0's trajectories
-    iterI/sft        relabeled data (expert = verifier of iteration I-1) over the rollouts of iterations < I
+    iterI/sft        training data of generator I (see `union`): by default (the paper's union) the data
+                     of iteration I-1 (its rollouts relabeled by verifier I-1) added to iter{I-1}/sft's,
+                     which stays as it was (D0 relabeled by V0 is never relabeled again)
     iterI/generator  generator fine-tuned from the base model on iterI/sft
     iterI/rollouts   that generator on the training problems
     iterI/verifier   verifier trained from the base model on the rollouts of iterations <= I
@@ -37,6 +39,8 @@ Say = Callable[[str], None]
 DONE = ".done.json"
 TINY_MODEL = "tiny-random"  # built locally by the smoke preset: no download
 METHODS = ("mucode", "multi-star", "star")
+UNIONS = ("paper", "relabel-all")
+PART = "part.jsonl"  # iterI/sft/part.jsonl: the rollouts of iteration I-1 relabeled by verifier I-1
 # Fields that may change when a run is resumed: they change speed, not results.
 THROUGHPUT_ONLY = {"max_live", "workers"}
 
@@ -72,6 +76,10 @@ class PipelineConfig:
     top_m: int = field(default=3, metadata={"help": "Failed trajectories per problem relabeled with the expert program."})
     expert_rank: str = field(default="combined", metadata={"help": "Expert program: combined (100*oracle + verifier), verifier, oracle.", "choices": ["combined", "verifier", "oracle"]})
     unsolved: str = field(default="drop", metadata={"help": "Problems without a correct program: drop, or keep the verifier's best.", "choices": ["drop", "keep"]})
+    dedupe: bool = field(default=True, metadata={"help": "Keep one copy of repeated (prompt, completion) SFT examples (the reference keeps every copy)."})
+    union: str = field(default="paper", metadata={"help": "paper: D_{I-1} (rollouts of iteration I-1 relabeled by verifier I-1) joins the earlier iterations' data unchanged; relabel-all: every earlier iteration's rollouts relabeled again by the latest verifier, the expert chosen across iterations.", "choices": list(UNIONS)})
+    preamble: str = field(default="problem", metadata={"help": "What runs before each program in rollouts and searches: none, problem, reference.", "choices": ["none", "problem", "reference"]})
+    feedback: str = field(default="rich", metadata={"help": "Feedback wording in rollouts and searches: rich or reference.", "choices": ["rich", "reference"]})
     max_sft_examples: int | None = field(default=None, metadata={"help": "Seeded subsample of the relabeled examples (a CPU budget); all if unset."})
     eval_problems: list[str] = field(default_factory=lambda: ["mbpp:test", "humaneval"], metadata={"help": "Evaluation problem sets."})
     eval_limit: int | None = field(default=None, metadata={"help": "Seeded subset of this many problems per evaluation set."})
@@ -85,6 +93,8 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method: got {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.union not in UNIONS:
+            raise ValueError(f"union: got {self.union!r}; choose one of {', '.join(UNIONS)}")
         for name in ("rollouts", "turns", "max_new_tokens", "max_live", "eval_n", "eval_searches", "top_m"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: got {getattr(self, name)}; it must be >= 1")
@@ -97,10 +107,15 @@ class PipelineConfig:
 # Starting points, not tuned results. `paper` is METHOD.md §2-§3 (GPUs); `demo` is the README's main
 # job (the embedded default model, the whole method on 2 CPU cores); `smoke` checks the plumbing in CI.
 PRESETS: dict[str, dict[str, Any]] = {
+    # `paper` also takes the reference code's settings (docs/pipeline.md, "paper / reference code /
+    # mucode default"): its import block and prelude, its feedback text, unsolved problems kept
+    # with the verifier's best program, no dedupe, 10 s per test, the paper's lengths.
     "paper": {
         "model": "meta-llama/Llama-3.2-1B-Instruct", "dtype": "bfloat16", "rollouts": 15, "iterations": 2,
         "verifier_preset": "paper", "generator_preset": "paper", "eval_searches": 10, "eval_n": 5,
-        "eval_selectors": ["random", "lv", "pt", "pt+lv"],
+        "eval_selectors": ["random", "lv", "pt", "pt+lv"], "union": "paper", "preamble": "reference",
+        "feedback": "reference", "unsolved": "keep", "dedupe": False, "timeout_s": 10.0,
+        "generator": {"max_length": 8192}, "verifier": {"max_length": 2048},
     },
     "demo": {
         "model": "smollm2-135m", "limit": 10, "rollouts": 4, "turns": 2, "max_new_tokens": 128, "max_live": 40,
@@ -227,6 +242,7 @@ class Pipeline:
             model=model, problems=c.problems, problems_path=c.problems_path, limit=c.limit, rollouts=c.rollouts,
             turns=c.turns, temperature=c.temperature, top_p=c.top_p, max_new_tokens=c.max_new_tokens, seed=c.seed,
             dtype=c.dtype, max_live=c.max_live, workers=c.workers, timeout_s=c.timeout_s, out=str(folder),
+            preamble=c.preamble, feedback=c.feedback,
         )
         stats = run_rollouts(config, progress=self.progress)
         summary = summarize(read_trajectories(folder))
@@ -307,6 +323,7 @@ class Pipeline:
         return {"model": str(result.model_dir), "seconds_training": round(result.seconds, 1)}
 
     def relabel(self, iteration: int, folder: Path) -> dict[str, Any]:
+        """iterI/sft/all.jsonl (see `union`), then its seeded subsample sft.jsonl."""
         from mucode.training.relabel import RelabelOptions, build_sft_data
 
         c = self.config
@@ -315,11 +332,28 @@ class Pipeline:
             from mucode.verifier import VerifierScorer
 
             scorer = VerifierScorer.load(str(self.out / f"iter{iteration - 1}/verifier"), progress=self.progress)
-        options = RelabelOptions(top_m=c.top_m, expert_rank=c.expert_rank, unsolved=c.unsolved, seed=c.seed)
-        rollouts = [self.out / f"iter{i}/rollouts" for i in range(iteration)]
-        stats = build_sft_data(c.method, rollouts, folder / "all.jsonl", scorer=scorer, options=options, progress=self.progress)
+        options = RelabelOptions(
+            top_m=c.top_m, expert_rank=c.expert_rank, unsolved=c.unsolved, dedupe=c.dedupe, seed=c.seed
+        )
+        if c.union == "relabel-all":
+            rollouts = [self.out / f"iter{i}/rollouts" for i in range(iteration)]
+            stats = build_sft_data(
+                c.method, rollouts, folder / "all.jsonl", scorer=scorer, options=options, progress=self.progress
+            )
+            parts: list[str] = []
+        else:
+            rollouts = [self.out / f"iter{iteration - 1}/rollouts"]
+            stats = build_sft_data(
+                c.method, rollouts, folder / PART, scorer=scorer, options=options, progress=self.progress
+            )
+            parts = [str(self.out / f"iter{i}/sft" / PART) for i in range(1, iteration + 1)]
+            concatenate_jsonl([Path(p) for p in parts], folder / "all.jsonl")
         kept = subsample_jsonl(folder / "all.jsonl", folder / "sft.jsonl", c.max_sft_examples, c.seed + iteration)
-        return {"examples": kept, "relabeled": stats.to_dict()}
+        relabeled_by = str(self.out / f"iter{iteration - 1}/verifier") if scorer else None
+        return {
+            "examples": kept, "relabeled": stats.to_dict(), "union": c.union, "parts": parts,
+            "rollouts": [str(r) for r in rollouts], "relabeled_by": relabeled_by,
+        }  # fmt: skip
 
     def train_generator(self, iteration: int, folder: Path) -> dict[str, Any]:
         from mucode.training.sft import train_generator
@@ -357,7 +391,8 @@ class Pipeline:
         config = SearchConfig(
             model=model, problems=problems, problems_path=c.problems_path, limit=c.eval_limit, seed=c.seed, turns=c.turns,
             top_p=c.top_p, max_new_tokens=c.eval_max_new_tokens or c.max_new_tokens, dtype=c.dtype, max_live=c.max_live,
-            workers=c.workers, timeout_s=c.timeout_s, out=str(folder), **mode,
+            workers=c.workers, timeout_s=c.timeout_s, out=str(folder), preamble=c.preamble, feedback=c.feedback,
+            **mode,
         )
         summary = run_search(config, progress=self.progress)
         return {key: summary.metrics.get(key) for key in ("accuracy", "accuracy_by_turn", "public_pass_rate", "completion_tokens", "tokens_saved")}
@@ -397,6 +432,13 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         lines.append(f"{r['run']:<{width}}  {_pct(r['accuracy']):>8}  {_pct(r['turn1']):>6}  {_pct(r['public_pass_rate']):>11}  {r['tokens'] or 0:>6}")
     return "\n".join(lines)
+
+
+def concatenate_jsonl(sources: list[Path], dest: Path) -> int:
+    """dest = the lines of `sources` in order; returns the number of lines."""
+    lines = [line for source in sources for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
+    dest.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return len(lines)
 
 
 def subsample_jsonl(source: Path, dest: Path, limit: int | None, seed: int) -> int:

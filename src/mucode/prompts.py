@@ -8,7 +8,10 @@ the OpenAI API. Defaults follow METHOD.md §4 and the reference code's wording:
                  feedback_message(public_result, problem.public_tests)]
 
 Feedback is built from the public tests' verdicts only (private results are never shown), is
-deterministic (no timings, no paths) and is cut to `PromptConfig.max_feedback_chars`.
+deterministic (no timings, no paths) and is cut to `PromptConfig.max_feedback_chars`. Two
+wordings (`PromptConfig.feedback`): "rich" (default: the failed test, expected and actual values)
+and "reference", the reference code's text: "Feedback: " then "Code passed all tests", the raw
+error (for a failed assert: the assert line and `AssertionError`) or "Code execution timed out".
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from mucode.types import AssertTest, ExecResult, IOTest, Problem, Status, Test, 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
 
 _TRUNCATION_MARK = "\n[... {n} characters cut ...]\n"
+FEEDBACK_STYLES = ("rich", "reference")
+REFERENCE_PASSED = "Code passed all tests"
+REFERENCE_TIMEOUT = "Code execution timed out"
 _HEADLINES = {Status.TIMEOUT: "Timed out on test:", Status.CRASHED: "Crashed on test:", Status.ERROR: "Error on test:"}
 
 
@@ -67,8 +73,11 @@ class PromptConfig:
     retry_instruction: str = field(default="", metadata={"help": "Appended after a failure; '' for nothing."})
     max_failures_shown: int = field(default=1, metadata={"help": "Failing public tests described in the feedback (>= 1)."})
     max_feedback_chars: int = field(default=2000, metadata={"help": "Feedback body longer than this is cut in the middle (>= 100)."})
+    feedback: str = field(default="rich", metadata={"help": "Feedback wording: rich or reference (the reference code's text).", "choices": list(FEEDBACK_STYLES)})
 
     def __post_init__(self) -> None:
+        if self.feedback not in FEEDBACK_STYLES:
+            raise ValueError(f"got feedback={self.feedback!r}; choose one of {', '.join(FEEDBACK_STYLES)}")
         if self.max_failures_shown < 1:
             raise ValueError(f"got max_failures_shown={self.max_failures_shown}; it must be >= 1")
         if self.max_feedback_chars < 100:
@@ -123,8 +132,25 @@ def render_feedback(result: ExecResult, tests: Sequence[Test], config: PromptCon
     config = config or PromptConfig()
     if len(result.verdicts) != len(tests):
         raise ValueError(f"got {len(result.verdicts)} verdicts for {len(tests)} tests; pass the tests the result was run on")
+    if config.feedback == "reference":
+        return f"{config.feedback_prefix} {truncate_middle(_reference_body(result, tests), config.max_feedback_chars)}"
     body = _feedback_body(result, tests, config)
     return f"{config.feedback_prefix}\n{truncate_middle(body, config.max_feedback_chars)}"
+
+
+def _reference_body(result: ExecResult, tests: Sequence[Test]) -> str:
+    """The reference code's feedback: its success text, its timeout text, or the first error."""
+    if result.passed:
+        return REFERENCE_PASSED
+    failing = [(t, v) for t, v in zip(tests, result.verdicts) if not v.passed]
+    if not failing:
+        return "No public tests were run."
+    test, verdict = failing[0]
+    if verdict.status is Status.TIMEOUT:
+        return REFERENCE_TIMEOUT
+    if verdict.status is Status.FAILED and isinstance(test, AssertTest):
+        return f"{test.code.strip()}\nAssertionError"
+    return verdict.message.strip()
 
 
 def _feedback_body(result: ExecResult, tests: Sequence[Test], config: PromptConfig) -> str:

@@ -26,7 +26,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from mucode.config import config_to_dict, save_config
 from mucode.episode import Episode, ExecutorLike, Turn, advance
 from mucode.generation.base import Completion, Generator, SamplingParams, derive_seed
-from mucode.prompts import PromptConfig
+from mucode.problems.prelude import DEFAULT_PREAMBLE, PREAMBLES
+from mucode.prompts import FEEDBACK_STYLES, PromptConfig
 from mucode.types import Problem
 
 TRAJECTORIES = "trajectories.jsonl"
@@ -74,8 +75,14 @@ class RolloutConfig:
     ray: str | None = field(default=None, metadata={"help": "Spread the work over a Ray cluster: 'auto' (RAY_ADDRESS or a running `ray start`), 'local' (start one here) or HOST:PORT."})
     ray_actors: int | None = field(default=None, metadata={"help": "Ray actors, each with its own generator and sandbox (default: cluster CPUs / CPUs per actor)."})
     ray_gpus_per_actor: float = field(default=0.0, metadata={"help": "GPUs reserved for each Ray actor (hf or vllm backends on GPU nodes)."})
+    preamble: str = field(default=DEFAULT_PREAMBLE, metadata={"help": "What runs before each program: none, problem (the problem's prelude), reference (the reference code's imports + the prelude).", "choices": list(PREAMBLES)})
+    feedback: str = field(default="rich", metadata={"help": "Feedback wording: rich or reference (the reference code's text).", "choices": list(FEEDBACK_STYLES)})
 
     def __post_init__(self) -> None:
+        if self.preamble not in PREAMBLES:
+            raise ValueError(f"got preamble={self.preamble!r}; choose one of {', '.join(PREAMBLES)}")
+        if self.feedback not in FEEDBACK_STYLES:
+            raise ValueError(f"got feedback={self.feedback!r}; choose one of {', '.join(FEEDBACK_STYLES)}")
         for name in ("rollouts", "turns", "max_new_tokens", "max_live", "tensor_parallel_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"got {name}={getattr(self, name)}; it must be >= 1")
@@ -273,6 +280,7 @@ def collect_rollouts(
     on_trajectory: Callable[[dict[str, Any], RolloutStats], None] | None = None,
     seeding: str = "step",
     parallel_calls: bool = False,
+    preamble: str = DEFAULT_PREAMBLE,
 ) -> RolloutStats:
     """Run every (problem, rollout) not yet in `store` and append each finished trajectory.
 
@@ -293,7 +301,7 @@ def collect_rollouts(
     step = 0
     with ThreadPoolExecutor(1, thread_name_prefix="mucode-rollout-exec") as background:
         while True:
-            live.extend(_refill(pending, max_live - len(live), turns, prompt_config))
+            live.extend(_refill(pending, max_live - len(live), turns, prompt_config, preamble))
             if not live:
                 break
             halves = [live[: (len(live) + 1) // 2], live[(len(live) + 1) // 2 :]] if overlap else [live]
@@ -333,10 +341,10 @@ def collect_rollouts(
     return stats
 
 
-def _refill(pending: Iterator[tuple[Problem, int]], room: int, turns: int, prompt_config: PromptConfig) -> list[_Live]:
+def _refill(pending: Iterator[tuple[Problem, int]], room: int, turns: int, prompt_config: PromptConfig, preamble: str) -> list[_Live]:
     fresh = []
     for problem, index in pending:
-        fresh.append(_Live(Episode(problem, max_turns=turns, prompt_config=prompt_config), index))
+        fresh.append(_Live(Episode(problem, max_turns=turns, prompt_config=prompt_config, preamble=preamble), index))
         if len(fresh) >= room:
             break
     return fresh
@@ -452,6 +460,7 @@ def _run_rollouts(config: RolloutConfig, progress: bool) -> RolloutStats:
                 problems, generator, executor, store, rollouts=config.rollouts, turns=config.turns,
                 params=config.sampling(), max_live=config.max_live, model_name=config.model,
                 overlap=config.backend != "hf", seeding=config.seeding or "step", parallel_calls=config.backend == "openai",
+                prompt_config=PromptConfig(feedback=config.feedback), preamble=config.preamble,
                 on_trajectory=(lambda record, stats: _update_bar(bar, store, stats)) if bar else None,
             )
     finally:
@@ -491,22 +500,22 @@ def _update_bar(bar, store: TrajectoryStore, stats: RolloutStats) -> None:
 
 
 def summarize(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """Counts and pass rates of stored trajectories (correct = the final program passes the
-    private tests; by turn t = the answer at turn t is correct)."""
+    """Counts and pass rates of stored trajectories: `correct` and `accuracy_by_turn` come from
+    `mucode.metrics.summarize_records` (correct = the final program passes all tests, public and
+    private), the one summary that searches and reports use too."""
+    from mucode.metrics import summarize_records, trajectory_as_record  # numpy: not at CLI start
+
     records = list(records)
     if not records:
         return {"trajectories": 0}
-    max_turns = max(r["max_turns"] for r in records)
-    by_turn = []
-    for t in range(1, max_turns + 1):
-        answers = [r["turns"][min(t, len(r["turns"])) - 1].get("correct") for r in records]
-        by_turn.append(sum(bool(a) for a in answers) / len(records))
+    summary = summarize_records(trajectory_as_record(r) for r in records)
     return {
         "trajectories": len(records),
-        "problems": len({r["problem_id"] for r in records}),
-        "correct": sum(bool(r["correct"]) for r in records) / len(records),
-        "solved_public": sum(bool(r["solved_public"]) for r in records) / len(records),
-        "accuracy_by_turn": by_turn,
+        "problems": summary["problems"],
+        "correct": summary["accuracy"],
+        "accuracy_ci95": summary["accuracy_ci95"],
+        "solved_public": summary["public_pass_rate"],
+        "accuracy_by_turn": summary["accuracy_by_turn"],
         "mean_turns": sum(r["n_turns"] for r in records) / len(records),
-        "completion_tokens": sum(r.get("completion_tokens", 0) for r in records),
+        "completion_tokens": summary["completion_tokens"],
     }

@@ -42,7 +42,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequenc
 from mucode.episode import Episode, ExecutorLike, split_result
 from mucode.extraction import extract_code
 from mucode.generation.base import Completion, Generator, Message, SamplingParams, derive_seed
-from mucode.prompts import PromptConfig
+from mucode.problems.prelude import DEFAULT_PREAMBLE, PREAMBLES
+from mucode.prompts import FEEDBACK_STYLES, PromptConfig
 from mucode.types import ExecResult, Problem
 
 SEARCHES = "searches.jsonl"
@@ -51,10 +52,9 @@ VERIFIER_SELECTORS = ("lv", "pt+lv")
 SEEDINGS = ("search", "step")
 STOPPING_RULE = "first selected program that passes the public tests"
 PUBLIC_PRIVATE_RULE = (
-    "the model sees the public tests and their feedback only; correct = the answer passes the private tests "
-    "(a problem without private tests is judged on its public tests)"
+    "the model sees the public tests and their feedback only; correct = the answer passes all tests, "
+    "public and private (the paper's rule)"
 )
-PASS_AT_K_VALUES = (1, 2, 5, 10, 20, 50, 100)
 MAX_PARALLEL_CALLS = 32  # concurrent per-search requests to a server backend
 MAX_INFRA_ATTEMPTS = 3  # sandbox runs of one candidate while the harness reports its own failure
 _SELECT_STREAM = 1  # seed part that separates the selector's random stream from the sampler's
@@ -79,7 +79,7 @@ class SearchConfig:
     verifier: str | None = field(default=None, metadata={"help": "Trained verifier folder (needed by the lv and pt+lv selectors; else scores are recorded when given)."})
     problems: str = field(default="humaneval", metadata={"help": "Problem set, SOURCE[:SPLIT] (e.g. mbpp:test, humaneval)."})
     out: str = field(default="runs/search", metadata={"help": "Output folder."})
-    n: int = field(default=5, metadata={"help": "Programs sampled per turn (N); 1 with temperature 0 = greedy."})
+    n: int = field(default=5, metadata={"help": "Programs sampled per turn (N); 1 with temperature 0 = greedy. On the command line a list (--n 1,2,4,8) runs one search per N into OUT/n<N>, plus OUT/greedy, with shared seeds, and a report in OUT/report.", "cli_type": str})
     selector: str = field(default="pt", metadata={"help": "How one of the N programs is kept.", "choices": list(SELECTORS)})
     turns: int = field(default=3, metadata={"help": "Most turns per search (T); 1 = single-turn."})
     searches: int = field(default=1, metadata={"help": "Independent searches per problem (S)."})
@@ -97,8 +97,14 @@ class SearchConfig:
     max_live: int = field(default=32, metadata={"help": "Searches advanced together (each samples n programs per step)."})
     workers: int | None = field(default=None, metadata={"help": "Sandbox workers (default: one per core)."})
     timeout_s: float = field(default=3.0, metadata={"help": "Sandbox wall-clock limit per test, in seconds."})
+    preamble: str = field(default=DEFAULT_PREAMBLE, metadata={"help": "What runs before each program: none, problem (the problem's prelude: HumanEval's imports and helpers), reference (the reference code's import block + the prelude).", "choices": list(PREAMBLES)})
+    feedback: str = field(default="rich", metadata={"help": "Feedback wording: rich (failed test, expected, actual) or reference (the reference code's raw error text).", "choices": list(FEEDBACK_STYLES)})
 
     def __post_init__(self) -> None:
+        if self.preamble not in PREAMBLES:
+            raise ValueError(f"got preamble={self.preamble!r}; choose one of {', '.join(PREAMBLES)}")
+        if self.feedback not in FEEDBACK_STYLES:
+            raise ValueError(f"got feedback={self.feedback!r}; choose one of {', '.join(FEEDBACK_STYLES)}")
         for name in ("n", "turns", "searches", "max_new_tokens", "max_live"):
             if getattr(self, name) < 1:
                 raise ValueError(f"got {name}={getattr(self, name)}; it must be >= 1")
@@ -134,20 +140,25 @@ class Candidate:
     reply: str
     program: str
     public_passed: bool
-    correct: bool  # passes the private tests (the public ones when the problem has none)
+    correct: bool  # passes all tests, public and private (the paper's rule)
     score: float | None = None  # verifier score; None without a verifier
     completion_tokens: int = 0
+    private_passed: bool | None = None  # the private tests alone (None: the problem has none)
     public: ExecResult | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "reply": self.reply, "program": self.program, "public_passed": self.public_passed,
-            "correct": self.correct, "score": self.score, "completion_tokens": self.completion_tokens,
+            "correct": self.correct, "private_passed": self.private_passed, "score": self.score,
+            "completion_tokens": self.completion_tokens,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Candidate:
-        return cls(**{k: data[k] for k in ("reply", "program", "public_passed", "correct", "score", "completion_tokens")})
+        from mucode.metrics import candidate_correct
+
+        fields = {k: data[k] for k in ("reply", "program", "public_passed", "score", "completion_tokens")}
+        return cls(**fields, correct=candidate_correct(data), private_passed=data.get("private_passed"))
 
 
 @dataclass
@@ -194,6 +205,7 @@ class SearchRecord:
 
     @property
     def correct(self) -> bool:
+        """The final answer passes all tests (public and private)."""
         return self.turns[-1].chosen.correct
 
     @property
@@ -302,6 +314,7 @@ def search_problems(
     seeding: str = "search",
     max_live: int = 32,
     prompt_config: PromptConfig | None = None,
+    preamble: str = DEFAULT_PREAMBLE,
     skip: Iterable[tuple[str, int]] = (),
     parallel_calls: bool = False,
     on_turn: OnTurn | None = None,
@@ -322,7 +335,7 @@ def search_problems(
         if not problem.public_tests:
             raise ValueError(f"problem {problem.id!r} has no public tests; a search needs them for feedback, selection and stopping")
     prompt_config = prompt_config or PromptConfig()
-    pending = _work_items(problems, searches, set(skip), turns, prompt_config)
+    pending = _work_items(problems, searches, set(skip), turns, prompt_config, preamble)
     finished: list[SearchRecord] = []
     live: list[_Live] = []
     step = 0
@@ -342,12 +355,14 @@ def search_problems(
     return sorted(finished, key=lambda r: (order[r.problem_id], r.search))
 
 
-def _work_items(problems: Sequence[Problem], searches: int, skip: set[tuple[str, int]], turns: int, prompt_config: PromptConfig) -> Iterator[_Live]:
+def _work_items(
+    problems: Sequence[Problem], searches: int, skip: set[tuple[str, int]], turns: int, prompt_config: PromptConfig, preamble: str
+) -> Iterator[_Live]:
     """Searches still to run, those of one problem together."""
     for problem in problems:
         for index in range(searches):
             if (problem.id, index) not in skip:
-                yield _Live(problem, index, Episode(problem, max_turns=turns, prompt_config=prompt_config))
+                yield _Live(problem, index, Episode(problem, max_turns=turns, prompt_config=prompt_config, preamble=preamble))
 
 
 def _take(pending: Iterator[_Live], room: int) -> list[_Live]:
@@ -381,7 +396,8 @@ def _step(
         candidates = [
             Candidate(
                 reply=c.text, program=program, public_passed=public.passed,
-                correct=private.passed if private is not None else public.passed,
+                correct=public.passed and (private is None or private.passed),
+                private_passed=private.passed if private is not None else None,
                 score=scores[i][j] if scores is not None else None, completion_tokens=c.completion_tokens, public=public,
             )
             for j, (c, program, (public, private)) in enumerate(zip(completions[i], programs[i], results[i]))
@@ -435,7 +451,7 @@ def _execute(executor: ExecutorLike, live: Sequence[_Live], programs: list[list[
     """Every program against its problem's public + private tests in one sandbox batch; a
     candidate whose run hit a harness failure is run again (up to MAX_INFRA_ATTEMPTS runs)."""
     owners = [lv.problem for lv, row in zip(live, programs) for _ in row]
-    jobs = [(p, problem.public_tests + problem.private_tests, problem.setup_code) for problem, p in zip(owners, (p for row in programs for p in row))]
+    jobs = [lv.episode.job(p, lv.problem.public_tests + lv.problem.private_tests) for lv, row in zip(live, programs) for p in row]
     results = executor.run_many(jobs)
     for _ in range(MAX_INFRA_ATTEMPTS - 1):
         redo = [k for k, r in enumerate(results) if r.infra_error]
@@ -465,68 +481,16 @@ def _score(scorer: Scorer | None, conversations: list[list[Message]], completion
 # -- metrics ---------------------------------------------------------------------------------------
 
 def summarize_searches(records: Iterable[SearchRecord | Mapping[str, Any]], max_turns: int) -> dict[str, Any]:
-    """The numbers of `summary.json` from stored records (dicts as in searches.jsonl, or records).
+    """The numbers of `summary.json` from stored records (dicts as in searches.jsonl, or records):
+    `mucode.metrics.summarize_records`, the one definition that reports use too."""
+    from mucode.metrics import summarize_records  # numpy: not at import time (the CLI starts fast)
 
-    accuracy_by_turn[t-1]: share of (problem, search) whose answer by turn t is correct: the first
-    selected public pass at a turn <= t, else the program selected at turn min(t, last turn run).
-    accuracy_spread: over the S search indices (each one's accuracy over the problems).
-    pass_at_k: unbiased, per problem from its turn-1 candidates of every search, k <= N.
-    """
-    from mucode.metrics import spread  # numpy: not at import time (the CLI starts fast)
-
-    rows = [r.to_dict() if isinstance(r, SearchRecord) else dict(r) for r in records]
-    if not rows:
-        raise ValueError("summarize_searches needs at least one search record")
-    if max_turns < 1:
-        raise ValueError(f"got max_turns={max_turns}; it must be >= 1")
-    by_index: dict[int, list[bool]] = {}
-    by_problem: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        by_index.setdefault(row["search"], []).append(bool(row["correct"]))
-        by_problem.setdefault(row["problem_id"], []).append(row)
-    per_index = spread(sum(v) / len(v) for _, v in sorted(by_index.items()))
-    return {
-        "problems": len(by_problem),
-        "searches": len(rows),
-        "accuracy": _mean(row["correct"] for row in rows),
-        "accuracy_by_turn": [_mean(_correct_by_turn(row, t) for row in rows) for t in range(1, max_turns + 1)],
-        "accuracy_spread": {
-            "mean": per_index.mean, "std": _finite(per_index.std), "ci95_low": _finite(per_index.ci95[0]),
-            "ci95_high": _finite(per_index.ci95[1]), "n": per_index.n,
-        },
-        "public_pass_rate": _mean(row["solved_public"] for row in rows),
-        "any_of_s_accuracy": _mean(any(r["correct"] for r in group) for group in by_problem.values()),
-        "pass_at_k": _first_turn_pass_at_k(by_problem),
-        "completion_tokens": sum(row["completion_tokens"] for row in rows),
-        "tokens_saved": sum(row["tokens_saved"] for row in rows),
-        "wall_s": round(sum(row.get("wall_s", 0.0) for row in rows), 3),
-    }
-
-
-def _correct_by_turn(row: Mapping[str, Any], t: int) -> bool:
-    answer_turn = row.get("answer_turn")
-    turn = answer_turn if answer_turn is not None and answer_turn <= t else min(t, len(row["turns"]))
-    chosen = row["turns"][turn - 1]
-    return bool(chosen["candidates"][chosen["selected"]]["correct"])
-
-
-def _first_turn_pass_at_k(by_problem: Mapping[str, list[dict[str, Any]]]) -> dict[str, float]:
-    from mucode.metrics import pass_at_k
-
-    n_min = min(len(r["turns"][0]["candidates"]) for group in by_problem.values() for r in group)
-    samples = [sum(len(r["turns"][0]["candidates"]) for r in group) for group in by_problem.values()]
-    correct = [sum(c["correct"] for r in group for c in r["turns"][0]["candidates"]) for group in by_problem.values()]
-    ks = sorted({k for k in PASS_AT_K_VALUES if k <= n_min} | {n_min})
-    return {str(k): float(pass_at_k(samples, correct, k).mean()) for k in ks}
+    return summarize_records((r.to_dict() if isinstance(r, SearchRecord) else r for r in records), max_turns)
 
 
 def _mean(values: Iterable[Any]) -> float:
     values = [bool(v) for v in values]
     return sum(values) / len(values)
-
-
-def _finite(x: float) -> float | None:
-    return None if math.isnan(x) else x  # NaN (a single search index) is not valid JSON
 
 
 # -- storage ---------------------------------------------------------------------------------------
@@ -631,6 +595,7 @@ def _run_search(config: SearchConfig, progress: bool) -> SearchSummary:
                 problems, generator, executor, n=config.n, selector=config.selector, turns=config.turns,
                 searches=config.searches, sampling=config.sampling(), seed=config.seed, scorer=scorer,
                 seeding=config.seeding, max_live=config.max_live, skip=store.done,
+                prompt_config=PromptConfig(feedback=config.feedback), preamble=config.preamble,
                 parallel_calls=config.backend == "openai", on_search=on_search,
             )
     finally:
@@ -641,6 +606,44 @@ def _run_search(config: SearchConfig, progress: bool) -> SearchSummary:
     metrics = summarize_searches(read_searches(out), config.turns)
     (out / "summary.json").write_text(json.dumps(metrics, indent=2))
     return SearchSummary(out, metrics, len(run), time.perf_counter() - started)
+
+
+def parse_n_values(text: str | int) -> list[int]:
+    """`--n 5` -> [5]; `--n 1,2,4,8` -> [1, 2, 4, 8] (distinct, each >= 1, in the order given)."""
+    parts = [part.strip() for part in str(text).split(",")]
+    try:
+        values = [int(part) for part in parts]
+    except ValueError:
+        raise ValueError(f"got --n {text!r}; give an integer or a comma-separated list such as 1,2,4,8") from None
+    if any(v < 1 for v in values) or len(set(values)) != len(values):
+        raise ValueError(f"got --n {text!r}; every N must be >= 1 and appear once")
+    return values
+
+
+@dataclass
+class SweepSummary:
+    """What `run_search_sweep` did: one search folder per N (and the greedy one), the report."""
+
+    runs: dict[str, SearchSummary]  # "n4" / "greedy" -> its summary
+    report: Path
+
+
+def sweep_configs(config: SearchConfig, ns: Sequence[int]) -> dict[str, SearchConfig]:
+    """One config per N (OUT/n<N>) with the same seed, sampling and selector, and the greedy
+    run (OUT/greedy: N = 1, temperature 0, one search) that the accuracy-vs-N plot marks apart."""
+    out = Path(config.out)
+    configs = {f"n{n}": replace(config, n=n, out=str(out / f"n{n}")) for n in ns}
+    configs["greedy"] = replace(config, n=1, temperature=0.0, searches=1, out=str(out / "greedy"))
+    return configs
+
+
+def run_search_sweep(config: SearchConfig, ns: Sequence[int], progress: bool = True) -> SweepSummary:
+    """`mucode search --n 1,2,4,8`: every config of `sweep_configs`, then one report over them."""
+    from mucode.reports import write_report
+
+    runs = {name: run_search(c, progress) for name, c in sweep_configs(config, ns).items()}
+    report = write_report([str(s.out) for s in runs.values()], Path(config.out) / "report", names=list(runs))
+    return SweepSummary(runs, report)
 
 
 def generator_options(config: SearchConfig) -> dict[str, Any]:
@@ -666,7 +669,8 @@ def _run_metadata(config: SearchConfig, problems_sha256: str) -> dict[str, Any]:
         "protocol": {
             "public_private_rule": PUBLIC_PRIVATE_RULE, "stopping_rule": STOPPING_RULE, "n": config.n,
             "turns": config.turns, "temperature": config.temperature, "timeout_s": config.timeout_s,
-            "selector": config.selector, "searches": config.searches,
+            "selector": config.selector, "searches": config.searches, "preamble": config.preamble,
+            "feedback": config.feedback,
         },
     }
 

@@ -35,7 +35,7 @@ def config_options(cls: type) -> Callable[[F], F]:
                 command = click.option(f"{flag}/--no-{f.name.replace('_', '-')}", f.name, default=None, help=help_text)(command)
             else:
                 choices = f.metadata.get("choices")
-                kind = click.Choice(choices) if choices else _click_type(hints[f.name])
+                kind = click.Choice(choices) if choices else f.metadata.get("cli_type") or _click_type(hints[f.name])
                 command = click.option(flag, f.name, type=kind, default=None, help=f"{help_text}  [default: {default}]")(command)
         return click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None, help="YAML file of options (flags override it).")(command)
 

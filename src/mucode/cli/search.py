@@ -18,6 +18,7 @@ Examples:
   mucode search --model smollm2-135m --problems humaneval --n 1 --temperature 0 --turns 3 --out runs/he-greedy
   mucode search --model qwen2.5-coder-0.5b --verifier runs/v0 --problems mbpp:test \\
       --problems-path ../shared/data/mbpp --n 5 --selector pt+lv --turns 3 --searches 10 --out runs/mbpp-bon
+  mucode search --problems humaneval --n 1,2,4,8 --selector pt --searches 3 --out runs/he-vs-n   # accuracy vs N
 """
 
 SOLVE_EXAMPLES = """
@@ -34,9 +35,20 @@ Examples:
 def search_command(config_file: Path | None, **flags: Any) -> int:
     """Multi-turn Best-of-N: N programs per turn, a selector keeps one; stop at the first kept
     program that passes the public tests. Writes OUT/searches.jsonl and OUT/summary.json."""
-    from mucode.search import run_search
+    from mucode.search import parse_n_values, run_search, run_search_sweep
 
+    try:
+        ns = parse_n_values(flags["n"]) if flags.get("n") is not None else None
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
+    flags["n"] = ns[0] if ns else None
     config = build_config(SearchConfig, config_file, flags)
+    if ns is not None and len(ns) > 1:
+        sweep = run_search_sweep(config, ns)
+        for name, run in sweep.runs.items():
+            click.echo(f"{name}: accuracy {run.metrics['accuracy']:.1%} ({run.out})")
+        click.echo(f"report: {sweep.report}")
+        return 0
     summary = run_search(config)
     for line in summary_lines(summary.metrics):
         click.echo(line)
@@ -46,8 +58,11 @@ def search_command(config_file: Path | None, **flags: Any) -> int:
 
 def summary_lines(metrics: dict[str, Any]) -> list[str]:
     by_turn = ", ".join(f"t{t}={a:.1%}" for t, a in enumerate(metrics["accuracy_by_turn"], 1))
-    spread = metrics["accuracy_spread"]
-    interval = f" (95% CI {spread['ci95_low']:.1%}-{spread['ci95_high']:.1%} over {spread['n']} search indices)" if spread["n"] > 1 else ""
+    ci, spread = metrics["accuracy_ci95"], metrics["accuracy_spread"]
+    interval = f" (95% CI {ci['low']:.1%}-{ci['high']:.1%} over problems"
+    if spread["n"] > 1:
+        interval += f"; spread over {spread['n']} searches ±{(spread['ci95_high'] - spread['ci95_low']) / 2:.1%}"
+    interval += ")"
     pass_k = "  ".join(f"pass@{k} {v:.1%}" for k, v in metrics["pass_at_k"].items())
     generated, saved = metrics["completion_tokens"], metrics["tokens_saved"]
     return [

@@ -10,7 +10,9 @@ Each problem:
                       `docstring_examples`); if the docstring has no usable example, the start of
                       `check` up to its first statement that calls `candidate` (normally the first
                       `assert candidate(...)`), with `candidate` renamed to the entry point.
-  metadata            task_id, split, and `public_test_origin`: "docstring:<style>" or "check"
+  metadata            task_id, split, `public_test_origin` ("docstring:<style>" or "check"), and
+                      `prelude`: the prompt before the entry point's `def` (imports, helpers),
+                      run before the program (`mucode.problems.prelude`)
 
 `KNOWN_BAD_EXAMPLES` lists docstring examples that are not examples of the function's output (the
 reference solution fails them); they are never used as public tests.
@@ -33,6 +35,7 @@ from mucode.problems.base import (
     sha256_of_files,
 )
 from mucode.problems.docstring_examples import Example, docstring_examples
+from mucode.problems.prelude import humaneval_prelude
 from mucode.types import AssertTest, Problem
 
 SET_NAME = "humaneval"
@@ -128,7 +131,10 @@ def humaneval_problem(row: Mapping[str, Any]) -> Problem:
         entry_point=row["entry_point"],
         setup_code="",
         reference_solution=row["prompt"] + row["canonical_solution"],
-        metadata={"task_id": row["task_id"], "split": SPLIT, "public_test_origin": origin},
+        metadata={
+            "task_id": row["task_id"], "split": SPLIT, "public_test_origin": origin,
+            "prelude": humaneval_prelude(row["prompt"], row["entry_point"]),
+        },  # fmt: skip
     )
 
 

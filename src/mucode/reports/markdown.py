@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from mucode.metrics import compare_runs
 from mucode.reports.plots import PlotOutcome
 from mucode.reports.runs import STOPPING_RULE, RunResult
 
@@ -39,9 +40,11 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 # ------------------------------------------------------------------------------------- results
 
 METRIC_DEFINITIONS = (
-    "Accuracy: fraction of problems whose answer passes the private tests, averaged over the S "
-    "searches, ± the half-width of the 95% interval of that mean (Student t) when S > 1. "
-    "Turn-1: the same for the answer after one turn. Public pass: fraction of searches that "
+    "Accuracy: fraction of problems whose answer passes all their tests (public and private), "
+    "averaged over the S searches, with its 95% interval over problems [low, high] (percentile "
+    "bootstrap, problems resampled). ± over S: half-width of the Student-t interval of the mean "
+    "over the S search indices: the spread between repeated searches, not an interval over "
+    "problems (— when S = 1). Turn-1: the same for the answer after one turn. Public pass: fraction of searches that "
     "ended on a program passing the public tests. Any of S: fraction of problems solved by at "
     "least one of their searches. pass@1 / pass@N: unbiased pass@k of the first-turn "
     "candidates, pooled over a problem's searches (the single-turn sampling baseline). Tokens: "
@@ -49,14 +52,19 @@ METRIC_DEFINITIONS = (
     "generate (not measured for rollouts)."
 )
 RESULT_HEADER = (
-    "Method", "Model", "N", "Selector", "Turns", "Accuracy %", "Turn-1 %", "Public pass %",
+    "Method", "Model", "N", "Selector", "Turns", "Accuracy % [95% CI over problems]", "± over S", "Turn-1 %", "Public pass %",
     "Any of S %", "pass@1 %", "pass@N %", "Tokens", "Tokens saved", "Wall time",
 )  # fmt: skip
 
 
 def _accuracy_cell(run: RunResult) -> str:
-    mean, half = run.accuracy_with_ci()
-    return f"{100 * mean:.1f} ± {100 * half:.1f}" if half is not None else f"{100 * mean:.1f}"
+    mean, (low, high) = run.accuracy_with_ci()
+    return f"{100 * mean:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
+
+
+def _spread_cell(run: RunResult) -> str:
+    half = run.search_spread()
+    return DASH if half is None else f"{100 * half:.1f}"
 
 
 def result_row(run: RunResult) -> list[str]:
@@ -64,7 +72,7 @@ def result_row(run: RunResult) -> list[str]:
     pass_at = summary.get("pass_at_k") or {}
     return [
         _cell(run.name), _cell(run.model), str(run.n), _cell(run.selector), str(run.max_turns),
-        _accuracy_cell(run), _percent(summary["accuracy_by_turn"][0]), _percent(summary.get("public_pass_rate")),
+        _accuracy_cell(run), _spread_cell(run), _percent(summary["accuracy_by_turn"][0]), _percent(summary.get("public_pass_rate")),
         _percent(summary.get("any_of_s_accuracy")), _percent(pass_at.get("1")),
         _percent(pass_at.get(str(run.n))) if run.n > 1 else DASH,
         _count(summary.get("completion_tokens")), _count(summary.get("tokens_saved")),
@@ -82,7 +90,37 @@ def _results_section(runs: Sequence[RunResult]) -> list[str]:
         by_turn = run.summary["accuracy_by_turn"]
         rows.append([_cell(run.name)] + [_percent(by_turn[t]) if t < len(by_turn) else DASH for t in range(turns)])
     lines += _table(["Method"] + [f"t = {t}" for t in range(1, turns + 1)], rows)
-    return lines + [""]
+    return lines + [""] + _comparisons_section(runs)
+
+
+COMPARISON_DEFINITIONS = (
+    "A − B: mean over the problems both runs ran of the difference in per-problem accuracy, with "
+    "its 95% paired-bootstrap interval (problems resampled). McNemar: exact two-sided p-value on "
+    "the (problem, search index) outcomes both runs have; A only / B only count the pairs only "
+    "one of them got right."
+)
+COMPARISON_HEADER = ("A", "B", "Problems", "A − B (points) [95% CI]", "Pairs", "A only", "B only", "McNemar p")
+
+
+def comparison_rows(runs: Sequence[RunResult]) -> list[list[str]]:
+    """One row per pair of runs that share problems."""
+    rows = []
+    for i, a in enumerate(runs):
+        for b in runs[i + 1 :]:
+            if not {r["problem_id"] for r in a.records} & {r["problem_id"] for r in b.records}:
+                continue
+            c = compare_runs(a.records, b.records)
+            diff = f"{100 * c.difference:+.1f} [{100 * c.ci95[0]:+.1f}, {100 * c.ci95[1]:+.1f}]"
+            counts = [str(c.pairs), str(c.a_only), str(c.b_only), f"{c.p_value:.3g}"]
+            rows.append([_cell(a.name), _cell(b.name), str(c.problems), diff, *counts])
+    return rows
+
+
+def _comparisons_section(runs: Sequence[RunResult]) -> list[str]:
+    rows = comparison_rows(runs)
+    if not rows:
+        return []
+    return ["### Paired comparisons", ""] + _table(COMPARISON_HEADER, rows) + ["", COMPARISON_DEFINITIONS, ""]
 
 
 # --------------------------------------------------------------------------------------- plots
@@ -105,7 +143,10 @@ STOPPING_STATEMENT = (
     "program is the answer. Stopping never depends on the private tests, and the model never "
     "sees their results: feedback comes from the public tests only."
 )
-CORRECTNESS_STATEMENT = "- **Correctness**: an answer is correct iff it passes the private tests."
+CORRECTNESS_STATEMENT = (
+    "- **Correctness**: an answer is correct iff it passes all of the problem's tests, public and "
+    "private (the paper's rule)."
+)
 SELECTION_STATEMENT = (
     "- **Selection** never sees private test results, except the `oracle` selector, which picks "
     "by the private tests and is an upper bound, not a method."

@@ -23,8 +23,33 @@ class PlotOutcome:
     skipped: str | None = None
 
 
-# A 95% interval over few searches can reach past 0-100%; the axes stay on the possible range.
-ACCURACY_LIMITS = (0.0, 105.0)
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+LINESTYLES = ("-", "--", "-.", ":")
+
+
+def _style(index: int) -> dict[str, Any]:
+    """A distinct colour, marker and line style per series, so that overlapping lines stay apart."""
+    return {
+        "color": f"C{index % 10}", "marker": MARKERS[index % len(MARKERS)], "linestyle": LINESTYLES[index % len(LINESTYLES)],
+    }
+
+
+def accuracy_limits(values: Sequence[float], margin: float = 5.0) -> tuple[float, float]:
+    """A y-range (percent) fitted to the plotted values and their intervals, inside [0, 100]."""
+    low, high = max(0.0, min(values) - margin), min(100.0, max(values) + margin)
+    return (low, high) if high > low else (max(0.0, low - 1.0), min(100.0, low + 1.0))
+
+
+def short_model(model: str) -> str:
+    """A model name for legends: the last path part, without a GGUF file's extension."""
+    name = model.rstrip("/").split("/")[-1]
+    return name[: -len(".gguf")] if name.endswith(".gguf") else name
+
+
+def _interval(run: RunResult) -> tuple[float, float, float]:
+    """(accuracy, distance down, distance up) in percent, from the interval over problems."""
+    mean, (low, high) = run.accuracy_with_ci()
+    return 100 * mean, 100 * max(mean - low, 0.0), 100 * max(high - mean, 0.0)
 
 
 def _figure(width: float = 6.4, height: float = 4.0) -> Any:
@@ -43,10 +68,13 @@ def _save(figure: Any, path: Path) -> None:
 def plot_accuracy_by_turn(runs: Sequence[RunResult], path: Path) -> str | None:
     figure = _figure()
     axes = figure.add_subplot()
-    for run in runs:
+    plotted: list[float] = []
+    for index, run in enumerate(runs):
         by_turn = [100 * a for a in run.summary["accuracy_by_turn"]]
-        axes.plot(range(1, len(by_turn) + 1), by_turn, marker="o", label=run.name)
-    axes.set(xlabel="turn", ylabel="accuracy by turn (%)", title="Accuracy by turn", ylim=ACCURACY_LIMITS)
+        offset = 0.04 * (index - (len(runs) - 1) / 2)  # equal curves stay visible side by side
+        axes.plot([t + 1 + offset for t in range(len(by_turn))], by_turn, label=run.name, **_style(index))
+        plotted += by_turn
+    axes.set(xlabel="turn", ylabel="accuracy by turn (%)", title="Accuracy by turn", ylim=accuracy_limits(plotted))
     axes.xaxis.get_major_locator().set_params(integer=True)
     axes.legend()
     _save(figure, path)
@@ -54,7 +82,10 @@ def plot_accuracy_by_turn(runs: Sequence[RunResult], path: Path) -> str | None:
 
 
 def _series_label(run: RunResult, several_models: bool) -> str:
-    return f"{run.selector} ({run.model})" if several_models else run.selector
+    """The selector (greedy runs, N = 1 at temperature 0, are their own series), with the short
+    model name when several models are plotted."""
+    label = "greedy" if run.n == 1 and run.protocol.get("temperature") == 0 else run.selector
+    return f"{label} ({short_model(run.model)})" if several_models else label
 
 
 def plot_accuracy_against_n(runs: Sequence[RunResult], path: Path) -> str | None:
@@ -67,14 +98,24 @@ def plot_accuracy_against_n(runs: Sequence[RunResult], path: Path) -> str | None
         series[_series_label(run, several_models)].append(run)
     figure = _figure()
     axes = figure.add_subplot()
-    for label, group in series.items():
+    plotted: list[float] = []
+    for index, (label, group) in enumerate(series.items()):
         group = sorted(group, key=lambda r: r.n)
-        points = [r.accuracy_with_ci() for r in group]
+        points = [_interval(r) for r in group]
+        offset = 1.0 + 0.03 * (index - (len(series) - 1) / 2)  # multiplicative: the x axis is log 2
+        style = _style(index)
+        if label.startswith("greedy"):
+            style.update(marker="*", markersize=12, linestyle="none")
         axes.errorbar(
-            [r.n for r in group], [100 * mean for mean, _ in points],
-            yerr=[100 * (half or 0.0) for _, half in points], marker="o", capsize=3, label=label,
+            [r.n * offset for r in group], [p[0] for p in points],
+            yerr=[[p[1] for p in points], [p[2] for p in points]], capsize=3, label=label, **style,
         )  # fmt: skip
-    axes.set(xlabel="N (candidates per turn)", ylabel="accuracy (%)", title="Accuracy against N, by selector", ylim=ACCURACY_LIMITS)
+        plotted += [p[0] - p[1] for p in points] + [p[0] + p[2] for p in points]
+    axes.set_xscale("log", base=2)
+    axes.set(
+        xlabel="N (candidates per turn)", ylabel="accuracy (%), 95% CI over problems", title="Accuracy against N, by selector",
+        ylim=accuracy_limits(plotted),
+    )
     axes.set_xticks(sizes)
     axes.legend()
     _save(figure, path)
@@ -93,20 +134,22 @@ def plot_selectors(runs: Sequence[RunResult], path: Path) -> str | None:
     for n, group in compared.items():
         shared = {r.selector for r in group if sum(o.selector == r.selector for o in group) > 1}
         for run in group:
-            mean, half = run.accuracy_with_ci()
+            mean, down, up = _interval(run)
             name = f"{run.selector}\n{run.name}" if run.selector in shared else run.selector
             labels.append(f"{name}\nN={n}")
-            heights.append(100 * mean)
-            errors.append(100 * (half or 0.0))
+            heights.append(mean)
+            errors.append((down, up))
             positions.append(x)
             x += 1.0
         x += 0.6  # a gap between the groups of different N
     figure = _figure(max(6.4, 1.1 * len(labels)), 4.2)
     axes = figure.add_subplot()
-    bars = axes.bar(positions, heights, yerr=errors, capsize=3, color=[f"C{i % 10}" for i in range(len(labels))])
+    yerr = [[e[0] for e in errors], [e[1] for e in errors]]
+    bars = axes.bar(positions, heights, yerr=yerr, capsize=3, color=[f"C{i % 10}" for i in range(len(labels))])
     axes.bar_label(bars, fmt="%.1f", label_type="center")
     axes.set_xticks(positions, labels)
-    axes.set(ylabel="accuracy (%)", title="Selector comparison at equal N", ylim=ACCURACY_LIMITS)
+    top = min(100.0, max(h + e[1] for h, e in zip(heights, errors)) + 5.0)
+    axes.set(ylabel="accuracy (%), 95% CI over problems", title="Selector comparison at equal N", ylim=(0.0, top))
     _save(figure, path)
     return None
 

@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence
 
 from mucode.config import read_yaml_mapping
-from mucode.metrics import mean_pass_at_k, spread
+from mucode.metrics import summarize_records, trajectory_as_record
 from mucode.rollouts import TRAJECTORIES, read_trajectories
 
 SEARCHES = "searches.jsonl"
 SEARCH_KEYS = ("problem_id", "search", "turns", "correct", "solved_public")
 STOPPING_RULE = "first selected program that passes the public tests"
 
+trajectory_as_search = trajectory_as_record  # the name reports have exported
 RunKind = Literal["search", "rollout"]
 
 
@@ -32,10 +33,10 @@ RunKind = Literal["search", "rollout"]
 class RunResult:
     """One evaluated method: its records (search schema) and the numbers of the report table.
 
-    summary holds the keys of summary.json (problems, searches, accuracy, accuracy_by_turn,
-    accuracy_spread, public_pass_rate, any_of_s_accuracy, pass_at_k, completion_tokens,
-    tokens_saved, wall_s); summary_source says whether they were read from summary.json or
-    recomputed from the records (a run in progress, a stale summary, or a rollout folder).
+    summary holds the keys of summary.json (`mucode.metrics.summarize_records`), always computed
+    from the records; summary_source is "summary.json" when the stored summary.json equals them,
+    else "recomputed" (a run in progress, a summary written under an older definition, or a
+    rollout folder).
     """
 
     name: str
@@ -68,14 +69,19 @@ class RunResult:
     def max_turns(self) -> int:
         return int(self.protocol["turns"])
 
-    def accuracy_with_ci(self) -> tuple[float, float | None]:
-        """Accuracy (mean over searches) and the half-width of its 95% interval, None for a
-        single search."""
+    def accuracy_with_ci(self) -> tuple[float, tuple[float, float]]:
+        """Accuracy and its 95% bootstrap interval over problems (low, high)."""
+        ci = self.summary["accuracy_ci95"]
+        return float(self.summary["accuracy"]), (float(ci["low"]), float(ci["high"]))
+
+    def search_spread(self) -> float | None:
+        """Half-width of the Student-t interval over the S search indices (None when S = 1): the
+        spread between repeated searches, not an interval over problems."""
         spread_ = self.summary.get("accuracy_spread") or {}
         low, high = spread_.get("ci95_low"), spread_.get("ci95_high")
         if (spread_.get("n") or 0) > 1 and _is_finite(low) and _is_finite(high):
-            return float(spread_.get("mean", self.summary["accuracy"])), (high - low) / 2
-        return float(self.summary["accuracy"]), None
+            return (high - low) / 2
+        return None
 
 
 # -------------------------------------------------------------------------------------- finding
@@ -151,12 +157,12 @@ def _load_search_run(folder: Path, name: str, config: dict[str, Any], meta: dict
     _check_search_records(path, records)
     if not records:
         raise ValueError(f"{path} holds no finished search yet; report once the run has written some")
-    computed = summarize_searches(records)
+    summary = summarize_searches(records)
     stored = _read_json(folder / "summary.json")
-    fresh = stored is not None and stored.get("problems") == computed["problems"] and stored.get("searches") in (len(records), len({r["search"] for r in records}))
-    summary = {**computed, **stored} if fresh else computed
+    # the numbers always come from the records (one definition); summary.json is only compared
+    agrees = stored is not None and json.loads(json.dumps(summary)) == stored
     protocol = _search_protocol(config, meta, records)
-    return RunResult(name, "search", config, protocol, records, summary, folder, "summary.json" if fresh else "recomputed")
+    return RunResult(name, "search", config, protocol, records, summary, folder, "summary.json" if agrees else "recomputed")
 
 
 def _load_rollout_run(folder: Path, name: str, config: dict[str, Any], meta: dict[str, Any]) -> RunResult:
@@ -167,46 +173,9 @@ def _load_rollout_run(folder: Path, name: str, config: dict[str, Any], meta: dic
         raise ValueError(f"{path}: a line is not JSON ({err})") from None
     if not trajectories:
         raise ValueError(f"{path} holds no finished trajectory yet; report once the run has written some")
-    records = [trajectory_as_search(t) for t in trajectories]
+    records = [trajectory_as_record(t) for t in trajectories]
     protocol = _rollout_protocol(config, records)
     return RunResult(name, "rollout", config, protocol, records, summarize_searches(records), folder)
-
-
-def trajectory_as_search(trajectory: dict[str, Any]) -> dict[str, Any]:
-    """A rollout trajectory as a search record: one candidate per turn, always selected."""
-    turns = [
-        {
-            "candidates": [
-                {
-                    "reply": turn.get("reply", ""),
-                    "program": turn.get("program", ""),
-                    "public_passed": bool((turn.get("public") or {}).get("passed")),
-                    "correct": bool(turn.get("correct")),
-                    "score": None,
-                    "completion_tokens": turn.get("completion_tokens") or 0,
-                }
-            ],
-            "selected": 0,
-            "feedback": turn.get("feedback"),
-        }
-        for turn in trajectory["turns"]
-    ]
-    solved = bool(trajectory.get("solved_public"))
-    return {
-        "problem_id": trajectory["problem_id"],
-        "search": trajectory.get("rollout", 0),
-        "selector": "none",
-        "n": 1,
-        "max_turns": trajectory.get("max_turns", len(turns)),
-        "turns": turns,
-        "solved_public": solved,
-        "answer_turn": len(turns) if solved else None,
-        "correct": bool(trajectory.get("correct")),
-        "completion_tokens": trajectory.get("completion_tokens") or 0,
-        "tokens_saved": None,  # a rollout does not measure what its early stop saved
-        "generate_s": trajectory.get("generate_s"),
-        "wall_s": None,
-    }
 
 
 # ------------------------------------------------------------------------------------- protocol
@@ -277,78 +246,14 @@ def _rollout_protocol(config: dict[str, Any], records: list[dict[str, Any]]) -> 
 # -------------------------------------------------------------------------------------- metrics
 
 
-def answer_correct_at(record: dict[str, Any], t: int) -> bool:
-    """Whether a search's answer by turn t is correct: the program selected at turn
-    min(t, last turn run). A search that stopped early (public pass) keeps its answer."""
-    turns = record["turns"]
-    if not turns:
-        return False
-    turn = turns[min(t, len(turns)) - 1]
-    return bool(turn["candidates"][turn["selected"]]["correct"])
-
-
 def summarize_searches(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """The summary.json numbers of a list of search records (see RunResult.summary); the same
-    definitions as `mucode.search.summarize_searches`, which writes summary.json."""
-    records = list(records)
-    if not records:
-        raise ValueError("summarize_searches needs at least one search record")
-    max_turns = max(r.get("max_turns", len(r["turns"])) for r in records)
-    by_search: dict[int, list[bool]] = defaultdict(list)
-    by_problem: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for record in records:
-        by_search[record["search"]].append(bool(record["correct"]))
-        by_problem[record["problem_id"]].append(record)
-    accuracy = spread(sum(c) / len(c) for c in by_search.values())
-    return {
-        "problems": len(by_problem),
-        "searches": len(records),  # (problem, search) pairs, as in mucode.search's summary.json
-        "accuracy": _mean(r["correct"] for r in records),
-        "accuracy_by_turn": [_mean(answer_correct_at(r, t) for r in records) for t in range(1, max_turns + 1)],
-        "accuracy_spread": {
-            "mean": accuracy.mean,
-            "std": _finite_or_none(accuracy.std),
-            "ci95_low": _finite_or_none(accuracy.ci95[0]),
-            "ci95_high": _finite_or_none(accuracy.ci95[1]),
-            "n": accuracy.n,
-        },
-        "public_pass_rate": _mean(r["solved_public"] for r in records),
-        "any_of_s_accuracy": _mean(any(r["correct"] for r in group) for group in by_problem.values()),
-        "pass_at_k": first_turn_pass_at_k(by_problem, max(r.get("n", 1) for r in records)),
-        "completion_tokens": sum(r.get("completion_tokens") or 0 for r in records),
-        "tokens_saved": _sum_or_none(r.get("tokens_saved") for r in records),
-        "wall_s": _sum_or_none(r.get("wall_s") for r in records),
-    }
-
-
-def first_turn_pass_at_k(by_problem: dict[str, list[dict[str, Any]]], n: int) -> dict[str, float]:
-    """Unbiased pass@1 and pass@N of the first-turn candidates, pooled over a problem's searches
-    (the single-turn sampling baseline). A k no problem has enough samples for is left out."""
-    samples = [sum(len(r["turns"][0]["candidates"]) for r in group if r["turns"]) for group in by_problem.values()]
-    correct = [sum(bool(c["correct"]) for r in group if r["turns"] for c in r["turns"][0]["candidates"]) for group in by_problem.values()]
-    result = {}
-    for k in sorted({1, n}):
-        if min(samples) >= k:
-            result[str(k)] = mean_pass_at_k(samples, correct, k)
-    return result
-
-
-def _mean(values: Iterable[Any]) -> float:
-    values = [bool(v) for v in values]
-    return sum(values) / len(values)
-
-
-def _sum_or_none(values: Iterable[Any]) -> float | None:
-    present = [v for v in values if v is not None]
-    return sum(present) if present else None
+    """The summary.json numbers of a list of search records (see RunResult.summary): the one
+    definition, `mucode.metrics.summarize_records`, that `mucode search` writes summary.json with."""
+    return summarize_records(records)
 
 
 def _is_finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
 
 
 # ------------------------------------------------------------------------------------------ i/o

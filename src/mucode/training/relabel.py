@@ -25,9 +25,11 @@ prompt, then each earlier reply and its feedback. A trajectory of n turns has st
 Ties in a ranking are broken by a draw from `random.Random(f"{seed}:{problem id}")`, so a problem's
 examples do not depend on the other problems loaded or on the order trajectories were stored in.
 Trajectories whose final correctness is unknown (private tests not run) or whose sandbox failed
-are left out and counted. Several folders (iterations) are relabeled together: the expert is
-chosen over all of them, the top-m failed trajectories per folder (the paper's union of each
-iteration's relabeled data), and repeated (prompt, completion) examples are kept once.
+are left out and counted. Several folders (iterations) relabeled together: the expert is
+chosen over all of them, the top-m failed trajectories per folder, and repeated (prompt,
+completion) examples are kept once. That is not the paper's union (D0 relabeled by V0 kept as it
+was, plus D1 relabeled by V1): `mucode.pipeline` builds that one from one folder per iteration
+(`union="paper"`) and uses several folders at once only for `union="relabel-all"`.
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@ template writes after it (`<|im_end|>` for SmolLM2 and Qwen, `<|eot_id|>` for Ll
 common prefix. Labels are built before padding and padded with -100, and the pad token is chosen
 apart from every end-of-turn token (`set_pad_token`), so padding never hides the end-of-turn token
 (the reference code's pad = eos masked it out, so its models never learned to stop; METHOD.md §5).
-Examples longer than `max_length` tokens are left out and counted, never cut.
+An example longer than `max_length` tokens loses its oldest attempts first (each earlier reply with
+the feedback after it; the problem's first message and the target stay whole); one that is still
+too long with no attempt left is left out. Both counts are reported (`fit_to_length`).
 
 Rerunning the same command resumes from the last checkpoint (a changed setting or changed data is
 an error; --overwrite starts over). Output folder:
@@ -57,7 +59,8 @@ class TrainResult:
     seconds: float
     resumed_from: str | None
     examples: int
-    too_long: int
+    too_long: int  # left out: too long even with every earlier attempt removed
+    truncated: int = 0  # kept with their oldest attempts removed
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -112,10 +115,45 @@ def sequence_length(tokenizer: Any, row: Mapping[str, Any]) -> int:
 
 
 def drop_too_long(rows: Sequence[Mapping[str, Any]], tokenizer: Any, max_length: int) -> tuple[list[Mapping[str, Any]], int]:
-    """(rows of at most max_length tokens, how many were longer). Cutting a long example would
-    drop its end-of-turn token (TRL keeps the start), teaching the model not to stop."""
+    """(rows of at most max_length tokens, how many were longer), no row changed."""
     kept = [row for row in rows if sequence_length(tokenizer, row) <= max_length]
     return kept, len(rows) - len(kept)
+
+
+@dataclass
+class LengthFit:
+    """What `fit_to_length` did: rows kept (some shortened), how many were shortened, how many
+    were left out, and how many earlier attempts were removed in all."""
+
+    rows: list[Mapping[str, Any]]
+    truncated: int
+    dropped: int
+    attempts_removed: int
+
+
+def fit_to_length(rows: Sequence[Mapping[str, Any]], tokenizer: Any, max_length: int) -> LengthFit:
+    """Fit every row to max_length tokens by removing its context's oldest attempts first (an
+    assistant reply and the feedback after it), keeping the first user message (and any system
+    message) and the target whole; a row still too long with no attempt left is left out.
+    Cutting tokens instead would drop the target's end-of-turn token (TRL keeps the start),
+    teaching the model not to stop."""
+    kept: list[Mapping[str, Any]] = []
+    truncated = dropped = removed = 0
+    for row in rows:
+        prompt = list(row["prompt"])
+        head = next(i for i, m in enumerate(prompt) if m["role"] == "user") + 1  # system? + first user message
+        cut = 0
+        candidate = row
+        while sequence_length(tokenizer, candidate) > max_length and head + 2 * cut < len(prompt):
+            cut += 1
+            candidate = {**row, "prompt": prompt[:head] + prompt[head + 2 * cut :]}
+        if sequence_length(tokenizer, candidate) > max_length:
+            dropped += 1
+            continue
+        truncated += cut > 0
+        removed += cut
+        kept.append(candidate)
+    return LengthFit(kept, truncated, dropped, removed)
 
 
 # ----------------------------------------------------------------------------------------- model
@@ -269,11 +307,12 @@ def train_generator(config: GeneratorTrainConfig, *, overwrite: bool = False, pr
         (out / DATA_FILE).write_text(json.dumps(data, indent=2))
 
     model, tokenizer = load_generator(config.init_from or config.model, dtype=config.dtype)
-    rows, too_long = drop_too_long(rows, tokenizer, config.max_length)
+    fit = fit_to_length(rows, tokenizer, config.max_length)
+    rows, too_long = fit.rows, fit.dropped
     if not rows:
-        raise ValueError(f"every example is longer than max_length={config.max_length} tokens; raise --max-length")
+        raise ValueError(f"every example is longer than max_length={config.max_length} tokens even without earlier attempts; raise --max-length")
     trainer = build_trainer(config, args, rows, model, tokenizer)
-    _say_setup(say, config, args, trainer, processes, len(rows), too_long)
+    _say_setup(say, config, args, trainer, processes, len(rows), too_long, fit.truncated)
     last = get_last_checkpoint(str(out)) if out.is_dir() else None
     if last:
         say(f"resuming from {last}")
@@ -282,9 +321,9 @@ def train_generator(config: GeneratorTrainConfig, *, overwrite: bool = False, pr
     seconds = time.perf_counter() - started
     losses = [float(entry["loss"]) for entry in trainer.state.log_history if "loss" in entry]
     if state.is_main_process:
-        _write_run(config, out, data, result, losses, seconds, last, len(rows), too_long)
+        _write_run(config, out, data, result, losses, seconds, last, len(rows), too_long, fit.truncated)
     state.wait_for_everyone()
-    return TrainResult(model_dir, result.global_step, float(result.training_loss), losses, seconds, last, len(rows), too_long)
+    return TrainResult(model_dir, result.global_step, float(result.training_loss), losses, seconds, last, len(rows), too_long, fit.truncated)
 
 
 def _save_final(trainer: Any, config: GeneratorTrainConfig, out: Path, state: Any) -> Path:
@@ -309,7 +348,7 @@ def _save_final(trainer: Any, config: GeneratorTrainConfig, out: Path, state: An
     return model_dir
 
 
-def _say_setup(say: Say, config: GeneratorTrainConfig, args: Any, trainer: Any, processes: int, n_examples: int, too_long: int) -> None:
+def _say_setup(say: Say, config: GeneratorTrainConfig, args: Any, trainer: Any, processes: int, n_examples: int, too_long: int, truncated: int) -> None:
     from mucode.verifier.model import count_parameters
 
     trainable, total = count_parameters(trainer.model)
@@ -319,7 +358,8 @@ def _say_setup(say: Say, config: GeneratorTrainConfig, args: Any, trainer: Any, 
     source = config.init_from or config.model
     say(
         f"model {source} ({config.finetune}): {trainable:,} of {total:,} parameters trained; {n_examples} examples "
-        f"({too_long} longer than {config.max_length} tokens left out), {config.batch_size} per update = "
+        f"({truncated} shortened to {config.max_length} tokens by removing their oldest attempts, {too_long} still longer "
+        f"left out), {config.batch_size} per update = "
         f"{config.micro_batch_size} x {processes} processes x {args.gradient_accumulation_steps} accumulation steps; "
         f"{updates_per_epoch} updates per epoch, {total_updates} in total"
     )
@@ -327,7 +367,7 @@ def _say_setup(say: Say, config: GeneratorTrainConfig, args: Any, trainer: Any, 
 
 def _write_run(
     config: GeneratorTrainConfig, out: Path, data: list[dict[str, Any]], result: Any, losses: list[float],
-    seconds: float, resumed: str | None, examples: int, too_long: int,
+    seconds: float, resumed: str | None, examples: int, too_long: int, truncated: int,
 ) -> None:
     import torch
     import transformers
@@ -339,7 +379,7 @@ def _write_run(
         "mucode": __version__, "python": platform.python_version(), "torch": torch.__version__,
         "transformers": transformers.__version__, "trl": trl.__version__, "seed": config.seed,
         "base_model": config.model, "init_from": config.init_from, "finetune": config.finetune,
-        "data": data, "examples": examples, "too_long": too_long,
+        "data": data, "examples": examples, "too_long": too_long, "truncated": truncated,
         "global_step": result.global_step, "train_loss": result.training_loss, "losses": losses,
         "seconds": round(seconds, 1), "resumed_from": resumed,
     }

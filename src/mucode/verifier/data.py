@@ -6,11 +6,12 @@
     pairs, stats = build_pairs(candidates, k=32, seed=0)              # BT pairs, counts per class
     write_records([pair_record(p) for p in pairs], "data/pairs.jsonl")
 
-Labels. A turn's `correct` says whether its program passes the private tests (rollouts.md).
+Labels. A turn's `correct` says whether its program passes all its tests, public and private
+(the paper's rule; rollouts.md).
 - positive: the final turn of a successful trajectory (its final program is correct);
 - negative: every turn whose program is not correct (`correct` is False), final or not;
-- unused: a correct turn that is not final (it passed the private tests but not the public ones,
-  so the episode went on) and a turn whose private tests were not run (`correct` is None).
+- unused: a turn whose private tests were not run (`correct` is None). (A correct turn is always
+  final now: it passed the public tests, so the episode stopped there.)
 
 Pairs. Per (folder, problem) group that has both classes: every (positive, negative) combination
 in a fixed order (rollout, then turn); all of them if there are at most k, else k drawn without
@@ -120,6 +121,15 @@ class DataStats:
 # ---------------------------------------------------------------------------------- candidates
 
 
+def _all_tests(turn: Mapping[str, Any]) -> bool | None:
+    """A stored turn's all-tests verdict: records written before the all-tests rule stored the
+    private verdict alone in `correct`, so a turn whose public result failed is not correct."""
+    correct = turn.get("correct")
+    if correct and "public" in turn and not (turn["public"] or {}).get("passed"):
+        return False
+    return correct
+
+
 def turn_label(turn: int, n_turns: int, correct: bool | None) -> bool | None:
     """True for the final turn of a successful trajectory, False for a turn whose program is not
     correct, None (unused) otherwise. `turn` is 0-based; the trajectory is successful iff its
@@ -143,7 +153,7 @@ def candidates_from_records(
             out.append(
                 Candidate(
                     problem_id=str(record["problem_id"]), source=source, rollout=int(record["rollout"]), turn=i,
-                    n_turns=len(turns), correct=turn.get("correct"),
+                    n_turns=len(turns), correct=_all_tests(turn),
                     prompt=tuple(_prompt(record, i, context)),
                     completion=turn["reply"] if reply_view == "reply" else turn["program"],
                 )
