@@ -181,3 +181,39 @@ def test_concurrent_requests_are_batched_onto_the_generator(server):
     health = httpx.get(f"{server}/health").json()
     assert replies == [200] * 4
     assert health["solve_batches"] - before < 4 and health["largest_batch"] >= 2  # fewer generator batches than requests
+
+
+def test_the_documented_trl_reward_function_scores_completions_through_the_server(server):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "reward_sandbox.py"
+    spec = importlib.util.spec_from_file_location("reward_sandbox", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.MUCODE_URL = server
+    completions = [[{"role": "assistant", "content": f"```python\n{IDENTITY}\n```"}], [{"role": "assistant", "content": "def f(x):\n    return 1"}]]
+    assert module.sandbox_reward(completions, tests=[TESTS, TESTS]) == [1.0, 0.5]
+
+
+def test_an_api_key_is_required_on_every_endpoint_but_health():
+    from starlette.testclient import TestClient
+
+    from mucode.execution import Executor
+    from mucode.serve import ServeConfig, create_app
+    from mucode.serve.app import Services
+
+    with Executor(workers=1) as executor:
+        app = create_app(ServeConfig(api_key="sesame"), Services(solver=None, executor=executor))
+        with TestClient(app) as http:
+            assert http.get("/health").status_code == 200
+            body = {"program": "x = 1", "tests": ["assert x == 1"]}
+            assert http.post("/v1/execute", json=body).status_code == 401
+            assert http.post("/v1/execute", json=body, headers={"Authorization": "Bearer wrong"}).status_code == 401
+            reply = http.post("/v1/execute", json=body, headers={"Authorization": "Bearer sesame"})
+            assert reply.status_code == 200 and reply.json()["passed"] is True
+
+
+def test_serving_beyond_loopback_without_a_key_warns():
+    run = subprocess.run([sys.executable, "-m", "mucode", "serve", "--host", "0.0.0.0", "--model", "no-such-model"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "without --api-key" in run.stderr and "unknown model 'no-such-model'" in run.stderr

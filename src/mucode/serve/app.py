@@ -5,6 +5,7 @@ that generates goes through the `Solver`, which batches concurrent requests."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import threading
@@ -169,21 +170,19 @@ def load_services(config: ServeConfig) -> Services:
 
 def create_app(config: ServeConfig, services: Services | None = None) -> FastAPI:
     """The FastAPI app; `services` default to `load_services(config)` at start-up."""
-    app = FastAPI(title="mucode serve", version="1")
     state: dict[str, Services] = {}
 
-    @app.on_event("startup")
-    def start() -> None:
-        state["services"] = services or load_services(config)
-
-    @app.on_event("shutdown")
-    def stop() -> None:
-        loaded = state.get("services")
-        if loaded is not None and services is None:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        state["services"] = loaded = services or load_services(config)
+        yield
+        if services is None:  # what this app loaded, it closes
             if loaded.solver is not None:
                 loaded.solver.close()
                 loaded.solver.generator.close()
             loaded.executor.close()
+
+    app = FastAPI(title="mucode serve", version="1", lifespan=lifespan)
 
     @app.middleware("http")
     async def limits_and_auth(request: Request, call_next: Any) -> Any:
