@@ -34,6 +34,7 @@ header { position: sticky; top: 0; background: #fff; padding: .5rem 0; border-bo
 pre.feedback { background: #fff8e5; padding: .5rem; white-space: pre-wrap; }
 .candidates table { border-collapse: collapse; } .candidates td, .candidates th { border: 1px solid #ddd; padding: .2rem .5rem; }
 .run-title { margin-top: 1.5rem; }
+.code pre { overflow-x: auto; padding: .4rem; }
 """
 
 FILTER_JS = """
