@@ -81,3 +81,10 @@ def test_view_page_renders_and_filters_in_chromium(tmp_path, tiny_model_dir):
         browser.close()
     assert errors == []
     assert (tmp_path / "view.png").stat().st_size > 1000
+
+
+def test_report_writes_the_viewer_next_to_report_md_and_links_it(tmp_path, tiny_model_dir):
+    run = solved_and_unsolved_run(tmp_path, tiny_model_dir)
+    assert main(["report", str(run), "--out", str(tmp_path / "report")]) == 0
+    assert "[view.html](view.html)" in (tmp_path / "report" / "report.md").read_text()
+    assert (tmp_path / "report" / "view.html").read_text().count('class="entry"') == 2
