@@ -13,7 +13,8 @@ import click
 from mucode import __version__
 
 # Packages behind optional extras: a missing one is named with its install line.
-EXTRAS = {"vllm": "vllm", "ray": "ray", "gymnasium": "rl", "openvino_genai": "openvino", "optimum": "openvino"}
+EXTRAS = {"vllm": "vllm", "ray": "ray", "gymnasium": "rl", "openvino_genai": "openvino", "optimum": "openvino",
+          "fastapi": "serve", "uvicorn": "serve"}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -45,6 +46,7 @@ def _register() -> None:
     from mucode.cli import rollout as rollout_cmd
     from mucode.cli import run as run_cmd
     from mucode.cli import search as search_cmd
+    from mucode.cli import serve as serve_cmd
     from mucode.cli import verifier as verifier_cmd
 
     app.add_command(problems_cmd.problems)
@@ -56,6 +58,8 @@ def _register() -> None:
     app.add_command(verifier_cmd.verifier)
     app.add_command(generator_cmd.generator)
     app.add_command(report_cmd.report_command)
+    app.add_command(report_cmd.view_command)
+    app.add_command(serve_cmd.serve_command)
     app.add_command(run_cmd.run_command)
 
 

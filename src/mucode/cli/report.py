@@ -29,3 +29,24 @@ def report_command(run_dirs: tuple[Path, ...], out_dir: Path | None, names: str 
     path = write_report(list(run_dirs), out_dir, name_list)
     click.echo(f"wrote {path}")
     return 0
+
+
+VIEW_EXAMPLES = """
+\b
+Examples:
+  mucode view runs/bon-n5 --out runs/bon-n5/view.html
+  mucode view runs/demo --out demo.html          # every eval/<method>/ run of a pipeline folder
+"""
+
+
+@click.command("view", epilog=VIEW_EXAMPLES)
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The HTML file to write.")
+@click.option("--names", default=None, help="Comma-separated run names, one per run in order (default: folder names).")
+def view_command(run_dirs: tuple[Path, ...], out_path: Path, names: str | None) -> int:
+    """Write a static HTML page of every search/rollout of the runs, turn by turn (opens from disk)."""
+    from mucode.reports.viewer import write_view
+
+    name_list = [part.strip() for part in names.split(",")] if names is not None else None
+    click.echo(f"wrote {write_view(list(run_dirs), out_path, name_list)}")
+    return 0

@@ -42,6 +42,18 @@ def write_report(run_dirs: str | Path | Sequence[str | Path], out_dir: str | Pat
     runs = load_runs(run_dirs, names)
     out.mkdir(parents=True, exist_ok=True)
     plots = draw_plots(runs, out)
+    from mucode.reports.viewer import VIEW_FILE, page_html
+
+    (out / VIEW_FILE).write_text(page_html(runs), encoding="utf-8")
     path = out / "report.md"
-    path.write_text(render_report(runs, plots), encoding="utf-8")
+    path.write_text(render_report(runs, plots) + VIEW_SECTION, encoding="utf-8")
     return path
+
+
+VIEW_SECTION = """
+## Trajectories
+
+Every search and rollout of these runs, turn by turn (kept program, feedback, the other candidates
+with their verifier scores and verdicts), filterable by outcome and turns: [view.html](view.html)
+(a static page; open it from disk).
+"""
