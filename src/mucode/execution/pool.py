@@ -41,8 +41,9 @@ UNSAFE_ENV = "MUCODE_UNSAFE_NO_ISOLATION"
 _WORKER_ENV_PASSED = ("LD_LIBRARY_PATH", "MUCODE_SANDBOX_UID_BASE")
 
 
-class IsolationUnavailable(RuntimeError):
-    """Neither root nor user namespaces: untrusted code would run unisolated, so it does not run."""
+class IsolationUnavailable(OSError):
+    """Neither root nor user namespaces: untrusted code would run unisolated, so it does not run
+    (an OSError, so that every command reports it as a one-line `Error:`)."""
 
 
 class _JudgeStalled(Exception):
