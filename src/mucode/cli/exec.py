@@ -19,7 +19,8 @@ Examples:
 
 def split_assert_file(text: str) -> list[str]:
     """Top-level statements of a tests file, one test per `assert` statement. Other top-level
-    statements (imports, helpers) are prepended to every test so each test stands alone."""
+    statements (imports, helpers) are prepended to every test so each test stands alone. A file
+    without a top-level assert gives no test (its functions, e.g. pytest's `def test_*`, never run)."""
     import ast
 
     tree = ast.parse(text)
@@ -27,8 +28,6 @@ def split_assert_file(text: str) -> list[str]:
     source = lambda node: "".join(lines[node.lineno - 1 : node.end_lineno])  # noqa: E731
     preamble = "".join(source(n) for n in tree.body if not isinstance(n, ast.Assert))
     asserts = [source(n) for n in tree.body if isinstance(n, ast.Assert)]
-    if not asserts:
-        return [text] if text.strip() else []
     return [preamble + code for code in asserts]
 
 
@@ -38,7 +37,8 @@ def split_assert_file(text: str) -> list[str]:
 @click.option("--timeout", type=float, default=Limits().timeout_s, show_default=True, help="Wall-clock limit per test, in seconds.")
 @click.option("--memory", type=int, default=Limits().memory_mb, show_default=True, help="Address-space limit, in MiB.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def exec_command(program: Path, tests_path: Path, timeout: float, memory: int, as_json: bool) -> int:
+@click.option("--unsafe-no-isolation", is_flag=True, help="Run the program even where no sandbox isolation is possible (neither root nor user namespaces).")
+def exec_command(program: Path, tests_path: Path, timeout: float, memory: int, as_json: bool, unsafe_no_isolation: bool) -> int:
     """Run PROGRAM in the sandbox against the asserts in --tests. Exit code 0 iff all tests pass."""
     from mucode.execution import Executor
     from mucode.types import AssertTest
@@ -48,9 +48,9 @@ def exec_command(program: Path, tests_path: Path, timeout: float, memory: int, a
     except SyntaxError as err:
         raise click.ClickException(f"{tests_path}: line {err.lineno}: {err.msg} (the tests file must be valid Python)") from None
     if not tests:
-        raise click.ClickException(f"{tests_path} contains no tests (expected assert statements)")
+        raise ValueError(f"{tests_path} contains no tests: no top-level assert statement (each top-level `assert` is one test; functions such as pytest's `def test_*` are not run)")
     limits = Limits(timeout_s=timeout, memory_mb=memory)
-    with Executor(workers=1, limits=limits) as executor:
+    with Executor(workers=1, limits=limits, unsafe_no_isolation=unsafe_no_isolation or None) as executor:
         result = executor.run(program.read_text(), tests)
     if as_json:
         data = result.to_dict()

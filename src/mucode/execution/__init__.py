@@ -5,6 +5,6 @@ isolation design and `judge.py` for how verdicts are decided.
 """
 
 from mucode.execution.limits import Limits
-from mucode.execution.pool import Executor
+from mucode.execution.pool import Executor, IsolationUnavailable
 
-__all__ = ["Executor", "Limits"]
+__all__ = ["Executor", "IsolationUnavailable", "Limits"]

@@ -23,6 +23,8 @@ class TestFailure(AssertionError):
 
 
 def _short_repr(value: Any, limit: int = 300) -> str:
+    if type(value) is int and value.bit_length() > 10_000:  # repr() refuses ints past 4,300 digits
+        return f"<int of {value.bit_length()} bits>"
     try:
         text = repr(value)
     except Exception:  # noqa: BLE001
@@ -88,4 +90,4 @@ def compile_test(code: str, filename: str = "<test>"):
     """Compile test statements with informative assertions (SyntaxError propagates)."""
     tree = _Rewriter(code).visit(ast.parse(code, filename))
     ast.fix_missing_locations(tree)
-    return compile(tree, filename, "exec")
+    return compile(tree, filename, "exec", dont_inherit=True)  # not this module's __future__ flags

@@ -38,7 +38,7 @@ def prepare_zygote() -> None:
     sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace", write_through=True)
 
 
-def enter_sandbox(*, workdir: str, uid: int | None, limits: Limits, rpc_fd: int, stdin_fd: int, stdout_fd: int, stderr_fd: int) -> None:
+def enter_sandbox(*, workdir: str, uid: int | None, limits: Limits, rpc_fd: int, stdin_fd: int, stdout_fd: int, stderr_fd: int, isolated: bool) -> None:
     """Turn the freshly forked process into the sandbox: own session, clean fds, limits, no root."""
     os.setsid()
     os.dup2(stdin_fd, 0)
@@ -50,8 +50,10 @@ def enter_sandbox(*, workdir: str, uid: int | None, limits: Limits, rpc_fd: int,
     os.chdir(workdir)
     os.environ["HOME"] = os.environ["TMPDIR"] = workdir
     isolation.set_resource_limits(limits)
-    if uid is not None:
+    if isolated:
         isolation.drop_privileges(uid)
+    else:
+        isolation.prctl(isolation.PR_SET_NO_NEW_PRIVS, 1)
 
 
 def _register_source(filename: str, source: str) -> None:
@@ -97,7 +99,8 @@ def load_program(program: str, setup_code: str, name: str) -> dict[str, Any]:
     for filename, source in ((PROGRAM_FILE, program), (SETUP_FILE, setup_code)):
         if source:
             _register_source(filename, source)
-            exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - this is the sandbox
+            # dont_inherit: the program gets its own compile flags, not this module's __future__ imports
+            exec(compile(source, filename, "exec", dont_inherit=True), namespace)  # noqa: S102 - this is the sandbox
     return namespace
 
 

@@ -23,6 +23,12 @@ _SCALARS = (type(None), bool, int, float, str)
 # Builtin types travel by name (a test may pass `int` to the program, as in isinstance checks).
 _BUILTIN_TYPES = {t.__name__: t for t in (bool, bytes, complex, dict, float, frozenset, int, list, object, set, str, tuple, type, range)}
 MAX_DEPTH = 200
+# Larger ints travel as hexadecimal text: JSON (and int <-> decimal text) is limited to 4,300 digits
+# and quadratic, while hex conversion is linear.
+BIG_INT_BITS = 4096
+# A larger range stays in the sandbox as a handle: as a value it would let the program hand the
+# judge unbounded work (`sum(range(10**13))` runs in C, where no alarm can interrupt it).
+MAX_RANGE_LEN = 1_000_000
 
 
 class DecodeError(ValueError):
@@ -41,6 +47,8 @@ def _encode(value: Any, make_handle: Callable[[Any], dict], depth: int) -> Any:
     if kind in _SCALARS:
         if kind is float and not math.isfinite(value):
             return {"nf": repr(value)}
+        if kind is int and value.bit_length() > BIG_INT_BITS:
+            return {"bi": format(value, "x")}
         return value
     rec = lambda items: [_encode(v, make_handle, depth + 1) for v in items]  # noqa: E731
     if kind is list:
@@ -69,7 +77,7 @@ def _encode(value: Any, make_handle: Callable[[Any], dict], depth: int) -> Any:
         return {"dec": str(value)}
     if kind is fractions.Fraction:
         return {"fr": [value.numerator, value.denominator]}
-    if kind is range:
+    if kind is range and _length(value) <= MAX_RANGE_LEN:
         return {"rg": [value.start, value.stop, value.step]}
     if kind is type and _BUILTIN_TYPES.get(getattr(value, "__name__", None)) is value:
         return {"bt": value.__name__}
@@ -133,7 +141,12 @@ def _decode(data: Any, make_remote: Callable[[dict], Any], depth: int) -> Any:
             return fractions.Fraction(_as_int(num), _as_int(den))
         if tag == "rg":
             start, stop, step = rec(payload)
-            return range(_as_int(start), _as_int(stop), _as_int(step))
+            value = range(_as_int(start), _as_int(stop), _as_int(step))
+            if _length(value) > MAX_RANGE_LEN:
+                raise DecodeError(f"range of more than {MAX_RANGE_LEN} items")
+            return value
+        if tag == "bi":
+            return int(_as_str(payload), 16)
         if tag == "bt":
             if payload not in _BUILTIN_TYPES:
                 raise DecodeError(f"not a builtin type: {payload!r}")
@@ -143,6 +156,13 @@ def _decode(data: Any, make_remote: Callable[[dict], Any], depth: int) -> Any:
     except (TypeError, ValueError, ArithmeticError, decimal.InvalidOperation) as err:
         raise DecodeError(f"bad {tag!r} value: {err}") from None
     raise DecodeError(f"unknown tag {tag!r}")
+
+
+def _length(value: range) -> float:
+    try:
+        return len(value)
+    except OverflowError:  # more items than sys.maxsize
+        return math.inf
 
 
 def _as_list(payload: Any) -> list:

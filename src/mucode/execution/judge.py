@@ -20,7 +20,6 @@ import os
 import select
 import signal
 import socket
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -75,7 +74,10 @@ def remote_exception(type_name: str, message: str, trace: str) -> RemoteError:
         except TypeError:  # incompatible layouts
             cls = type(f"Program{type_name}", (RemoteError,), {"type_name": type_name})
         _REMOTE_CLASSES[type_name] = cls
-    err = cls.__new__(cls)
+    try:
+        err = cls.__new__(cls)
+    except TypeError:  # e.g. MemoryError.__new__ refuses subclasses
+        err = BaseException.__new__(cls)
     Exception.__init__(err, message)
     err.program_traceback = trace
     return err
@@ -367,8 +369,11 @@ class Remote:
 
 # -- verdicts --------------------------------------------------------------------------------------
 
-def _program_error_message(err: RemoteError) -> str:
-    text = f"{err.type_name}: {err}" if str(err) else err.type_name
+def _program_error_message(err: RemoteError, limits: Limits) -> str:
+    if err.type_name == "MemoryError":
+        text = f"MemoryError: the program ran out of memory (its limit is {limits.memory_mb} MiB)"
+    else:
+        text = f"{err.type_name}: {err}" if str(err) else err.type_name
     return f"{text}\n{err.program_traceback}" if err.program_traceback else text
 
 
@@ -404,6 +409,16 @@ class _Alarm:
         signal.setitimer(signal.ITIMER_REAL, 0)
 
 
+# Modules the judge may bind for a test when the program imported them (tests often use the
+# program's `import math`). Nothing else is ever imported on the program's word: importing a module
+# runs its code in the trusted judge (e.g. `venv.__main__` creates virtual environments).
+TEST_MODULES = frozenset({
+    "array", "bisect", "cmath", "collections", "copy", "datetime", "decimal", "fractions", "functools",
+    "heapq", "itertools", "json", "math", "operator", "random", "re", "statistics", "string", "sys",
+    "typing", "unicodedata", "hashlib", "numbers", "time", "textwrap", "enum", "dataclasses",
+})
+
+
 def _namespace(run: SandboxRun, names: Any) -> dict[str, Any]:
     if not isinstance(names, dict):
         raise _ChannelAbuse("bad name table")
@@ -413,17 +428,15 @@ def _namespace(run: SandboxRun, names: Any) -> dict[str, Any]:
             raise _ChannelAbuse("bad name table")
         if "mod" in entry:
             module = str(entry["mod"])
-            if module.split(".")[0] in getattr(sys, "stdlib_module_names", ()):
-                try:
-                    namespace[name] = importlib.import_module(module)
-                except ImportError:
-                    pass
+            if module in TEST_MODULES:
+                namespace[name] = importlib.import_module(module)
         elif "v" in entry:
             namespace[name] = run.decode(entry["v"])
     return namespace
 
 
-def _run_one_assert(run: SandboxRun, namespace: dict[str, Any], test: AssertTest, timeout_s: float) -> Verdict:
+def _run_one_assert(run: SandboxRun, namespace: dict[str, Any], test: AssertTest, limits: Limits) -> Verdict:
+    timeout_s = limits.timeout_s
     started = time.monotonic()
     run.deadline = started + timeout_s
     took = lambda: time.monotonic() - started  # noqa: E731
@@ -438,18 +451,21 @@ def _run_one_assert(run: SandboxRun, namespace: dict[str, Any], test: AssertTest
         message = failure.source + (f"  # {failure.note}" if failure.note else "")
         return Verdict(Status.FAILED, message, failure.expected, failure.actual, took())
     except RemoteError as err:
-        return Verdict(Status.ERROR, _program_error_message(err), duration_s=took())
+        return Verdict(Status.ERROR, _program_error_message(err, limits), duration_s=took())
     except (_TimedOut, _ProgramGone, _ChannelAbuse):
         raise
     except RecursionError:
         return Verdict(Status.ERROR, "RecursionError: maximum recursion depth exceeded", duration_s=took())
+    except MemoryError:
+        return Verdict(Status.ERROR, "MemoryError: the test ran out of memory computing on the program's values", duration_s=took())
     except Exception as err:  # noqa: BLE001 - e.g. NameError for a missing function
         return Verdict(Status.ERROR, f"{type(err).__name__}: {err}"[:1000], duration_s=took())
     return Verdict(Status.PASSED, duration_s=took())
 
 
-def run_assert_tests(run: SandboxRun, tests: Sequence[AssertTest], limits: Limits) -> list[Verdict]:
-    """Load the program in the sandbox, then run each test here against it."""
+def run_assert_tests(run: SandboxRun, tests: Sequence[AssertTest], limits: Limits, progress: Callable[[], None] = lambda: None) -> list[Verdict]:
+    """Load the program in the sandbox, then run each test here against it (`progress()` after
+    loading and after each test)."""
     verdicts: list[Verdict] = []
     run.deadline = time.monotonic() + limits.timeout_s
     pending: Verdict | None = None  # verdict for every remaining test once the program is gone
@@ -468,12 +484,15 @@ def run_assert_tests(run: SandboxRun, tests: Sequence[AssertTest], limits: Limit
         pending = _ending_verdict(run.finish(), "while loading")
     except _ChannelAbuse as err:
         pending = Verdict(Status.ERROR, f"the program corrupted the test channel: {err}")
+    progress()
     for index, test in enumerate(tests):
+        if index:
+            progress()
         if pending is not None:
             verdicts.append(pending)
             continue
         try:
-            verdicts.append(_run_one_assert(run, namespace, test, limits.timeout_s))
+            verdicts.append(_run_one_assert(run, namespace, test, limits))
         except _TimedOut:
             verdicts.append(Verdict(Status.TIMEOUT, f"the test took longer than {limits.timeout_s:g} s", duration_s=limits.timeout_s))
             pending = Verdict(Status.TIMEOUT, f"not run: the program was stopped after test {index + 1} timed out")

@@ -31,6 +31,12 @@ class Limits:
         """CPU-seconds backstop (RLIMIT_CPU); the wall clock normally ends a run first."""
         return math.ceil(self.timeout_s) + 1
 
+    @property
+    def judge_step_s(self) -> float:
+        """Host-side deadline between two progress reports of the judge (one test, or one program's
+        end, which may take a timeout plus the kill grace); past it the worker is killed."""
+        return 2 * self.timeout_s + 3.0
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

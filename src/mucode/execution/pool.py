@@ -14,14 +14,17 @@ from __future__ import annotations
 import json
 import os
 import queue
+import select
+import signal
 import subprocess
 import sys
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Sequence
 
 from mucode.execution.limits import Limits
-from mucode.execution.wire import recv_frame, send_frame
+from mucode.execution.wire import HEADER, send_frame
 from mucode.types import ExecResult, Status, Test, Verdict, test_to_dict
 
 Job = tuple[str, Sequence[Test], str]
@@ -33,6 +36,24 @@ _MODE_WARNINGS = {
     "none": "mucode sandbox: Linux namespaces are unavailable here, so programs have NO network or "
     "file-system isolation and escaped descendants may survive; only resource limits apply.",
 }
+UNSAFE_ENV = "MUCODE_UNSAFE_NO_ISOLATION"
+# The only variables a worker (and so every program, in /proc/self/environ) starts with.
+_WORKER_ENV_PASSED = ("LD_LIBRARY_PATH", "MUCODE_SANDBOX_UID_BASE")
+
+
+class IsolationUnavailable(OSError):
+    """Neither root nor user namespaces: untrusted code would run unisolated, so it does not run
+    (an OSError, so that every command reports it as a one-line `Error:`)."""
+
+
+class _JudgeStalled(Exception):
+    pass
+
+
+def worker_environment() -> dict[str, str]:
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}
+    env.update({name: os.environ[name] for name in _WORKER_ENV_PASSED if name in os.environ})
+    return env
 
 
 # The worker gets the caller's import path explicitly (never the current folder, which may hold
@@ -48,24 +69,51 @@ class _Worker:
     """A worker process and the pipes to it; used by one thread at a time."""
 
     def __init__(self, index: int) -> None:
-        env = dict(os.environ, PYTHONHASHSEED="0", PYTHONDONTWRITEBYTECODE="1")
         self.index = index
+        # A minimal environment and a neutral folder: programs can read the environment their
+        # worker started with (/proc/self/environ), and the caller's may hold secrets.
         self.process = subprocess.Popen(
             [sys.executable, "-c", _WORKER_BOOT, json.dumps(_import_path()), str(index), str(os.getpid())],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=worker_environment(), cwd="/", close_fds=True,
         )
-        hello = self._receive()
+        hello = self._receive(time.monotonic() + 60)
         if "fatal" in hello:
             self.close()
             raise RuntimeError(f"mucode sandbox worker failed to start: {hello['fatal']}")
         self.mode = hello.get("mode", "none")
 
-    def _receive(self) -> dict:
-        return json.loads(recv_frame(self.process.stdout.fileno()))
+    def _read_exact(self, size: int, end: float) -> bytes:
+        fd, chunks, remaining = self.process.stdout.fileno(), [], size
+        while remaining:
+            left = end - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise _JudgeStalled()
+            chunk = os.read(fd, min(remaining, 1 << 20))
+            if not chunk:
+                raise EOFError("connection closed")
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        return b"".join(chunks)
 
-    def run(self, job: dict) -> dict:
+    def _receive(self, end: float) -> dict:
+        (size,) = HEADER.unpack(self._read_exact(HEADER.size, end))
+        return json.loads(self._read_exact(size, end))
+
+    def run(self, job: dict, step_s: float) -> dict:
+        """Send a job and wait for its result. The judge reports progress after every step (loading,
+        each test, each program's end); if it goes silent for `step_s` (e.g. stuck in a C loop over
+        a value the program returned, where its own alarm cannot interrupt it), it is killed."""
         send_frame(self.process.stdin.fileno(), json.dumps(job).encode())
-        return self._receive()
+        while True:
+            reply = self._receive(time.monotonic() + step_s)
+            if "progress" not in reply:
+                return reply
+
+    def kill(self) -> None:
+        try:
+            self.process.send_signal(signal.SIGKILL)
+        except OSError:
+            pass
 
     def close(self) -> None:
         for stream in (self.process.stdin, self.process.stdout):
@@ -83,7 +131,11 @@ class _Worker:
 class Executor:
     """Pool of sandbox workers. `workers=None` means one per CPU core."""
 
-    def __init__(self, workers: int | None = None, limits: Limits | None = None) -> None:
+    def __init__(self, workers: int | None = None, limits: Limits | None = None, unsafe_no_isolation: bool | None = None) -> None:
+        """`unsafe_no_isolation`: run programs even where no isolation is possible (neither root nor
+        user namespaces); default: the environment variable MUCODE_UNSAFE_NO_ISOLATION=1."""
+        if unsafe_no_isolation is None:
+            unsafe_no_isolation = os.environ.get(UNSAFE_ENV) == "1"
         self.n_workers = workers or os.cpu_count() or 1
         if self.n_workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
@@ -94,6 +146,12 @@ class Executor:
             self._idle.put(index)
         self._threads = ThreadPoolExecutor(self.n_workers, thread_name_prefix="mucode-exec")
         self.mode = self._worker(0).mode  # start one now: fail early, and learn the isolation mode
+        if self.mode == "none" and not unsafe_no_isolation:
+            self.close()
+            raise IsolationUnavailable(
+                "no sandbox isolation is possible here (neither root nor Linux user namespaces), so mucode refuses "
+                f"to run untrusted code; pass --unsafe-no-isolation (or set {UNSAFE_ENV}=1) to run it anyway"
+            )
         if self.mode in _MODE_WARNINGS and self.mode not in _warned_modes:
             _warned_modes.add(self.mode)
             warnings.warn(_MODE_WARNINGS[self.mode], RuntimeWarning, stacklevel=2)
@@ -135,17 +193,23 @@ class Executor:
             self._idle.put(index)
 
     def _run_on(self, index: int, job: dict, n_tests: int) -> ExecResult:
+        step_s = Limits.from_dict(job["limits"]).judge_step_s
+        verdict: Verdict | None = None
         try:
-            reply = self._worker(index).run(job)
+            reply = self._worker(index).run(job, step_s)
+        except _JudgeStalled:
+            reply = {}
+            verdict = Verdict(Status.TIMEOUT, f"the judge made no progress for {step_s:g} s (e.g. a test computing on a huge value the program returned); it was stopped")
         except (OSError, EOFError, ValueError) as err:
             reply = {"fatal": f"worker died: {type(err).__name__}: {err}"}
         if "result" in reply:
             return ExecResult.from_dict(reply["result"])
         worker = self._workers[index]
         if worker is not None:
+            worker.kill()
             worker.close()
             self._workers[index] = None
-        verdict = Verdict(Status.INFRA_ERROR, f"sandbox worker failure: {reply.get('fatal', 'unknown')}")
+        verdict = verdict or Verdict(Status.INFRA_ERROR, f"sandbox worker failure: {reply.get('fatal', 'unknown')}")
         return ExecResult(verdicts=(verdict,) * n_tests)
 
     def run_many(self, jobs: Iterable[Job], progress: bool = False, desc: str = "executing") -> list[ExecResult]:

