@@ -40,45 +40,12 @@ from mucode.generation.base import (
     derive_seed,
     trim_at_stop,
 )
+from mucode.generation.chat import encode_prompt, end_of_turn_ids
 
 logger = logging.getLogger("mucode.generation")
 
 Engine = Literal["loop", "generate"]
-
-def end_of_turn_ids(tokenizer: Any, model: Any = None) -> list[int]:
-    """Token ids that end an assistant turn: the tokenizer's eos, the model's `generation_config`
-    eos (an int or a list), and the special token the chat template writes right after an
-    assistant message (e.g. `<|im_end|>`, `<|eot_id|>`, `<end_of_turn>`)."""
-    ids: list[int] = []
-    if tokenizer.eos_token_id is not None:
-        ids.append(tokenizer.eos_token_id)
-    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids.extend([config_eos] if isinstance(config_eos, int) else list(config_eos or []))
-    template_eot = _template_end_of_turn(tokenizer)
-    if template_eot is not None:
-        ids.append(template_eot)
-    return list(dict.fromkeys(ids))
-
-
-def _template_end_of_turn(tokenizer: Any) -> int | None:
-    """The first token after an assistant message in the chat template, if it is a special token."""
-    marker = "MUCODE_END_MARKER"
-    try:
-        rendered = tokenizer.apply_chat_template(
-            [{"role": "user", "content": "hi"}, {"role": "assistant", "content": marker}], tokenize=False
-        )
-    except Exception:  # templates that reject this conversation shape: rely on eos only
-        return None
-    tail = rendered.split(marker, 1)[-1] if marker in rendered else ""
-    tail_ids = tokenizer(tail, add_special_tokens=False)["input_ids"] if tail else []
-    if tail_ids and tail_ids[0] in set(tokenizer.all_special_ids) | _added_special_ids(tokenizer):
-        return tail_ids[0]
-    return None
-
-
-def _added_special_ids(tokenizer: Any) -> set[int]:
-    decoder = getattr(tokenizer, "added_tokens_decoder", {}) or {}
-    return {i for i, tok in decoder.items() if getattr(tok, "special", False)}
+__all__ = ["TransformersGenerator", "PrefixStore", "choose_pad_id", "end_of_turn_ids"]  # end_of_turn_ids: re-exported from chat
 
 
 def choose_pad_id(tokenizer: Any, stop_ids: Sequence[int]) -> int:
@@ -299,8 +266,7 @@ class TransformersGenerator:
 
     def encode(self, conversation: Sequence[Message]) -> list[int]:
         """Prompt token ids: the chat template with the assistant header appended."""
-        text = self.tokenizer.apply_chat_template(list(conversation), tokenize=False, add_generation_prompt=True)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]  # the template already holds bos, if any
+        return encode_prompt(self.tokenizer, conversation)
 
     def generate(
         self, conversations: Sequence[Sequence[Message]], params: SamplingParams, seeds: Sequence[int] | None = None
