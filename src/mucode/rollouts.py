@@ -61,7 +61,7 @@ class RolloutConfig:
     seed: int = field(default=0, metadata={"help": "Base seed (problem subset, sampling)."})
     limit: int | None = field(default=None, metadata={"help": "Use a seeded random subset of this many problems."})
     problems_path: str | None = field(default=None, metadata={"help": "MBPP data file or folder (else $MUCODE_MBPP_PATH, then the hub)."})
-    backend: str = field(default="hf", metadata={"help": "Generation backend: hf | openai | vllm.", "choices": ["hf", "openai", "vllm"]})
+    backend: str = field(default="auto", metadata={"help": "Generation backend: auto (OpenVINO on CPU if installed, vLLM on CUDA, else hf) | hf | openvino | openai | vllm.", "choices": ["auto", "hf", "openvino", "openai", "vllm"]})
     base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible server URL (openai backend)."})
     dtype: str = field(default="float32", metadata={"help": "Model dtype (hf / vllm backends)."})
     tensor_parallel_size: int = field(default=1, metadata={"help": "GPUs one vLLM engine splits the model over (vllm backend)."})
@@ -410,8 +410,10 @@ def _run_rollouts(config: RolloutConfig, progress: bool) -> RolloutStats:
 
         return run_rollouts_on_ray(config, progress=progress)
     from mucode.execution import Executor, Limits
-    from mucode.generation.factory import make_generator
+    from mucode.generation.base import attach_progress
+    from mucode.generation.factory import IN_PROCESS, make_generator, resolve_backend
 
+    config = replace(config, backend=resolve_backend(config.backend, config.model, base_url=config.base_url))
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     problem_set, problems = load_selected_problems(config.problems, config.problems_path, config.limit, config.seed)
@@ -420,12 +422,14 @@ def _run_rollouts(config: RolloutConfig, progress: bool) -> RolloutStats:
     total = len(problems) * config.rollouts
     bar = _progress_bar(total, len(store.done), store.n_correct) if progress else None
     generator = make_generator(config.backend, config.model, **_backend_options(config))
+    if bar is not None:  # a batch of replies takes minutes: show it moving
+        attach_progress(generator, lambda done, total: bar.set_description_str(f"rollouts (replies {done}/{total})"))
     try:
         with Executor(workers=config.workers, limits=Limits(timeout_s=config.timeout_s)) as executor:
             stats = collect_rollouts(
                 problems, generator, executor, store, rollouts=config.rollouts, turns=config.turns,
                 params=config.sampling(), max_live=config.max_live, model_name=config.model,
-                overlap=config.backend != "hf", seeding=config.seeding or "step", parallel_calls=config.backend == "openai",
+                overlap=config.backend not in IN_PROCESS, seeding=config.seeding or "step", parallel_calls=config.backend == "openai",
                 on_trajectory=(lambda record, stats: _update_bar(bar, store, stats)) if bar else None,
             )
     finally:

@@ -90,7 +90,11 @@ class SearchConfig:
     seeding: str = field(default="search", metadata={"help": "search: one seeded generator call per search (reproducible per search); step: one call per step (faster in-process).", "choices": list(SEEDINGS)})
     limit: int | None = field(default=None, metadata={"help": "Use a seeded random subset of this many problems."})
     problems_path: str | None = field(default=None, metadata={"help": "MBPP data file or folder (else $MUCODE_MBPP_PATH, then the hub)."})
-    backend: str = field(default="hf", metadata={"help": "Generation backend: hf | openai | vllm.", "choices": ["hf", "openai", "vllm"]})
+    from mucode.execution import Executor, Limits
+    from mucode.generation.factory import IN_PROCESS, make_generator, resolve_backend
+
+    config = replace(config, backend=resolve_backend(config.backend, config.model, base_url=config.base_url))
+    out = Path(config.out)
     base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible server URL (openai backend)."})
     dtype: str = field(default="float32", metadata={"help": "Model dtype (hf / vllm backends)."})
     max_live: int = field(default=32, metadata={"help": "Searches advanced together (each samples n programs per step)."})
@@ -592,8 +596,11 @@ def run_search(config: SearchConfig, progress: bool = True) -> SearchSummary:
 
 def _run_search(config: SearchConfig, progress: bool) -> SearchSummary:
     from mucode.execution import Executor, Limits
-    from mucode.generation.factory import make_generator
+    from mucode.generation.base import attach_progress
+    from mucode.generation.factory import make_generator, resolve_backend
     from mucode.rollouts import load_selected_problems, write_run_metadata
+
+    config = replace(config, backend=resolve_backend(config.backend, config.model, base_url=config.base_url))
 
     started = time.perf_counter()
     out = Path(config.out)
@@ -604,6 +611,8 @@ def _run_search(config: SearchConfig, progress: bool) -> SearchSummary:
     bar = _progress_bar(len(problems) * config.searches, len(store.done)) if progress else None
     scorer = _load_scorer(config.verifier)
     generator = make_generator(config.backend, config.model, **generator_options(config))
+    if bar is not None:  # a batch of replies takes minutes: show it moving
+        attach_progress(generator, lambda done, total: bar.set_description_str(f"searches (replies {done}/{total})"))
     run: list[SearchRecord] = []
 
     def on_search(record: SearchRecord) -> None:

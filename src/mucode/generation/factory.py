@@ -52,6 +52,18 @@ def choose_backend(backend: str, model: str = "", *, base_url: str | None = None
     return "hf", "no CUDA GPU and OpenVINO GenAI is not installed (pip install 'mucode[openvino]' for ~5x faster generation)"
 
 
+def resolve_backend(backend: str, model: str = "", *, base_url: str | None = None) -> str:
+    """The backend to build: `backend` itself, or for "auto" the one `choose_backend` picks, said
+    on stderr in one line (which and why)."""
+    name, why = choose_backend(backend, model, base_url=base_url)
+    if backend == "auto":
+        print(f"backend auto -> {name}: {why}", file=sys.stderr, flush=True)
+    return name
+
+
+IN_PROCESS = ("hf", "transformers", "openvino")  # backends that compute in this process (no overlap with the sandbox)
+
+
 def make_generator(backend: str, model: str, **options: Any) -> Generator:
     """A `Generator` for `model` (hub id, local folder, or served model name for "openai").
 
@@ -63,8 +75,7 @@ def make_generator(backend: str, model: str, **options: Any) -> Generator:
     (tensor_parallel_size and any `vllm.LLM` argument).
     """
     if backend == "auto":
-        backend, why = choose_backend("auto", model, base_url=options.get("base_url"))
-        print(f"backend auto -> {backend}: {why}", file=sys.stderr, flush=True)
+        backend = resolve_backend("auto", model, base_url=options.get("base_url"))
         if backend in _OPTIONS:
             options = {k: v for k, v in options.items() if k in _OPTIONS[backend]}
     if backend in ("hf", "transformers"):

@@ -25,7 +25,7 @@ from __future__ import annotations
 import gc
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -205,6 +205,8 @@ class TransformersGenerator:
     prefix_cache_bytes: budget of the prefix store (see `PrefixStore`); 0 disables it. "loop" only.
     prefill_tokens: most (rows x padded width) tokens encoded in one forward pass when prompts are
         prefilled; bounds the attention memory of long prompts. "loop" only.
+    progress: set it to a callable (finished conversations, conversations of the call); "loop"
+        calls it after each batch of rows.
     device: where the model runs; None keeps the model where it is.
     Holds `model`, `tokenizer`, `stop_ids` (end-of-turn token ids), `pad_id` (see `choose_pad_id`)
     and `prefix_store`.
@@ -240,6 +242,7 @@ class TransformersGenerator:
         if not self.stop_ids:
             raise ValueError("the tokenizer has no eos token and the chat template no end-of-turn token; set tokenizer.eos_token")
         self.pad_id = choose_pad_id(tokenizer, self.stop_ids)
+        self.progress: Callable[[int, int], None] | None = None  # (finished conversations, conversations), per batch
 
     @classmethod
     def from_pretrained(
@@ -285,6 +288,8 @@ class TransformersGenerator:
                 batch = [_Row(i, j, self._rng(derive_seed(seeds[i], j))) for i, j in rows[start : start + self.batch_size]]
                 for row in self._decode(prompts, batch, params):
                     out[row.prompt][row.sample] = self._finish(row, len(prompts[row.prompt]), params)
+                if self.progress is not None:
+                    self.progress(sum(all(c is not None for c in samples) for samples in out), len(out))
         return out  # type: ignore[return-value]  # every slot is filled above
 
     def _rng(self, seed: int) -> torch.Generator:
