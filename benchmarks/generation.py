@@ -95,7 +95,8 @@ def bench_model(model: str, engines: list[str], problems, args, params) -> dict[
             tokens, seconds = tokens + n, seconds + s
             print(f"  {name:12s} turn {turn}: {len(turns[turn - 1]):3d} prompts {n / s:7.1f} tok/s ({n:.0f} tokens, {s:.1f} s)")
         rates[name] = tokens / seconds
-        print(f"  {name:12s} both turns: {rates[name]:7.1f} tok/s  [{what}; load {load_s:.1f} s]")
+        print(f"  {name:12s} both turns: {rates[name]:7.1f} tok/s  [{what}; load {load_s:.1f} s; "
+              f"machine load average {os.getloadavg()[0]:.1f}]")
         generator.close()
         del generator
         gc.collect()
