@@ -147,3 +147,37 @@ def test_unknown_weight_format_is_one_line_error(sharp_dir):
 
     with pytest.raises(ValueError, match="weight_format='int4'.*int8, fp16, fp32"):
         export_openvino(str(sharp_dir), "int4")
+
+
+def _records(folder):
+    import json
+
+    timing = {"generate_s", "wall_s", "duration_s", "exec_s", "created", "time"}
+
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in timing and not k.endswith("_s")}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return [strip(json.loads(line)) for line in (folder / "trajectories.jsonl").read_text().splitlines()]
+
+
+def test_the_same_seeded_rollout_command_twice_gives_the_same_records(tmp_path, sharp_dir, cache):
+    import os
+    import subprocess
+    import sys
+
+    def run(out):
+        command = [sys.executable, "-m", "mucode", "rollout", "--model", str(sharp_dir), "--problems", "humaneval",
+                   "--limit", "3", "--rollouts", "2", "--turns", "2", "--temperature", "1.0", "--max-new-tokens", "24",
+                   "--workers", "1", "--timeout-s", "2", "--out", str(out)]  # --backend auto: openvino here
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ, "MUCODE_CACHE": str(cache)})
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "backend auto -> openvino" in done.stderr
+        return _records(out)
+
+    first, second = run(tmp_path / "a"), run(tmp_path / "b")
+    assert len(first) == 6 and first == second
+    assert len({r["turns"][0]["reply"] for r in first}) > 1

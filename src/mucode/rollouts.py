@@ -448,6 +448,8 @@ def _backend_options(config: RolloutConfig) -> dict[str, Any]:
         return {"base_url": config.base_url, "routing": config.routing, "max_concurrency": config.max_live}
     if config.backend == "vllm":  # vLLM batches by itself: no batch_size
         return {"dtype": config.dtype, "tensor_parallel_size": config.tensor_parallel_size}
+    if config.backend == "openvino":  # continuous batching, its own weight format: neither batch_size nor dtype
+        return {}
     if config.tensor_parallel_size != 1:
         raise ValueError(f"got tensor_parallel_size={config.tensor_parallel_size} with --backend {config.backend}; it applies to --backend vllm only")
     return {"dtype": config.dtype, "batch_size": config.max_live}

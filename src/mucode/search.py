@@ -90,11 +90,7 @@ class SearchConfig:
     seeding: str = field(default="search", metadata={"help": "search: one seeded generator call per search (reproducible per search); step: one call per step (faster in-process).", "choices": list(SEEDINGS)})
     limit: int | None = field(default=None, metadata={"help": "Use a seeded random subset of this many problems."})
     problems_path: str | None = field(default=None, metadata={"help": "MBPP data file or folder (else $MUCODE_MBPP_PATH, then the hub)."})
-    from mucode.execution import Executor, Limits
-    from mucode.generation.factory import IN_PROCESS, make_generator, resolve_backend
-
-    config = replace(config, backend=resolve_backend(config.backend, config.model, base_url=config.base_url))
-    out = Path(config.out)
+    backend: str = field(default="auto", metadata={"help": "Generation backend: auto (OpenVINO on CPU if installed, vLLM on CUDA, else hf) | hf | openvino | openai | vllm.", "choices": ["auto", "hf", "openvino", "openai", "vllm"]})
     base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible server URL (openai backend)."})
     dtype: str = field(default="float32", metadata={"help": "Model dtype (hf / vllm backends)."})
     max_live: int = field(default=32, metadata={"help": "Searches advanced together (each samples n programs per step)."})
@@ -649,6 +645,8 @@ def generator_options(config: SearchConfig) -> dict[str, Any]:
         return {"base_url": config.base_url, "max_concurrency": config.max_live * config.n}
     if config.backend == "vllm":  # vLLM batches by itself: no batch_size
         return {"dtype": config.dtype}
+    if config.backend == "openvino":  # continuous batching, its own weight format: neither batch_size nor dtype
+        return {}
     return {"dtype": config.dtype, "batch_size": max(config.max_live, config.n)}
 
 
