@@ -161,7 +161,7 @@ def test_from_pretrained_and_close(tiny_model_dir):
 
 
 def test_factory_errors():
-    with pytest.raises(ValueError, match="hf, transformers, openai, vllm"):
+    with pytest.raises(ValueError, match="auto, hf, transformers, openvino, openai, vllm"):
         make_generator("llamacpp", "m")
     with pytest.raises(ValueError, match="base_url"):
         make_generator("openai", "m")
@@ -179,7 +179,7 @@ def test_vllm_missing_gives_install_hint():
 
 
 def test_import_is_cheap():
-    code = "import sys, mucode.generation, mucode.generation.factory; print(sorted({'torch', 'transformers', 'httpx', 'vllm'} & set(sys.modules)))"
+    code = "import sys, mucode.generation, mucode.generation.factory; print(sorted({'torch', 'transformers', 'httpx', 'vllm', 'openvino', 'openvino_genai'} & set(sys.modules)))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
 
 
@@ -379,3 +379,13 @@ def test_close_releases_the_store(model_and_tokenizer):
 def test_engine_validation(model_and_tokenizer):
     with pytest.raises(ValueError, match="engine='beam'"):
         TransformersGenerator(*model_and_tokenizer, engine="beam")
+
+
+def test_progress_reports_finished_conversations_per_batch(model_and_tokenizer):
+    from mucode.generation.base import attach_progress
+
+    gen = TransformersGenerator(*model_and_tokenizer, batch_size=2)
+    seen: list[tuple[int, int]] = []
+    assert attach_progress(gen, lambda done, total: seen.append((done, total)))
+    gen.generate(CONVERSATIONS, SamplingParams(n=2, temperature=1.0, max_new_tokens=8))
+    assert len(seen) == 5 and seen[-1] == (5, 5) and [d for d, _ in seen] == sorted(d for d, _ in seen)

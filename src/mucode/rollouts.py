@@ -63,7 +63,7 @@ class RolloutConfig:
     limit: int | None = field(default=None, metadata={"help": "A seeded random subset of this many problems (the seed picks it; see --first)."})
     first: int | None = field(default=None, metadata={"help": "The first N problems in the set's order (lm-eval's --limit)."})
     problems_path: str | None = field(default=None, metadata={"help": "MBPP data file or folder (else $MUCODE_MBPP_PATH, then the hub)."})
-    backend: str = field(default="hf", metadata={"help": "Generation backend: hf | openai | vllm.", "choices": ["hf", "openai", "vllm"]})
+    backend: str = field(default="auto", metadata={"help": "Generation backend: auto (OpenVINO on CPU if installed, vLLM on CUDA, else hf) | hf | openvino | openai | vllm.", "choices": ["auto", "hf", "openvino", "openai", "vllm"]})
     base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible server URL (openai backend)."})
     dtype: str = field(default="float32", metadata={"help": "Model dtype (hf / vllm backends)."})
     tensor_parallel_size: int = field(default=1, metadata={"help": "GPUs one vLLM engine splits the model over (vllm backend)."})
@@ -429,11 +429,15 @@ def run_rollouts(config: RolloutConfig, progress: bool = True) -> RolloutStats:
     # Bad input fails here, before the folder is touched or a model loads.
     check_not_in_use(config.out, "`mucode rollout`")
     load_selected_problems(config.problems, config.problems_path, config.limit, config.seed, config.first)
-    check_resumable(config, Path(config.out))
     if config.ray:
         from mucode.scaling.ray_rollouts import check_ray_installed
 
         check_ray_installed()
+    else:
+        from mucode.generation.factory import resolve_backend
+
+        config = replace(config, backend=resolve_backend(config.backend, config.model, base_url=config.base_url))
+    check_resumable(config, Path(config.out))
     check_generator(config.backend, config.model, base_url=config.base_url)
     with folder_lock(config.out, "`mucode rollout`"):
         return _run_rollouts(config, progress)
@@ -445,8 +449,10 @@ def _run_rollouts(config: RolloutConfig, progress: bool) -> RolloutStats:
 
         return run_rollouts_on_ray(config, progress=progress)
     from mucode.execution import Executor, Limits
-    from mucode.generation.factory import make_generator
+    from mucode.generation.base import attach_progress
+    from mucode.generation.factory import IN_PROCESS, make_generator, resolve_backend
 
+    config = replace(config, backend=resolve_backend(config.backend, config.model, base_url=config.base_url))
     out = Path(config.out)
     problem_set, problems = load_selected_problems(config.problems, config.problems_path, config.limit, config.seed, config.first)
     generator = make_generator(config.backend, config.model, **_backend_options(config))
@@ -454,12 +460,14 @@ def _run_rollouts(config: RolloutConfig, progress: bool) -> RolloutStats:
     store = TrajectoryStore(out)
     total = len(problems) * config.rollouts
     bar = _progress_bar(total, len(store.done), store.n_correct) if progress else None
+    if bar is not None:  # a batch of replies takes minutes: show it moving
+        attach_progress(generator, lambda done, total: bar.set_description_str(f"rollouts (replies {done}/{total})"))
     try:
         with Executor(workers=config.workers, limits=Limits(timeout_s=config.timeout_s)) as executor:
             stats = collect_rollouts(
                 problems, generator, executor, store, rollouts=config.rollouts, turns=config.turns,
                 params=config.sampling(), max_live=config.max_live, model_name=config.model,
-                overlap=config.backend != "hf", seeding=config.seeding or "step", parallel_calls=config.backend == "openai",
+                overlap=config.backend not in IN_PROCESS, seeding=config.seeding or "step", parallel_calls=config.backend == "openai",
                 prompt_config=PromptConfig(feedback=config.feedback), preamble=config.preamble,
                 on_trajectory=(lambda record, stats: _update_bar(bar, store, stats)) if bar else None,
             )
@@ -479,6 +487,8 @@ def _backend_options(config: RolloutConfig) -> dict[str, Any]:
         return {"base_url": config.base_url, "routing": config.routing, "max_concurrency": config.max_live}
     if config.backend == "vllm":  # vLLM batches by itself: no batch_size
         return {"dtype": config.dtype, "tensor_parallel_size": config.tensor_parallel_size}
+    if config.backend == "openvino":  # continuous batching, its own weight format: neither batch_size nor dtype
+        return {}
     if config.tensor_parallel_size != 1:
         raise ValueError(f"got tensor_parallel_size={config.tensor_parallel_size} with --backend {config.backend}; it applies to --backend vllm only")
     return {"dtype": config.dtype, "batch_size": config.max_live}

