@@ -436,9 +436,9 @@ def run_rollouts(config: RolloutConfig, progress: bool = True) -> RolloutStats:
     else:
         from mucode.generation.factory import resolve_backend
 
+        check_generator(config.backend, config.model, base_url=config.base_url)
         config = replace(config, backend=resolve_backend(config.backend, config.model, base_url=config.base_url))
     check_resumable(config, Path(config.out))
-    check_generator(config.backend, config.model, base_url=config.base_url)
     with folder_lock(config.out, "`mucode rollout`"):
         return _run_rollouts(config, progress)
 

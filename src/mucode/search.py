@@ -559,13 +559,13 @@ def run_search(config: SearchConfig, progress: bool = True) -> SearchSummary:
 
     check_not_in_use(config.out, "`mucode search`")
     load_selected_problems(config.problems, config.problems_path, config.limit, config.seed, config.first)
-    config = replace(config, backend=resolve_backend(config.backend, config.model, base_url=config.base_url))
-    check_resumable(config, Path(config.out))  # type: ignore[arg-type]  # any config dataclass
     if config.verifier is not None:
         from mucode.verifier.model import verifier_dir
 
         verifier_dir(config.verifier)
     check_generator(config.backend, config.model, base_url=config.base_url)
+    config = replace(config, backend=resolve_backend(config.backend, config.model, base_url=config.base_url))
+    check_resumable(config, Path(config.out))  # type: ignore[arg-type]  # any config dataclass
     with folder_lock(config.out, "`mucode search`"):
         return _run_search(config, progress)
 
