@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from mucode.execution.asserts import split_assert_file  # noqa: F401  (re-exported for callers of the CLI module)
 from mucode.execution.limits import Limits
 
 EXAMPLES = """
@@ -15,20 +16,6 @@ Examples:
   mucode exec solution.py --tests tests.py
   mucode exec solution.py --tests tests.py --timeout 2 --memory 512 --json
 """
-
-
-def split_assert_file(text: str) -> list[str]:
-    """Top-level statements of a tests file, one test per `assert` statement. Other top-level
-    statements (imports, helpers) are prepended to every test so each test stands alone. A file
-    without a top-level assert gives no test (its functions, e.g. pytest's `def test_*`, never run)."""
-    import ast
-
-    tree = ast.parse(text)
-    lines = text.splitlines(keepends=True)
-    source = lambda node: "".join(lines[node.lineno - 1 : node.end_lineno])  # noqa: E731
-    preamble = "".join(source(n) for n in tree.body if not isinstance(n, ast.Assert))
-    asserts = [source(n) for n in tree.body if isinstance(n, ast.Assert)]
-    return [preamble + code for code in asserts]
 
 
 @click.command("exec", epilog=EXAMPLES)

@@ -214,7 +214,7 @@ def _cli_problem(statement: str | None, tests_path: Path | None, problem_path: P
 
 
 def _public_tests(path: Path) -> list[Any]:
-    from mucode.cli.exec import split_assert_file
+    from mucode.execution.asserts import split_assert_file
     from mucode.types import AssertTest
 
     try:

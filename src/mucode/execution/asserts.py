@@ -91,3 +91,15 @@ def compile_test(code: str, filename: str = "<test>"):
     tree = _Rewriter(code).visit(ast.parse(code, filename))
     ast.fix_missing_locations(tree)
     return compile(tree, filename, "exec", dont_inherit=True)  # not this module's __future__ flags
+
+
+def split_assert_file(text: str) -> list[str]:
+    """Top-level statements of a tests file, one test per `assert` statement. Other top-level
+    statements (imports, helpers) are prepended to every test so each test stands alone. A file
+    without a top-level assert gives no test (its functions, e.g. pytest's `def test_*`, never run)."""
+    tree = ast.parse(text)
+    lines = text.splitlines(keepends=True)
+    source = lambda node: "".join(lines[node.lineno - 1 : node.end_lineno])  # noqa: E731
+    preamble = "".join(source(n) for n in tree.body if not isinstance(n, ast.Assert))
+    asserts = [source(n) for n in tree.body if isinstance(n, ast.Assert)]
+    return [preamble + code for code in asserts]

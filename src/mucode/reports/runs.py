@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence
 
 from mucode.config import read_yaml_mapping
+from mucode.folders import read_jsonl
 from mucode.metrics import summarize_records, trajectory_as_record
 from mucode.rollouts import TRAJECTORIES, read_trajectories
 
@@ -153,7 +154,7 @@ def _qualify_clashing_names(runs: list[RunResult], tops: list[Path]) -> None:
 
 def _load_search_run(folder: Path, name: str, config: dict[str, Any], meta: dict[str, Any]) -> RunResult:
     path = folder / SEARCHES
-    records = _read_jsonl(path)
+    records = read_jsonl(path, complete_only=True)
     _check_search_records(path, records)
     if not records:
         raise ValueError(f"{path} holds no finished search yet; report once the run has written some")
@@ -269,20 +270,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object at the top level")
     return data
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Complete lines only: the last line of a run still writing may be cut."""
-    text = path.read_text(encoding="utf-8")
-    records = []
-    for number, line in enumerate(text[: text.rfind("\n") + 1].splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except ValueError as err:
-            raise ValueError(f"{path}: line {number} is not JSON ({err})") from None
-    return records
 
 
 def _check_search_records(path: Path, records: list[dict[str, Any]]) -> None:

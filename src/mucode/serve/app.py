@@ -110,20 +110,15 @@ def to_tests(specs: list[TestSpec], limit: int, where: str) -> list[Any]:
 def tests_from_message(content: str) -> tuple[str, list[str]]:
     """The statement without its ```tests block, and the block's top-level statements split into
     one test per `assert` (other statements, e.g. imports, go with every test)."""
-    import ast
+    from mucode.execution.asserts import split_assert_file
 
     match = TESTS_BLOCK.search(content)
     if match is None:
         return content, []
-    body = match["body"]
     try:
-        tree = ast.parse(body)
+        asserts = split_assert_file(match["body"])
     except SyntaxError as err:
         raise bad_request(f"the ```tests block is not valid Python ({err.msg}, line {err.lineno})") from None
-    lines = body.splitlines(keepends=True)
-    source = lambda node: "".join(lines[node.lineno - 1 : node.end_lineno])  # noqa: E731
-    preamble = "".join(source(n) for n in tree.body if not isinstance(n, ast.Assert))
-    asserts = [preamble + source(n) for n in tree.body if isinstance(n, ast.Assert)]
     return (content[: match.start()] + content[match.end() :]).strip(), asserts
 
 
