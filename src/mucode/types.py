@@ -13,35 +13,47 @@ from typing import Any, Literal, Mapping, Union
 
 @dataclass(frozen=True)
 class AssertTest:
-    """Python statements run after the program; the test passes iff they finish without raising."""
+    """Python statements run after the program; the test passes iff they finish without raising.
+    `timeout_s`: this test's own time limit (a benchmark's), used when below the run's limit."""
 
     code: str
     kind: Literal["assert"] = "assert"
+    timeout_s: float | None = None
 
 
 @dataclass(frozen=True)
 class IOTest:
     """The program runs as a script with `stdin` as its input; it passes iff its standard output
-    equals `expected_stdout` (trailing whitespace of each line and trailing blank lines ignored)."""
+    equals `expected_stdout` (trailing whitespace of each line and trailing blank lines ignored).
+    `compare` names another benchmark's rule (`mucode.execution.outputs.COMPARE_MODES`);
+    `timeout_s` is this test's own time limit, used when below the run's limit."""
 
     stdin: str
     expected_stdout: str
     kind: Literal["io"] = "io"
+    compare: str = "lines"
+    timeout_s: float | None = None
 
 
 Test = Union[AssertTest, IOTest]
 
 
+_TEST_DEFAULTS = {"compare": "lines", "timeout_s": None}
+
+
 def test_to_dict(test: Test) -> dict[str, Any]:
-    return asdict(test)
+    """The test's fields, leaving out `compare` and `timeout_s` at their defaults (older records)."""
+    return {k: v for k, v in asdict(test).items() if k not in _TEST_DEFAULTS or v != _TEST_DEFAULTS[k]}
 
 
 def test_from_dict(data: Mapping[str, Any]) -> Test:
     kind = data.get("kind", "assert")
+    timeout_s = data.get("timeout_s")
     if kind == "assert":
-        return AssertTest(code=data["code"])
+        return AssertTest(code=data["code"], timeout_s=timeout_s)
     if kind == "io":
-        return IOTest(stdin=data["stdin"], expected_stdout=data["expected_stdout"])
+        compare = data.get("compare") or "lines"
+        return IOTest(data["stdin"], data["expected_stdout"], compare=compare, timeout_s=timeout_s)
     raise ValueError(f"unknown test kind {kind!r}; expected 'assert' or 'io'")
 
 

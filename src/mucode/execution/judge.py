@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 from mucode.execution import codec
 from mucode.execution.asserts import FAIL, TestFailure, compile_test, fail
 from mucode.execution.limits import Limits
+from mucode.execution.outputs import normalised_lines, outputs_match
 from mucode.execution.wire import HEADER
 from mucode.types import AssertTest, IOTest, Status, Verdict
 
@@ -435,8 +436,17 @@ def _namespace(run: SandboxRun, names: Any) -> dict[str, Any]:
     return namespace
 
 
+def effective_timeout(test: AssertTest | IOTest, limits: Limits) -> float:
+    """The test's own limit when it has one below the run's (the run's sets the sandbox's rlimits)."""
+    return min(test.timeout_s, limits.timeout_s) if test.timeout_s else limits.timeout_s
+
+
+def _clip(text: str, limit: int = 1000) -> str:
+    return text if len(text) <= limit else text[:limit] + f"\n[... {len(text) - limit} more characters]"
+
+
 def _run_one_assert(run: SandboxRun, namespace: dict[str, Any], test: AssertTest, limits: Limits) -> Verdict:
-    timeout_s = limits.timeout_s
+    timeout_s = effective_timeout(test, limits)
     started = time.monotonic()
     run.deadline = started + timeout_s
     took = lambda: time.monotonic() - started  # noqa: E731
@@ -494,7 +504,8 @@ def run_assert_tests(run: SandboxRun, tests: Sequence[AssertTest], limits: Limit
         try:
             verdicts.append(_run_one_assert(run, namespace, test, limits))
         except _TimedOut:
-            verdicts.append(Verdict(Status.TIMEOUT, f"the test took longer than {limits.timeout_s:g} s", duration_s=limits.timeout_s))
+            limit_s = effective_timeout(test, limits)
+            verdicts.append(Verdict(Status.TIMEOUT, f"the test took longer than {limit_s:g} s", duration_s=limit_s))
             pending = Verdict(Status.TIMEOUT, f"not run: the program was stopped after test {index + 1} timed out")
         except _ProgramGone:
             info = run.finish()
@@ -506,31 +517,28 @@ def run_assert_tests(run: SandboxRun, tests: Sequence[AssertTest], limits: Limit
     return verdicts
 
 
-def _normalise_output(text: str) -> list[str]:
-    lines = [line.rstrip() for line in text.replace("\r\n", "\n").split("\n")]
-    while lines and not lines[-1]:
-        lines.pop()
-    return lines
-
-
 def judge_io(run: SandboxRun, test: IOTest, limits: Limits) -> Verdict:
     """Wait for the script to finish, then compare its stdout with the expected output."""
     started = time.monotonic()
-    run.deadline = started + limits.timeout_s
+    timeout_s = effective_timeout(test, limits)
+    run.deadline = started + timeout_s
     while "control" in run.open and time.monotonic() < run.deadline:  # open until the zygote reports
         run._pump(run.deadline - time.monotonic())
     timed_out = "control" in run.open
     info = run.finish()
     took = time.monotonic() - started
     if timed_out:
-        return Verdict(Status.TIMEOUT, f"the program took longer than {limits.timeout_s:g} s", duration_s=took)
+        return Verdict(Status.TIMEOUT, f"the program took longer than {timeout_s:g} s", duration_s=took)
     if info.get("signal") or info.get("exit"):
         verdict = _ending_verdict(info, "")
         tail = run.stderr.text().strip()[-1500:]
         return Verdict(verdict.status, (verdict.message.strip() + (f"\n{tail}" if tail else "")), duration_s=took)
     if run.stdout.truncated:
         return Verdict(Status.FAILED, f"the program printed more than {limits.max_output_bytes} bytes", duration_s=took)
-    expected, actual = _normalise_output(test.expected_stdout), _normalise_output(run.stdout.text())
-    if expected == actual:
-        return Verdict(Status.PASSED, duration_s=took)
-    return Verdict(Status.FAILED, "wrong output", "\n".join(expected)[:1000], "\n".join(actual)[:1000], took)
+    try:
+        if outputs_match(test.expected_stdout, run.stdout.text(), test.compare):
+            return Verdict(Status.PASSED, duration_s=took)
+    except ValueError as err:  # an unknown comparison: the test is broken, not the program
+        return Verdict(Status.INFRA_ERROR, str(err), duration_s=took)
+    expected, actual = normalised_lines(test.expected_stdout), normalised_lines(run.stdout.text())
+    return Verdict(Status.FAILED, "wrong output", _clip("\n".join(expected)), _clip("\n".join(actual)), took)

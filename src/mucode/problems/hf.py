@@ -27,8 +27,8 @@ def _is_saved_dataset(folder: Path) -> bool:
     return folder.is_dir() and ((folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file())
 
 
-def _load(dataset: str, config: str | None) -> dict[str, list[dict[str, Any]]]:
-    """split name -> rows, for every split of the dataset."""
+def dataset_rows(dataset: str, config: str | None) -> dict[str, list[dict[str, Any]]]:
+    """split name -> rows, for every split of the dataset (ProblemSourceUnavailable if unreachable)."""
     import datasets  # heavy: imported only here
 
     try:
@@ -50,7 +50,7 @@ def _load(dataset: str, config: str | None) -> dict[str, list[dict[str, Any]]]:
 
 def load_hf(dataset: str, config: str | None = None, split: str | None = None) -> ProblemSet:
     """Problems from a Hugging Face dataset (hub id or local folder), see the module docstring."""
-    rows_by_split = _load(dataset, config)
+    rows_by_split = dataset_rows(dataset, config)
     name = f"hf:{dataset}" + (f":{config}" if config else "")
     all_rows = [row for rows in rows_by_split.values() for row in rows]
     variant = mbpp_variant(all_rows[0]) if all_rows else None

@@ -17,7 +17,8 @@ A test is either
     "assert f(1) == 2"                                  Python statements; passes iff they do not raise
     {"kind": "assert", "code": "assert f(1) == 2"}      the same, as an object
     {"stdin": "1 2\\n", "expected_stdout": "3\\n"}        run as a script; compare standard output
-      (optionally with "kind": "io")
+      (optionally with "kind": "io", "compare": one of mucode.execution.outputs.COMPARE_MODES)
+Either kind may carry "timeout_s": the test's own time limit (applied when below the run's).
 
 Any other key is an error (put extra information under `metadata`). This is exactly what
 `Problem.to_dict()` writes, so `write_jsonl` + `load_jsonl` round-trip.
@@ -40,12 +41,17 @@ from mucode.problems.base import (
     parse_python,
     sha256_of_files,
 )
+from mucode.execution.outputs import COMPARE_MODES
 from mucode.types import AssertTest, IOTest, Problem, Test
 
 REQUIRED_FIELDS = ("id", "prompt", "public_tests", "private_tests")
 OPTIONAL_STR_FIELDS = ("entry_point", "setup_code", "reference_solution", "source")
 KNOWN_FIELDS = frozenset(REQUIRED_FIELDS + OPTIONAL_STR_FIELDS + ("metadata",))
-_TEST_KEYS = {"assert": {"kind", "code"}, "io": {"kind", "stdin", "expected_stdout"}}
+_TEST_KEYS = {
+    "assert": {"kind", "code", "timeout_s"},
+    "io": {"kind", "stdin", "expected_stdout", "compare", "timeout_s"},
+}
+_OPTIONAL_TEST_KEYS = {"kind", "timeout_s", "compare"}
 
 
 def _type_name(value: Any) -> str:
@@ -71,7 +77,7 @@ def _parse_test(value: Any, field_name: str) -> Test:
             field_name,
             f"unknown key(s) {unknown} for a {kind!r} test; allowed: {sorted(_TEST_KEYS[kind])}",
         )
-    required = sorted(_TEST_KEYS[kind] - {"kind"})
+    required = sorted(_TEST_KEYS[kind] - _OPTIONAL_TEST_KEYS)
     for key in required:
         if not isinstance(test.get(key), str):
             raise RowError(
@@ -79,9 +85,23 @@ def _parse_test(value: Any, field_name: str) -> Test:
                 f"a {kind!r} test needs {required} as strings; {key!r} is "
                 f"{'missing' if key not in test else _type_name(test[key])}",
             )
+    timeout_s = _checked_timeout(test.get("timeout_s"), f"{field_name}.timeout_s")
     if kind == "assert":
-        return AssertTest(_checked_python(test["code"], f"{field_name}.code"))
-    return IOTest(stdin=test["stdin"], expected_stdout=test["expected_stdout"])
+        return AssertTest(_checked_python(test["code"], f"{field_name}.code"), timeout_s=timeout_s)
+    compare = test.get("compare", "lines")
+    if compare not in COMPARE_MODES:
+        raise RowError(
+            f"{field_name}.compare", f"unknown output comparison {compare!r}; use one of {list(COMPARE_MODES)}"
+        )
+    return IOTest(test["stdin"], test["expected_stdout"], compare=compare, timeout_s=timeout_s)
+
+
+def _checked_timeout(value: Any, field_name: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise RowError(field_name, f"must be a number of seconds > 0 or null, got {_type_name(value)} {value!r}")
+    return float(value)
 
 
 def _checked_python(code: str, field_name: str) -> str:

