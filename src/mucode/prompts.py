@@ -90,7 +90,7 @@ class PromptConfig:
 def initial_messages(problem: Problem, config: PromptConfig | None = None) -> list[Message]:
     """[system?] + the first user message: intro, problem text, public tests, instruction."""
     config = config or PromptConfig()
-    intro = config.program_intro if _is_io(problem.public_tests) else config.function_intro
+    intro = config.program_intro if _is_io(problem.public_tests or problem.private_tests) else config.function_intro
     parts = [intro, problem.prompt.strip(), config.tests_header, render_tests(problem.public_tests), config.instruction]
     messages = [{"role": "system", "content": config.system_prompt}] if config.system_prompt is not None else []
     return messages + [{"role": "user", "content": "\n\n".join(p for p in parts if p)}]
@@ -182,7 +182,15 @@ def _describe_failure(test: Test, verdict: Verdict) -> str:
 def _render_test_short(test: Test) -> str:
     if isinstance(test, AssertTest):
         return test.code.strip()
-    return f"Input:\n{_block(test.stdin)}"
+    return f"Input:\n{_block(clip_input(test.stdin))}"
+
+
+def clip_input(text: str, max_chars: int = 600) -> str:
+    """A test input for feedback: whole if short, else its head and a count of what was cut
+    (contest inputs run to megabytes; the expected and actual output need the room)."""
+    if len(text) <= max_chars:
+        return text
+    return text[:max_chars] + f"\n[... {len(text) - max_chars} more characters of input]"
 
 
 def _or_unknown(value: str | None) -> str:
