@@ -39,6 +39,7 @@ def configure_output(verbose: bool) -> None:
 
 def _register() -> None:
     from mucode.cli import exec as exec_cmd
+    from mucode.cli import export as export_cmd
     from mucode.cli import generator as generator_cmd
     from mucode.cli import models as models_cmd
     from mucode.cli import problems as problems_cmd
@@ -61,6 +62,7 @@ def _register() -> None:
     app.add_command(report_cmd.view_command)
     app.add_command(serve_cmd.serve_command)
     app.add_command(run_cmd.run_command)
+    app.add_command(export_cmd.export_command)
 
 
 _register()
