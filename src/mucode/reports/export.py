@@ -133,3 +133,48 @@ def export_samples(
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     return path
+
+
+def parse_ks(text: str) -> list[int]:
+    """ "1,10,100" -> [1, 10, 100]; ValueError for anything but positive integers."""
+    try:
+        ks = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise ValueError(f"got --k {text!r}; write positive integers separated by commas, e.g. 1,10,100") from None
+    if not ks or ks[0] < 1:
+        raise ValueError(f"got --k {text!r}; write positive integers separated by commas, e.g. 1,10,100")
+    return ks
+
+
+def run_pass_at_k(run_dir: str | Path, ks: Iterable[int]) -> dict[str, Any]:
+    """Codex-style pass@k of a run: per problem, the unbiased estimator over its turn-1 candidates
+    pooled over its searches (or its trajectories' first programs), averaged over problems."""
+    from mucode.metrics import candidate_correct, mean_pass_at_k, trajectory_as_record
+
+    folder = Path(run_dir)
+    if (folder / "searches.jsonl").is_file():
+        records = read_jsonl(folder / "searches.jsonl", complete_only=True)
+    elif (folder / "trajectories.jsonl").is_file():
+        records = [trajectory_as_record(t) for t in read_jsonl(folder / "trajectories.jsonl", complete_only=True)]
+    else:
+        raise FileNotFoundError(
+            f"{folder} holds neither searches.jsonl nor trajectories.jsonl; give a search or rollout folder"
+        )
+    firsts: dict[str, list[bool]] = {}
+    for record in records:
+        if record.get("turns"):
+            firsts.setdefault(str(record["problem_id"]), []).extend(
+                candidate_correct(c) for c in record["turns"][0]["candidates"]
+            )
+    if not firsts:
+        raise ValueError(f"{folder} has no finished search or trajectory yet")
+    n_min = min(len(v) for v in firsts.values())
+    too_big = [k for k in ks if k > n_min]
+    if too_big:
+        raise ValueError(
+            f"pass@{too_big[0]} needs at least {too_big[0]} samples per problem; the run has {n_min} "
+            "for some problem (sample more with --n or --searches)"
+        )
+    samples, correct = [len(v) for v in firsts.values()], [sum(v) for v in firsts.values()]
+    values = {str(k): mean_pass_at_k(samples, correct, k) for k in ks}
+    return {"problems": len(firsts), "samples_per_problem_min": n_min, "pass_at_k": values}
