@@ -7,7 +7,9 @@
     mine = load_problems("data/my_problems.jsonl")
 
 Sources ("SOURCE[:SPLIT]", see `registry`): mbpp, mbpp-sanitized (path, $MUCODE_MBPP_PATH or the
-hub), humaneval (bundled), a .jsonl file or folder, hf:<id or folder>[:config[:split]].
+hub), humaneval (bundled), a .jsonl file or folder, hf:<id or folder>[:config[:split]], and the
+published benchmarks codecontests, livecodebench, apps, humaneval+, mbpp+ (path, their
+$MUCODE_*_PATH variable, or the hub; `mucode.problems.published`).
 
 JSONL schema (details and test forms in `mucode.problems.jsonl`, and in docs/problems.md): one
 JSON object per line with
@@ -34,9 +36,13 @@ from mucode.problems.base import (
     ProblemSourceUnavailable,
     Skipped,
 )
+from mucode.problems.apps import load_apps
+from mucode.problems.codecontests import load_codecontests
+from mucode.problems.evalplus import calibrate_time_limits, load_humaneval_plus, load_mbpp_plus
 from mucode.problems.hf import load_hf
 from mucode.problems.humaneval import load_humaneval
 from mucode.problems.jsonl import load_jsonl, write_jsonl
+from mucode.problems.livecodebench import load_livecodebench
 from mucode.problems.mbpp import load_mbpp, load_mbpp_sanitized
 from mucode.problems.registry import load_problems, mbpp_data_path, parse_spec
 
@@ -45,10 +51,16 @@ __all__ = [
     "ProblemSet",
     "ProblemSourceUnavailable",
     "Skipped",
+    "calibrate_time_limits",
+    "load_apps",
+    "load_codecontests",
     "load_hf",
     "load_humaneval",
+    "load_humaneval_plus",
+    "load_livecodebench",
     "load_jsonl",
     "load_mbpp",
+    "load_mbpp_plus",
     "load_mbpp_sanitized",
     "load_problems",
     "mbpp_data_path",

@@ -232,8 +232,9 @@ def _hub_folder(version: str) -> Path:
         return Path(snapshot_download(HUB_ID, repo_type="dataset", allow_patterns=["test*.jsonl"]))
     except Exception as err:  # noqa: BLE001 - offline, no such repo, ...: the user must act
         raise ProblemSourceUnavailable(
-            f"could not fetch {HUB_ID} ({version}) from the Hugging Face hub: {type(err).__name__}: {err}. "
-            f"Offline, give a folder holding test.jsonl, test2.jsonl, ... with --problems-path (path=) or ${ENV_VAR}"
+            f"could not fetch {HUB_ID} ({version}) from the Hugging Face hub: {type(err).__name__}: "
+            f"{str(err).rstrip('.')}. Offline, give a folder holding test.jsonl, test2.jsonl, ... with "
+            f"--problems-path (`mucode problems`: --path; Python: path=) or ${ENV_VAR}"
         ) from err
 
 

@@ -178,7 +178,7 @@ def hub_records(hub_id: str, config: str | None, how_to_give_a_path: str) -> Ite
     try:
         rows_by_split = dataset_rows(hub_id, config)
     except ProblemSourceUnavailable as err:
-        raise ProblemSourceUnavailable(f"{err}. Offline, {how_to_give_a_path}") from err
+        raise ProblemSourceUnavailable(f"{str(err).rstrip('.')}. Offline, {how_to_give_a_path}") from err
     for split, rows in rows_by_split.items():
         where = f"hf:{hub_id} (split {split})"
         for number, row in enumerate(rows, start=1):
@@ -231,6 +231,6 @@ def load_published(source: Source, path: str | Path | None, convert: RowConverte
         files = data_files(Path(path))
         add_records(builder, read_records(files), convert)
         return builder.build(origin=str(path), sha256=sha256_of_files(files))
-    hint = f"give a local copy with --problems-path (path=) or ${source.env_var}"
+    hint = f"give a local copy with --problems-path (`mucode problems`: --path; path= in Python) or ${source.env_var}"
     rows = add_records(builder, hub_records(source.hub_id, source.hub_config, hint), convert)
     return builder.build(origin=f"hf:{source.hub_id}", sha256=sha256_of_rows(rows))

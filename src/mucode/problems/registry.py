@@ -90,8 +90,9 @@ _NAMED_LOADERS: dict[str, Callable[..., ProblemSet]] = {
 def load_problems(spec: str, path: str | Path | None = None) -> ProblemSet:
     """Load the problems named by "SOURCE[:SPLIT]".
 
-    `path` is where mbpp / mbpp-sanitized data lives (a file or folder; it comes before the
-    MUCODE_MBPP_PATH variable and the hub), or another HumanEval-format file for humaneval.
+    `path` is where mbpp / mbpp-sanitized data or a published benchmark (codecontests,
+    livecodebench, apps, humaneval+, mbpp+) lives (a file or folder; it comes before the
+    MUCODE_*_PATH variable and the hub), or another HumanEval-format file for humaneval.
     """
     parsed = parse_spec(spec)
     if path is not None and parsed.kind != "named":
