@@ -138,16 +138,16 @@ def _inputs(row: Mapping[str, Any], name: str) -> list[Any]:
     return value
 
 
-def plus_tests(row: Mapping[str, Any], entry_point: str, reference: str) -> tuple[tuple[AssertTest, ...], int]:
-    """(every test, how many are base tests) for a hub or a release record."""
+def plus_tests(row: Mapping[str, Any], entry_point: str, reference: str) -> tuple[AssertTest, ...]:
+    """Every test of a hub or a release record, base tests first."""
     if row.get("test"):
         cases = harness_cases(required(row, "test", str))
         if cases is None:
             whole = row["test"] + (f"\n\ncheck({entry_point})\n" if "def check(" in row["test"] else "")
-            return (AssertTest(whole),), 1
+            return (AssertTest(whole),)
         inputs, results, atol = cases
         tests = tuple(case_test(entry_point, a, repr(e), atol) for a, e in zip(inputs, results))
-        return tests, 1
+        return tests
     base, plus = _inputs(row, "base_input"), _inputs(row, "plus_input")
     if not base + plus:
         raise RowError("plus_input", "a release record needs base_input or plus_input (or a hub 'test' harness)")
@@ -157,7 +157,7 @@ def plus_tests(row: Mapping[str, Any], entry_point: str, reference: str) -> tupl
         AssertTest(runner + case_test(entry_point, a, _reference_call(reference, entry_point, a), float(atol)).code)
         for a in base + plus
     )
-    return tests, len(base)
+    return tests
 
 
 def _check_python(code: str, field_name: str) -> str:
@@ -173,7 +173,7 @@ def humaneval_plus_problem(row: Mapping[str, Any], split: str) -> Problem:
     prompt = required(row, "prompt", str)
     entry_point = required(row, "entry_point", str)
     reference = _check_python(prompt + required(row, "canonical_solution", str), "canonical_solution")
-    tests, _n_base = plus_tests(row, entry_point, reference)
+    tests = plus_tests(row, entry_point, reference)
     try:
         public, origin = public_test({"task_id": task_id, "prompt": prompt, "entry_point": entry_point, "test": ""})
     except ValueError:
@@ -192,7 +192,7 @@ def mbpp_plus_problem(row: Mapping[str, Any], split: str) -> Problem:
     prompt = required(row, "prompt", str)
     reference = _check_python(row.get("code") or required(row, "canonical_solution", str), "code")
     entry_point = optional(row, "entry_point", str) or _entry_from_asserts(row)
-    tests, _n_base = plus_tests(row, entry_point, reference)
+    tests = plus_tests(row, entry_point, reference)
     asserts = [t for t in (row.get("test_list") or []) if isinstance(t, str)]
     public = AssertTest(_check_python(asserts[0], "test_list[0]")) if asserts else tests[0]
     setup = "\n".join(row.get("test_imports") or [])
