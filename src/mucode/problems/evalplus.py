@@ -6,7 +6,8 @@ tests, in EvalPlus's two published forms:
       EvalPlus's harness: `inputs = [...]`, `results = [...]` and a loop calling
       `assertion(<fn>(*inp), exp, <atol>)` (inside `def check(candidate)` for HumanEval+).
   release file (`HumanEvalPlus.jsonl[.gz]`, `MbppPlus.jsonl[.gz]`): task_id, prompt, entry_point,
-      canonical_solution, base_input, plus_input, atol (no expected outputs).
+      canonical_solution, base_input, plus_input, atol (no expected outputs). Its inputs are JSON:
+      EvalPlus re-tuples some MBPP+ tasks' inputs (mbpp_deserialize_inputs), mucode does not.
 
 Tests, one AssertTest per input, comparing as EvalPlus's `assertion` does: equal, or, when `atol`
 is not 0 or the expected value is a float (or a non-empty list of floats; then atol = 1e-6),
