@@ -202,3 +202,21 @@ def test_the_same_seeded_rollout_command_twice_gives_identical_records(tmp_path,
         runs.append([_without_timings(r) for r in read_trajectories(out)])
     assert len(runs[0]) == 8 and runs[0] == runs[1]
     assert len({r["turns"][0]["reply"] for r in runs[0]}) > 1  # sampled, not one fixed reply
+
+
+def test_trajectory_seeding_gives_the_same_records_whatever_shares_the_batch(tmp_path, problems_file, tiny_model_dir):
+    """seeding=trajectory: each row draws from its own trajectory's seed inside one batched call,
+    so the records do not depend on how many episodes are live together (docs/scaling.md)."""
+    from mucode.cli import main
+
+    runs = []
+    for max_live in ("1", "5"):
+        out = tmp_path / f"live{max_live}"
+        code = main([
+            "rollout", "--model", str(tiny_model_dir), "--problems", str(problems_file), "--rollouts", "2", "--turns", "2",
+            "--temperature", "1.0", "--max-new-tokens", "12", "--seed", "3", "--seeding", "trajectory",
+            "--max-live", max_live, "--workers", "1", "--out", str(out),
+        ])  # fmt: skip
+        assert code == 0
+        runs.append(sorted((_without_timings(r) for r in read_trajectories(out)), key=lambda r: (r["problem_id"], r["rollout"])))
+    assert len(runs[0]) == 8 and runs[0] == runs[1]

@@ -208,3 +208,20 @@ def test_importing_the_verifier_package_and_cli_loads_no_heavy_module():
     code = "import sys, mucode.verifier, mucode.cli.verifier; print(sorted(m for m in ('torch', 'transformers', 'trl', 'datasets', 'numpy') if m in sys.modules))"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0 and run.stdout.strip() == "[]", run.stderr
+
+
+def test_pairs_with_replacement_draw_exactly_k_seeded_pairs_as_the_reference_does():
+    candidates = candidates_from_records(WORKED)
+    pairs, stats = build_pairs(candidates, k=32, seed=0, replacement=True)
+    assert len(pairs) == 32 == stats.pairs  # problem A has 3 x 5 combinations: k draws repeat some
+    assert len({(p.chosen.ref, p.rejected.ref) for p in pairs}) < 32
+    assert all(p.chosen.label is True and p.rejected.label is False for p in pairs)
+    again, _ = build_pairs(list(reversed(candidates)), k=32, seed=0, replacement=True)
+    assert [(p.chosen.ref, p.rejected.ref) for p in again] == [(p.chosen.ref, p.rejected.ref) for p in pairs]
+
+
+def test_prepare_data_honours_pairs_with_replacement(tmp_path):
+    folder = write_folder(tmp_path / "it0", WORKED)
+    plain = prepare_data(VerifierDataConfig(trajectories=[str(folder)], pairs_per_problem=20))
+    drawn = prepare_data(VerifierDataConfig(trajectories=[str(folder)], pairs_per_problem=20, pairs_with_replacement=True))
+    assert len(plain.train_pairs) == 15 and len(drawn.train_pairs) == 20

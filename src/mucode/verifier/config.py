@@ -29,6 +29,8 @@ class VerifierDataConfig:
     Parameters that control the data:
         trajectories: rollout folders (one per iteration); pairs are built per folder and pooled.
         pairs_per_problem: Bradley-Terry pairs sampled per problem that has both classes.
+        pairs_with_replacement: draw exactly pairs_per_problem pairs with repeats (reference code)
+            instead of at most that many distinct ones.
         reply_view / context: the text the verifier reads (raw reply or extracted program;
             the original problem or the whole history before the turn).
         dedupe: drop repeated candidates (same text) within a problem and class.
@@ -38,6 +40,7 @@ class VerifierDataConfig:
 
     trajectories: list[str] = field(default_factory=list, metadata={"help": "Rollout folders holding trajectories.jsonl, one per iteration (comma-separated on the command line)."})
     pairs_per_problem: int = field(default=32, metadata={"help": "Bradley-Terry pairs sampled per problem that has both a correct and an incorrect program."})
+    pairs_with_replacement: bool = field(default=False, metadata={"help": "Draw exactly pairs_per_problem (positive, negative) pairs per problem with repeats, as the reference code does (default: at most that many distinct pairs)."})
     reply_view: ReplyView = field(default="reply", metadata={"help": "What the verifier reads of a turn: the raw reply (paper) or the extracted program.", "choices": ["reply", "program"]})
     context: Context = field(default="problem", metadata={"help": "What comes before it: the original problem only (paper) or the whole history of the turn.", "choices": ["problem", "history"]})
     dedupe: bool = field(default=False, metadata={"help": "Drop candidates whose text repeats within a problem and class."})

@@ -15,7 +15,8 @@ Labels. A turn's `correct` says whether its program passes all its tests, public
 
 Pairs. Per (folder, problem) group that has both classes: every (positive, negative) combination
 in a fixed order (rollout, then turn); all of them if there are at most k, else k drawn without
-replacement with `random.Random(f"{seed}:{folder index}:{problem id}")`. Seeding per group
+replacement with `random.Random(f"{seed}:{folder index}:{problem id}")` (with `replacement=True`,
+the reference code's sampling: k draws of a positive and a negative, repeats allowed). Seeding per group
 keeps a problem's pairs the same whatever other problems or folders are loaded, and whatever
 order the rollout engine stored trajectories in. Folders are kept apart (pairs accumulate over
 iterations, METHOD.md §2): a problem seen in two folders gets up to k pairs from each.
@@ -232,8 +233,12 @@ def labeled(candidates: Iterable[Candidate], dedupe: bool = False) -> list[Candi
     return sorted(rows, key=lambda c: c.ref)
 
 
-def build_pairs(candidates: Iterable[Candidate], k: int = 32, seed: int = 0, dedupe: bool = False) -> tuple[list[Pair], DataStats]:
-    """Up to k (positive, negative) pairs per (folder, problem) group, and counts (see module docstring)."""
+def build_pairs(
+    candidates: Iterable[Candidate], k: int = 32, seed: int = 0, dedupe: bool = False, replacement: bool = False
+) -> tuple[list[Pair], DataStats]:
+    """Up to k (positive, negative) pairs per (folder, problem) group, and counts (see module
+    docstring). replacement=True (the reference code): exactly k pairs per group, each a seeded
+    draw of one positive and one negative, so a group with few combinations repeats them."""
     if k < 1:
         raise ValueError(f"got k={k}; it must be >= 1")
     stats = DataStats()
@@ -242,8 +247,11 @@ def build_pairs(candidates: Iterable[Candidate], k: int = 32, seed: int = 0, ded
         positives, negatives, duplicates = _classes(group, dedupe)
         _count(stats, group, positives, negatives, duplicates)
         combos = [Pair(p, n) for p in positives for n in negatives]
-        if len(combos) > k:
-            combos = random.Random(f"{seed}:{source}:{problem_id}").sample(combos, k)
+        rng = random.Random(f"{seed}:{source}:{problem_id}")
+        if replacement and combos:
+            combos = [Pair(rng.choice(positives), rng.choice(negatives)) for _ in range(k)]
+        elif len(combos) > k:
+            combos = rng.sample(combos, k)
         pairs += combos
     stats.pairs = len(pairs)
     return pairs, stats
@@ -379,7 +387,9 @@ def prepare_data(config: Any, candidates: Sequence[Candidate] | None = None) -> 
     sides = []
     for ids in (train_ids, heldout_ids):
         part = restrict(candidates, ids)
-        pairs, stats = build_pairs(part, config.pairs_per_problem, config.seed, config.dedupe)
+        pairs, stats = build_pairs(
+            part, config.pairs_per_problem, config.seed, config.dedupe, config.pairs_with_replacement
+        )
         sides.append((pairs, labeled(part, config.dedupe), stats))
     (train_pairs, train_rows, train_stats), (held_pairs, held_rows, held_stats) = sides
     return PreparedData(train_ids, heldout_ids, train_pairs, train_rows, train_stats, held_pairs, held_rows, held_stats)

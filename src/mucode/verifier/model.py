@@ -63,17 +63,55 @@ class VerifierSpec:
 # ------------------------------------------------------------------------------------ encoding
 
 
+@dataclass(frozen=True)
+class FittedIds:
+    """A conversation's token ids fitted to max_length, and what fitting removed."""
+
+    ids: list[int]
+    attempts_removed: int  # earlier (reply, feedback) pairs dropped from the context, oldest first
+    tokens_clipped: int  # tokens cut from the start when even problem + reply did not fit
+
+
 def encode(tokenizer: Any, messages: Sequence[dict[str, str]], max_length: int) -> list[int]:
-    """Token ids of a conversation ending with the assistant message to score: the chat template
-    as TRL's RewardTrainer applies it (`apply_chat_template(messages, tokenize=True)`), or, for a
-    tokenizer without a template, the contents joined by blank lines plus eos. Longer than
-    `max_length`, the first tokens are dropped: the reward is read at the end."""
+    """Token ids of a conversation ending with the assistant message to score, fitted to
+    `max_length` (`fit_ids`)."""
+    return fit_ids(tokenizer, messages, max_length).ids
+
+
+def fit_ids(tokenizer: Any, messages: Sequence[dict[str, str]], max_length: int) -> FittedIds:
+    """The chat template as TRL's RewardTrainer applies it (`apply_chat_template(messages,
+    tokenize=True)`), or, for a tokenizer without a template, the contents joined by blank lines
+    plus eos. Longer than `max_length`, the context loses its oldest attempts first (an earlier
+    reply and the feedback after it), keeping the problem (system and first user message) and the
+    scored reply whole, as SFT does (`training.sft.fit_to_length`); only when problem and reply
+    alone are too long are the first tokens cut (the reward is read at the end)."""
+    messages = list(messages)
+    ids = _conversation_ids(tokenizer, messages)
+    head = next((i for i, m in enumerate(messages) if m["role"] == "user"), 0) + 1
+    removed = 0
+    while len(ids) > max_length and head + 2 < len(messages):
+        messages = messages[:head] + messages[head + 2 :]
+        removed += 1
+        ids = _conversation_ids(tokenizer, messages)
+    clipped = max(len(ids) - max_length, 0)
+    return FittedIds(list(ids[clipped:]), removed, clipped)
+
+
+def _conversation_ids(tokenizer: Any, messages: Sequence[dict[str, str]]) -> list[int]:
     if getattr(tokenizer, "chat_template", None):
-        ids = tokenizer.apply_chat_template(list(messages), tokenize=True, return_dict=True)["input_ids"]
-    else:
-        text = "\n\n".join(m["content"] for m in messages) + (tokenizer.eos_token or "")
-        ids = tokenizer(text)["input_ids"]
-    return list(ids[-max_length:])
+        return list(tokenizer.apply_chat_template(list(messages), tokenize=True, return_dict=True)["input_ids"])
+    text = "\n\n".join(m["content"] for m in messages) + (tokenizer.eos_token or "")
+    return list(tokenizer(text)["input_ids"])
+
+
+def length_fit_counts(fits: Sequence[FittedIds]) -> dict[str, int]:
+    """How many sequences fitting changed: context attempts removed, or start tokens clipped."""
+    return {
+        "sequences": len(fits),
+        "context_truncated": sum(f.attempts_removed > 0 for f in fits),
+        "attempts_removed": sum(f.attempts_removed for f in fits),
+        "clipped": sum(f.tokens_clipped > 0 for f in fits),
+    }
 
 
 def pad_right(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any]:
