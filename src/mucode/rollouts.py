@@ -228,12 +228,11 @@ def trajectory_record(live: _Live, model: str) -> dict[str, Any]:
 
 
 def _generate(
-    generator: Generator, lives: Sequence[_Live], params: SamplingParams, step: int, seeding: str = "step", parallel_calls: bool = False
+    generator: Generator, lives: Sequence[_Live], params: SamplingParams, step: int, seeding: str = "step"
 ) -> tuple[list[Completion], float]:
     """One reply per live episode, and the generation seconds per episode. seeding="step": one
     call seeded by the run seed and the step. seeding="trajectory": one call with one seed per
-    episode (`trajectory_seed`), so an episode samples the same whichever others share the call;
-    `parallel_calls` is no longer needed (backends run a call's requests concurrently themselves)."""
+    episode (`trajectory_seed`), so an episode samples the same whichever others share the call."""
     started = time.perf_counter()
     if seeding == "trajectory":  # one batched call; each episode's row draws from its own seed
         seeds = [trajectory_seed(params.seed, lv.episode.problem.id, lv.rollout, len(lv.episode.turns) + 1) for lv in lives]
@@ -279,7 +278,6 @@ def collect_rollouts(
     overlap: bool = False,
     on_trajectory: Callable[[dict[str, Any], RolloutStats], None] | None = None,
     seeding: str = "step",
-    parallel_calls: bool = False,
     preamble: str = DEFAULT_PREAMBLE,
 ) -> RolloutStats:
     """Run every (problem, rollout) not yet in `store` and append each finished trajectory.
@@ -289,8 +287,7 @@ def collect_rollouts(
     with in-process generation on CPU the full batch is faster (the sandbox needs little time).
     seeding: "step" (one generator call per step, seeded by the step) or "trajectory" (one call per
     episode, seeded by `trajectory_seed`: what a trajectory samples does not depend on the other
-    live episodes, so sharded or resumed runs give the same records). parallel_calls: the
-    generator takes calls from several threads at once (a server backend; not hf, not vllm)."""
+    live episodes, so sharded or resumed runs give the same records)."""
     if seeding not in SEEDINGS:
         raise ValueError(f"got seeding={seeding!r}; choose one of {', '.join(SEEDINGS)}")
     prompt_config = prompt_config or PromptConfig()
@@ -309,7 +306,7 @@ def collect_rollouts(
             for half in halves:
                 if not half:
                     continue
-                completions, seconds = _generate(generator, half, params, step, seeding, parallel_calls)
+                completions, seconds = _generate(generator, half, params, step, seeding)
                 step += 1
                 if running is not None:
                     _annotate(running[0].result(), *running[1:])  # it ran while this half generated
@@ -467,7 +464,7 @@ def _run_rollouts(config: RolloutConfig, progress: bool) -> RolloutStats:
             stats = collect_rollouts(
                 problems, generator, executor, store, rollouts=config.rollouts, turns=config.turns,
                 params=config.sampling(), max_live=config.max_live, model_name=config.model,
-                overlap=config.backend not in IN_PROCESS, seeding=config.seeding or "step", parallel_calls=config.backend == "openai",
+                overlap=config.backend not in IN_PROCESS, seeding=config.seeding or "step",
                 prompt_config=PromptConfig(feedback=config.feedback), preamble=config.preamble,
                 on_trajectory=(lambda record, stats: _update_bar(bar, store, stats)) if bar else None,
             )

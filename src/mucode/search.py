@@ -55,7 +55,6 @@ PUBLIC_PRIVATE_RULE = (
     "the model sees the public tests and their feedback only; correct = the answer passes all tests, "
     "public and private (the paper's rule)"
 )
-MAX_PARALLEL_CALLS = 32  # concurrent per-search requests to a server backend
 MAX_INFRA_ATTEMPTS = 3  # sandbox runs of one candidate while the harness reports its own failure
 _SELECT_STREAM = 1  # seed part that separates the selector's random stream from the sampler's
 logger = logging.getLogger(__name__)
@@ -316,16 +315,14 @@ def search_problems(
     prompt_config: PromptConfig | None = None,
     preamble: str = DEFAULT_PREAMBLE,
     skip: Iterable[tuple[str, int]] = (),
-    parallel_calls: bool = False,
     on_turn: OnTurn | None = None,
     on_search: Callable[[SearchRecord], None] | None = None,
 ) -> list[SearchRecord]:
     """Run S searches of up to T turns with N candidates per turn for every problem; return the
     finished records ordered by (problem, search). `sampling` gives temperature, top_p,
     max_new_tokens and stop strings (its n and seed are replaced by `n` and the derived seeds).
-    `skip` lists (problem id, search) pairs already done; `parallel_calls`: the generator takes
-    calls from several threads at once (a server backend; not hf, not vllm). `on_search` gets each
-    record as soon as its search ends, `on_turn` each turn as it is decided."""
+    `skip` lists (problem id, search) pairs already done. `on_search` gets each record as soon as
+    its search ends, `on_turn` each turn as it is decided."""
     sampling = sampling or SamplingParams()
     check_search_settings(n, selector, sampling.temperature, searches, scorer is not None, seeding)
     sampling = replace(sampling, n=n, seed=seed)
@@ -343,7 +340,7 @@ def search_problems(
         live.extend(_take(pending, max_live - len(live)))
         if not live:
             break
-        _step(live, generator, executor, scorer, sampling, selector, seeding, step, parallel_calls, on_turn)
+        _step(live, generator, executor, scorer, sampling, selector, seeding, step, on_turn)
         step += 1
         for lv in [lv for lv in live if lv.episode.done]:
             record = lv.record(selector, n)
@@ -381,13 +378,12 @@ def _step(
     selector: str,
     seeding: str,
     step: int,
-    parallel_calls: bool,
     on_turn: OnTurn | None,
 ) -> None:
     """One turn of every live search: sample, run, score, select, extend the history."""
     started = time.perf_counter()
     conversations = [lv.episode.pending_messages() for lv in live]
-    completions, generate_s = _generate(generator, live, conversations, sampling, seeding, step, parallel_calls)  # (live, n)
+    completions, generate_s = _generate(generator, live, conversations, sampling, seeding, step)  # (live, n)
     programs = [[extract_code(c.text) for c in row] for row in completions]
     results = _execute(executor, live, programs)  # (live, n) of (public, private | None)
     scores = _score(scorer, conversations, completions)  # (live, n) or None
@@ -421,11 +417,10 @@ def _generate(
     sampling: SamplingParams,
     seeding: str,
     step: int,
-    parallel_calls: bool,
 ) -> tuple[list[list[Completion]], list[float]]:
     """n completions per live search, and each search's generation seconds. Per-search seeding
     passes one seed per search (`seeds=`), so a search samples the same whichever searches share
-    the call; `parallel_calls` is kept for callers and no longer needed (backends batch themselves)."""
+    the call."""
     if sampling.greedy or seeding == "step":
         started = time.perf_counter()
         completions = generator.generate(conversations, replace(sampling, seed=derive_seed(sampling.seed, step)))
@@ -604,7 +599,7 @@ def _run_search(config: SearchConfig, progress: bool) -> SearchSummary:
                 searches=config.searches, sampling=config.sampling(), seed=config.seed, scorer=scorer,
                 seeding=config.seeding, max_live=config.max_live, skip=store.done,
                 prompt_config=PromptConfig(feedback=config.feedback), preamble=config.preamble,
-                parallel_calls=config.backend == "openai", on_search=on_search,
+                on_search=on_search,
             )
     finally:
         generator.close()

@@ -164,7 +164,7 @@ def _run_solve(problem: Any, config: SearchConfig) -> Any:
         with Executor(workers=config.workers, limits=Limits(timeout_s=config.timeout_s)) as executor:
             return search_problems(
                 [problem], generator, executor, n=config.n, selector=config.selector, turns=config.turns,
-                sampling=config.sampling(), seed=config.seed, scorer=scorer, parallel_calls=config.backend == "openai",
+                sampling=config.sampling(), seed=config.seed, scorer=scorer,
                 on_turn=_stream_turn(config),
             )[0]
     finally:

@@ -139,7 +139,7 @@ class RolloutWorker:
             collect_rollouts(
                 problems, self.generator, self.executor, sink,  # type: ignore[arg-type]  # a store that streams
                 rollouts=spec.rollouts, turns=spec.turns, params=spec.params, max_live=spec.max_live, model_name=spec.model,
-                overlap=spec.backend != "hf", seeding="trajectory", parallel_calls=spec.backend == "openai",
+                overlap=spec.backend != "hf", seeding="trajectory",
             )
         except BaseException as err:  # handed to the driver through `run`
             failure.append(err)
