@@ -13,26 +13,31 @@ that were not complete, never duplicates one, and loses none.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
-import platform
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from mucode.config import config_to_dict, save_config
+from mucode import store as run_folder
 from mucode.episode import Episode, ExecutorLike, Turn, advance
 from mucode.generation.base import Completion, Generator, SamplingParams, derive_seed
 from mucode.problems.prelude import DEFAULT_PREAMBLE, PREAMBLES
 from mucode.prompts import FEEDBACK_STYLES, PromptConfig
+from mucode.store import (  # re-exported: pipeline, training and verifier import these names from here
+    TRAJECTORIES,
+    TrajectoryStore,
+    complete_lines,
+    load_selected_problems,
+    package_versions,
+    read_trajectories,
+    select_problems,
+)
 from mucode.types import Problem
 
-TRAJECTORIES = "trajectories.jsonl"
 SEEDINGS = ("step", "trajectory")
-THROUGHPUT_ONLY = ("out", "workers", "max_live", "routing", "ray", "ray_actors", "ray_gpus_per_actor", "tensor_parallel_size")  # may change on resume
+LEGACY_DEFAULTS = {"seeding": "step"}  # folders written before `seeding` existed used per-step seeds
 logger = logging.getLogger(__name__)
 
 
@@ -97,81 +102,6 @@ class RolloutConfig:
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(n=1, temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens, seed=self.seed)
-
-
-# -- storage ---------------------------------------------------------------------------------------
-
-class TrajectoryStore:
-    """Append-only JSONL of finished trajectories, one per (problem id, rollout index).
-
-    Opening repairs a tail cut by a crash (a last line without its newline is dropped: that
-    trajectory was never complete, so it is run again). `datasets.load_dataset("json",
-    data_files=...)` reads the file directly.
-    """
-
-    def __init__(self, folder: str | Path) -> None:
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.path = self.folder / TRAJECTORIES
-        self.done: set[tuple[str, int]] = set()
-        self.n_correct = 0
-        self._repair_and_index()
-        self._handle = open(self.path, "a", encoding="utf-8")
-
-    def _repair_and_index(self) -> None:
-        for record in repair_and_read(self.path, ("problem_id", "rollout"), "trajectory", self.done):
-            self.n_correct += bool(record.get("correct"))
-
-    def append(self, record: dict[str, Any]) -> None:
-        key = (record["problem_id"], record["rollout"])
-        if key in self.done:
-            raise ValueError(f"trajectory {key} is already stored")
-        self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
-        self.done.add(key)
-        self.n_correct += bool(record.get("correct"))
-
-    def close(self) -> None:
-        self._handle.close()
-
-
-def repair_and_read(path: Path, key_fields: tuple[str, str], kind: str, done: set[tuple[Any, Any]]) -> list[dict[str, Any]]:
-    """The records of an append-only JSONL store, after dropping a last line cut by a crash; each
-    record's key (its `key_fields`) goes into `done`, and a repeated key is an error."""
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    complete = data[: data.rfind(b"\n") + 1]
-    if len(complete) != len(data):
-        with open(path, "r+b") as handle:
-            handle.truncate(len(complete))
-    records = []
-    for number, line in enumerate(complete.decode("utf-8").splitlines(), 1):
-        try:
-            record = json.loads(line)
-            key = (record[key_fields[0]], record[key_fields[1]])
-        except (ValueError, KeyError) as err:
-            raise ValueError(f"{path}: line {number} is not a {kind} record ({err}); move the file away or fix the line") from None
-        if key in done:
-            raise ValueError(f"{path}: line {number} repeats {kind} {key}; the file was edited or written by two runs at once")
-        done.add(key)
-        records.append(record)
-    return records
-
-
-def complete_lines(path: str | Path) -> str:
-    """The text of an append-only JSONL file up to its last newline (a line still being written,
-    or cut by a crash, is left out)."""
-    text = Path(path).read_text(encoding="utf-8")
-    return text[: text.rfind("\n") + 1]
-
-
-def read_trajectories(folder: str | Path) -> list[dict[str, Any]]:
-    """Every stored trajectory record of a rollout folder (complete lines only)."""
-    from mucode.folders import read_jsonl
-
-    return read_jsonl(Path(folder) / TRAJECTORIES, complete_only=True)
 
 
 # -- engine ----------------------------------------------------------------------------------------
@@ -349,82 +279,24 @@ def _refill(pending: Iterator[tuple[Problem, int]], room: int, turns: int, promp
 
 # -- the whole command -----------------------------------------------------------------------------
 
-def load_selected_problems(
-    spec: str, problems_path: str | None, limit: int | None, seed: int, first: int | None = None
-) -> tuple[Any, list[Problem]]:
-    """The problem set named by `spec` (`problems_path` is the MBPP location, used only by MBPP
-    sources) and its selected problems: the `first` ones, or a seeded subset of `limit`."""
-    from mucode.problems import load_problems, mbpp_data_path
-
-    problem_set = load_problems(spec, path=mbpp_data_path(spec, problems_path))
-    return problem_set, select_problems(list(problem_set), limit, seed, first)
-
-
-def select_problems(problems: Sequence[Problem], limit: int | None, seed: int, first: int | None = None) -> list[Problem]:
-    """All problems, the `first` N in their order (as lm-eval's --limit), or a seeded random subset
-    of `limit` of them (in their original order); `first` and `limit` exclude each other."""
-    import random
-
-    if first is not None and limit is not None:
-        raise ValueError(f"--first {first} and --limit {limit} both choose problems; keep one of them")
-    if first is not None:
-        return list(problems[:first])
-    if limit is None or limit >= len(problems):
-        return list(problems)
-    chosen = set(random.Random(seed).sample(range(len(problems)), limit))
-    return [p for i, p in enumerate(problems) if i in chosen]
-
-
-def package_versions(names: Sequence[str]) -> dict[str, str]:
-    """Installed versions of those of `names` that are installed (run metadata)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for name in names:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            continue
-    return found
-
-
 def check_resumable(config: RolloutConfig, out: Path) -> None:
     """Raise ValueError when `out` holds rollouts made with other settings (throughput-only
     settings may differ)."""
-    config_path = out / "config.yaml"
-    if config_path.exists():
-        import yaml
-
-        previous = yaml.safe_load(config_path.read_text())
-        current = config_to_dict(config)
-        previous.setdefault("seeding", "step")  # folders written before `seeding` existed used per-step seeds
-        changed = {k for k in current if k not in THROUGHPUT_ONLY and previous.get(k) != current[k]}
-        if changed:
-            raise ValueError(
-                f"{out} holds rollouts made with a different config ({', '.join(sorted(changed))} differ); "
-                "resume with the same settings or choose another --out"
-            )
+    run_folder.check_resumable(config, out, what="rollouts", missing=LEGACY_DEFAULTS)
 
 
 def write_run_metadata(config: RolloutConfig, out: Path, problem_ids: Sequence[str], extra: dict[str, Any] | None = None) -> None:
     """config.yaml (resolved config), run.json (seeds, problem ids, versions)."""
-    from mucode import __version__
-
-    check_resumable(config, out)
-    config_path = out / "config.yaml"
-    save_config(config, config_path)
-    meta = {"mucode": __version__, "python": platform.python_version(), "seed": config.seed, "problem_ids": list(problem_ids), **(extra or {})}
-    (out / "run.json").write_text(json.dumps(meta, indent=2))
+    run_folder.write_run_metadata(config, out, problem_ids, extra, what="rollouts", missing=LEGACY_DEFAULTS)
 
 
 def run_rollouts(config: RolloutConfig, progress: bool = True) -> RolloutStats:
     """Resolve the problems, the model and the sandbox from `config`, then collect (resuming).
     Raises FolderInUse if another process is writing into `config.out`."""
-    from mucode.folders import check_not_in_use, folder_lock
     from mucode.generation.checks import check_generator
 
     # Bad input fails here, before the folder is touched or a model loads.
-    check_not_in_use(config.out, "`mucode rollout`")
+    run_folder.check_not_in_use(config.out, "`mucode rollout`")
     load_selected_problems(config.problems, config.problems_path, config.limit, config.seed, config.first)
     if config.ray:
         from mucode.scaling.ray_rollouts import check_ray_installed
@@ -436,7 +308,7 @@ def run_rollouts(config: RolloutConfig, progress: bool = True) -> RolloutStats:
         check_generator(config.backend, config.model, base_url=config.base_url)
         config = replace(config, backend=resolve_backend(config.backend, config.model, base_url=config.base_url))
     check_resumable(config, Path(config.out))
-    with folder_lock(config.out, "`mucode rollout`"):
+    with run_folder.folder_lock(config.out, "`mucode rollout`"):
         return _run_rollouts(config, progress)
 
 

@@ -28,11 +28,8 @@ Greedy decoding needs no seed, so it always uses the one batched call.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
-import os
-import platform
 import random
 import time
 from dataclasses import dataclass, field, replace
@@ -44,9 +41,9 @@ from mucode.extraction import extract_code
 from mucode.generation.base import Completion, Generator, Message, SamplingParams, derive_seed
 from mucode.problems.prelude import DEFAULT_PREAMBLE, PREAMBLES
 from mucode.prompts import FEEDBACK_STYLES, PromptConfig
+from mucode.store import SEARCHES, SearchStore, read_searches  # re-exported: the search API names them here
 from mucode.types import ExecResult, Problem
 
-SEARCHES = "searches.jsonl"
 SELECTORS = ("random", "lv", "pt", "pt+lv", "oracle")
 VERIFIER_SELECTORS = ("lv", "pt+lv")
 SEEDINGS = ("search", "step")
@@ -488,48 +485,6 @@ def _mean(values: Iterable[Any]) -> float:
     return sum(values) / len(values)
 
 
-# -- storage ---------------------------------------------------------------------------------------
-
-class SearchStore:
-    """Append-only `searches.jsonl`, one record per (problem id, search index). Opening drops a last
-    line cut by a crash (that search is run again) and refuses a repeated key."""
-
-    def __init__(self, folder: str | Path) -> None:
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.path = self.folder / SEARCHES
-        self.done: set[tuple[str, int]] = set()
-        self._index()
-        self._handle = open(self.path, "a", encoding="utf-8")
-
-    def _index(self) -> None:
-        from mucode.rollouts import repair_and_read
-
-        repair_and_read(self.path, ("problem_id", "search"), "search", self.done)
-
-    def append(self, record: SearchRecord) -> None:
-        key = (record.problem_id, record.search)
-        if key in self.done:
-            raise ValueError(f"search {key} is already stored")
-        self._handle.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
-        self.done.add(key)
-
-    def close(self) -> None:
-        self._handle.close()
-
-
-def read_searches(folder: str | Path) -> list[dict[str, Any]]:
-    """Every stored search record of a search folder (complete lines only)."""
-    path = Path(folder) / SEARCHES
-    if not path.is_file():
-        raise FileNotFoundError(f"{folder} holds no {SEARCHES}; run `mucode search --out {folder}` first")
-    from mucode.folders import read_jsonl
-
-    return read_jsonl(path, complete_only=True)
-
-
 # -- the whole command -----------------------------------------------------------------------------
 
 @dataclass
@@ -545,12 +500,11 @@ class SearchSummary:
 def run_search(config: SearchConfig, progress: bool = True) -> SearchSummary:
     """Resolve problems, model, verifier and sandbox from `config`, run the missing searches
     (resuming OUT), and write summary.json. Raises FolderInUse if another process is writing into OUT."""
-    from mucode.folders import check_not_in_use, folder_lock
     from mucode.generation.checks import check_generator
-    from mucode.rollouts import check_resumable, load_selected_problems
+    from mucode.generation.factory import resolve_backend
+    from mucode.store import check_not_in_use, check_resumable, folder_lock, load_selected_problems
 
     # Bad input fails here, before the folder is touched or a model loads.
-    from mucode.generation.factory import resolve_backend
 
     check_not_in_use(config.out, "`mucode search`")
     load_selected_problems(config.problems, config.problems_path, config.limit, config.seed, config.first)
@@ -560,7 +514,7 @@ def run_search(config: SearchConfig, progress: bool = True) -> SearchSummary:
         verifier_dir(config.verifier)
     check_generator(config.backend, config.model, base_url=config.base_url)
     config = replace(config, backend=resolve_backend(config.backend, config.model, base_url=config.base_url))
-    check_resumable(config, Path(config.out))  # type: ignore[arg-type]  # any config dataclass
+    check_resumable(config, config.out, what="searches")
     with folder_lock(config.out, "`mucode search`"):
         return _run_search(config, progress)
 
@@ -569,7 +523,7 @@ def _run_search(config: SearchConfig, progress: bool) -> SearchSummary:
     from mucode.execution import Executor, Limits
     from mucode.generation.base import attach_progress
     from mucode.generation.factory import make_generator, resolve_backend
-    from mucode.rollouts import load_selected_problems, write_run_metadata
+    from mucode.store import SUMMARY_FILE, load_selected_problems, write_json, write_run_metadata
 
     config = replace(config, backend=resolve_backend(config.backend, config.model, base_url=config.base_url))
 
@@ -578,7 +532,7 @@ def _run_search(config: SearchConfig, progress: bool) -> SearchSummary:
     problem_set, problems = load_selected_problems(config.problems, config.problems_path, config.limit, config.seed, config.first)
     scorer = _load_scorer(config.verifier)
     generator = make_generator(config.backend, config.model, **generator_options(config))
-    write_run_metadata(config, out, [p.id for p in problems], _run_metadata(config, problem_set.sha256))  # type: ignore[arg-type]  # any config dataclass
+    write_run_metadata(config, out, [p.id for p in problems], _run_metadata(config, problem_set.sha256), what="searches")
     store = SearchStore(out)
     bar = _progress_bar(len(problems) * config.searches, len(store.done)) if progress else None
     if bar is not None:  # a batch of replies takes minutes: show it moving
@@ -607,7 +561,7 @@ def _run_search(config: SearchConfig, progress: bool) -> SearchSummary:
         if bar is not None:
             bar.close()
     metrics = summarize_searches(read_searches(out), config.turns)
-    (out / "summary.json").write_text(json.dumps(metrics, indent=2))
+    write_json(out / SUMMARY_FILE, metrics)
     return SearchSummary(out, metrics, len(run), time.perf_counter() - started)
 
 
@@ -664,13 +618,10 @@ def generator_options(config: SearchConfig) -> dict[str, Any]:
 
 
 def _run_metadata(config: SearchConfig, problems_sha256: str) -> dict[str, Any]:
-    from mucode.rollouts import package_versions
-
     return {
         "model": config.model,
         "verifier": config.verifier,
         "problems_sha256": problems_sha256,
-        "package_versions": {"python": platform.python_version(), **package_versions(("mucode", "torch", "transformers", "vllm"))},
         "protocol": {
             "public_private_rule": PUBLIC_PRIVATE_RULE, "stopping_rule": STOPPING_RULE, "n": config.n,
             "turns": config.turns, "temperature": config.temperature, "timeout_s": config.timeout_s,

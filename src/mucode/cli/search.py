@@ -127,14 +127,13 @@ def _save_solve(out_dir: Path, problem: Any, config: SearchConfig, record: Any) 
     `mucode search` writes it, so `mucode report` reads the folder) and solution.py."""
     from dataclasses import replace
 
-    from mucode.config import save_config
     from mucode.problems.jsonl import write_jsonl
-    from mucode.search import SEARCHES
+    from mucode.store import SEARCHES, write_config, write_jsonl_file
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_jsonl(out_dir / "problem.jsonl", [problem])
-    save_config(replace(config, out=str(out_dir)), out_dir / "config.yaml")
-    (out_dir / SEARCHES).write_text(json.dumps(record.to_dict(), ensure_ascii=False) + "\n", encoding="utf-8")
+    write_config(replace(config, out=str(out_dir)), out_dir)
+    write_jsonl_file(out_dir / SEARCHES, [record])
     (out_dir / "solution.py").write_text(record.turns[-1].chosen.program, encoding="utf-8")
     return out_dir
 
