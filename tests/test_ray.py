@@ -35,7 +35,7 @@ def ray_cluster():
 def config(out: Path, model: Path, mbpp: Path, **overrides) -> RolloutConfig:
     values = dict(
         model=str(model), problems="mbpp:train", problems_path=str(mbpp), limit=N_PROBLEMS, rollouts=ROLLOUTS, turns=TURNS,
-        temperature=1.0, max_new_tokens=24, seed=5, out=str(out), workers=1, timeout_s=2.0, seeding="trajectory",
+        temperature=1.0, max_new_tokens=24, seed=5, out=str(out), workers=1, timeout_s=2.0, seeding="episode",
     )
     return RolloutConfig(**{**values, **overrides})
 
@@ -74,7 +74,7 @@ def test_ray_records_equal_the_single_process_run(ray_cluster, single_process, t
     assert main(argv) == 0
     assert outcomes(out) == reference
     saved = load_config(RolloutConfig, out / "config.yaml")
-    assert (saved.ray, saved.ray_actors, saved.seeding) == ("auto", 2, "trajectory")
+    assert (saved.ray, saved.ray_actors, saved.seeding) == ("auto", 2, "episode")
 
 
 @pytest.mark.slow
@@ -106,10 +106,11 @@ def test_an_actor_killed_mid_run_loses_and_duplicates_nothing(ray_cluster, singl
         ray.kill(actor)
 
 
-def test_ray_needs_per_trajectory_seeds():
-    with pytest.raises(ValueError, match="use --seeding trajectory"):
+def test_ray_needs_per_episode_seeds():
+    with pytest.raises(ValueError, match="use --seeding episode"):
         RolloutConfig(ray="auto", seeding="step")
-    assert RolloutConfig(ray="auto").seeding == "trajectory" and RolloutConfig().seeding == "step"
+    assert RolloutConfig(ray="auto").seeding == "episode" and RolloutConfig().seeding == "step"
+    assert RolloutConfig(ray="auto", seeding="trajectory").seeding == "episode"  # the older name
 
 
 def mbpp_problems(cfg: RolloutConfig) -> list:
@@ -135,14 +136,14 @@ def test_trajectory_seeds_make_records_independent_of_batching_and_order(tiny_mo
         return outcomes(tmp_path / name)
 
     with Executor(workers=1, limits=Limits(timeout_s=2)) as executor:
-        batched = run("batched", problems, 4, "trajectory")
-        one_by_one = run("one-by-one", problems[::-1], 1, "trajectory")
+        batched = run("batched", problems, 4, "episode")
+        one_by_one = run("one-by-one", problems[::-1], 1, "trajectory")  # the older name of the same seeding
         per_step = run("per-step", problems, 4, "step")
     generator.close()
     assert len(batched) == len(problems) * ROLLOUTS and batched == one_by_one
     assert per_step != batched  # step seeds depend on the batching: the equality above is not a given
     with pytest.raises(ValueError, match="seeding"):
-        collect_rollouts(problems, generator, None, None, rollouts=1, turns=1, params=cfg.sampling(), seeding="episode")  # type: ignore[arg-type]
+        collect_rollouts(problems, generator, None, None, rollouts=1, turns=1, params=cfg.sampling(), seeding="per-call")  # type: ignore[arg-type]
 
 
 def test_vllm_tensor_parallel_size_reaches_the_engine_options():

@@ -12,32 +12,25 @@ that were not complete, never duplicates one, and loses none.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 from mucode import store as run_folder
-from mucode.episode import Episode, ExecutorLike, Turn, advance
-from mucode.generation.base import Completion, Generator, SamplingParams, derive_seed
+from mucode.engine import SEEDING_ALIASES, SEEDING_CHOICES, EngineSettings, LiveEpisode, episode_seed, run_engine, seeding_name
+from mucode.episode import ExecutorLike
+from mucode.generation.base import Generator, SamplingParams
 from mucode.problems.prelude import DEFAULT_PREAMBLE, PREAMBLES
 from mucode.prompts import FEEDBACK_STYLES, PromptConfig
-from mucode.store import (  # re-exported: pipeline, training and verifier import these names from here
-    TRAJECTORIES,
-    TrajectoryStore,
-    complete_lines,
-    load_selected_problems,
-    package_versions,
-    read_trajectories,
-    select_problems,
-)
+from mucode.store import TrajectoryStore, load_selected_problems
+# re-exported: pipeline, training, verifier and the benchmarks import these names from here
+from mucode.store import TRAJECTORIES, complete_lines, package_versions, read_trajectories, select_problems  # noqa: F401
 from mucode.types import Problem
 
-SEEDINGS = ("step", "trajectory")
 LEGACY_DEFAULTS = {"seeding": "step"}  # folders written before `seeding` existed used per-step seeds
+RENAMED = {"seeding": SEEDING_ALIASES}  # folders written under the older names resume
 logger = logging.getLogger(__name__)
 
 
@@ -75,7 +68,7 @@ class RolloutConfig:
     max_live: int = field(default=32, metadata={"help": "Episodes advanced together (one generation batch)."})
     workers: int | None = field(default=None, metadata={"help": "Sandbox workers (default: one per core)."})
     timeout_s: float = field(default=3.0, metadata={"help": "Sandbox wall-clock limit per test, in seconds."})
-    seeding: str | None = field(default=None, metadata={"help": "Sampling seeds per engine step ('step': one batched call, fastest in-process) or per (problem, rollout, turn) ('trajectory': samples independent of what runs alongside; required by --ray). Default: trajectory with --ray, else step.", "choices": list(SEEDINGS)})
+    seeding: str | None = field(default=None, metadata={"help": "Sampling seeds per engine step ('step': one batched call, fastest in-process) or per (problem, rollout, turn) ('episode': samples independent of what runs alongside; required by --ray; 'trajectory' is its older name). Default: episode with --ray, else step.", "choices": SEEDING_CHOICES})
     routing: str = field(default="round-robin", metadata={"help": "How requests are spread over several --base-url replicas (comma-separated).", "choices": ["round-robin", "least-loaded"]})
     ray: str | None = field(default=None, metadata={"help": "Spread the work over a Ray cluster: 'auto' (RAY_ADDRESS or a running `ray start`), 'local' (start one here) or HOST:PORT."})
     ray_actors: int | None = field(default=None, metadata={"help": "Ray actors, each with its own generator and sandbox (default: cluster CPUs / CPUs per actor)."})
@@ -95,29 +88,15 @@ class RolloutConfig:
             raise ValueError(f"got rollouts={self.rollouts} with temperature=0: greedy rollouts are identical; use --rollouts 1 or a temperature > 0")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"got limit={self.limit}; it must be >= 1 (or unset for every problem)")
-        if self.seeding is None:
-            self.seeding = "trajectory" if self.ray else "step"
-        if self.ray and self.seeding != "trajectory":
-            raise ValueError(f"got --ray with seeding={self.seeding!r}: samples would depend on how problems are split over actors; use --seeding trajectory")
+        self.seeding = seeding_name(self.seeding or ("episode" if self.ray else "step"))
+        if self.ray and self.seeding != "episode":
+            raise ValueError(f"got --ray with seeding={self.seeding!r}: samples would depend on how problems are split over actors; use --seeding episode")
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(n=1, temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens, seed=self.seed)
 
 
 # -- engine ----------------------------------------------------------------------------------------
-
-MAX_INFRA_ATTEMPTS = 3  # runs of one trajectory while the sandbox reports its own failures
-
-
-@dataclass
-class _Live:
-    episode: Episode
-    rollout: int
-    attempts: int = 1
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    generate_s: float = 0.0
-
 
 @dataclass
 class RolloutStats:
@@ -127,7 +106,7 @@ class RolloutStats:
     correct: int = 0
     completion_tokens: int = 0
     wall_s: float = 0.0
-    infra_retries: int = 0
+    infra_retries: int = 0  # sandbox runs repeated after a harness failure
 
     @property
     def tokens_per_s(self) -> float:
@@ -142,11 +121,12 @@ def work_items(problems: Sequence[Problem], rollouts: int, done: set[tuple[str, 
                 yield problem, index
 
 
-def trajectory_record(live: _Live, model: str) -> dict[str, Any]:
+def trajectory_record(live: LiveEpisode, model: str) -> dict[str, Any]:
+    """The trajectories.jsonl record of a finished episode (`Episode.to_dict` plus these fields)."""
     episode = live.episode
     record = episode.to_dict()
     record.update(
-        rollout=live.rollout,
+        rollout=live.index,
         model=model,
         n_turns=len(episode.turns),
         infra_error=episode.infra_error,  # True only if the sandbox failed on every attempt
@@ -157,47 +137,22 @@ def trajectory_record(live: _Live, model: str) -> dict[str, Any]:
     return record
 
 
-def _generate(
-    generator: Generator, lives: Sequence[_Live], params: SamplingParams, step: int, seeding: str = "step"
-) -> tuple[list[Completion], float]:
-    """One reply per live episode, and the generation seconds per episode. seeding="step": one
-    call seeded by the run seed and the step. seeding="trajectory": one call with one seed per
-    episode (`trajectory_seed`), so an episode samples the same whichever others share the call."""
-    started = time.perf_counter()
-    if seeding == "trajectory":  # one batched call; each episode's row draws from its own seed
-        seeds = [trajectory_seed(params.seed, lv.episode.problem.id, lv.rollout, len(lv.episode.turns) + 1) for lv in lives]
-        completions = [c[0] for c in generator.generate([lv.episode.pending_messages() for lv in lives], params, seeds=seeds)]
-    else:
-        seeded = replace(params, seed=_derive_seed(params.seed, step))
-        completions = [c[0] for c in generator.generate([lv.episode.pending_messages() for lv in lives], seeded)]
-    return completions, (time.perf_counter() - started) / max(len(lives), 1)
+trajectory_seed = episode_seed  # the name rollouts exported
 
 
-def trajectory_seed(seed: int, problem_id: str, rollout: int, turn: int) -> int:
-    """The sampling seed of one turn (from 1) of one trajectory: the same whichever episodes share
-    the call, in which order, in which process or after which interruption."""
-    problem_key = int.from_bytes(hashlib.blake2b(problem_id.encode(), digest_size=8).digest(), "little")
-    return derive_seed(seed, problem_key, rollout, turn)
+class RecordSink(Protocol):
+    """Where finished trajectories go: a `TrajectoryStore`, or a stream (the Ray actors)."""
 
+    done: set[tuple[str, int]]
 
-def _annotate(turns: Sequence[Turn], lives: Sequence[_Live], completions: Sequence[Completion], seconds: float) -> None:
-    """Token counts and generation time on each new turn and on its trajectory."""
-    for turn, lv, completion in zip(turns, lives, completions):
-        turn.prompt_tokens, turn.completion_tokens, turn.generate_s = completion.prompt_tokens, completion.completion_tokens, round(seconds, 4)
-        lv.prompt_tokens += completion.prompt_tokens
-        lv.completion_tokens += completion.completion_tokens
-        lv.generate_s += seconds
-
-
-def _derive_seed(seed: int, step: int) -> int:
-    return int.from_bytes(hashlib.sha256(f"{seed}:{step}".encode()).digest()[:4], "big")
+    def append(self, record: dict[str, Any]) -> None: ...
 
 
 def collect_rollouts(
     problems: Sequence[Problem],
     generator: Generator,
     executor: ExecutorLike,
-    store: TrajectoryStore,
+    store: RecordSink,
     *,
     rollouts: int,
     turns: int,
@@ -210,71 +165,36 @@ def collect_rollouts(
     seeding: str = "step",
     preamble: str = DEFAULT_PREAMBLE,
 ) -> RolloutStats:
-    """Run every (problem, rollout) not yet in `store` and append each finished trajectory.
+    """Run every (problem, rollout) not yet in `store` and append each finished trajectory: the
+    engine (`mucode.engine`) with one program per turn.
 
     overlap: split the live episodes in two halves so that one half's programs run in the sandbox
     while the other half generates. Worth it when generation happens elsewhere (a server, a GPU);
     with in-process generation on CPU the full batch is faster (the sandbox needs little time).
-    seeding: "step" (one generator call per step, seeded by the step) or "trajectory" (one call per
-    episode, seeded by `trajectory_seed`: what a trajectory samples does not depend on the other
-    live episodes, so sharded or resumed runs give the same records)."""
-    if seeding not in SEEDINGS:
-        raise ValueError(f"got seeding={seeding!r}; choose one of {', '.join(SEEDINGS)}")
-    prompt_config = prompt_config or PromptConfig()
-    pending = work_items(problems, rollouts, store.done)
-    live: list[_Live] = []
+    seeding: "step" (one generator call per step, seeded by the step) or "episode" (one seed per
+    conversation, `episode_seed`: what a trajectory samples does not depend on the other live
+    episodes, so sharded or resumed runs give the same records; "trajectory" is its older name)."""
+    settings = EngineSettings(
+        turns=turns, sampling=replace(params, n=1), selector="random", seeding=seeding_name(seeding), max_live=max_live,
+        overlap=overlap, prompt_config=prompt_config or PromptConfig(), preamble=preamble,
+    )
     stats = RolloutStats()
     started = time.perf_counter()
-    step = 0
-    with ThreadPoolExecutor(1, thread_name_prefix="mucode-rollout-exec") as background:
-        while True:
-            live.extend(_refill(pending, max_live - len(live), turns, prompt_config, preamble))
-            if not live:
-                break
-            halves = [live[: (len(live) + 1) // 2], live[(len(live) + 1) // 2 :]] if overlap else [live]
-            running: tuple[Future, list[_Live], list[Completion], float] | None = None
-            for half in halves:
-                if not half:
-                    continue
-                completions, seconds = _generate(generator, half, params, step, seeding)
-                step += 1
-                if running is not None:
-                    _annotate(running[0].result(), *running[1:])  # it ran while this half generated
-                future = background.submit(advance, [lv.episode for lv in half], [c.text for c in completions], executor)
-                running = (future, half, completions, seconds)
-            if running is not None:
-                _annotate(running[0].result(), *running[1:])
-            still_live = []
-            for lv in live:
-                if lv.episode.infra_error and lv.attempts < MAX_INFRA_ATTEMPTS:
-                    # The harness failed on some test: the outcome says nothing about the program.
-                    # Run the trajectory again from scratch rather than store a false label.
-                    logger.warning("sandbox failure in %s rollout %d; running it again", lv.episode.problem.id, lv.rollout)
-                    stats.infra_retries += 1
-                    still_live.append(_Live(Episode(lv.episode.problem, max_turns=turns, prompt_config=prompt_config), lv.rollout, attempts=lv.attempts + 1))
-                elif lv.episode.done or lv.episode.infra_error:
-                    record = trajectory_record(lv, model_name)
-                    store.append(record)
-                    stats.trajectories += 1
-                    stats.correct += bool(record["correct"])
-                    stats.completion_tokens += lv.completion_tokens
-                    stats.wall_s = time.perf_counter() - started
-                    if on_trajectory is not None:
-                        on_trajectory(record, stats)
-                else:
-                    still_live.append(lv)
-            live = still_live
+
+    def finished(live: LiveEpisode) -> None:
+        record = trajectory_record(live, model_name)
+        store.append(record)
+        stats.trajectories += 1
+        stats.correct += bool(record["correct"])
+        stats.completion_tokens += live.completion_tokens
+        stats.wall_s = time.perf_counter() - started
+        if on_trajectory is not None:
+            on_trajectory(record, stats)
+
+    engine = run_engine(work_items(problems, rollouts, store.done), generator, executor, settings, on_done=finished)
+    stats.infra_retries = engine.infra_retries
     stats.wall_s = time.perf_counter() - started
     return stats
-
-
-def _refill(pending: Iterator[tuple[Problem, int]], room: int, turns: int, prompt_config: PromptConfig, preamble: str) -> list[_Live]:
-    fresh = []
-    for problem, index in pending:
-        fresh.append(_Live(Episode(problem, max_turns=turns, prompt_config=prompt_config, preamble=preamble), index))
-        if len(fresh) >= room:
-            break
-    return fresh
 
 
 # -- the whole command -----------------------------------------------------------------------------
@@ -282,12 +202,12 @@ def _refill(pending: Iterator[tuple[Problem, int]], room: int, turns: int, promp
 def check_resumable(config: RolloutConfig, out: Path) -> None:
     """Raise ValueError when `out` holds rollouts made with other settings (throughput-only
     settings may differ)."""
-    run_folder.check_resumable(config, out, what="rollouts", missing=LEGACY_DEFAULTS)
+    run_folder.check_resumable(config, out, what="rollouts", missing=LEGACY_DEFAULTS, renamed=RENAMED)
 
 
 def write_run_metadata(config: RolloutConfig, out: Path, problem_ids: Sequence[str], extra: dict[str, Any] | None = None) -> None:
     """config.yaml (resolved config), run.json (seeds, problem ids, versions)."""
-    run_folder.write_run_metadata(config, out, problem_ids, extra, what="rollouts", missing=LEGACY_DEFAULTS)
+    run_folder.write_run_metadata(config, out, problem_ids, extra, what="rollouts", missing=LEGACY_DEFAULTS, renamed=RENAMED)
 
 
 def run_rollouts(config: RolloutConfig, progress: bool = True) -> RolloutStats:
