@@ -298,23 +298,10 @@ def _update_bar(bar, store: TrajectoryStore, stats: RolloutStats) -> None:
     bar.set_postfix_str(f"pass {rate:.1%}, {stats.tokens_per_s:.0f} tok/s")
 
 
-def summarize(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """Counts and pass rates of stored trajectories: `correct` and `accuracy_by_turn` come from
-    `mucode.metrics.summarize_records` (correct = the final program passes all tests, public and
-    private), the one summary that searches and reports use too."""
-    from mucode.metrics import summarize_records, trajectory_as_record  # numpy: not at CLI start
+def __getattr__(name: str) -> Any:
+    # summarize (mucode.metrics.summarize_trajectories, numpy) loads on first use, not at CLI start
+    if name == "summarize":
+        from mucode.metrics import summarize_trajectories
 
-    records = list(records)
-    if not records:
-        return {"trajectories": 0}
-    summary = summarize_records(trajectory_as_record(r) for r in records)
-    return {
-        "trajectories": len(records),
-        "problems": summary["problems"],
-        "correct": summary["accuracy"],
-        "accuracy_ci95": summary["accuracy_ci95"],
-        "solved_public": summary["public_pass_rate"],
-        "accuracy_by_turn": summary["accuracy_by_turn"],
-        "mean_turns": sum(r["n_turns"] for r in records) / len(records),
-        "completion_tokens": summary["completion_tokens"],
-    }
+        return summarize_trajectories
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -247,16 +247,6 @@ def search_problems(
     return sorted(finished, key=lambda r: (order[r.problem_id], r.search))
 
 
-# -- metrics ---------------------------------------------------------------------------------------
-
-def summarize_searches(records: Iterable[SearchRecord | Mapping[str, Any]], max_turns: int) -> dict[str, Any]:
-    """The numbers of `summary.json` from stored records (dicts as in searches.jsonl, or records):
-    `mucode.metrics.summarize_records`, the one definition that reports use too."""
-    from mucode.metrics import summarize_records  # numpy: not at import time (the CLI starts fast)
-
-    return summarize_records((r.to_dict() if isinstance(r, SearchRecord) else r for r in records), max_turns)
-
-
 def _mean(values: Iterable[Any]) -> float:
     values = [bool(v) for v in values]
     return sum(values) / len(values)
@@ -337,6 +327,8 @@ def _run_search(config: SearchConfig, progress: bool) -> SearchSummary:
         store.close()
         if bar is not None:
             bar.close()
+    from mucode.metrics import summarize_searches
+
     metrics = summarize_searches(read_searches(out), config.turns)
     write_json(out / SUMMARY_FILE, metrics)
     return SearchSummary(out, metrics, len(run), time.perf_counter() - started)
@@ -425,3 +417,12 @@ def _progress_bar(total: int, done: int):
     if done:
         bar.set_postfix_str(f"resumed {done}")
     return bar
+
+
+def __getattr__(name: str) -> Any:
+    # summarize_searches lives in mucode.metrics (numpy): loaded on first use, not at CLI start
+    if name == "summarize_searches":
+        from mucode.metrics import summarize_searches
+
+        return summarize_searches
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -26,12 +26,13 @@ Examples:
 @config_options(RolloutConfig)
 def rollout_command(config_file: Path | None, **flags: Any) -> int:
     """Collect R trajectories of up to T turns per problem into OUT/trajectories.jsonl."""
-    from mucode.rollouts import run_rollouts, summarize
+    from mucode.metrics import summarize_trajectories
+    from mucode.rollouts import run_rollouts
     from mucode.store import SUMMARY_FILE, read_trajectories, write_json
 
     config = build_config(RolloutConfig, config_file, flags)
     stats = run_rollouts(config)
-    summary = summarize(read_trajectories(config.out))
+    summary = summarize_trajectories(read_trajectories(config.out))
     write_json(Path(config.out) / SUMMARY_FILE, summary)
     click.echo(
         f"{summary['trajectories']} trajectories over {summary.get('problems', 0)} problems in {config.out} "

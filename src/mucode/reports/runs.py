@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence
 
-from mucode.metrics import summarize_records, trajectory_as_record
+from mucode.metrics import summarize_searches, trajectory_as_record
 from mucode.store import (
     RUN_FILE, SEARCHES, SUMMARY_FILE, TRAJECTORIES, read_folder_config, read_json_object, read_searches, read_trajectories,
 )
@@ -244,12 +244,6 @@ def _rollout_protocol(config: dict[str, Any], records: list[dict[str, Any]]) -> 
 
 
 # -------------------------------------------------------------------------------------- metrics
-
-
-def summarize_searches(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """The summary.json numbers of a list of search records (see RunResult.summary): the one
-    definition, `mucode.metrics.summarize_records`, that `mucode search` writes summary.json with."""
-    return summarize_records(records)
 
 
 def _is_finite(value: Any) -> bool:
