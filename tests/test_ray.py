@@ -19,7 +19,7 @@ from mucode.cli import main
 from mucode.config import load_config
 from mucode.execution import Executor, Limits
 from mucode.rollouts import RolloutConfig, TrajectoryStore, collect_rollouts, read_trajectories, run_rollouts
-from mucode.scaling.ray_rollouts import WorkerSpec, collect_rollouts_on_ray, start_actors
+from mucode.scaling.ray_rollouts import RolloutWorker, WorkerSpec, collect_rollouts_on_ray, start_actors
 
 N_PROBLEMS, ROLLOUTS, TURNS = 3, 2, 2
 
@@ -147,10 +147,29 @@ def test_trajectory_seeds_make_records_independent_of_batching_and_order(tiny_mo
 
 
 def test_vllm_tensor_parallel_size_reaches_the_engine_options():
-    from mucode.rollouts import _backend_options
+    from mucode.rollouts import backend_options
 
-    assert _backend_options(RolloutConfig(backend="vllm", tensor_parallel_size=4, dtype="bfloat16")) == {"dtype": "bfloat16", "tensor_parallel_size": 4}
+    assert backend_options(RolloutConfig(backend="vllm", tensor_parallel_size=4, dtype="bfloat16")) == {"dtype": "bfloat16", "tensor_parallel_size": 4}
     with pytest.raises(ValueError, match="--backend vllm only"):
-        _backend_options(RolloutConfig(backend="hf", tensor_parallel_size=2))
+        backend_options(RolloutConfig(backend="hf", tensor_parallel_size=2))
     with pytest.raises(ValueError, match="tensor_parallel_size=0"):
         RolloutConfig(backend="vllm", tensor_parallel_size=0)
+
+
+def test_a_ray_actor_runs_with_the_configs_preamble_and_feedback(tiny_model_dir, mbpp_dir, tmp_path):
+    """The body of each Ray actor (run here without Ray) gets --preamble and --feedback; it used to run
+    with the defaults whatever the config said. Its records equal those of a local run."""
+    cfg = config(tmp_path / "local", tiny_model_dir, mbpp_dir, limit=1, rollouts=1, max_new_tokens=12, backend="hf", preamble="none", feedback="reference")
+    run_rollouts(cfg, progress=False)
+    local = read_trajectories(cfg.out)
+    spec = WorkerSpec.from_config(cfg)
+    assert (spec.preamble, spec.feedback) == ("none", "reference")
+    worker = RolloutWorker(spec)
+    try:
+        problems = mbpp_problems(cfg)
+        streamed = list(worker.run(problems, [(problems[0].id, 0)]))
+    finally:
+        worker.close()
+    assert [(r["preamble"], r["prompt_config"]["feedback"]) for r in streamed] == [("none", "reference")]
+    turns = lambda records: [[(t["reply"], t["feedback"], verdicts(t["public"])) for t in r["turns"]] for r in records]  # noqa: E731
+    assert turns(streamed) == turns(local)

@@ -16,7 +16,7 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 from mucode import store as run_folder
 from mucode.engine import SEEDING_ALIASES, SEEDING_CHOICES, EngineSettings, LiveEpisode, episode_seed, run_engine, seeding_name
@@ -210,47 +210,45 @@ def write_run_metadata(config: RolloutConfig, out: Path, problem_ids: Sequence[s
     run_folder.write_run_metadata(config, out, problem_ids, extra, what="rollouts", missing=LEGACY_DEFAULTS, renamed=RENAMED)
 
 
-def run_rollouts(config: RolloutConfig, progress: bool = True) -> RolloutStats:
-    """Resolve the problems, the model and the sandbox from `config`, then collect (resuming).
-    Raises FolderInUse if another process is writing into `config.out`."""
-    from mucode.generation.checks import check_generator
+COMMAND = "`mucode rollout`"  # names the holder of a folder's lock
 
-    # Bad input fails here, before the folder is touched or a model loads.
-    run_folder.check_not_in_use(config.out, "`mucode rollout`")
+
+def check_before_run(config: RolloutConfig) -> None:
+    """The checks that bad input fails before the folder is touched or a model loads (local or Ray):
+    the folder is not in use by another process and the problems load."""
+    run_folder.check_not_in_use(config.out, COMMAND)
     load_selected_problems(config.problems, config.problems_path, config.limit, config.seed, config.first)
+
+
+def run_rollouts(config: RolloutConfig, progress: bool = True) -> RolloutStats:
+    """Resolve the problems, the model and the sandbox from `config`, then collect in this process
+    (resuming). Raises FolderInUse if another process is writing into `config.out`. A config with
+    `ray` runs through `mucode.scaling.ray_rollouts.run_rollouts_on_ray` (the caller chooses)."""
+    from mucode.generation.checks import check_generator
+    from mucode.generation.factory import resolve_backend
+
     if config.ray:
-        from mucode.scaling.ray_rollouts import check_ray_installed
-
-        check_ray_installed()
-    else:
-        from mucode.generation.factory import resolve_backend
-
-        check_generator(config.backend, config.model, base_url=config.base_url)
-        config = replace(config, backend=resolve_backend(config.backend, config.model, base_url=config.base_url))
+        raise ValueError("config.ray is set: run it with mucode.scaling.ray_rollouts.run_rollouts_on_ray (`mucode rollout --ray`)")
+    check_before_run(config)
+    check_generator(config.backend, config.model, base_url=config.base_url)
+    config = replace(config, backend=resolve_backend(config.backend, config.model, base_url=config.base_url))
     check_resumable(config, Path(config.out))
-    with run_folder.folder_lock(config.out, "`mucode rollout`"):
+    with run_folder.folder_lock(config.out, COMMAND):
         return _run_rollouts(config, progress)
 
 
 def _run_rollouts(config: RolloutConfig, progress: bool) -> RolloutStats:
-    if config.ray:
-        from mucode.scaling.ray_rollouts import run_rollouts_on_ray
-
-        return run_rollouts_on_ray(config, progress=progress)
     from mucode.execution import Executor, Limits
-    from mucode.generation.base import attach_progress
-    from mucode.generation.factory import IN_PROCESS, make_generator, resolve_backend
+    from mucode.generation.factory import IN_PROCESS, make_generator
 
-    config = replace(config, backend=resolve_backend(config.backend, config.model, base_url=config.base_url))
     out = Path(config.out)
     problem_set, problems = load_selected_problems(config.problems, config.problems_path, config.limit, config.seed, config.first)
-    generator = make_generator(config.backend, config.model, **_backend_options(config))
+    generator = make_generator(config.backend, config.model, **backend_options(config))
     write_run_metadata(config, out, [p.id for p in problems], {"problems_sha256": problem_set.sha256})
     store = TrajectoryStore(out)
-    total = len(problems) * config.rollouts
-    bar = _progress_bar(total, len(store.done), store.n_correct) if progress else None
-    if bar is not None:  # a batch of replies takes minutes: show it moving
-        attach_progress(generator, lambda done, total: bar.set_description_str(f"rollouts (replies {done}/{total})"))
+    bar = RolloutProgress(len(problems) * config.rollouts, store) if progress else None
+    if bar is not None:
+        bar.follow(generator)
     try:
         with Executor(workers=config.workers, limits=Limits(timeout_s=config.timeout_s)) as executor:
             stats = collect_rollouts(
@@ -258,7 +256,7 @@ def _run_rollouts(config: RolloutConfig, progress: bool) -> RolloutStats:
                 params=config.sampling(), max_live=config.max_live, model_name=config.model,
                 overlap=config.backend not in IN_PROCESS, seeding=config.seeding or "step",
                 prompt_config=PromptConfig(feedback=config.feedback), preamble=config.preamble,
-                on_trajectory=(lambda record, stats: _update_bar(bar, store, stats)) if bar else None,
+                on_trajectory=bar.update if bar else None,
             )
     finally:
         generator.close()
@@ -268,7 +266,8 @@ def _run_rollouts(config: RolloutConfig, progress: bool) -> RolloutStats:
     return stats
 
 
-def _backend_options(config: RolloutConfig) -> dict[str, Any]:
+def backend_options(config: RolloutConfig) -> dict[str, Any]:
+    """Backend options of `make_generator` for this config (local and Ray runs)."""
     if config.backend == "openai":
         if not config.base_url:
             raise ValueError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
@@ -283,19 +282,31 @@ def _backend_options(config: RolloutConfig) -> dict[str, Any]:
     return {"dtype": config.dtype, "batch_size": config.max_live}
 
 
-def _progress_bar(total: int, done: int, correct: int):
-    from tqdm.auto import tqdm
+class RolloutProgress:
+    """The progress bar of a rollout run (local or Ray): stored trajectories, pass rate, tokens/s."""
 
-    bar = tqdm(total=total, initial=done, desc="rollouts", unit="traj")
-    if done:
-        bar.set_postfix_str(f"resumed {done}, pass {correct / done:.1%}")
-    return bar
+    def __init__(self, total: int, store: TrajectoryStore) -> None:
+        from tqdm.auto import tqdm
 
+        self.store = store
+        done = len(store.done)
+        self.bar = tqdm(total=total, initial=done, desc="rollouts", unit="traj")
+        if done:
+            self.bar.set_postfix_str(f"resumed {done}, pass {store.n_correct / done:.1%}")
 
-def _update_bar(bar, store: TrajectoryStore, stats: RolloutStats) -> None:
-    bar.update(1)
-    rate = store.n_correct / max(len(store.done), 1)
-    bar.set_postfix_str(f"pass {rate:.1%}, {stats.tokens_per_s:.0f} tok/s")
+    def follow(self, generator: Generator) -> None:
+        """Show the replies of the generator's batch as they come (a batch takes minutes)."""
+        from mucode.generation.base import attach_progress
+
+        attach_progress(generator, lambda done, total: self.bar.set_description_str(f"rollouts (replies {done}/{total})"))
+
+    def update(self, record: dict[str, Any], stats: RolloutStats) -> None:
+        self.bar.update(1)
+        rate = self.store.n_correct / max(len(self.store.done), 1)
+        self.bar.set_postfix_str(f"pass {rate:.1%}, {stats.tokens_per_s:.0f} tok/s")
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def __getattr__(name: str) -> Any:

@@ -31,7 +31,12 @@ def rollout_command(config_file: Path | None, **flags: Any) -> int:
     from mucode.store import SUMMARY_FILE, read_trajectories, write_json
 
     config = build_config(RolloutConfig, config_file, flags)
-    stats = run_rollouts(config)
+    if config.ray:  # the caller chooses: the engine knows nothing of Ray
+        from mucode.scaling.ray_rollouts import run_rollouts_on_ray
+
+        stats = run_rollouts_on_ray(config)
+    else:
+        stats = run_rollouts(config)
     summary = summarize_trajectories(read_trajectories(config.out))
     write_json(Path(config.out) / SUMMARY_FILE, summary)
     click.echo(
