@@ -297,7 +297,7 @@ def _run_search(config: SearchConfig, progress: bool) -> SearchSummary:
     started = time.perf_counter()
     out = Path(config.out)
     problem_set, problems = load_selected_problems(config.problems, config.problems_path, config.limit, config.seed, config.first)
-    scorer = _load_scorer(config.verifier)
+    scorer = load_scorer(config.verifier)
     generator = make_generator(config.backend, config.model, **generator_options(config))
     write_run_metadata(config, out, [p.id for p in problems], _run_metadata(config, problem_set.sha256), what="searches", renamed=RENAMED)
     store = SearchStore(out)
@@ -400,7 +400,8 @@ def _run_metadata(config: SearchConfig, problems_sha256: str) -> dict[str, Any]:
     }
 
 
-def _load_scorer(verifier: str | None) -> Scorer | None:
+def load_scorer(verifier: str | None) -> Scorer | None:
+    """The verifier of a trained verifier folder (None without one), with the fix when the folder is missing."""
     if verifier is None:
         return None
     if not Path(verifier).exists():

@@ -155,9 +155,9 @@ def _solve_config(options: dict[str, Any]) -> SearchConfig:
 def _run_solve(problem: Any, config: SearchConfig) -> Any:
     from mucode.execution import Executor, Limits
     from mucode.generation.factory import make_generator
-    from mucode.search import _load_scorer, generator_options, search_problems
+    from mucode.search import load_scorer, generator_options, search_problems
 
-    scorer = _load_scorer(config.verifier)
+    scorer = load_scorer(config.verifier)
     generator = make_generator(config.backend, config.model, **generator_options(config))
     try:
         with Executor(workers=config.workers, limits=Limits(timeout_s=config.timeout_s)) as executor:
