@@ -56,7 +56,9 @@ def imports_of(path: Path) -> list[Import]:
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
         where = f"{path.relative_to(SRC.parent)}:{getattr(node, 'lineno', 0)}"
         if isinstance(node, ast.Import):
-            found += [Import(importer, alias.name, (), where) for alias in node.names if alias.name.split(".")[0] == "mucode"]
+            found += [
+                Import(importer, alias.name, (), where) for alias in node.names if alias.name.split(".")[0] == "mucode"
+            ]
         elif isinstance(node, ast.ImportFrom):
             target = resolve(importer, is_package, node)
             if target.split(".")[0] != "mucode":
@@ -168,10 +170,16 @@ def test_the_import_walk_sees_lazy_imports_and_resolves_submodules():
     walked = all_imports()
     cli_search = {imp.target for imp in walked if imp.importer == "mucode.cli.search"}
     assert "mucode.execution" in cli_search  # imported inside a function only
-    assert any(imp.target == "mucode.episode" and imp.importer == "mucode.metrics" for imp in walked)  # under TYPE_CHECKING
+    assert any(
+        imp.target == "mucode.episode" and imp.importer == "mucode.metrics" for imp in walked
+    )  # under TYPE_CHECKING
     assert unit("mucode.cli.search") == "mucode.cli" and unit("mucode.search") == "mucode.search"
     edges = {"a": {"b": "a->b"}, "b": {"c": "b->c"}, "c": {"a": "c->a"}, "d": {"a": "d->a"}}
-    assert strongly_connected(edges)[0] == {"a", "b", "c"} and one_cycle({"a", "b", "c"}, edges) == ["a->b", "b->c", "c->a"]
+    assert strongly_connected(edges)[0] == {"a", "b", "c"} and one_cycle({"a", "b", "c"}, edges) == [
+        "a->b",
+        "b->c",
+        "c->a",
+    ]
 
 
 def test_no_import_cycle_between_top_level_packages():
@@ -188,10 +196,13 @@ def test_no_private_name_is_imported_across_packages():
     found = private_imports(all_imports())
     new = {key: where for key, where in found.items() if key not in ALLOWED_PRIVATE_IMPORTS}
     assert not new, "private names imported across packages:\n" + "\n".join(
-        f"{where}: from {target} import {name} (in {importer})" for (importer, target, name), where in sorted(new.items())
+        f"{where}: from {target} import {name} (in {importer})"
+        for (importer, target, name), where in sorted(new.items())
     )
     gone = ALLOWED_PRIVATE_IMPORTS - set(found)
-    assert not gone, f"these allowed private imports are gone; remove them from ALLOWED_PRIVATE_IMPORTS: {sorted(gone)}"
+    assert not gone, (
+        f"these allowed private imports are gone; remove them from ALLOWED_PRIVATE_IMPORTS: {sorted(gone)}"
+    )
 
 
 if __name__ == "__main__":

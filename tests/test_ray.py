@@ -143,13 +143,16 @@ def test_trajectory_seeds_make_records_independent_of_batching_and_order(tiny_mo
     assert len(batched) == len(problems) * ROLLOUTS and batched == one_by_one
     assert per_step != batched  # step seeds depend on the batching: the equality above is not a given
     with pytest.raises(ValueError, match="seeding"):
-        collect_rollouts(problems, generator, None, None, rollouts=1, turns=1, params=cfg.sampling(), seeding="per-call")  # type: ignore[arg-type]
+        collect_rollouts(  # type: ignore[arg-type]
+            problems, generator, None, None, rollouts=1, turns=1, params=cfg.sampling(), seeding="per-call"
+        )
 
 
 def test_vllm_tensor_parallel_size_reaches_the_engine_options():
     from mucode.rollouts import backend_options
 
-    assert backend_options(RolloutConfig(backend="vllm", tensor_parallel_size=4, dtype="bfloat16")) == {"dtype": "bfloat16", "tensor_parallel_size": 4}
+    vllm = RolloutConfig(backend="vllm", tensor_parallel_size=4, dtype="bfloat16")
+    assert backend_options(vllm) == {"dtype": "bfloat16", "tensor_parallel_size": 4}
     with pytest.raises(ValueError, match="--backend vllm only"):
         backend_options(RolloutConfig(backend="hf", tensor_parallel_size=2))
     with pytest.raises(ValueError, match="tensor_parallel_size=0"):
@@ -159,7 +162,10 @@ def test_vllm_tensor_parallel_size_reaches_the_engine_options():
 def test_a_ray_actor_runs_with_the_configs_preamble_and_feedback(tiny_model_dir, mbpp_dir, tmp_path):
     """The body of each Ray actor (run here without Ray) gets --preamble and --feedback; it used to run
     with the defaults whatever the config said. Its records equal those of a local run."""
-    cfg = config(tmp_path / "local", tiny_model_dir, mbpp_dir, limit=1, rollouts=1, max_new_tokens=12, backend="hf", preamble="none", feedback="reference")
+    cfg = config(
+        tmp_path / "local", tiny_model_dir, mbpp_dir, limit=1, rollouts=1, max_new_tokens=12, backend="hf",
+        preamble="none", feedback="reference",
+    )
     run_rollouts(cfg, progress=False)
     local = read_trajectories(cfg.out)
     spec = WorkerSpec.from_config(cfg)
@@ -171,5 +177,9 @@ def test_a_ray_actor_runs_with_the_configs_preamble_and_feedback(tiny_model_dir,
     finally:
         worker.close()
     assert [(r["preamble"], r["prompt_config"]["feedback"]) for r in streamed] == [("none", "reference")]
-    turns = lambda records: [[(t["reply"], t["feedback"], verdicts(t["public"])) for t in r["turns"]] for r in records]  # noqa: E731
-    assert turns(streamed) == turns(local)
+    assert turns_seen(streamed) == turns_seen(local)
+
+
+def turns_seen(records: list[dict]) -> list[list[tuple]]:
+    """Per trajectory, each turn's reply, feedback and public verdicts."""
+    return [[(t["reply"], t["feedback"], verdicts(t["public"])) for t in r["turns"]] for r in records]

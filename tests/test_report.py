@@ -256,9 +256,10 @@ def test_cli_writes_the_report_and_reports_errors_in_one_line(runs, tmp_path, ca
 
 
 PROBLEMS = [
-    {"id": f"p{i}", "prompt": f"Return {i} plus x.", "public_tests": [f"assert f(1) == {i + 1}"], "private_tests": [f"assert f(2) == {i + 2}"]}
+    {"id": f"p{i}", "prompt": f"Return {i} plus x.", "public_tests": [f"assert f(1) == {i + 1}"],
+     "private_tests": [f"assert f(2) == {i + 2}"]}
     for i in range(3)
-]
+]  # fmt: skip
 
 
 def test_a_finished_run_stores_the_summary_the_report_recomputes(tmp_path, tiny_model_dir):

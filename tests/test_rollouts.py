@@ -211,11 +211,21 @@ def test_a_rollout_is_a_search_with_one_program_per_turn(tmp_path, problems_file
     problems = load(problems_file)
     params = SamplingParams(temperature=1.0, max_new_tokens=12, seed=4)
     store = TrajectoryStore(tmp_path / "out")
-    collect_rollouts(problems, generator, executor, store, rollouts=2, turns=2, params=params, max_live=3, seeding="episode")
+    collect_rollouts(
+        problems, generator, executor, store, rollouts=2, turns=2, params=params, max_live=3, seeding="episode"
+    )
     store.close()
-    searches = search_problems(problems, generator, executor, n=1, selector="random", turns=2, searches=2, sampling=params, seed=4, max_live=5)
-    rollouts = {(r["problem_id"], r["rollout"]): [(t["reply"], t["program"], t["feedback"], t["correct"]) for t in r["turns"]] for r in read_trajectories(tmp_path / "out")}
-    assert rollouts == {(s.problem_id, s.search): [(t.chosen.reply, t.chosen.program, t.feedback, t.chosen.correct) for t in s.turns] for s in searches}
+    searches = search_problems(
+        problems, generator, executor, n=1, selector="random", turns=2, searches=2, sampling=params, seed=4, max_live=5
+    )
+    rollouts = {
+        (r["problem_id"], r["rollout"]): [(t["reply"], t["program"], t["feedback"], t["correct"]) for t in r["turns"]]
+        for r in read_trajectories(tmp_path / "out")
+    }
+    assert rollouts == {
+        (s.problem_id, s.search): [(t.chosen.reply, t.chosen.program, t.feedback, t.chosen.correct) for t in s.turns]
+        for s in searches
+    }
     assert len({turns[0][0] for turns in rollouts.values()}) > 1  # sampled, not one fixed reply
 
 
@@ -231,4 +241,5 @@ def test_a_folder_written_under_the_older_seeding_name_resumes(tmp_path, problem
     saved.write_text(saved.read_text().replace("seeding: episode", "seeding: trajectory"))
     write_run_metadata(config, out, ["p0"])  # the same seeding under its older name
     with pytest.raises(ValueError, match="seeding"):
-        write_run_metadata(RolloutConfig(model=str(tiny_model_dir), problems=str(problems_file), out=str(out)), out, ["p0"])
+        stepped = RolloutConfig(model=str(tiny_model_dir), problems=str(problems_file), out=str(out))
+        write_run_metadata(stepped, out, ["p0"])

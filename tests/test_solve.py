@@ -112,7 +112,8 @@ def test_preamble_and_feedback_reach_the_search(tiny_model_dir, tests_file, tmp_
     import yaml
 
     out = tmp_path / "reference"
-    args = ["solve", STATEMENT, "--tests", str(tests_file), "--model", str(tiny_model_dir), "--turns", "2", "--max-new-tokens", "8"]
+    args = ["solve", STATEMENT, "--tests", str(tests_file), "--model", str(tiny_model_dir), "--turns", "2",
+            "--max-new-tokens", "8"]  # fmt: skip
     assert main([*args, "--preamble", "none", "--feedback", "reference", "--out", str(out)]) == 1
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert (saved["preamble"], saved["feedback"]) == ("none", "reference")

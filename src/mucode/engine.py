@@ -68,6 +68,7 @@ def episode_seed(seed: int, problem_id: str, index: int, turn: int) -> int:
 
 # -- what one turn decides -------------------------------------------------------------------------
 
+
 @dataclass
 class SampledProgram:
     """One of the N programs sampled at a turn, with its verdicts. `public` (the full public result,
@@ -84,8 +85,12 @@ class SampledProgram:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "reply": self.reply, "program": self.program, "public_passed": self.public_passed,
-            "correct": self.correct, "private_passed": self.private_passed, "score": self.score,
+            "reply": self.reply,
+            "program": self.program,
+            "public_passed": self.public_passed,
+            "correct": self.correct,
+            "private_passed": self.private_passed,
+            "score": self.score,
             "completion_tokens": self.completion_tokens,
         }
 
@@ -110,7 +115,11 @@ class SearchTurn:
         return self.candidates[self.selected]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"candidates": [c.to_dict() for c in self.candidates], "selected": self.selected, "feedback": self.feedback}
+        return {
+            "candidates": [c.to_dict() for c in self.candidates],
+            "selected": self.selected,
+            "feedback": self.feedback,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SearchTurn:
@@ -150,6 +159,7 @@ def _best_scored(candidates: Sequence[SampledProgram], indices: Sequence[int], r
 
 
 # -- the engine ------------------------------------------------------------------------------------
+
 
 class Scorer(Protocol):
     """What the engine needs from a verifier (`mucode.verifier.VerifierScorer`)."""
@@ -254,7 +264,9 @@ def _start(pending: Iterator[tuple[Problem, int]], room: int, settings: EngineSe
     fresh: list[LiveEpisode] = []
     while len(fresh) < room and (item := next(pending, None)) is not None:
         problem, index = item
-        episode = Episode(problem, max_turns=settings.turns, prompt_config=settings.prompt_config, preamble=settings.preamble)
+        episode = Episode(
+            problem, max_turns=settings.turns, prompt_config=settings.prompt_config, preamble=settings.preamble
+        )
         fresh.append(LiveEpisode(episode, index))
     return fresh
 
@@ -289,7 +301,12 @@ def _step(
 
 
 def _sample(
-    lives: list[LiveEpisode], generator: Generator, scorer: Scorer | None, sampling: SamplingParams, seeding: str, step: int
+    lives: list[LiveEpisode],
+    generator: Generator,
+    scorer: Scorer | None,
+    sampling: SamplingParams,
+    seeding: str,
+    step: int,
 ) -> _Batch:
     """n completions per episode from one generator call, their programs and verifier scores."""
     conversations = [lv.episode.pending_messages() for lv in lives]
@@ -302,7 +319,8 @@ def _sample(
     seconds = (time.perf_counter() - started) / len(lives)
     if len(completions) != len(lives) or any(len(row) != sampling.n for row in completions):
         raise ValueError(
-            f"the generator returned {[len(r) for r in completions]} completions for {len(lives)} conversations of n={sampling.n}"
+            f"the generator returned {[len(r) for r in completions]} completions for {len(lives)} conversations"
+            f" of n={sampling.n}"
         )
     programs = [[extract_code(c.text) for c in row] for row in completions]
     return _Batch(lives, conversations, completions, programs, _score(scorer, conversations, completions), seconds)
@@ -327,7 +345,9 @@ def _execute(executor: ExecutorLike, batch: _Batch) -> tuple[_Batch, Verdicts, i
     hit a harness failure is repeated (up to MAX_INFRA_ATTEMPTS runs). Returns the verdicts and
     how many runs were repeated."""
     owners = [lv.episode for lv, row in zip(batch.lives, batch.programs) for _ in row]
-    jobs = [ep.job(p, ep.problem.public_tests + ep.problem.private_tests) for ep, p in zip(owners, _flat(batch.programs))]
+    jobs = [
+        ep.job(p, ep.problem.public_tests + ep.problem.private_tests) for ep, p in zip(owners, _flat(batch.programs))
+    ]
     results = executor.run_many(jobs)
     retries = 0
     for _ in range(MAX_INFRA_ATTEMPTS - 1):
@@ -350,27 +370,46 @@ def _flat(rows: list[list[str]]) -> list[str]:
     return [item for row in rows for item in row]
 
 
-def _decide(batch: _Batch, verdicts: Verdicts, retries: int, settings: EngineSettings, stats: EngineStats, on_turn: OnTurn | None) -> None:
+def _decide(
+    batch: _Batch,
+    verdicts: Verdicts,
+    retries: int,
+    settings: EngineSettings,
+    stats: EngineStats,
+    on_turn: OnTurn | None,
+) -> None:
     """Build each episode's candidates, keep one, and record it as the episode's next turn."""
     stats.infra_retries += retries
     for i, lv in enumerate(batch.lives):
         candidates = [
             SampledProgram(
-                reply=c.text, program=program, public_passed=public.passed,
+                reply=c.text,
+                program=program,
+                public_passed=public.passed,
                 correct=public.passed and (private is None or private.passed),
                 private_passed=private.passed if private is not None else None,
-                score=batch.scores[i][j] if batch.scores is not None else None, completion_tokens=c.completion_tokens,
+                score=batch.scores[i][j] if batch.scores is not None else None,
+                completion_tokens=c.completion_tokens,
                 public=public,
             )
-            for j, (c, program, (public, private)) in enumerate(zip(batch.completions[i], batch.programs[i], verdicts[i]))
+            for j, (c, program, (public, private)) in enumerate(
+                zip(batch.completions[i], batch.programs[i], verdicts[i])
+            )
         ]
         number = len(lv.turns) + 1
-        rng = random.Random(derive_seed(settings.sampling.seed, problem_key(lv.problem.id), lv.index, number, SELECT_STREAM))
+        rng = random.Random(
+            derive_seed(settings.sampling.seed, problem_key(lv.problem.id), lv.index, number, SELECT_STREAM)
+        )
         selected = select_candidate(settings.selector, candidates, rng)
         kept, (public, private) = batch.completions[i][selected], verdicts[i][selected]
         turn = lv.episode.record(
-            kept.text, public, private, program=batch.programs[i][selected], prompt_tokens=kept.prompt_tokens,
-            completion_tokens=kept.completion_tokens, generate_s=round(batch.seconds, 4),
+            kept.text,
+            public,
+            private,
+            program=batch.programs[i][selected],
+            prompt_tokens=kept.prompt_tokens,
+            completion_tokens=kept.completion_tokens,
+            generate_s=round(batch.seconds, 4),
         )
         lv.turns.append(SearchTurn(candidates, selected, turn.feedback or ""))
         lv.prompt_tokens += kept.prompt_tokens

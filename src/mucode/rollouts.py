@@ -19,14 +19,16 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
 from mucode import store as run_folder
-from mucode.engine import SEEDING_ALIASES, SEEDING_CHOICES, EngineSettings, LiveEpisode, episode_seed, run_engine, seeding_name
+from mucode.engine import SEEDING_ALIASES, SEEDING_CHOICES, EngineSettings, LiveEpisode, episode_seed, run_engine
+from mucode.engine import seeding_name
 from mucode.episode import ExecutorLike
 from mucode.generation.base import Generator, SamplingParams
 from mucode.problems.prelude import DEFAULT_PREAMBLE, PREAMBLES
 from mucode.prompts import FEEDBACK_STYLES, PromptConfig
 from mucode.store import TrajectoryStore, load_selected_problems
 # re-exported: pipeline, training, verifier and the benchmarks import these names from here
-from mucode.store import TRAJECTORIES, complete_lines, package_versions, read_trajectories, select_problems  # noqa: F401
+from mucode.store import TRAJECTORIES, complete_lines, package_versions  # noqa: F401
+from mucode.store import read_trajectories, select_problems  # noqa: F401
 from mucode.types import Problem
 
 LEGACY_DEFAULTS = {"seeding": "step"}  # folders written before `seeding` existed used per-step seeds
@@ -68,7 +70,11 @@ class RolloutConfig:
     max_live: int = field(default=32, metadata={"help": "Episodes advanced together (one generation batch)."})
     workers: int | None = field(default=None, metadata={"help": "Sandbox workers (default: one per core)."})
     timeout_s: float = field(default=3.0, metadata={"help": "Sandbox wall-clock limit per test, in seconds."})
-    seeding: str | None = field(default=None, metadata={"help": "Sampling seeds per engine step ('step': one batched call, fastest in-process) or per (problem, rollout, turn) ('episode': samples independent of what runs alongside; required by --ray; 'trajectory' is its older name). Default: episode with --ray, else step.", "choices": SEEDING_CHOICES})
+    seeding: str | None = field(default=None, metadata={"help": (
+        "Sampling seeds per engine step ('step': one batched call, fastest in-process) or per (problem, rollout, "
+        "turn) ('episode': samples independent of what runs alongside; required by --ray; 'trajectory' is its "
+        "older name). Default: episode with --ray, else step."
+    ), "choices": SEEDING_CHOICES})
     routing: str = field(default="round-robin", metadata={"help": "How requests are spread over several --base-url replicas (comma-separated).", "choices": ["round-robin", "least-loaded"]})
     ray: str | None = field(default=None, metadata={"help": "Spread the work over a Ray cluster: 'auto' (RAY_ADDRESS or a running `ray start`), 'local' (start one here) or HOST:PORT."})
     ray_actors: int | None = field(default=None, metadata={"help": "Ray actors, each with its own generator and sandbox (default: cluster CPUs / CPUs per actor)."})
@@ -90,7 +96,10 @@ class RolloutConfig:
             raise ValueError(f"got limit={self.limit}; it must be >= 1 (or unset for every problem)")
         self.seeding = seeding_name(self.seeding or ("episode" if self.ray else "step"))
         if self.ray and self.seeding != "episode":
-            raise ValueError(f"got --ray with seeding={self.seeding!r}: samples would depend on how problems are split over actors; use --seeding episode")
+            raise ValueError(
+                f"got --ray with seeding={self.seeding!r}: samples would depend on how problems are split over"
+                " actors; use --seeding episode"
+            )
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(n=1, temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens, seed=self.seed)
@@ -175,8 +184,8 @@ def collect_rollouts(
     conversation, `episode_seed`: what a trajectory samples does not depend on the other live
     episodes, so sharded or resumed runs give the same records; "trajectory" is its older name)."""
     settings = EngineSettings(
-        turns=turns, sampling=replace(params, n=1), selector="random", seeding=seeding_name(seeding), max_live=max_live,
-        overlap=overlap, prompt_config=prompt_config or PromptConfig(), preamble=preamble,
+        turns=turns, sampling=replace(params, n=1), selector="random", seeding=seeding_name(seeding),
+        max_live=max_live, overlap=overlap, prompt_config=prompt_config or PromptConfig(), preamble=preamble,
     )
     stats = RolloutStats()
     started = time.perf_counter()
@@ -207,7 +216,8 @@ def check_resumable(config: RolloutConfig, out: Path) -> None:
 
 def write_run_metadata(config: RolloutConfig, out: Path, problem_ids: Sequence[str], extra: dict[str, Any] | None = None) -> None:
     """config.yaml (resolved config), run.json (seeds, problem ids, versions)."""
-    run_folder.write_run_metadata(config, out, problem_ids, extra, what="rollouts", missing=LEGACY_DEFAULTS, renamed=RENAMED)
+    resume = {"what": "rollouts", "missing": LEGACY_DEFAULTS, "renamed": RENAMED}
+    run_folder.write_run_metadata(config, out, problem_ids, extra, **resume)
 
 
 COMMAND = "`mucode rollout`"  # names the holder of a folder's lock
@@ -228,7 +238,7 @@ def run_rollouts(config: RolloutConfig, progress: bool = True) -> RolloutStats:
     from mucode.generation.factory import resolve_backend
 
     if config.ray:
-        raise ValueError("config.ray is set: run it with mucode.scaling.ray_rollouts.run_rollouts_on_ray (`mucode rollout --ray`)")
+        raise ValueError("config.ray is set: run it with mucode.scaling.ray_rollouts.run_rollouts_on_ray (--ray)")
     check_before_run(config)
     check_generator(config.backend, config.model, base_url=config.base_url)
     config = replace(config, backend=resolve_backend(config.backend, config.model, base_url=config.base_url))
@@ -298,7 +308,8 @@ class RolloutProgress:
         """Show the replies of the generator's batch as they come (a batch takes minutes)."""
         from mucode.generation.base import attach_progress
 
-        attach_progress(generator, lambda done, total: self.bar.set_description_str(f"rollouts (replies {done}/{total})"))
+        show = lambda done, total: self.bar.set_description_str(f"rollouts (replies {done}/{total})")  # noqa: E731
+        attach_progress(generator, show)
 
     def update(self, record: dict[str, Any], stats: RolloutStats) -> None:
         self.bar.update(1)

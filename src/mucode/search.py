@@ -34,13 +34,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from mucode.engine import SEEDING_ALIASES, SEEDING_CHOICES, SELECTORS, VERIFIER_SELECTORS, EngineSettings, LiveEpisode
-from mucode.engine import SampledProgram, Scorer, SearchTurn, run_engine, seeding_name
-from mucode.engine import problem_key, select_candidate  # noqa: F401  # re-exported: the search API names them here
+from mucode.engine import Scorer, SearchTurn, run_engine, seeding_name
+from mucode.engine import SampledProgram, problem_key, select_candidate  # noqa: F401  # re-exported here
 from mucode.episode import ExecutorLike
 from mucode.generation.base import Generator, SamplingParams
 from mucode.problems.prelude import DEFAULT_PREAMBLE, PREAMBLES
 from mucode.prompts import FEEDBACK_STYLES, PromptConfig
-from mucode.store import SEARCHES, SearchStore, read_searches  # noqa: F401  # re-exported: the search API names them here
+# re-exported: the search API names them here
+from mucode.store import SEARCHES, SearchStore, read_searches  # noqa: F401
 from mucode.types import Problem
 
 STOPPING_RULE = "first selected program that passes the public tests"
@@ -49,7 +50,6 @@ PUBLIC_PRIVATE_RULE = (
     "public and private (the paper's rule)"
 )
 RENAMED = {"seeding": SEEDING_ALIASES}  # folders written under the older names resume
-Candidate = SampledProgram  # the older name
 logger = logging.getLogger(__name__)
 
 
@@ -79,7 +79,10 @@ class SearchConfig:
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass."})
     max_new_tokens: int = field(default=1000, metadata={"help": "Most tokens per reply."})
     seed: int = field(default=0, metadata={"help": "Base seed (problem subset, sampling, selection)."})
-    seeding: str = field(default="episode", metadata={"help": "episode: one seed per (problem, search, turn) in one batched call (reproducible per search; 'search' is its older name); step: one seed per step (faster in-process).", "choices": SEEDING_CHOICES})
+    seeding: str = field(default="episode", metadata={"help": (
+        "episode: one seed per (problem, search, turn) in one batched call (reproducible per search; 'search' is "
+        "its older name); step: one seed per step (faster in-process)."
+    ), "choices": SEEDING_CHOICES})
     limit: int | None = field(default=None, metadata={"help": "A seeded random subset of this many problems (the seed picks it; see --first)."})
     first: int | None = field(default=None, metadata={"help": "The first N problems in the set's order (lm-eval's --limit)."})
     problems_path: str | None = field(default=None, metadata={"help": "MBPP data file or folder (else $MUCODE_MBPP_PATH, then the hub)."})
@@ -242,7 +245,8 @@ def search_problems(
     def turn_decided(live: LiveEpisode, turn: SearchTurn) -> None:
         on_turn(live.problem, live.index, len(live.turns), turn)  # type: ignore[misc]  # only set when given
 
-    run_engine(work, generator, executor, settings, scorer=scorer, on_done=done, on_turn=turn_decided if on_turn else None)
+    decided = turn_decided if on_turn else None
+    run_engine(work, generator, executor, settings, scorer=scorer, on_done=done, on_turn=decided)
     order = {p.id: i for i, p in enumerate(problems)}
     return sorted(finished, key=lambda r: (order[r.problem_id], r.search))
 
@@ -299,7 +303,8 @@ def _run_search(config: SearchConfig, progress: bool) -> SearchSummary:
     problem_set, problems = load_selected_problems(config.problems, config.problems_path, config.limit, config.seed, config.first)
     scorer = load_scorer(config.verifier)
     generator = make_generator(config.backend, config.model, **generator_options(config))
-    write_run_metadata(config, out, [p.id for p in problems], _run_metadata(config, problem_set.sha256), what="searches", renamed=RENAMED)
+    metadata = _run_metadata(config, problem_set.sha256)
+    write_run_metadata(config, out, [p.id for p in problems], metadata, what="searches", renamed=RENAMED)
     store = SearchStore(out)
     bar = _progress_bar(len(problems) * config.searches, len(store.done)) if progress else None
     if bar is not None:  # a batch of replies takes minutes: show it moving

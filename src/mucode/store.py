@@ -40,6 +40,7 @@ RUN_PACKAGES = ("mucode", "torch", "transformers", "vllm")  # versions recorded 
 
 # -- one writer per folder -------------------------------------------------------------------------
 
+
 class FolderInUse(OSError):
     """Another process holds the folder's lock."""
 
@@ -81,7 +82,8 @@ def _locked(folder: Path, command: str) -> Iterator[None]:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             raise FolderInUse(
-                f"{folder} is in use by another {command} ({holder}); wait for it to finish or choose another output folder"
+                f"{folder} is in use by another {command} ({holder}); wait for it to finish or choose another"
+                " output folder"
             ) from None
         handle.seek(0)
         handle.truncate()
@@ -94,6 +96,7 @@ def _locked(folder: Path, command: str) -> Iterator[None]:
 
 
 # -- JSONL -----------------------------------------------------------------------------------------
+
 
 def read_jsonl(path: str | Path, *, complete_only: bool = False) -> list[Any]:
     """The records of a JSONL file, blank lines skipped. complete_only: leave out a last line
@@ -151,7 +154,9 @@ def repair_and_read(
                 f"{path}: line {number} is not a {kind} record ({err}); move the file away or fix the line"
             ) from None
         if key in done:
-            raise ValueError(f"{path}: line {number} repeats {kind} {key}; the file was edited or written by two runs at once")
+            raise ValueError(
+                f"{path}: line {number} repeats {kind} {key}; the file was edited or written by two runs at once"
+            )
         done.add(key)
         records.append(record)
     return records
@@ -237,6 +242,7 @@ def read_searches(folder: str | Path) -> list[dict[str, Any]]:
 
 # -- JSON and YAML files ---------------------------------------------------------------------------
 
+
 def write_json(path: str | Path, data: Any) -> None:
     """Write a JSON file (indented) through a temporary file, so a reader never sees half of it."""
     path = Path(path)
@@ -275,6 +281,7 @@ def write_config(config: Any, folder: str | Path) -> None:
 
 
 # -- resuming and run metadata ---------------------------------------------------------------------
+
 
 def check_resumable(
     config: Any,
@@ -330,14 +337,16 @@ def write_run_metadata(
     out = Path(out)
     check_resumable(config, out, **resume)
     write_config(config, out)
+    versions = {"python": platform.python_version(), **package_versions(RUN_PACKAGES)}
     meta = {
-        "mucode": __version__, "python": platform.python_version(), "seed": config.seed, "problem_ids": list(problem_ids),
-        "package_versions": {"python": platform.python_version(), **package_versions(RUN_PACKAGES)}, **(extra or {}),
+        "mucode": __version__, "python": platform.python_version(), "seed": config.seed,
+        "problem_ids": list(problem_ids), "package_versions": versions, **(extra or {}),
     }  # fmt: skip
     (out / RUN_FILE).write_text(json.dumps(meta, indent=2))
 
 
 # -- the problems of a run -------------------------------------------------------------------------
+
 
 def load_selected_problems(
     spec: str, problems_path: str | None, limit: int | None, seed: int, first: int | None = None
@@ -350,7 +359,9 @@ def load_selected_problems(
     return problem_set, select_problems(list(problem_set), limit, seed, first)
 
 
-def select_problems(problems: Sequence[Problem], limit: int | None, seed: int, first: int | None = None) -> list[Problem]:
+def select_problems(
+    problems: Sequence[Problem], limit: int | None, seed: int, first: int | None = None
+) -> list[Problem]:
     """All problems, the `first` N in their order (as lm-eval's --limit), or a seeded random subset
     of `limit` of them (in their original order); `first` and `limit` exclude each other."""
     import random

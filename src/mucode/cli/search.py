@@ -98,8 +98,10 @@ def _help(name: str) -> str:
 @click.option("--backend", type=click.Choice(["auto", "hf", "openvino", "openai", "vllm"]), default="auto", show_default=True, help="Generation backend (auto: OpenVINO on CPU if installed, vLLM on CUDA, else hf).")
 @click.option("--base-url", default=None, help="OpenAI-compatible server URL (openai backend).")
 @click.option("--timeout-s", type=float, default=3.0, show_default=True, help="Sandbox wall-clock limit per test, in seconds.")
-@click.option("--preamble", type=click.Choice(PREAMBLES), default=DEFAULT_PREAMBLE, show_default=True, help=_help("preamble"))
-@click.option("--feedback", type=click.Choice(FEEDBACK_STYLES), default="rich", show_default=True, help=_help("feedback"))
+@click.option("--preamble", type=click.Choice(PREAMBLES), default=DEFAULT_PREAMBLE, show_default=True,
+              help=_help("preamble"))
+@click.option("--feedback", type=click.Choice(FEEDBACK_STYLES), default="rich", show_default=True,
+              help=_help("feedback"))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Save the problem, the search record (every turn and candidate) and the final program here.")
 @click.option("--print-unsolved", is_flag=True, help="Print the last kept program on stdout even when it fails the public tests.")
 def solve_command(

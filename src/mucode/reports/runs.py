@@ -15,12 +15,11 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Literal, Sequence
 
 from mucode.metrics import summarize_searches, trajectory_as_record
-from mucode.store import (
-    RUN_FILE, SEARCHES, SUMMARY_FILE, TRAJECTORIES, read_folder_config, read_json_object, read_searches, read_trajectories,
-)
+from mucode.store import RUN_FILE, SEARCHES, SUMMARY_FILE, TRAJECTORIES, read_folder_config, read_json_object
+from mucode.store import read_searches, read_trajectories
 
 SEARCH_KEYS = ("problem_id", "search", "turns", "correct", "solved_public")
 STOPPING_RULE = "first selected program that passes the public tests"

@@ -95,9 +95,10 @@ class WorkerSpec:
     @classmethod
     def from_config(cls, config: RolloutConfig) -> WorkerSpec:
         return cls(
-            backend=config.backend, model=config.model, backend_options=backend_options(config), rollouts=config.rollouts,
-            turns=config.turns, params=config.sampling(), max_live=config.max_live, sandbox_workers=config.workers or 1,
-            timeout_s=config.timeout_s, preamble=config.preamble, feedback=config.feedback,
+            backend=config.backend, model=config.model, backend_options=backend_options(config),
+            rollouts=config.rollouts, turns=config.turns, params=config.sampling(), max_live=config.max_live,
+            sandbox_workers=config.workers or 1, timeout_s=config.timeout_s, preamble=config.preamble,
+            feedback=config.feedback,
         )
 
 
@@ -149,8 +150,9 @@ class RolloutWorker:
         spec = self.spec
         try:
             collect_rollouts(
-                problems, self.generator, self.executor, sink, rollouts=spec.rollouts, turns=spec.turns, params=spec.params,
-                max_live=spec.max_live, model_name=spec.model, overlap=spec.backend not in IN_PROCESS, seeding="episode",
+                problems, self.generator, self.executor, sink, rollouts=spec.rollouts, turns=spec.turns,
+                params=spec.params, max_live=spec.max_live, model_name=spec.model,
+                overlap=spec.backend not in IN_PROCESS, seeding="episode",
                 prompt_config=PromptConfig(feedback=spec.feedback), preamble=spec.preamble,
             )
         except BaseException as err:  # handed to the driver through `run`
