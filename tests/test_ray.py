@@ -19,7 +19,7 @@ from mucode.cli import main
 from mucode.config import load_config
 from mucode.execution import Executor, Limits
 from mucode.rollouts import RolloutConfig, TrajectoryStore, collect_rollouts, read_trajectories, run_rollouts
-from mucode.scaling.ray_rollouts import WorkerSpec, collect_rollouts_on_ray, start_actors
+from mucode.scaling.ray_rollouts import RolloutWorker, WorkerSpec, collect_rollouts_on_ray, start_actors
 
 N_PROBLEMS, ROLLOUTS, TURNS = 3, 2, 2
 
@@ -35,7 +35,7 @@ def ray_cluster():
 def config(out: Path, model: Path, mbpp: Path, **overrides) -> RolloutConfig:
     values = dict(
         model=str(model), problems="mbpp:train", problems_path=str(mbpp), limit=N_PROBLEMS, rollouts=ROLLOUTS, turns=TURNS,
-        temperature=1.0, max_new_tokens=24, seed=5, out=str(out), workers=1, timeout_s=2.0, seeding="trajectory",
+        temperature=1.0, max_new_tokens=24, seed=5, out=str(out), workers=1, timeout_s=2.0, seeding="episode",
     )
     return RolloutConfig(**{**values, **overrides})
 
@@ -74,7 +74,7 @@ def test_ray_records_equal_the_single_process_run(ray_cluster, single_process, t
     assert main(argv) == 0
     assert outcomes(out) == reference
     saved = load_config(RolloutConfig, out / "config.yaml")
-    assert (saved.ray, saved.ray_actors, saved.seeding) == ("auto", 2, "trajectory")
+    assert (saved.ray, saved.ray_actors, saved.seeding) == ("auto", 2, "episode")
 
 
 @pytest.mark.slow
@@ -106,10 +106,11 @@ def test_an_actor_killed_mid_run_loses_and_duplicates_nothing(ray_cluster, singl
         ray.kill(actor)
 
 
-def test_ray_needs_per_trajectory_seeds():
-    with pytest.raises(ValueError, match="use --seeding trajectory"):
+def test_ray_needs_per_episode_seeds():
+    with pytest.raises(ValueError, match="use --seeding episode"):
         RolloutConfig(ray="auto", seeding="step")
-    assert RolloutConfig(ray="auto").seeding == "trajectory" and RolloutConfig().seeding == "step"
+    assert RolloutConfig(ray="auto").seeding == "episode" and RolloutConfig().seeding == "step"
+    assert RolloutConfig(ray="auto", seeding="trajectory").seeding == "episode"  # the older name
 
 
 def mbpp_problems(cfg: RolloutConfig) -> list:
@@ -135,21 +136,50 @@ def test_trajectory_seeds_make_records_independent_of_batching_and_order(tiny_mo
         return outcomes(tmp_path / name)
 
     with Executor(workers=1, limits=Limits(timeout_s=2)) as executor:
-        batched = run("batched", problems, 4, "trajectory")
-        one_by_one = run("one-by-one", problems[::-1], 1, "trajectory")
+        batched = run("batched", problems, 4, "episode")
+        one_by_one = run("one-by-one", problems[::-1], 1, "trajectory")  # the older name of the same seeding
         per_step = run("per-step", problems, 4, "step")
     generator.close()
     assert len(batched) == len(problems) * ROLLOUTS and batched == one_by_one
     assert per_step != batched  # step seeds depend on the batching: the equality above is not a given
     with pytest.raises(ValueError, match="seeding"):
-        collect_rollouts(problems, generator, None, None, rollouts=1, turns=1, params=cfg.sampling(), seeding="episode")  # type: ignore[arg-type]
+        collect_rollouts(  # type: ignore[arg-type]
+            problems, generator, None, None, rollouts=1, turns=1, params=cfg.sampling(), seeding="per-call"
+        )
 
 
 def test_vllm_tensor_parallel_size_reaches_the_engine_options():
-    from mucode.rollouts import _backend_options
+    from mucode.rollouts import backend_options
 
-    assert _backend_options(RolloutConfig(backend="vllm", tensor_parallel_size=4, dtype="bfloat16")) == {"dtype": "bfloat16", "tensor_parallel_size": 4}
+    vllm = RolloutConfig(backend="vllm", tensor_parallel_size=4, dtype="bfloat16")
+    assert backend_options(vllm) == {"dtype": "bfloat16", "tensor_parallel_size": 4}
     with pytest.raises(ValueError, match="--backend vllm only"):
-        _backend_options(RolloutConfig(backend="hf", tensor_parallel_size=2))
+        backend_options(RolloutConfig(backend="hf", tensor_parallel_size=2))
     with pytest.raises(ValueError, match="tensor_parallel_size=0"):
         RolloutConfig(backend="vllm", tensor_parallel_size=0)
+
+
+def test_a_ray_actor_runs_with_the_configs_preamble_and_feedback(tiny_model_dir, mbpp_dir, tmp_path):
+    """The body of each Ray actor (run here without Ray) gets --preamble and --feedback; it used to run
+    with the defaults whatever the config said. Its records equal those of a local run."""
+    cfg = config(
+        tmp_path / "local", tiny_model_dir, mbpp_dir, limit=1, rollouts=1, max_new_tokens=12, backend="hf",
+        preamble="none", feedback="reference",
+    )
+    run_rollouts(cfg, progress=False)
+    local = read_trajectories(cfg.out)
+    spec = WorkerSpec.from_config(cfg)
+    assert (spec.preamble, spec.feedback) == ("none", "reference")
+    worker = RolloutWorker(spec)
+    try:
+        problems = mbpp_problems(cfg)
+        streamed = list(worker.run(problems, [(problems[0].id, 0)]))
+    finally:
+        worker.close()
+    assert [(r["preamble"], r["prompt_config"]["feedback"]) for r in streamed] == [("none", "reference")]
+    assert turns_seen(streamed) == turns_seen(local)
+
+
+def turns_seen(records: list[dict]) -> list[list[tuple]]:
+    """Per trajectory, each turn's reply, feedback and public verdicts."""
+    return [[(t["reply"], t["feedback"], verdicts(t["public"])) for t in r["turns"]] for r in records]

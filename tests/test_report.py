@@ -13,8 +13,7 @@ import yaml
 
 from mucode.cli import main
 from mucode.reports import load_run, load_runs, write_report
-from mucode.rollouts import summarize
-from mucode.search import summarize_searches
+from mucode.metrics import summarize_searches, summarize_trajectories as summarize
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ALL_PLOTS = ("accuracy_by_turn.png", "accuracy_vs_n.png", "selectors.png", "verifier_scores.png")
@@ -254,3 +253,30 @@ def test_cli_writes_the_report_and_reports_errors_in_one_line(runs, tmp_path, ca
     assert main(["report", str(tmp_path / "nothing")]) == 2
     error = capsys.readouterr().err
     assert error.startswith("Error: ") and "nothing is not a run folder" in error and error.count("\n") == 1
+
+
+PROBLEMS = [
+    {"id": f"p{i}", "prompt": f"Return {i} plus x.", "public_tests": [f"assert f(1) == {i + 1}"],
+     "private_tests": [f"assert f(2) == {i + 2}"]}
+    for i in range(3)
+]  # fmt: skip
+
+
+def test_a_finished_run_stores_the_summary_the_report_recomputes(tmp_path, tiny_model_dir):
+    """One metrics home: summary.json written by `mucode search` and `mucode rollout` holds the numbers
+    that the report code computes from the records."""
+    problems = tmp_path / "problems.jsonl"
+    write_jsonl(problems, PROBLEMS)
+    common = ["--model", str(tiny_model_dir), "--problems", str(problems), "--turns", "2", "--temperature", "1.0",
+              "--max-new-tokens", "8", "--workers", "1"]  # fmt: skip
+    assert main(["search", *common, "--n", "2", "--searches", "2", "--out", str(tmp_path / "search")]) == 0
+    assert main(["rollout", *common, "--rollouts", "2", "--out", str(tmp_path / "rollout")]) == 0
+    search = load_run(tmp_path / "search")
+    assert search.summary_source == "summary.json"
+    assert search.summary == json.loads((tmp_path / "search" / "summary.json").read_text())
+    rollout = load_run(tmp_path / "rollout")
+    stored = json.loads((tmp_path / "rollout" / "summary.json").read_text())
+    assert stored["trajectories"] == rollout.summary["searches"] == 6
+    renamed = {"correct": "accuracy", "solved_public": "public_pass_rate"}
+    for key in ("problems", "correct", "accuracy_ci95", "solved_public", "accuracy_by_turn", "completion_tokens"):
+        assert stored[key] == rollout.summary[renamed.get(key, key)], key

@@ -14,7 +14,8 @@ import pytest
 
 from mucode.execution import Executor, Limits
 from mucode.generation.base import SamplingParams
-from mucode.rollouts import RolloutConfig, TrajectoryStore, collect_rollouts, read_trajectories, summarize
+from mucode.rollouts import RolloutConfig, collect_rollouts, summarize, write_run_metadata
+from mucode.store import TrajectoryStore, read_trajectories
 
 PROBLEMS = [
     {"id": f"p{i}", "prompt": f"Return {i} plus x.", "public_tests": [f"assert f(1) == {i + 1}"], "private_tests": [f"assert f(2) == {i + 2}"]}
@@ -134,8 +135,6 @@ def test_kill_9_then_rerun_loses_and_duplicates_nothing(tmp_path, problems_file,
 
 def test_resuming_with_other_settings_is_refused(tmp_path, problems_file, tiny_model_dir):
     out = tmp_path / "run"
-    from mucode.rollouts import write_run_metadata
-
     out.mkdir()
     write_run_metadata(RolloutConfig(model=str(tiny_model_dir), problems=str(problems_file), out=str(out)), out, ["p0"])
     changed = RolloutConfig(model=str(tiny_model_dir), problems=str(problems_file), out=str(out), temperature=0.2)
@@ -143,7 +142,7 @@ def test_resuming_with_other_settings_is_refused(tmp_path, problems_file, tiny_m
         write_run_metadata(changed, out, ["p0"])
 
 
-def test_a_sandbox_failure_reruns_the_trajectory_instead_of_storing_a_false_label(tmp_path, problems_file, generator):
+def test_a_sandbox_failure_reruns_the_program_instead_of_storing_a_false_label(tmp_path, problems_file, generator):
     with Executor(workers=1, limits=Limits(timeout_s=5)) as ex:
         # Kill the worker's sandbox parent: the next program cannot be run, so its turn is an
         # INFRA_ERROR (the pool then replaces the worker).
@@ -184,7 +183,7 @@ def _without_timings(value):
     return value
 
 
-@pytest.mark.parametrize("seeding", ["step", "trajectory"])
+@pytest.mark.parametrize("seeding", ["step", "episode"])
 def test_the_same_seeded_rollout_command_twice_gives_identical_records(tmp_path, problems_file, tiny_model_dir, seeding):
     """Seeded reruns on one machine are bit-reproducible apart from wall-clock fields, as long as
     no program runs near the time limit (docs/results.md, "Seeded reruns")."""
@@ -204,8 +203,8 @@ def test_the_same_seeded_rollout_command_twice_gives_identical_records(tmp_path,
     assert len({r["turns"][0]["reply"] for r in runs[0]}) > 1  # sampled, not one fixed reply
 
 
-def test_trajectory_seeding_gives_the_same_records_whatever_shares_the_batch(tmp_path, problems_file, tiny_model_dir):
-    """seeding=trajectory: each row draws from its own trajectory's seed inside one batched call,
+def test_episode_seeding_gives_the_same_records_whatever_shares_the_batch(tmp_path, problems_file, tiny_model_dir):
+    """seeding=episode: each row draws from its own episode's seed inside one batched call,
     so the records do not depend on how many episodes are live together (docs/scaling.md)."""
     from mucode.cli import main
 
@@ -214,9 +213,51 @@ def test_trajectory_seeding_gives_the_same_records_whatever_shares_the_batch(tmp
         out = tmp_path / f"live{max_live}"
         code = main([
             "rollout", "--model", str(tiny_model_dir), "--problems", str(problems_file), "--rollouts", "2", "--turns", "2",
-            "--temperature", "1.0", "--max-new-tokens", "12", "--seed", "3", "--seeding", "trajectory",
+            "--temperature", "1.0", "--max-new-tokens", "12", "--seed", "3", "--seeding", "episode",
             "--max-live", max_live, "--workers", "1", "--out", str(out),
         ])  # fmt: skip
         assert code == 0
         runs.append(sorted((_without_timings(r) for r in read_trajectories(out)), key=lambda r: (r["problem_id"], r["rollout"])))
     assert len(runs[0]) == 8 and runs[0] == runs[1]
+
+
+def test_a_rollout_is_a_search_with_one_program_per_turn(tmp_path, problems_file, generator, executor):
+    """One engine: with per-episode seeds, rollout r of a problem and search r (N = 1) of it draw the
+    same replies, run the same programs and get the same feedback."""
+    from mucode.search import search_problems
+
+    problems = load(problems_file)
+    params = SamplingParams(temperature=1.0, max_new_tokens=12, seed=4)
+    store = TrajectoryStore(tmp_path / "out")
+    collect_rollouts(
+        problems, generator, executor, store, rollouts=2, turns=2, params=params, max_live=3, seeding="episode"
+    )
+    store.close()
+    searches = search_problems(
+        problems, generator, executor, n=1, selector="random", turns=2, searches=2, sampling=params, seed=4, max_live=5
+    )
+    rollouts = {
+        (r["problem_id"], r["rollout"]): [(t["reply"], t["program"], t["feedback"], t["correct"]) for t in r["turns"]]
+        for r in read_trajectories(tmp_path / "out")
+    }
+    assert rollouts == {
+        (s.problem_id, s.search): [(t.chosen.reply, t.chosen.program, t.feedback, t.chosen.correct) for t in s.turns]
+        for s in searches
+    }
+    assert len({turns[0][0] for turns in rollouts.values()}) > 1  # sampled, not one fixed reply
+
+
+def test_a_folder_written_under_the_older_seeding_name_resumes(tmp_path, problems_file, tiny_model_dir):
+    from mucode.store import CONFIG_FILE
+
+    out = tmp_path / "run"
+    out.mkdir()
+    config = RolloutConfig(model=str(tiny_model_dir), problems=str(problems_file), out=str(out), seeding="episode")
+    write_run_metadata(config, out, ["p0"])
+    saved = out / CONFIG_FILE
+    assert "seeding: episode" in saved.read_text()
+    saved.write_text(saved.read_text().replace("seeding: episode", "seeding: trajectory"))
+    write_run_metadata(config, out, ["p0"])  # the same seeding under its older name
+    with pytest.raises(ValueError, match="seeding"):
+        stepped = RolloutConfig(model=str(tiny_model_dir), problems=str(problems_file), out=str(out))
+        write_run_metadata(stepped, out, ["p0"])

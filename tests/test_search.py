@@ -15,7 +15,8 @@ from mucode.execution import Executor, Limits
 from mucode.generation.base import SamplingParams
 from mucode.prompts import initial_messages
 from mucode.search import (
-    Candidate, SearchConfig, SearchStore, read_searches, run_search, search_problems, select_candidate, summarize_searches,
+    SampledProgram, SearchConfig, SearchStore, read_searches, run_search, search_problems, select_candidate,
+    summarize_searches,
 )
 from mucode.types import AssertTest, Problem
 
@@ -129,11 +130,11 @@ SAMPLED = SamplingParams(temperature=1.0, max_new_tokens=10)
 
 # -- selectors on constructed candidates -----------------------------------------------------------
 
-def cand(public: bool = False, correct: bool = False, score: float | None = None) -> Candidate:
-    return Candidate(reply="", program="", public_passed=public, correct=correct, score=score)
+def cand(public: bool = False, correct: bool = False, score: float | None = None) -> SampledProgram:
+    return SampledProgram(reply="", program="", public_passed=public, correct=correct, score=score)
 
 
-def picks(selector: str, candidates: list[Candidate], draws: int = 60) -> set[int]:
+def picks(selector: str, candidates: list[SampledProgram], draws: int = 60) -> set[int]:
     return {select_candidate(selector, candidates, random.Random(seed)) for seed in range(draws)}
 
 
@@ -336,7 +337,7 @@ def stored(pid: str, search: int, turns: list[list[tuple[bool, bool]]], selected
     from mucode.search import SearchRecord, SearchTurn
 
     built = [
-        SearchTurn([Candidate("r", "p", pub, cor, None, 10) for pub, cor in cands], sel, "fb")
+        SearchTurn([SampledProgram("r", "p", pub, cor, None, 10) for pub, cor in cands], sel, "fb")
         for cands, sel in zip(turns, selected)
     ]
     return SearchRecord(pid, search, "pt", len(turns[0]), max_turns, built).to_dict()

@@ -106,3 +106,19 @@ def test_bad_input_is_a_one_line_error(args, message, tests_file, tmp_path, caps
     code = main(["solve", *[paths.get(a, a) for a in args]])
     err = capsys.readouterr().err
     assert code != 0 and message in err and "Traceback" not in err
+
+
+def test_preamble_and_feedback_reach_the_search(tiny_model_dir, tests_file, tmp_path, capsys):
+    import yaml
+
+    out = tmp_path / "reference"
+    args = ["solve", STATEMENT, "--tests", str(tests_file), "--model", str(tiny_model_dir), "--turns", "2",
+            "--max-new-tokens", "8"]  # fmt: skip
+    assert main([*args, "--preamble", "none", "--feedback", "reference", "--out", str(out)]) == 1
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert (saved["preamble"], saved["feedback"]) == ("none", "reference")
+    [record] = [json.loads(line) for line in (out / "searches.jsonl").read_text().splitlines()]
+    assert record["turns"][0]["feedback"].startswith("Feedback: ")  # the reference code's wording, on one line
+    assert main([*args, "--out", str(tmp_path / "rich")]) == 1
+    rich = json.loads((tmp_path / "rich" / "searches.jsonl").read_text())
+    assert rich["turns"][0]["feedback"].startswith("Feedback:\n")

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Mapping, Pro
 
 from mucode.extraction import extract_code
 from mucode.problems.prelude import DEFAULT_PREAMBLE, PREAMBLES, program_to_run
-from mucode.prompts import Message, PromptConfig, initial_messages, render_feedback
+from mucode.generation.base import Message
+from mucode.prompts import PromptConfig, initial_messages, render_feedback
 from mucode.types import ExecResult, Problem, Test
 
 RunPrivate = Literal["every_turn", "final"]

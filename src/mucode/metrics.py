@@ -4,6 +4,7 @@ intervals over problems, paired comparisons, and the spread over repeated runs.
     pass_at_k(n=[10, 10], c=[3, 0], k=1)      # array([0.3, 0.0]), one value per problem
     accuracy_by_turn(episodes)                # array([acc@1, acc@2, acc@3])
     summarize_records(records)                # the numbers of summary.json (search, rollout, report)
+    summarize_trajectories(trajectories)      # summary.json of a rollout folder (the same numbers)
     bootstrap_ci(per_problem)                 # 95% interval of the mean over problems
     compare_runs(records_a, records_b)        # paired difference, its interval, exact McNemar p
     spread([51.0, 50.2, 52.3])                # Spread(mean=51.17, std=1.06, ci95=(48.53, 53.8), n=3)
@@ -255,6 +256,32 @@ def summarize_records(records: Iterable[Mapping[str, Any]], max_turns: int | Non
         "completion_tokens": sum(row.get("completion_tokens") or 0 for row in rows),
         "tokens_saved": _sum_or_none(row.get("tokens_saved") for row in rows),
         "wall_s": _sum_or_none([row.get("wall_s") for row in rows], digits=3),
+    }
+
+
+def summarize_searches(records: Iterable[Any], max_turns: int | None = None) -> dict[str, Any]:
+    """`summarize_records` of search records given as dicts (searches.jsonl rows) or as objects
+    with `to_dict()` (`mucode.search.SearchRecord`): summary.json of `mucode search`."""
+    return summarize_records((r.to_dict() if hasattr(r, "to_dict") else r for r in records), max_turns)
+
+
+def summarize_trajectories(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """summary.json of `mucode rollout`: counts and pass rates of stored trajectories, the numbers
+    of `summarize_records` (through `trajectory_as_record`) under the rollout names (`correct` is
+    `accuracy`, `solved_public` is `public_pass_rate`), plus the mean number of turns."""
+    records = list(records)
+    if not records:
+        return {"trajectories": 0}
+    summary = summarize_records(trajectory_as_record(r) for r in records)
+    return {
+        "trajectories": len(records),
+        "problems": summary["problems"],
+        "correct": summary["accuracy"],
+        "accuracy_ci95": summary["accuracy_ci95"],
+        "solved_public": summary["public_pass_rate"],
+        "accuracy_by_turn": summary["accuracy_by_turn"],
+        "mean_turns": sum(r["n_turns"] for r in records) / len(records),
+        "completion_tokens": summary["completion_tokens"],
     }
 
 

@@ -19,9 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from mucode.generation.base import Message
 from mucode.types import AssertTest, ExecResult, IOTest, Problem, Status, Test, Verdict
-
-Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
 
 _TRUNCATION_MARK = "\n[... {n} characters cut ...]\n"
 FEEDBACK_STYLES = ("rich", "reference")

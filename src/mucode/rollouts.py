@@ -12,27 +12,27 @@ that were not complete, never duplicates one, and loses none.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-import platform
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
-from mucode.config import config_to_dict, save_config
-from mucode.episode import Episode, ExecutorLike, Turn, advance
-from mucode.generation.base import Completion, Generator, SamplingParams, derive_seed
+from mucode import store as run_folder
+from mucode.engine import SEEDING_ALIASES, SEEDING_CHOICES, EngineSettings, LiveEpisode, episode_seed, run_engine
+from mucode.engine import seeding_name
+from mucode.episode import ExecutorLike
+from mucode.generation.base import Generator, SamplingParams
 from mucode.problems.prelude import DEFAULT_PREAMBLE, PREAMBLES
 from mucode.prompts import FEEDBACK_STYLES, PromptConfig
+from mucode.store import TrajectoryStore, load_selected_problems
+# re-exported: pipeline, training, verifier and the benchmarks import these names from here
+from mucode.store import TRAJECTORIES, complete_lines, package_versions  # noqa: F401
+from mucode.store import read_trajectories, select_problems  # noqa: F401
 from mucode.types import Problem
 
-TRAJECTORIES = "trajectories.jsonl"
-SEEDINGS = ("step", "trajectory")
-THROUGHPUT_ONLY = ("out", "workers", "max_live", "routing", "ray", "ray_actors", "ray_gpus_per_actor", "tensor_parallel_size")  # may change on resume
+LEGACY_DEFAULTS = {"seeding": "step"}  # folders written before `seeding` existed used per-step seeds
+RENAMED = {"seeding": SEEDING_ALIASES}  # folders written under the older names resume
 logger = logging.getLogger(__name__)
 
 
@@ -70,7 +70,11 @@ class RolloutConfig:
     max_live: int = field(default=32, metadata={"help": "Episodes advanced together (one generation batch)."})
     workers: int | None = field(default=None, metadata={"help": "Sandbox workers (default: one per core)."})
     timeout_s: float = field(default=3.0, metadata={"help": "Sandbox wall-clock limit per test, in seconds."})
-    seeding: str | None = field(default=None, metadata={"help": "Sampling seeds per engine step ('step': one batched call, fastest in-process) or per (problem, rollout, turn) ('trajectory': samples independent of what runs alongside; required by --ray). Default: trajectory with --ray, else step.", "choices": list(SEEDINGS)})
+    seeding: str | None = field(default=None, metadata={"help": (
+        "Sampling seeds per engine step ('step': one batched call, fastest in-process) or per (problem, rollout, "
+        "turn) ('episode': samples independent of what runs alongside; required by --ray; 'trajectory' is its "
+        "older name). Default: episode with --ray, else step."
+    ), "choices": SEEDING_CHOICES})
     routing: str = field(default="round-robin", metadata={"help": "How requests are spread over several --base-url replicas (comma-separated).", "choices": ["round-robin", "least-loaded"]})
     ray: str | None = field(default=None, metadata={"help": "Spread the work over a Ray cluster: 'auto' (RAY_ADDRESS or a running `ray start`), 'local' (start one here) or HOST:PORT."})
     ray_actors: int | None = field(default=None, metadata={"help": "Ray actors, each with its own generator and sandbox (default: cluster CPUs / CPUs per actor)."})
@@ -90,104 +94,18 @@ class RolloutConfig:
             raise ValueError(f"got rollouts={self.rollouts} with temperature=0: greedy rollouts are identical; use --rollouts 1 or a temperature > 0")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"got limit={self.limit}; it must be >= 1 (or unset for every problem)")
-        if self.seeding is None:
-            self.seeding = "trajectory" if self.ray else "step"
-        if self.ray and self.seeding != "trajectory":
-            raise ValueError(f"got --ray with seeding={self.seeding!r}: samples would depend on how problems are split over actors; use --seeding trajectory")
+        self.seeding = seeding_name(self.seeding or ("episode" if self.ray else "step"))
+        if self.ray and self.seeding != "episode":
+            raise ValueError(
+                f"got --ray with seeding={self.seeding!r}: samples would depend on how problems are split over"
+                " actors; use --seeding episode"
+            )
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(n=1, temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens, seed=self.seed)
 
 
-# -- storage ---------------------------------------------------------------------------------------
-
-class TrajectoryStore:
-    """Append-only JSONL of finished trajectories, one per (problem id, rollout index).
-
-    Opening repairs a tail cut by a crash (a last line without its newline is dropped: that
-    trajectory was never complete, so it is run again). `datasets.load_dataset("json",
-    data_files=...)` reads the file directly.
-    """
-
-    def __init__(self, folder: str | Path) -> None:
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.path = self.folder / TRAJECTORIES
-        self.done: set[tuple[str, int]] = set()
-        self.n_correct = 0
-        self._repair_and_index()
-        self._handle = open(self.path, "a", encoding="utf-8")
-
-    def _repair_and_index(self) -> None:
-        for record in repair_and_read(self.path, ("problem_id", "rollout"), "trajectory", self.done):
-            self.n_correct += bool(record.get("correct"))
-
-    def append(self, record: dict[str, Any]) -> None:
-        key = (record["problem_id"], record["rollout"])
-        if key in self.done:
-            raise ValueError(f"trajectory {key} is already stored")
-        self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
-        self.done.add(key)
-        self.n_correct += bool(record.get("correct"))
-
-    def close(self) -> None:
-        self._handle.close()
-
-
-def repair_and_read(path: Path, key_fields: tuple[str, str], kind: str, done: set[tuple[Any, Any]]) -> list[dict[str, Any]]:
-    """The records of an append-only JSONL store, after dropping a last line cut by a crash; each
-    record's key (its `key_fields`) goes into `done`, and a repeated key is an error."""
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    complete = data[: data.rfind(b"\n") + 1]
-    if len(complete) != len(data):
-        with open(path, "r+b") as handle:
-            handle.truncate(len(complete))
-    records = []
-    for number, line in enumerate(complete.decode("utf-8").splitlines(), 1):
-        try:
-            record = json.loads(line)
-            key = (record[key_fields[0]], record[key_fields[1]])
-        except (ValueError, KeyError) as err:
-            raise ValueError(f"{path}: line {number} is not a {kind} record ({err}); move the file away or fix the line") from None
-        if key in done:
-            raise ValueError(f"{path}: line {number} repeats {kind} {key}; the file was edited or written by two runs at once")
-        done.add(key)
-        records.append(record)
-    return records
-
-
-def complete_lines(path: str | Path) -> str:
-    """The text of an append-only JSONL file up to its last newline (a line still being written,
-    or cut by a crash, is left out)."""
-    text = Path(path).read_text(encoding="utf-8")
-    return text[: text.rfind("\n") + 1]
-
-
-def read_trajectories(folder: str | Path) -> list[dict[str, Any]]:
-    """Every stored trajectory record of a rollout folder (complete lines only)."""
-    from mucode.folders import read_jsonl
-
-    return read_jsonl(Path(folder) / TRAJECTORIES, complete_only=True)
-
-
 # -- engine ----------------------------------------------------------------------------------------
-
-MAX_INFRA_ATTEMPTS = 3  # runs of one trajectory while the sandbox reports its own failures
-
-
-@dataclass
-class _Live:
-    episode: Episode
-    rollout: int
-    attempts: int = 1
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    generate_s: float = 0.0
-
 
 @dataclass
 class RolloutStats:
@@ -197,7 +115,7 @@ class RolloutStats:
     correct: int = 0
     completion_tokens: int = 0
     wall_s: float = 0.0
-    infra_retries: int = 0
+    infra_retries: int = 0  # sandbox runs repeated after a harness failure
 
     @property
     def tokens_per_s(self) -> float:
@@ -212,11 +130,12 @@ def work_items(problems: Sequence[Problem], rollouts: int, done: set[tuple[str, 
                 yield problem, index
 
 
-def trajectory_record(live: _Live, model: str) -> dict[str, Any]:
+def trajectory_record(live: LiveEpisode, model: str) -> dict[str, Any]:
+    """The trajectories.jsonl record of a finished episode (`Episode.to_dict` plus these fields)."""
     episode = live.episode
     record = episode.to_dict()
     record.update(
-        rollout=live.rollout,
+        rollout=live.index,
         model=model,
         n_turns=len(episode.turns),
         infra_error=episode.infra_error,  # True only if the sandbox failed on every attempt
@@ -227,48 +146,22 @@ def trajectory_record(live: _Live, model: str) -> dict[str, Any]:
     return record
 
 
-def _generate(
-    generator: Generator, lives: Sequence[_Live], params: SamplingParams, step: int, seeding: str = "step", parallel_calls: bool = False
-) -> tuple[list[Completion], float]:
-    """One reply per live episode, and the generation seconds per episode. seeding="step": one
-    call seeded by the run seed and the step. seeding="trajectory": one call with one seed per
-    episode (`trajectory_seed`), so an episode samples the same whichever others share the call;
-    `parallel_calls` is no longer needed (backends run a call's requests concurrently themselves)."""
-    started = time.perf_counter()
-    if seeding == "trajectory":  # one batched call; each episode's row draws from its own seed
-        seeds = [trajectory_seed(params.seed, lv.episode.problem.id, lv.rollout, len(lv.episode.turns) + 1) for lv in lives]
-        completions = [c[0] for c in generator.generate([lv.episode.pending_messages() for lv in lives], params, seeds=seeds)]
-    else:
-        seeded = replace(params, seed=_derive_seed(params.seed, step))
-        completions = [c[0] for c in generator.generate([lv.episode.pending_messages() for lv in lives], seeded)]
-    return completions, (time.perf_counter() - started) / max(len(lives), 1)
+trajectory_seed = episode_seed  # the name rollouts exported
 
 
-def trajectory_seed(seed: int, problem_id: str, rollout: int, turn: int) -> int:
-    """The sampling seed of one turn (from 1) of one trajectory: the same whichever episodes share
-    the call, in which order, in which process or after which interruption."""
-    problem_key = int.from_bytes(hashlib.blake2b(problem_id.encode(), digest_size=8).digest(), "little")
-    return derive_seed(seed, problem_key, rollout, turn)
+class RecordSink(Protocol):
+    """Where finished trajectories go: a `TrajectoryStore`, or a stream (the Ray actors)."""
 
+    done: set[tuple[str, int]]
 
-def _annotate(turns: Sequence[Turn], lives: Sequence[_Live], completions: Sequence[Completion], seconds: float) -> None:
-    """Token counts and generation time on each new turn and on its trajectory."""
-    for turn, lv, completion in zip(turns, lives, completions):
-        turn.prompt_tokens, turn.completion_tokens, turn.generate_s = completion.prompt_tokens, completion.completion_tokens, round(seconds, 4)
-        lv.prompt_tokens += completion.prompt_tokens
-        lv.completion_tokens += completion.completion_tokens
-        lv.generate_s += seconds
-
-
-def _derive_seed(seed: int, step: int) -> int:
-    return int.from_bytes(hashlib.sha256(f"{seed}:{step}".encode()).digest()[:4], "big")
+    def append(self, record: dict[str, Any]) -> None: ...
 
 
 def collect_rollouts(
     problems: Sequence[Problem],
     generator: Generator,
     executor: ExecutorLike,
-    store: TrajectoryStore,
+    store: RecordSink,
     *,
     rollouts: int,
     turns: int,
@@ -279,197 +172,101 @@ def collect_rollouts(
     overlap: bool = False,
     on_trajectory: Callable[[dict[str, Any], RolloutStats], None] | None = None,
     seeding: str = "step",
-    parallel_calls: bool = False,
     preamble: str = DEFAULT_PREAMBLE,
 ) -> RolloutStats:
-    """Run every (problem, rollout) not yet in `store` and append each finished trajectory.
+    """Run every (problem, rollout) not yet in `store` and append each finished trajectory: the
+    engine (`mucode.engine`) with one program per turn.
 
     overlap: split the live episodes in two halves so that one half's programs run in the sandbox
     while the other half generates. Worth it when generation happens elsewhere (a server, a GPU);
     with in-process generation on CPU the full batch is faster (the sandbox needs little time).
-    seeding: "step" (one generator call per step, seeded by the step) or "trajectory" (one call per
-    episode, seeded by `trajectory_seed`: what a trajectory samples does not depend on the other
-    live episodes, so sharded or resumed runs give the same records). parallel_calls: the
-    generator takes calls from several threads at once (a server backend; not hf, not vllm)."""
-    if seeding not in SEEDINGS:
-        raise ValueError(f"got seeding={seeding!r}; choose one of {', '.join(SEEDINGS)}")
-    prompt_config = prompt_config or PromptConfig()
-    pending = work_items(problems, rollouts, store.done)
-    live: list[_Live] = []
+    seeding: "step" (one generator call per step, seeded by the step) or "episode" (one seed per
+    conversation, `episode_seed`: what a trajectory samples does not depend on the other live
+    episodes, so sharded or resumed runs give the same records; "trajectory" is its older name)."""
+    settings = EngineSettings(
+        turns=turns, sampling=replace(params, n=1), selector="random", seeding=seeding_name(seeding),
+        max_live=max_live, overlap=overlap, prompt_config=prompt_config or PromptConfig(), preamble=preamble,
+    )
     stats = RolloutStats()
     started = time.perf_counter()
-    step = 0
-    with ThreadPoolExecutor(1, thread_name_prefix="mucode-rollout-exec") as background:
-        while True:
-            live.extend(_refill(pending, max_live - len(live), turns, prompt_config, preamble))
-            if not live:
-                break
-            halves = [live[: (len(live) + 1) // 2], live[(len(live) + 1) // 2 :]] if overlap else [live]
-            running: tuple[Future, list[_Live], list[Completion], float] | None = None
-            for half in halves:
-                if not half:
-                    continue
-                completions, seconds = _generate(generator, half, params, step, seeding, parallel_calls)
-                step += 1
-                if running is not None:
-                    _annotate(running[0].result(), *running[1:])  # it ran while this half generated
-                future = background.submit(advance, [lv.episode for lv in half], [c.text for c in completions], executor)
-                running = (future, half, completions, seconds)
-            if running is not None:
-                _annotate(running[0].result(), *running[1:])
-            still_live = []
-            for lv in live:
-                if lv.episode.infra_error and lv.attempts < MAX_INFRA_ATTEMPTS:
-                    # The harness failed on some test: the outcome says nothing about the program.
-                    # Run the trajectory again from scratch rather than store a false label.
-                    logger.warning("sandbox failure in %s rollout %d; running it again", lv.episode.problem.id, lv.rollout)
-                    stats.infra_retries += 1
-                    still_live.append(_Live(Episode(lv.episode.problem, max_turns=turns, prompt_config=prompt_config), lv.rollout, attempts=lv.attempts + 1))
-                elif lv.episode.done or lv.episode.infra_error:
-                    record = trajectory_record(lv, model_name)
-                    store.append(record)
-                    stats.trajectories += 1
-                    stats.correct += bool(record["correct"])
-                    stats.completion_tokens += lv.completion_tokens
-                    stats.wall_s = time.perf_counter() - started
-                    if on_trajectory is not None:
-                        on_trajectory(record, stats)
-                else:
-                    still_live.append(lv)
-            live = still_live
+
+    def finished(live: LiveEpisode) -> None:
+        record = trajectory_record(live, model_name)
+        store.append(record)
+        stats.trajectories += 1
+        stats.correct += bool(record["correct"])
+        stats.completion_tokens += live.completion_tokens
+        stats.wall_s = time.perf_counter() - started
+        if on_trajectory is not None:
+            on_trajectory(record, stats)
+
+    engine = run_engine(work_items(problems, rollouts, store.done), generator, executor, settings, on_done=finished)
+    stats.infra_retries = engine.infra_retries
     stats.wall_s = time.perf_counter() - started
     return stats
 
 
-def _refill(pending: Iterator[tuple[Problem, int]], room: int, turns: int, prompt_config: PromptConfig, preamble: str) -> list[_Live]:
-    fresh = []
-    for problem, index in pending:
-        fresh.append(_Live(Episode(problem, max_turns=turns, prompt_config=prompt_config, preamble=preamble), index))
-        if len(fresh) >= room:
-            break
-    return fresh
-
-
 # -- the whole command -----------------------------------------------------------------------------
-
-def load_selected_problems(
-    spec: str, problems_path: str | None, limit: int | None, seed: int, first: int | None = None
-) -> tuple[Any, list[Problem]]:
-    """The problem set named by `spec` (`problems_path` is the MBPP location, used only by MBPP
-    sources) and its selected problems: the `first` ones, or a seeded subset of `limit`."""
-    from mucode.problems import load_problems, mbpp_data_path
-
-    problem_set = load_problems(spec, path=mbpp_data_path(spec, problems_path))
-    return problem_set, select_problems(list(problem_set), limit, seed, first)
-
-
-def select_problems(problems: Sequence[Problem], limit: int | None, seed: int, first: int | None = None) -> list[Problem]:
-    """All problems, the `first` N in their order (as lm-eval's --limit), or a seeded random subset
-    of `limit` of them (in their original order); `first` and `limit` exclude each other."""
-    import random
-
-    if first is not None and limit is not None:
-        raise ValueError(f"--first {first} and --limit {limit} both choose problems; keep one of them")
-    if first is not None:
-        return list(problems[:first])
-    if limit is None or limit >= len(problems):
-        return list(problems)
-    chosen = set(random.Random(seed).sample(range(len(problems)), limit))
-    return [p for i, p in enumerate(problems) if i in chosen]
-
-
-def package_versions(names: Sequence[str]) -> dict[str, str]:
-    """Installed versions of those of `names` that are installed (run metadata)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for name in names:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            continue
-    return found
-
 
 def check_resumable(config: RolloutConfig, out: Path) -> None:
     """Raise ValueError when `out` holds rollouts made with other settings (throughput-only
     settings may differ)."""
-    config_path = out / "config.yaml"
-    if config_path.exists():
-        import yaml
-
-        previous = yaml.safe_load(config_path.read_text())
-        current = config_to_dict(config)
-        previous.setdefault("seeding", "step")  # folders written before `seeding` existed used per-step seeds
-        changed = {k for k in current if k not in THROUGHPUT_ONLY and previous.get(k) != current[k]}
-        if changed:
-            raise ValueError(
-                f"{out} holds rollouts made with a different config ({', '.join(sorted(changed))} differ); "
-                "resume with the same settings or choose another --out"
-            )
+    run_folder.check_resumable(config, out, what="rollouts", missing=LEGACY_DEFAULTS, renamed=RENAMED)
 
 
 def write_run_metadata(config: RolloutConfig, out: Path, problem_ids: Sequence[str], extra: dict[str, Any] | None = None) -> None:
     """config.yaml (resolved config), run.json (seeds, problem ids, versions)."""
-    from mucode import __version__
+    resume = {"what": "rollouts", "missing": LEGACY_DEFAULTS, "renamed": RENAMED}
+    run_folder.write_run_metadata(config, out, problem_ids, extra, **resume)
 
-    check_resumable(config, out)
-    config_path = out / "config.yaml"
-    save_config(config, config_path)
-    meta = {"mucode": __version__, "python": platform.python_version(), "seed": config.seed, "problem_ids": list(problem_ids), **(extra or {})}
-    (out / "run.json").write_text(json.dumps(meta, indent=2))
+
+COMMAND = "`mucode rollout`"  # names the holder of a folder's lock
+
+
+def check_before_run(config: RolloutConfig) -> None:
+    """The checks that bad input fails before the folder is touched or a model loads (local or Ray):
+    the folder is not in use by another process and the problems load."""
+    run_folder.check_not_in_use(config.out, COMMAND)
+    load_selected_problems(config.problems, config.problems_path, config.limit, config.seed, config.first)
 
 
 def run_rollouts(config: RolloutConfig, progress: bool = True) -> RolloutStats:
-    """Resolve the problems, the model and the sandbox from `config`, then collect (resuming).
-    Raises FolderInUse if another process is writing into `config.out`."""
-    from mucode.folders import check_not_in_use, folder_lock
+    """Resolve the problems, the model and the sandbox from `config`, then collect in this process
+    (resuming). Raises FolderInUse if another process is writing into `config.out`. A config with
+    `ray` runs through `mucode.scaling.ray_rollouts.run_rollouts_on_ray` (the caller chooses)."""
     from mucode.generation.checks import check_generator
+    from mucode.generation.factory import resolve_backend
 
-    # Bad input fails here, before the folder is touched or a model loads.
-    check_not_in_use(config.out, "`mucode rollout`")
-    load_selected_problems(config.problems, config.problems_path, config.limit, config.seed, config.first)
     if config.ray:
-        from mucode.scaling.ray_rollouts import check_ray_installed
-
-        check_ray_installed()
-    else:
-        from mucode.generation.factory import resolve_backend
-
-        check_generator(config.backend, config.model, base_url=config.base_url)
-        config = replace(config, backend=resolve_backend(config.backend, config.model, base_url=config.base_url))
+        raise ValueError("config.ray is set: run it with mucode.scaling.ray_rollouts.run_rollouts_on_ray (--ray)")
+    check_before_run(config)
+    check_generator(config.backend, config.model, base_url=config.base_url)
+    config = replace(config, backend=resolve_backend(config.backend, config.model, base_url=config.base_url))
     check_resumable(config, Path(config.out))
-    with folder_lock(config.out, "`mucode rollout`"):
+    with run_folder.folder_lock(config.out, COMMAND):
         return _run_rollouts(config, progress)
 
 
 def _run_rollouts(config: RolloutConfig, progress: bool) -> RolloutStats:
-    if config.ray:
-        from mucode.scaling.ray_rollouts import run_rollouts_on_ray
-
-        return run_rollouts_on_ray(config, progress=progress)
     from mucode.execution import Executor, Limits
-    from mucode.generation.base import attach_progress
-    from mucode.generation.factory import IN_PROCESS, make_generator, resolve_backend
+    from mucode.generation.factory import IN_PROCESS, make_generator
 
-    config = replace(config, backend=resolve_backend(config.backend, config.model, base_url=config.base_url))
     out = Path(config.out)
     problem_set, problems = load_selected_problems(config.problems, config.problems_path, config.limit, config.seed, config.first)
-    generator = make_generator(config.backend, config.model, **_backend_options(config))
+    generator = make_generator(config.backend, config.model, **backend_options(config))
     write_run_metadata(config, out, [p.id for p in problems], {"problems_sha256": problem_set.sha256})
     store = TrajectoryStore(out)
-    total = len(problems) * config.rollouts
-    bar = _progress_bar(total, len(store.done), store.n_correct) if progress else None
-    if bar is not None:  # a batch of replies takes minutes: show it moving
-        attach_progress(generator, lambda done, total: bar.set_description_str(f"rollouts (replies {done}/{total})"))
+    bar = RolloutProgress(len(problems) * config.rollouts, store) if progress else None
+    if bar is not None:
+        bar.follow(generator)
     try:
         with Executor(workers=config.workers, limits=Limits(timeout_s=config.timeout_s)) as executor:
             stats = collect_rollouts(
                 problems, generator, executor, store, rollouts=config.rollouts, turns=config.turns,
                 params=config.sampling(), max_live=config.max_live, model_name=config.model,
-                overlap=config.backend not in IN_PROCESS, seeding=config.seeding or "step", parallel_calls=config.backend == "openai",
+                overlap=config.backend not in IN_PROCESS, seeding=config.seeding or "step",
                 prompt_config=PromptConfig(feedback=config.feedback), preamble=config.preamble,
-                on_trajectory=(lambda record, stats: _update_bar(bar, store, stats)) if bar else None,
+                on_trajectory=bar.update if bar else None,
             )
     finally:
         generator.close()
@@ -479,7 +276,8 @@ def _run_rollouts(config: RolloutConfig, progress: bool) -> RolloutStats:
     return stats
 
 
-def _backend_options(config: RolloutConfig) -> dict[str, Any]:
+def backend_options(config: RolloutConfig) -> dict[str, Any]:
+    """Backend options of `make_generator` for this config (local and Ray runs)."""
     if config.backend == "openai":
         if not config.base_url:
             raise ValueError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
@@ -494,38 +292,38 @@ def _backend_options(config: RolloutConfig) -> dict[str, Any]:
     return {"dtype": config.dtype, "batch_size": config.max_live}
 
 
-def _progress_bar(total: int, done: int, correct: int):
-    from tqdm.auto import tqdm
+class RolloutProgress:
+    """The progress bar of a rollout run (local or Ray): stored trajectories, pass rate, tokens/s."""
 
-    bar = tqdm(total=total, initial=done, desc="rollouts", unit="traj")
-    if done:
-        bar.set_postfix_str(f"resumed {done}, pass {correct / done:.1%}")
-    return bar
+    def __init__(self, total: int, store: TrajectoryStore) -> None:
+        from tqdm.auto import tqdm
+
+        self.store = store
+        done = len(store.done)
+        self.bar = tqdm(total=total, initial=done, desc="rollouts", unit="traj")
+        if done:
+            self.bar.set_postfix_str(f"resumed {done}, pass {store.n_correct / done:.1%}")
+
+    def follow(self, generator: Generator) -> None:
+        """Show the replies of the generator's batch as they come (a batch takes minutes)."""
+        from mucode.generation.base import attach_progress
+
+        show = lambda done, total: self.bar.set_description_str(f"rollouts (replies {done}/{total})")  # noqa: E731
+        attach_progress(generator, show)
+
+    def update(self, record: dict[str, Any], stats: RolloutStats) -> None:
+        self.bar.update(1)
+        rate = self.store.n_correct / max(len(self.store.done), 1)
+        self.bar.set_postfix_str(f"pass {rate:.1%}, {stats.tokens_per_s:.0f} tok/s")
+
+    def close(self) -> None:
+        self.bar.close()
 
 
-def _update_bar(bar, store: TrajectoryStore, stats: RolloutStats) -> None:
-    bar.update(1)
-    rate = store.n_correct / max(len(store.done), 1)
-    bar.set_postfix_str(f"pass {rate:.1%}, {stats.tokens_per_s:.0f} tok/s")
+def __getattr__(name: str) -> Any:
+    # summarize (mucode.metrics.summarize_trajectories, numpy) loads on first use, not at CLI start
+    if name == "summarize":
+        from mucode.metrics import summarize_trajectories
 
-
-def summarize(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """Counts and pass rates of stored trajectories: `correct` and `accuracy_by_turn` come from
-    `mucode.metrics.summarize_records` (correct = the final program passes all tests, public and
-    private), the one summary that searches and reports use too."""
-    from mucode.metrics import summarize_records, trajectory_as_record  # numpy: not at CLI start
-
-    records = list(records)
-    if not records:
-        return {"trajectories": 0}
-    summary = summarize_records(trajectory_as_record(r) for r in records)
-    return {
-        "trajectories": len(records),
-        "problems": summary["problems"],
-        "correct": summary["accuracy"],
-        "accuracy_ci95": summary["accuracy_ci95"],
-        "solved_public": summary["public_pass_rate"],
-        "accuracy_by_turn": summary["accuracy_by_turn"],
-        "mean_turns": sum(r["n_turns"] for r in records) / len(records),
-        "completion_tokens": summary["completion_tokens"],
-    }
+        return summarize_trajectories
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,54 +10,46 @@ In-process, with an already built generator, sandbox and (optional) verifier:
                               sampling=SamplingParams(temperature=0.7, max_new_tokens=512), seed=0)
     summarize_searches(records, max_turns=3)["accuracy_by_turn"]
 
-Engine: every step gathers all live searches (of all problems), samples N replies for each one's
-conversation, runs all N x live programs in one sandbox batch (public + private tests in one run
-each, split afterwards), scores them with the verifier when there is one, and lets the selector
-pick. Greedy multi-turn (N = 1, temperature 0) and single-turn (T = 1) are settings, not other
-code paths.
+Engine (`mucode.engine`, the one rollouts run too): every step gathers all live searches (of all
+problems), samples N replies for each one's conversation in one batched call, runs all N x live
+programs in one sandbox batch, scores them with the verifier when there is one, and lets the
+selector pick. Greedy multi-turn (N = 1, temperature 0) and single-turn (T = 1) are settings, not
+other code paths.
 
-Seeds: with `seeding="search"` (default) the samples of search s of a problem at turn t come from
-one generator call seeded by (seed, problem id, s, t), and the selector's random choices from a
-generator seeded the same way: a search's records do not depend on which other searches share the
-step, on the problem order or subset, or on where an interrupted run was resumed.
-`seeding="step"` puts every live search in one generator call seeded by (seed, step): faster with
+Seeds: with `seeding="episode"` (default; "search" is its older name) the samples of search s of a
+problem at turn t are drawn from a seed of (seed, problem id, s, t), and the selector's random
+choices from a generator seeded the same way: a search's records do not depend on which other
+searches share the step, on the problem order or subset, or on where an interrupted run was
+resumed. `seeding="step"` seeds the one generator call of a step by (seed, step): faster with
 in-process generation, reproducible only for the same run (same problems, same interruptions).
 Greedy decoding needs no seed, so it always uses the one batched call.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import math
-import os
-import platform
-import random
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from mucode.episode import Episode, ExecutorLike, split_result
-from mucode.extraction import extract_code
-from mucode.generation.base import Completion, Generator, Message, SamplingParams, derive_seed
+from mucode.engine import SEEDING_ALIASES, SEEDING_CHOICES, SELECTORS, VERIFIER_SELECTORS, EngineSettings, LiveEpisode
+from mucode.engine import Scorer, SearchTurn, run_engine, seeding_name
+from mucode.engine import SampledProgram, problem_key, select_candidate  # noqa: F401  # re-exported here
+from mucode.episode import ExecutorLike
+from mucode.generation.base import Generator, SamplingParams
 from mucode.problems.prelude import DEFAULT_PREAMBLE, PREAMBLES
 from mucode.prompts import FEEDBACK_STYLES, PromptConfig
-from mucode.types import ExecResult, Problem
+# re-exported: the search API names them here
+from mucode.store import SEARCHES, SearchStore, read_searches  # noqa: F401
+from mucode.types import Problem
 
-SEARCHES = "searches.jsonl"
-SELECTORS = ("random", "lv", "pt", "pt+lv", "oracle")
-VERIFIER_SELECTORS = ("lv", "pt+lv")
-SEEDINGS = ("search", "step")
 STOPPING_RULE = "first selected program that passes the public tests"
 PUBLIC_PRIVATE_RULE = (
     "the model sees the public tests and their feedback only; correct = the answer passes all tests, "
     "public and private (the paper's rule)"
 )
-MAX_PARALLEL_CALLS = 32  # concurrent per-search requests to a server backend
-MAX_INFRA_ATTEMPTS = 3  # sandbox runs of one candidate while the harness reports its own failure
-_SELECT_STREAM = 1  # seed part that separates the selector's random stream from the sampler's
+RENAMED = {"seeding": SEEDING_ALIASES}  # folders written under the older names resume
 logger = logging.getLogger(__name__)
 
 
@@ -87,7 +79,10 @@ class SearchConfig:
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass."})
     max_new_tokens: int = field(default=1000, metadata={"help": "Most tokens per reply."})
     seed: int = field(default=0, metadata={"help": "Base seed (problem subset, sampling, selection)."})
-    seeding: str = field(default="search", metadata={"help": "search: one seeded generator call per search (reproducible per search); step: one call per step (faster in-process).", "choices": list(SEEDINGS)})
+    seeding: str = field(default="episode", metadata={"help": (
+        "episode: one seed per (problem, search, turn) in one batched call (reproducible per search; 'search' is "
+        "its older name); step: one seed per step (faster in-process)."
+    ), "choices": SEEDING_CHOICES})
     limit: int | None = field(default=None, metadata={"help": "A seeded random subset of this many problems (the seed picks it; see --first)."})
     first: int | None = field(default=None, metadata={"help": "The first N problems in the set's order (lm-eval's --limit)."})
     problems_path: str | None = field(default=None, metadata={"help": "MBPP data file or folder (else $MUCODE_MBPP_PATH, then the hub)."})
@@ -110,18 +105,20 @@ class SearchConfig:
                 raise ValueError(f"got {name}={getattr(self, name)}; it must be >= 1")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"got limit={self.limit}; it must be >= 1 (or unset for every problem)")
+        self.seeding = seeding_name(self.seeding)
         check_search_settings(self.n, self.selector, self.temperature, self.searches, self.verifier is not None, self.seeding)
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(n=self.n, temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens, seed=self.seed)
 
 
-def check_search_settings(n: int, selector: str, temperature: float, searches: int, has_verifier: bool, seeding: str = "search") -> None:
+def check_search_settings(
+    n: int, selector: str, temperature: float, searches: int, has_verifier: bool, seeding: str = "episode"
+) -> None:
     """Reject settings that cannot run or that would waste the run, with the fix in the message."""
     if selector not in SELECTORS:
         raise ValueError(f"got selector={selector!r}; choose one of {', '.join(SELECTORS)}")
-    if seeding not in SEEDINGS:
-        raise ValueError(f"got seeding={seeding!r}; choose one of {', '.join(SEEDINGS)}")
+    seeding_name(seeding)
     if selector in VERIFIER_SELECTORS and not has_verifier:
         raise ValueError(f"selector {selector!r} ranks programs by a learned verifier; pass --verifier DIR or use --selector pt")
     if temperature == 0 and n > 1:
@@ -133,55 +130,8 @@ def check_search_settings(n: int, selector: str, temperature: float, searches: i
 # -- records ---------------------------------------------------------------------------------------
 
 @dataclass
-class Candidate:
-    """One of the N programs of a turn. `public` (the full public result, used for feedback and
-    display) stays in memory; the stored record keeps `public_passed`."""
-
-    reply: str
-    program: str
-    public_passed: bool
-    correct: bool  # passes all tests, public and private (the paper's rule)
-    score: float | None = None  # verifier score; None without a verifier
-    completion_tokens: int = 0
-    private_passed: bool | None = None  # the private tests alone (None: the problem has none)
-    public: ExecResult | None = field(default=None, repr=False, compare=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "reply": self.reply, "program": self.program, "public_passed": self.public_passed,
-            "correct": self.correct, "private_passed": self.private_passed, "score": self.score,
-            "completion_tokens": self.completion_tokens,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Candidate:
-        from mucode.metrics import candidate_correct
-
-        fields = {k: data[k] for k in ("reply", "program", "public_passed", "score", "completion_tokens")}
-        return cls(**fields, correct=candidate_correct(data), private_passed=data.get("private_passed"))
-
-
-@dataclass
-class SearchTurn:
-    candidates: list[Candidate]
-    selected: int  # index into candidates
-    feedback: str  # the public feedback of the selected program (the next user message)
-
-    @property
-    def chosen(self) -> Candidate:
-        return self.candidates[self.selected]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"candidates": [c.to_dict() for c in self.candidates], "selected": self.selected, "feedback": self.feedback}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> SearchTurn:
-        return cls([Candidate.from_dict(c) for c in data["candidates"]], data["selected"], data["feedback"])
-
-
-@dataclass
 class SearchRecord:
-    """One finished search of one problem. `generate_s` and `wall_s` are this search's share of
+    """One finished search of one problem (searches.jsonl). `generate_s` and `wall_s` are this search's share of
     the steps it took part in (a step's seconds divided by its live searches), so they add up over
     records to the run's time."""
 
@@ -236,67 +186,16 @@ class SearchRecord:
         )
 
 
-# -- selectors -------------------------------------------------------------------------------------
-
-def select_candidate(selector: str, candidates: Sequence[Candidate], rng: random.Random) -> int:
-    """Index of the kept candidate. Ties (and "no candidate qualifies") are broken with `rng`.
-
-    random: any. lv: the highest verifier score. pt: any public pass, else any. pt+lv: the
-    highest score among public passes, else the highest overall. oracle: a correct one (preferring
-    public passes), else as pt.
-    """
-    if not candidates:
-        raise ValueError("select_candidate needs at least one candidate")
-    everyone = list(range(len(candidates)))
-    passing = [i for i in everyone if candidates[i].public_passed]
-    if selector == "random":
-        return rng.choice(everyone)
-    if selector == "pt":
-        return rng.choice(passing or everyone)
-    if selector == "lv":
-        return _best_scored(candidates, everyone, rng)
-    if selector == "pt+lv":
-        return _best_scored(candidates, passing or everyone, rng)
-    if selector == "oracle":
-        correct = [i for i in everyone if candidates[i].correct]
-        return rng.choice([i for i in correct if i in passing] or correct or passing or everyone)
-    raise ValueError(f"got selector={selector!r}; choose one of {', '.join(SELECTORS)}")
-
-
-def _best_scored(candidates: Sequence[Candidate], indices: Sequence[int], rng: random.Random) -> int:
-    if any(candidates[i].score is None for i in indices):
-        raise ValueError("a verifier selector got candidates without scores; pass a scorer")
-    top = max(candidates[i].score for i in indices)  # type: ignore[type-var]  # checked above
-    return rng.choice([i for i in indices if candidates[i].score == top])
-
-
-# -- engine ----------------------------------------------------------------------------------------
-
-class Scorer(Protocol):
-    """What the search needs from a verifier (`mucode.verifier.VerifierScorer`)."""
-
-    def score(self, prompts: Sequence[Sequence[Message]], replies: Sequence[str]) -> list[float]: ...
-
+# -- the search: the engine with N programs per turn and a selector ------------------------------
 
 OnTurn = Callable[[Problem, int, int, SearchTurn], None]  # (problem, search, 1-based turn, turn)
 
 
-@dataclass
-class _Live:
-    problem: Problem
-    search: int
-    episode: Episode  # the history of selected programs and their feedback
-    turns: list[SearchTurn] = field(default_factory=list)
-    generate_s: float = 0.0
-    wall_s: float = 0.0
-
-    def record(self, selector: str, n: int) -> SearchRecord:
-        return SearchRecord(self.problem.id, self.search, selector, n, self.episode.max_turns, self.turns, self.generate_s, self.wall_s)
-
-
-def problem_key(problem_id: str) -> int:
-    """A stable integer for a problem id (seeds depend on the id, not on the problem's position)."""
-    return int.from_bytes(hashlib.blake2b(problem_id.encode(), digest_size=8).digest(), "little")
+def search_record(live: LiveEpisode, selector: str, n: int) -> SearchRecord:
+    """The searches.jsonl record of a finished episode of the engine."""
+    return SearchRecord(
+        live.problem.id, live.index, selector, n, live.episode.max_turns, live.turns, live.generate_s, live.wall_s
+    )
 
 
 def search_problems(
@@ -311,228 +210,50 @@ def search_problems(
     sampling: SamplingParams | None = None,
     seed: int = 0,
     scorer: Scorer | None = None,
-    seeding: str = "search",
+    seeding: str = "episode",
     max_live: int = 32,
+    overlap: bool = False,
     prompt_config: PromptConfig | None = None,
     preamble: str = DEFAULT_PREAMBLE,
     skip: Iterable[tuple[str, int]] = (),
-    parallel_calls: bool = False,
     on_turn: OnTurn | None = None,
     on_search: Callable[[SearchRecord], None] | None = None,
 ) -> list[SearchRecord]:
     """Run S searches of up to T turns with N candidates per turn for every problem; return the
     finished records ordered by (problem, search). `sampling` gives temperature, top_p,
     max_new_tokens and stop strings (its n and seed are replaced by `n` and the derived seeds).
-    `skip` lists (problem id, search) pairs already done; `parallel_calls`: the generator takes
-    calls from several threads at once (a server backend; not hf, not vllm). `on_search` gets each
-    record as soon as its search ends, `on_turn` each turn as it is decided."""
+    `skip` lists (problem id, search) pairs already done. `on_search` gets each record as soon as
+    its search ends, `on_turn` each turn as it is decided."""
     sampling = sampling or SamplingParams()
     check_search_settings(n, selector, sampling.temperature, searches, scorer is not None, seeding)
-    sampling = replace(sampling, n=n, seed=seed)
-    if turns < 1:
-        raise ValueError(f"got turns={turns}; it must be >= 1 (use turns=1 for single-turn)")
     for problem in problems:
         if not problem.public_tests:
             raise ValueError(f"problem {problem.id!r} has no public tests; a search needs them for feedback, selection and stopping")
-    prompt_config = prompt_config or PromptConfig()
-    pending = _work_items(problems, searches, set(skip), turns, prompt_config, preamble)
+    settings = EngineSettings(
+        turns=turns, sampling=replace(sampling, n=n, seed=seed), selector=selector, seeding=seeding, max_live=max_live,
+        overlap=overlap, prompt_config=prompt_config or PromptConfig(), preamble=preamble,
+    )
+    skipped = set(skip)
+    work = ((p, s) for p in problems for s in range(searches) if (p.id, s) not in skipped)
     finished: list[SearchRecord] = []
-    live: list[_Live] = []
-    step = 0
-    while True:
-        live.extend(_take(pending, max_live - len(live)))
-        if not live:
-            break
-        _step(live, generator, executor, scorer, sampling, selector, seeding, step, parallel_calls, on_turn)
-        step += 1
-        for lv in [lv for lv in live if lv.episode.done]:
-            record = lv.record(selector, n)
-            finished.append(record)
-            if on_search is not None:
-                on_search(record)
-        live = [lv for lv in live if not lv.episode.done]
+
+    def done(live: LiveEpisode) -> None:
+        finished.append(search_record(live, selector, n))
+        if on_search is not None:
+            on_search(finished[-1])
+
+    def turn_decided(live: LiveEpisode, turn: SearchTurn) -> None:
+        on_turn(live.problem, live.index, len(live.turns), turn)  # type: ignore[misc]  # only set when given
+
+    decided = turn_decided if on_turn else None
+    run_engine(work, generator, executor, settings, scorer=scorer, on_done=done, on_turn=decided)
     order = {p.id: i for i, p in enumerate(problems)}
     return sorted(finished, key=lambda r: (order[r.problem_id], r.search))
-
-
-def _work_items(
-    problems: Sequence[Problem], searches: int, skip: set[tuple[str, int]], turns: int, prompt_config: PromptConfig, preamble: str
-) -> Iterator[_Live]:
-    """Searches still to run, those of one problem together."""
-    for problem in problems:
-        for index in range(searches):
-            if (problem.id, index) not in skip:
-                yield _Live(problem, index, Episode(problem, max_turns=turns, prompt_config=prompt_config, preamble=preamble))
-
-
-def _take(pending: Iterator[_Live], room: int) -> list[_Live]:
-    taken: list[_Live] = []
-    while len(taken) < room and (item := next(pending, None)) is not None:
-        taken.append(item)
-    return taken
-
-
-def _step(
-    live: Sequence[_Live],
-    generator: Generator,
-    executor: ExecutorLike,
-    scorer: Scorer | None,
-    sampling: SamplingParams,
-    selector: str,
-    seeding: str,
-    step: int,
-    parallel_calls: bool,
-    on_turn: OnTurn | None,
-) -> None:
-    """One turn of every live search: sample, run, score, select, extend the history."""
-    started = time.perf_counter()
-    conversations = [lv.episode.pending_messages() for lv in live]
-    completions, generate_s = _generate(generator, live, conversations, sampling, seeding, step, parallel_calls)  # (live, n)
-    programs = [[extract_code(c.text) for c in row] for row in completions]
-    results = _execute(executor, live, programs)  # (live, n) of (public, private | None)
-    scores = _score(scorer, conversations, completions)  # (live, n) or None
-    share = (time.perf_counter() - started) / len(live)
-    for i, lv in enumerate(live):
-        candidates = [
-            Candidate(
-                reply=c.text, program=program, public_passed=public.passed,
-                correct=public.passed and (private is None or private.passed),
-                private_passed=private.passed if private is not None else None,
-                score=scores[i][j] if scores is not None else None, completion_tokens=c.completion_tokens, public=public,
-            )
-            for j, (c, program, (public, private)) in enumerate(zip(completions[i], programs[i], results[i]))
-        ]
-        turn_number = len(lv.turns) + 1
-        rng = random.Random(derive_seed(sampling.seed, problem_key(lv.problem.id), lv.search, turn_number, _SELECT_STREAM))
-        selected = select_candidate(selector, candidates, rng)
-        public, private = results[i][selected]
-        turn = lv.episode.record(candidates[selected].reply, public, private, program=programs[i][selected], completion_tokens=candidates[selected].completion_tokens)
-        lv.turns.append(SearchTurn(candidates, selected, turn.feedback or ""))
-        lv.generate_s += generate_s[i]
-        lv.wall_s += share
-        if on_turn is not None:
-            on_turn(lv.problem, lv.search, turn_number, lv.turns[-1])
-
-
-def _generate(
-    generator: Generator,
-    live: Sequence[_Live],
-    conversations: list[list[Message]],
-    sampling: SamplingParams,
-    seeding: str,
-    step: int,
-    parallel_calls: bool,
-) -> tuple[list[list[Completion]], list[float]]:
-    """n completions per live search, and each search's generation seconds. Per-search seeding
-    passes one seed per search (`seeds=`), so a search samples the same whichever searches share
-    the call; `parallel_calls` is kept for callers and no longer needed (backends batch themselves)."""
-    if sampling.greedy or seeding == "step":
-        started = time.perf_counter()
-        completions = generator.generate(conversations, replace(sampling, seed=derive_seed(sampling.seed, step)))
-        seconds = (time.perf_counter() - started) / len(live)
-        _check_completions(completions, len(live), sampling.n)
-        return completions, [seconds] * len(live)
-
-    # one batched call; each search's rows draw from its own seed, whatever shares the batch
-    seeds = [derive_seed(sampling.seed, problem_key(lv.problem.id), lv.search, len(lv.turns) + 1) for lv in live]
-    started = time.perf_counter()
-    completions = generator.generate(conversations, sampling, seeds=seeds)
-    seconds = (time.perf_counter() - started) / len(live)
-    _check_completions(completions, len(live), sampling.n)
-    return completions, [seconds] * len(live)
-
-
-def _check_completions(completions: list[list[Completion]], conversations: int, n: int) -> None:
-    if len(completions) != conversations or any(len(row) != n for row in completions):
-        raise ValueError(f"the generator returned {[len(r) for r in completions]} completions for {conversations} conversations of n={n}")
-
-
-def _execute(executor: ExecutorLike, live: Sequence[_Live], programs: list[list[str]]) -> list[list[tuple[ExecResult, ExecResult | None]]]:
-    """Every program against its problem's public + private tests in one sandbox batch; a
-    candidate whose run hit a harness failure is run again (up to MAX_INFRA_ATTEMPTS runs)."""
-    owners = [lv.problem for lv, row in zip(live, programs) for _ in row]
-    jobs = [lv.episode.job(p, lv.problem.public_tests + lv.problem.private_tests) for lv, row in zip(live, programs) for p in row]
-    results = executor.run_many(jobs)
-    for _ in range(MAX_INFRA_ATTEMPTS - 1):
-        redo = [k for k, r in enumerate(results) if r.infra_error]
-        if not redo:
-            break
-        logger.warning("sandbox failure on %d candidates; running them again", len(redo))
-        for k, result in zip(redo, executor.run_many([jobs[k] for k in redo])):
-            results[k] = result
-    split = iter(
-        (pub, priv if problem.private_tests else None)
-        for problem, result in zip(owners, results)
-        for pub, priv in [split_result(result, len(problem.public_tests))]
-    )
-    return [[next(split) for _ in row] for row in programs]
-
-
-def _score(scorer: Scorer | None, conversations: list[list[Message]], completions: list[list[Completion]]) -> list[list[float]] | None:
-    """Verifier scores of every candidate (the scorer applies its own view of the state)."""
-    if scorer is None:
-        return None
-    prompts = [conv for conv, row in zip(conversations, completions) for _ in row]
-    flat = scorer.score(prompts, [c.text for row in completions for c in row])
-    it = iter(flat)
-    return [[float(next(it)) for _ in row] for row in completions]
-
-
-# -- metrics ---------------------------------------------------------------------------------------
-
-def summarize_searches(records: Iterable[SearchRecord | Mapping[str, Any]], max_turns: int) -> dict[str, Any]:
-    """The numbers of `summary.json` from stored records (dicts as in searches.jsonl, or records):
-    `mucode.metrics.summarize_records`, the one definition that reports use too."""
-    from mucode.metrics import summarize_records  # numpy: not at import time (the CLI starts fast)
-
-    return summarize_records((r.to_dict() if isinstance(r, SearchRecord) else r for r in records), max_turns)
 
 
 def _mean(values: Iterable[Any]) -> float:
     values = [bool(v) for v in values]
     return sum(values) / len(values)
-
-
-# -- storage ---------------------------------------------------------------------------------------
-
-class SearchStore:
-    """Append-only `searches.jsonl`, one record per (problem id, search index). Opening drops a last
-    line cut by a crash (that search is run again) and refuses a repeated key."""
-
-    def __init__(self, folder: str | Path) -> None:
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.path = self.folder / SEARCHES
-        self.done: set[tuple[str, int]] = set()
-        self._index()
-        self._handle = open(self.path, "a", encoding="utf-8")
-
-    def _index(self) -> None:
-        from mucode.rollouts import repair_and_read
-
-        repair_and_read(self.path, ("problem_id", "search"), "search", self.done)
-
-    def append(self, record: SearchRecord) -> None:
-        key = (record.problem_id, record.search)
-        if key in self.done:
-            raise ValueError(f"search {key} is already stored")
-        self._handle.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
-        self.done.add(key)
-
-    def close(self) -> None:
-        self._handle.close()
-
-
-def read_searches(folder: str | Path) -> list[dict[str, Any]]:
-    """Every stored search record of a search folder (complete lines only)."""
-    path = Path(folder) / SEARCHES
-    if not path.is_file():
-        raise FileNotFoundError(f"{folder} holds no {SEARCHES}; run `mucode search --out {folder}` first")
-    from mucode.folders import read_jsonl
-
-    return read_jsonl(path, complete_only=True)
 
 
 # -- the whole command -----------------------------------------------------------------------------
@@ -550,12 +271,11 @@ class SearchSummary:
 def run_search(config: SearchConfig, progress: bool = True) -> SearchSummary:
     """Resolve problems, model, verifier and sandbox from `config`, run the missing searches
     (resuming OUT), and write summary.json. Raises FolderInUse if another process is writing into OUT."""
-    from mucode.folders import check_not_in_use, folder_lock
     from mucode.generation.checks import check_generator
-    from mucode.rollouts import check_resumable, load_selected_problems
+    from mucode.generation.factory import resolve_backend
+    from mucode.store import check_not_in_use, check_resumable, folder_lock, load_selected_problems
 
     # Bad input fails here, before the folder is touched or a model loads.
-    from mucode.generation.factory import resolve_backend
 
     check_not_in_use(config.out, "`mucode search`")
     load_selected_problems(config.problems, config.problems_path, config.limit, config.seed, config.first)
@@ -565,7 +285,7 @@ def run_search(config: SearchConfig, progress: bool = True) -> SearchSummary:
         verifier_dir(config.verifier)
     check_generator(config.backend, config.model, base_url=config.base_url)
     config = replace(config, backend=resolve_backend(config.backend, config.model, base_url=config.base_url))
-    check_resumable(config, Path(config.out))  # type: ignore[arg-type]  # any config dataclass
+    check_resumable(config, config.out, what="searches", renamed=RENAMED)
     with folder_lock(config.out, "`mucode search`"):
         return _run_search(config, progress)
 
@@ -574,16 +294,17 @@ def _run_search(config: SearchConfig, progress: bool) -> SearchSummary:
     from mucode.execution import Executor, Limits
     from mucode.generation.base import attach_progress
     from mucode.generation.factory import make_generator, resolve_backend
-    from mucode.rollouts import load_selected_problems, write_run_metadata
+    from mucode.store import SUMMARY_FILE, load_selected_problems, write_json, write_run_metadata
 
     config = replace(config, backend=resolve_backend(config.backend, config.model, base_url=config.base_url))
 
     started = time.perf_counter()
     out = Path(config.out)
     problem_set, problems = load_selected_problems(config.problems, config.problems_path, config.limit, config.seed, config.first)
-    scorer = _load_scorer(config.verifier)
+    scorer = load_scorer(config.verifier)
     generator = make_generator(config.backend, config.model, **generator_options(config))
-    write_run_metadata(config, out, [p.id for p in problems], _run_metadata(config, problem_set.sha256))  # type: ignore[arg-type]  # any config dataclass
+    metadata = _run_metadata(config, problem_set.sha256)
+    write_run_metadata(config, out, [p.id for p in problems], metadata, what="searches", renamed=RENAMED)
     store = SearchStore(out)
     bar = _progress_bar(len(problems) * config.searches, len(store.done)) if progress else None
     if bar is not None:  # a batch of replies takes minutes: show it moving
@@ -604,15 +325,17 @@ def _run_search(config: SearchConfig, progress: bool) -> SearchSummary:
                 searches=config.searches, sampling=config.sampling(), seed=config.seed, scorer=scorer,
                 seeding=config.seeding, max_live=config.max_live, skip=store.done,
                 prompt_config=PromptConfig(feedback=config.feedback), preamble=config.preamble,
-                parallel_calls=config.backend == "openai", on_search=on_search,
+                on_search=on_search,
             )
     finally:
         generator.close()
         store.close()
         if bar is not None:
             bar.close()
+    from mucode.metrics import summarize_searches
+
     metrics = summarize_searches(read_searches(out), config.turns)
-    (out / "summary.json").write_text(json.dumps(metrics, indent=2))
+    write_json(out / SUMMARY_FILE, metrics)
     return SearchSummary(out, metrics, len(run), time.perf_counter() - started)
 
 
@@ -669,13 +392,10 @@ def generator_options(config: SearchConfig) -> dict[str, Any]:
 
 
 def _run_metadata(config: SearchConfig, problems_sha256: str) -> dict[str, Any]:
-    from mucode.rollouts import package_versions
-
     return {
         "model": config.model,
         "verifier": config.verifier,
         "problems_sha256": problems_sha256,
-        "package_versions": {"python": platform.python_version(), **package_versions(("mucode", "torch", "transformers", "vllm"))},
         "protocol": {
             "public_private_rule": PUBLIC_PRIVATE_RULE, "stopping_rule": STOPPING_RULE, "n": config.n,
             "turns": config.turns, "temperature": config.temperature, "timeout_s": config.timeout_s,
@@ -685,7 +405,8 @@ def _run_metadata(config: SearchConfig, problems_sha256: str) -> dict[str, Any]:
     }
 
 
-def _load_scorer(verifier: str | None) -> Scorer | None:
+def load_scorer(verifier: str | None) -> Scorer | None:
+    """The verifier of a trained verifier folder (None without one), with the fix when the folder is missing."""
     if verifier is None:
         return None
     if not Path(verifier).exists():
@@ -702,3 +423,12 @@ def _progress_bar(total: int, done: int):
     if done:
         bar.set_postfix_str(f"resumed {done}")
     return bar
+
+
+def __getattr__(name: str) -> Any:
+    # summarize_searches lives in mucode.metrics (numpy): loaded on first use, not at CLI start
+    if name == "summarize_searches":
+        from mucode.metrics import summarize_searches
+
+        return summarize_searches
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

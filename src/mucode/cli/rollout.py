@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +26,19 @@ Examples:
 @config_options(RolloutConfig)
 def rollout_command(config_file: Path | None, **flags: Any) -> int:
     """Collect R trajectories of up to T turns per problem into OUT/trajectories.jsonl."""
-    from mucode.rollouts import read_trajectories, run_rollouts, summarize
+    from mucode.metrics import summarize_trajectories
+    from mucode.rollouts import run_rollouts
+    from mucode.store import SUMMARY_FILE, read_trajectories, write_json
 
     config = build_config(RolloutConfig, config_file, flags)
-    stats = run_rollouts(config)
-    summary = summarize(read_trajectories(config.out))
-    (Path(config.out) / "summary.json").write_text(json.dumps(summary, indent=2))
+    if config.ray:  # the caller chooses: the engine knows nothing of Ray
+        from mucode.scaling.ray_rollouts import run_rollouts_on_ray
+
+        stats = run_rollouts_on_ray(config)
+    else:
+        stats = run_rollouts(config)
+    summary = summarize_trajectories(read_trajectories(config.out))
+    write_json(Path(config.out) / SUMMARY_FILE, summary)
     click.echo(
         f"{summary['trajectories']} trajectories over {summary.get('problems', 0)} problems in {config.out} "
         f"(this run: {stats.trajectories} in {stats.wall_s:.1f} s, {stats.tokens_per_s:.0f} generated tokens/s)"

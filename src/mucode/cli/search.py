@@ -10,6 +10,8 @@ from typing import Any
 import click
 
 from mucode.cli.options import build_config, config_options
+from mucode.problems.prelude import DEFAULT_PREAMBLE, PREAMBLES
+from mucode.prompts import FEEDBACK_STYLES
 from mucode.search import SELECTORS, SearchConfig
 
 SEARCH_EXAMPLES = """
@@ -75,6 +77,11 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
 
 # -- solve -----------------------------------------------------------------------------------------
 
+def _help(name: str) -> str:
+    """The help of a SearchConfig field (one wording for `mucode search` and `mucode solve`)."""
+    return SearchConfig.__dataclass_fields__[name].metadata["help"]
+
+
 @click.command("solve", epilog=SOLVE_EXAMPLES)
 @click.argument("statement", required=False)
 @click.option("--tests", "tests_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Python file of assert statements: the public tests (each top-level assert is one test).")
@@ -91,6 +98,10 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
 @click.option("--backend", type=click.Choice(["auto", "hf", "openvino", "openai", "vllm"]), default="auto", show_default=True, help="Generation backend (auto: OpenVINO on CPU if installed, vLLM on CUDA, else hf).")
 @click.option("--base-url", default=None, help="OpenAI-compatible server URL (openai backend).")
 @click.option("--timeout-s", type=float, default=3.0, show_default=True, help="Sandbox wall-clock limit per test, in seconds.")
+@click.option("--preamble", type=click.Choice(PREAMBLES), default=DEFAULT_PREAMBLE, show_default=True,
+              help=_help("preamble"))
+@click.option("--feedback", type=click.Choice(FEEDBACK_STYLES), default="rich", show_default=True,
+              help=_help("feedback"))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Save the problem, the search record (every turn and candidate) and the final program here.")
 @click.option("--print-unsolved", is_flag=True, help="Print the last kept program on stdout even when it fails the public tests.")
 def solve_command(
@@ -127,14 +138,13 @@ def _save_solve(out_dir: Path, problem: Any, config: SearchConfig, record: Any) 
     `mucode search` writes it, so `mucode report` reads the folder) and solution.py."""
     from dataclasses import replace
 
-    from mucode.config import save_config
     from mucode.problems.jsonl import write_jsonl
-    from mucode.search import SEARCHES
+    from mucode.store import SEARCHES, write_config, write_jsonl_file
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_jsonl(out_dir / "problem.jsonl", [problem])
-    save_config(replace(config, out=str(out_dir)), out_dir / "config.yaml")
-    (out_dir / SEARCHES).write_text(json.dumps(record.to_dict(), ensure_ascii=False) + "\n", encoding="utf-8")
+    write_config(replace(config, out=str(out_dir)), out_dir)
+    write_jsonl_file(out_dir / SEARCHES, [record])
     (out_dir / "solution.py").write_text(record.turns[-1].chosen.program, encoding="utf-8")
     return out_dir
 
@@ -148,6 +158,7 @@ def _solve_config(options: dict[str, Any]) -> SearchConfig:
             model=options["model"], verifier=options["verifier"], n=n, selector=selector, turns=options["turns"],
             temperature=temperature, top_p=options["top_p"], max_new_tokens=options["max_new_tokens"], seed=options["seed"],
             backend=options["backend"], base_url=options["base_url"], timeout_s=options["timeout_s"], out="", workers=1,
+            preamble=options["preamble"], feedback=options["feedback"],
         )
     except ValueError as err:
         raise click.ClickException(str(err)) from None
@@ -156,16 +167,17 @@ def _solve_config(options: dict[str, Any]) -> SearchConfig:
 def _run_solve(problem: Any, config: SearchConfig) -> Any:
     from mucode.execution import Executor, Limits
     from mucode.generation.factory import make_generator
-    from mucode.search import _load_scorer, generator_options, search_problems
+    from mucode.prompts import PromptConfig
+    from mucode.search import load_scorer, generator_options, search_problems
 
-    scorer = _load_scorer(config.verifier)
+    scorer = load_scorer(config.verifier)
     generator = make_generator(config.backend, config.model, **generator_options(config))
     try:
         with Executor(workers=config.workers, limits=Limits(timeout_s=config.timeout_s)) as executor:
             return search_problems(
                 [problem], generator, executor, n=config.n, selector=config.selector, turns=config.turns,
-                sampling=config.sampling(), seed=config.seed, scorer=scorer, parallel_calls=config.backend == "openai",
-                on_turn=_stream_turn(config),
+                sampling=config.sampling(), seed=config.seed, scorer=scorer, on_turn=_stream_turn(config),
+                prompt_config=PromptConfig(feedback=config.feedback), preamble=config.preamble,
             )[0]
     finally:
         generator.close()

@@ -15,14 +15,12 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Literal, Sequence
 
-from mucode.config import read_yaml_mapping
-from mucode.folders import read_jsonl
-from mucode.metrics import summarize_records, trajectory_as_record
-from mucode.rollouts import TRAJECTORIES, read_trajectories
+from mucode.metrics import summarize_searches, trajectory_as_record
+from mucode.store import RUN_FILE, SEARCHES, SUMMARY_FILE, TRAJECTORIES, read_folder_config, read_json_object
+from mucode.store import read_searches, read_trajectories
 
-SEARCHES = "searches.jsonl"
 SEARCH_KEYS = ("problem_id", "search", "turns", "correct", "solved_public")
 STOPPING_RULE = "first selected program that passes the public tests"
 
@@ -118,8 +116,8 @@ def load_run(folder: str | Path, name: str | None = None) -> RunResult:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"run folder {folder} does not exist")
-    config = read_yaml_mapping(folder / "config.yaml") if (folder / "config.yaml").is_file() else {}
-    meta = _read_json(folder / "run.json") or {}
+    config = read_folder_config(folder)
+    meta = read_json_object(folder / RUN_FILE) or {}
     name = name or meta.get("name") or folder.name
     if (folder / SEARCHES).is_file():
         return _load_search_run(folder, name, config, meta)
@@ -154,12 +152,12 @@ def _qualify_clashing_names(runs: list[RunResult], tops: list[Path]) -> None:
 
 def _load_search_run(folder: Path, name: str, config: dict[str, Any], meta: dict[str, Any]) -> RunResult:
     path = folder / SEARCHES
-    records = read_jsonl(path, complete_only=True)
+    records = read_searches(folder)
     _check_search_records(path, records)
     if not records:
         raise ValueError(f"{path} holds no finished search yet; report once the run has written some")
     summary = summarize_searches(records)
-    stored = _read_json(folder / "summary.json")
+    stored = read_json_object(folder / SUMMARY_FILE)
     # the numbers always come from the records (one definition); summary.json is only compared
     agrees = stored is not None and json.loads(json.dumps(summary)) == stored
     protocol = _search_protocol(config, meta, records)
@@ -247,29 +245,11 @@ def _rollout_protocol(config: dict[str, Any], records: list[dict[str, Any]]) -> 
 # -------------------------------------------------------------------------------------- metrics
 
 
-def summarize_searches(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """The summary.json numbers of a list of search records (see RunResult.summary): the one
-    definition, `mucode.metrics.summarize_records`, that `mucode search` writes summary.json with."""
-    return summarize_records(records)
-
-
 def _is_finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-# ------------------------------------------------------------------------------------------ i/o
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object at the top level")
-    return data
+# ------------------------------------------------------------------------------------- checking
 
 
 def _check_search_records(path: Path, records: list[dict[str, Any]]) -> None:

@@ -5,10 +5,13 @@
 
 How: this process (the driver) resolves the problems, opens the run's `TrajectoryStore` and cuts
 the (problem, rollout) pairs still missing into chunks. Each Ray actor owns a generator and a
-sandbox `Executor` and runs the local engine (`collect_rollouts`) on one chunk at a time, streaming
+sandbox `Executor` and runs the engine (`collect_rollouts`) on one chunk at a time, streaming
 each finished trajectory back as soon as it ends; the driver appends it to the store. Seeds are
-per (problem, rollout, turn) (`seeding="trajectory"`), so the records are those of a local run
-with `--seeding trajectory` and the same seed, however the work is split.
+per (problem, rollout, turn) (`seeding="episode"`), so the records are those of a local run
+with `--seeding episode` and the same seed, however the work is split.
+
+This module is a client of `mucode.rollouts` (it imports the engine; nothing imports it but the
+CLI, which chooses a local or a Ray run).
 
 Failures: an actor process that dies (killed, out of memory, node lost) is restarted by Ray (up
 to `max_restarts` times, reloading its model); the trajectories it had streamed back are kept and
@@ -31,16 +34,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from mucode.generation.base import SamplingParams
+from mucode.problems.prelude import DEFAULT_PREAMBLE
+from mucode.prompts import PromptConfig
 from mucode.rollouts import (
+    COMMAND,
     RolloutConfig,
+    RolloutProgress,
     RolloutStats,
-    TrajectoryStore,
-    _backend_options,
+    backend_options,
+    check_before_run,
+    check_resumable,
     collect_rollouts,
-    load_selected_problems,
     work_items,
     write_run_metadata,
 )
+from mucode.store import TrajectoryStore, folder_lock, load_selected_problems
 from mucode.types import Problem
 
 if TYPE_CHECKING:
@@ -81,13 +89,16 @@ class WorkerSpec:
     max_live: int = 32
     sandbox_workers: int = 1
     timeout_s: float = 3.0
+    preamble: str = DEFAULT_PREAMBLE
+    feedback: str = "rich"
 
     @classmethod
     def from_config(cls, config: RolloutConfig) -> WorkerSpec:
         return cls(
-            backend=config.backend, model=config.model, backend_options=_backend_options(config), rollouts=config.rollouts,
-            turns=config.turns, params=config.sampling(), max_live=config.max_live, sandbox_workers=config.workers or 1,
-            timeout_s=config.timeout_s,
+            backend=config.backend, model=config.model, backend_options=backend_options(config),
+            rollouts=config.rollouts, turns=config.turns, params=config.sampling(), max_live=config.max_live,
+            sandbox_workers=config.workers or 1, timeout_s=config.timeout_s, preamble=config.preamble,
+            feedback=config.feedback,
         )
 
 
@@ -134,12 +145,15 @@ class RolloutWorker:
             raise failure[0]
 
     def _collect(self, problems: list[Problem], sink: _StreamingSink, failure: list[BaseException]) -> None:
+        from mucode.generation.factory import IN_PROCESS
+
         spec = self.spec
         try:
             collect_rollouts(
-                problems, self.generator, self.executor, sink,  # type: ignore[arg-type]  # a store that streams
-                rollouts=spec.rollouts, turns=spec.turns, params=spec.params, max_live=spec.max_live, model_name=spec.model,
-                overlap=spec.backend != "hf", seeding="trajectory", parallel_calls=spec.backend == "openai",
+                problems, self.generator, self.executor, sink, rollouts=spec.rollouts, turns=spec.turns,
+                params=spec.params, max_live=spec.max_live, model_name=spec.model,
+                overlap=spec.backend not in IN_PROCESS, seeding="episode",
+                prompt_config=PromptConfig(feedback=spec.feedback), preamble=spec.preamble,
             )
         except BaseException as err:  # handed to the driver through `run`
             failure.append(err)
@@ -300,11 +314,18 @@ def actor_count(config: RolloutConfig, cpus_per_actor: float) -> int:
 
 
 def run_rollouts_on_ray(config: RolloutConfig, progress: bool = True) -> RolloutStats:
-    """`mucode rollout --ray ADDRESS`: like `run_rollouts`, with the work spread over Ray actors."""
-    from mucode.rollouts import _progress_bar, _update_bar
-
+    """`mucode rollout --ray ADDRESS`: like `run_rollouts`, with the work spread over Ray actors.
+    Raises FolderInUse if another process is writing into `config.out`."""
     if not config.ray:
         raise ValueError("run_rollouts_on_ray needs config.ray (a Ray address such as 'auto')")
+    check_before_run(config)  # bad input fails before the folder is touched or an actor starts
+    check_ray_installed()
+    check_resumable(config, Path(config.out))
+    with folder_lock(config.out, COMMAND):
+        return _run_on_ray(config, progress)
+
+
+def _run_on_ray(config: RolloutConfig, progress: bool) -> RolloutStats:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     problem_set, problems = load_selected_problems(config.problems, config.problems_path, config.limit, config.seed, config.first)
@@ -314,12 +335,12 @@ def run_rollouts_on_ray(config: RolloutConfig, progress: bool = True) -> Rollout
     write_run_metadata(config, out, [p.id for p in problems], {"problems_sha256": problem_set.sha256, "ray_actors": n_actors})
     store = TrajectoryStore(out)
     logger.info("%d problems x %d rollouts on %d Ray actors (%s CPUs, %s GPUs each)", len(problems), config.rollouts, n_actors, cpus_per_actor, config.ray_gpus_per_actor)
-    bar = _progress_bar(len(problems) * config.rollouts, len(store.done), store.n_correct) if progress else None
+    bar = RolloutProgress(len(problems) * config.rollouts, store) if progress else None
     actors = start_actors(WorkerSpec.from_config(config), n_actors, cpus_per_actor=cpus_per_actor, gpus_per_actor=config.ray_gpus_per_actor)
     try:
         return collect_rollouts_on_ray(
             problems, store, actors, rollouts=config.rollouts,
-            on_trajectory=(lambda record, stats: _update_bar(bar, store, stats)) if bar else None,
+            on_trajectory=bar.update if bar else None,
         )
     finally:
         ray = import_ray()
