@@ -178,12 +178,6 @@ def freeze_backbone(model: Any) -> None:
     head(model).requires_grad_(True)
 
 
-def count_parameters(model: Any) -> tuple[int, int]:
-    """(trainable, total) parameter counts."""
-    params = list(model.parameters())
-    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
-
-
 def verifier_dir(path: str | Path) -> Path:
     """The folder holding the weights: PATH/model for a `mucode verifier train` output, else PATH."""
     path = Path(path)
