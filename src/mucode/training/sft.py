@@ -8,7 +8,7 @@ The loss covers only the target assistant message, including the end-of-turn tok
 template writes after it (`<|im_end|>` for SmolLM2 and Qwen, `<|eot_id|>` for Llama 3): TRL tokenizes
 `prompt` with the generation prompt and `prompt + completion`, and trains the tokens after their
 common prefix. Labels are built before padding and padded with -100, and the pad token is chosen
-apart from every end-of-turn token (`set_pad_token`), so padding never hides the end-of-turn token
+apart from every end-of-turn token (`mucode.generation.padding`), so padding never hides the end-of-turn token
 (the reference code's pad = eos masked it out, so its models never learned to stop; METHOD.md §5).
 An example longer than `max_length` tokens loses its oldest attempts first (each earlier reply with
 the feedback after it; the problem's first message and the target stay whole); one that is still
@@ -141,7 +141,7 @@ def load_generator(ref: str, *, dtype: str = "float32") -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from mucode.generation.models import resolve_model
-    from mucode.verifier.model import set_pad_token
+    from mucode.generation.padding import set_pad_token
 
     resolved = resolve_model(generator_dir(ref))
     if resolved.kind == "gguf":
@@ -150,8 +150,7 @@ def load_generator(ref: str, *, dtype: str = "float32") -> tuple[Any, Any]:
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError(f"the tokenizer of {ref!r} has no chat template; the generator is trained on chats (use an instruct/chat model)")
     model = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=getattr(torch, dtype))
-    set_pad_token(tokenizer, model)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    set_pad_token(tokenizer, model, padding_side="right")
     return model, tokenizer
 
 
