@@ -347,7 +347,7 @@ def test_load_pads_on_the_left_with_the_tokenizer_pad_token(tiny_model_dir):
     assert batch["attention_mask"][1, 0] == 0 and batch["attention_mask"][1, -1] == 1  # padding on the left
 
 
-def test_load_gives_a_tokenizer_without_pad_token_one_and_says_so_at_info_level(tiny_model_dir, tmp_path, caplog):
+def test_load_gives_a_tokenizer_without_pad_token_a_non_eos_one_and_says_so_at_info_level(tiny_model_dir, tmp_path, caplog):
     from transformers import AutoTokenizer
 
     folder = tmp_path / "no-pad"
@@ -357,8 +357,9 @@ def test_load_gives_a_tokenizer_without_pad_token_one_and_says_so_at_info_level(
     tokenizer.save_pretrained(folder)
     with caplog.at_level(logging.INFO, logger="mucode.generation"):
         model, tokenizer = load_model_and_tokenizer(str(folder), device="cpu")
-    assert tokenizer.pad_token == "<|im_end|>" and "no pad token; padding with '<|im_end|>'" in caplog.text
-    assert model.generation_config.pad_token_id is not None
+    # the one pad policy: never eos (<|im_end|>, the old fallback), here the added special <|pad|>
+    assert tokenizer.pad_token == "<|pad|>" and "is missing or ends a turn" in caplog.text and "'<|pad|>'" in caplog.text
+    assert model.generation_config.pad_token_id == tokenizer.pad_token_id == model.config.pad_token_id
 
 
 def test_bad_dtype_names_the_choices(tiny_model_dir):

@@ -620,9 +620,12 @@ def fix_chat_tokens(model: Any, tokenizer: Any, preset: Preset) -> list[str]:
     if config.eos_token_id != wanted:
         fixes.append(f"generation_config eos_token_id {config.eos_token_id!r} -> {wanted!r} ({', '.join(preset.eos_tokens)})")
         config.eos_token_id = wanted
-    if config.pad_token_id is None and tokenizer.pad_token_id is not None:
-        fixes.append(f"generation_config pad_token_id None -> {tokenizer.pad_token_id}")
-        config.pad_token_id = tokenizer.pad_token_id
+    if config.pad_token_id is None:
+        from mucode.generation.padding import choose_pad_id
+
+        pad_id = choose_pad_id(tokenizer, ids)  # never an end-of-turn id (the one pad policy)
+        fixes.append(f"generation_config pad_token_id None -> {pad_id}")
+        config.pad_token_id = pad_id
     context = getattr(model.config, "max_position_embeddings", None)
     if context and tokenizer.model_max_length > context:
         fixes.append(f"tokenizer model_max_length {tokenizer.model_max_length} -> {context}")
@@ -677,19 +680,12 @@ def convert_gguf(gguf_path: Path, dest: Path, preset: Preset) -> list[str]:
 
 
 def prepare_tokenizer(tokenizer: Any, model: Any = None) -> Any:
-    """Set up `tokenizer` for batched generation: left padding, and a pad token. A tokenizer
-    without one gets its unk token, else its eos token (a warning says which); the model's
-    generation_config pad id is filled in when missing. Returns the tokenizer."""
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        choice = tokenizer.unk_token or tokenizer.eos_token
-        if choice is None:
-            raise ValueError("the tokenizer has no pad, unk or eos token to pad with; set tokenizer.pad_token before loading")
-        logger.info("tokenizer has no pad token; padding with %r (left padding, masked out by the attention mask)", choice)
-        tokenizer.pad_token = choice
-    config = getattr(model, "generation_config", None)
-    if config is not None and config.pad_token_id is None:
-        config.pad_token_id = tokenizer.pad_token_id
+    """Set up `tokenizer` for batched generation: left padding, and a pad token that is no
+    end-of-turn token, by the one policy of `mucode.generation.padding` (the model's config and
+    generation_config get its id). Returns the tokenizer."""
+    from mucode.generation.padding import set_pad_token
+
+    set_pad_token(tokenizer, model, padding_side="left")
     return tokenizer
 
 

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
+from mucode.finetune import FinetuneConfig
+
 ReplyView = Literal["reply", "program"]
 Context = Literal["problem", "history"]
 Loss = Literal["bt", "bce"]
 Finetune = Literal["full", "lora", "head"]
-MixedPrecision = Literal["no", "bf16", "fp16"]
 Split = Literal["heldout", "train", "all"]
 TurnSelection = Literal["all", "final", "first"]
 
@@ -55,73 +56,64 @@ class VerifierDataConfig:
 
 
 @dataclass
-class VerifierTrainConfig(VerifierDataConfig):
-    """Parameters of `mucode verifier train` (saved as OUT/config.yaml).
+class VerifierTrainConfig(VerifierDataConfig, FinetuneConfig):
+    """Parameters of `mucode verifier train` (saved as OUT/config.yaml); the shared ones are
+    described in `FinetuneConfig`, the data in `VerifierDataConfig`.
 
     Parameters that control the model:
-        model (base causal LM: preset, hub id or folder), dtype, finetune (full | lora | head),
-        feature_cache (head: where backbone features are kept), lora_r, lora_alpha, lora_dropout,
-        lora_target_modules
+        finetune (full | lora | head), feature_cache (head: where backbone features are kept)
     Parameters that control the loss:
         loss (bt | bce), l2_coefficient (BT: weight of mean(r^2)), max_length (tokens; longer
         sequences keep their end, where the reward is read)
-    Parameters that control training:
-        learning_rate, epochs, max_steps, batch_size (pairs or rows per optimizer update, over
-        all processes), micro_batch_size (per process and forward pass), lr_scheduler, warmup,
-        weight_decay, mixed_precision, gradient_checkpointing
-    Parameters that control outputs:
-        out, save_steps, save_total_limit, logging_steps, report_to, eval_strategy
+    Parameters that control training and outputs:
+        batch_size (pairs or rows per optimizer update, over all processes), eval_strategy
     """
 
-    out: str = field(default="runs/verifier", metadata={"help": "Output folder: checkpoints, final model, data, logs."})
-    model: str = field(default="smollm2-135m", metadata={"help": "Base causal LM: a preset, hub id or local Hugging Face folder."})
-    dtype: str = field(default="float32", metadata={"help": "Dtype the weights are loaded in.", "choices": ["float32", "bfloat16", "float16", "float64"]})
-    finetune: Finetune = field(default="full", metadata={"help": "full: every weight (paper); lora: LoRA adapters + head; head: the scalar head only (frozen backbone).", "choices": ["full", "lora", "head"]})
-    feature_cache: str | None = field(default=None, metadata={"help": "finetune=head: folder of cached backbone features (default OUT/features); share it between runs of one model to encode each turn once."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank (finetune=lora)."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (finetune=lora)."})
-    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout (finetune=lora)."})
-    lora_target_modules: str = field(default="all-linear", metadata={"help": "LoRA target modules: 'all-linear' or comma-separated module names."})
-    loss: Loss = field(default="bt", metadata={"help": "bt: Bradley-Terry on pairs (paper); bce: binary cross-entropy on labeled turns.", "choices": ["bt", "bce"]})
-    l2_coefficient: float = field(default=1e-3, metadata={"help": "BT only: weight of the mean squared reward added to the loss."})
-    max_length: int = field(default=1024, metadata={"help": "Most tokens per sequence; longer ones keep their last tokens."})
+    out: str = field(
+        default="runs/verifier", metadata={"help": "Output folder: checkpoints, final model, data, logs."},
+    )
+    finetune: Finetune = field(
+        default="full",
+        metadata={"help": "full: every weight (paper); lora: LoRA adapters + head; head: the scalar head only "
+                          "(frozen backbone).", "choices": ["full", "lora", "head"]},
+    )
+    max_length: int = field(
+        default=1024, metadata={"help": "Most tokens per sequence; longer ones keep their last tokens."},
+    )
     learning_rate: float = field(default=1e-6, metadata={"help": "Peak learning rate (AdamW)."})
-    epochs: float = field(default=2.0, metadata={"help": "Passes over the training data."})
-    max_steps: int = field(default=-1, metadata={"help": "Stop after this many optimizer updates (-1: from epochs)."})
-    batch_size: int = field(default=64, metadata={"help": "Pairs (bt) or rows (bce) per optimizer update, over all processes."})
-    micro_batch_size: int = field(default=8, metadata={"help": "Pairs or rows per process and forward pass; gradient accumulation makes up the rest."})
-    lr_scheduler: str = field(default="linear", metadata={"help": "Learning-rate schedule (a transformers scheduler name).", "choices": ["linear", "cosine", "constant", "constant_with_warmup"]})
-    warmup: float = field(default=0.0, metadata={"help": "Warmup updates, or a fraction of all updates if < 1."})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
-    mixed_precision: MixedPrecision = field(default="no", metadata={"help": "Mixed precision: no | bf16 | fp16 (GPU).", "choices": ["no", "bf16", "fp16"]})
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in the backward pass (less memory, ~20% slower)."})
-    save_steps: int = field(default=100, metadata={"help": "Save a resumable checkpoint every this many updates (and at the end)."})
-    save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept (the oldest are deleted)."})
-    logging_steps: int = field(default=10, metadata={"help": "Log loss and accuracy every this many updates."})
-    report_to: str = field(default="tensorboard", metadata={"help": "Loggers, comma-separated: tensorboard, wandb (set WANDB_PROJECT), none."})
-    eval_strategy: Literal["no", "epoch"] = field(default="no", metadata={"help": "Also compute loss/accuracy on the held-out problems after each epoch.", "choices": ["no", "epoch"]})
+    batch_size: int = field(
+        default=64, metadata={"help": "Pairs (bt) or rows (bce) per optimizer update, over all processes."},
+    )
+    micro_batch_size: int = field(
+        default=8,
+        metadata={"help": "Pairs or rows per process and forward pass; gradient accumulation makes up the rest."},
+    )
+    feature_cache: str | None = field(
+        default=None,
+        metadata={"help": "finetune=head: folder of cached backbone features (default OUT/features); share it "
+                          "between runs of one model to encode each turn once."},
+    )
+    loss: Loss = field(
+        default="bt",
+        metadata={"help": "bt: Bradley-Terry on pairs (paper); bce: binary cross-entropy on labeled turns.",
+                  "choices": ["bt", "bce"]},
+    )
+    l2_coefficient: float = field(
+        default=1e-3, metadata={"help": "BT only: weight of the mean squared reward added to the loss."},
+    )
+    eval_strategy: Literal["no", "epoch"] = field(
+        default="no",
+        metadata={"help": "Also compute loss/accuracy on the held-out problems after each epoch.",
+                  "choices": ["no", "epoch"]},
+    )
 
     def __post_init__(self) -> None:
-        super().__post_init__()
-        for name in ("max_length", "batch_size", "micro_batch_size", "save_steps", "save_total_limit", "logging_steps", "lora_r"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"got {name}={getattr(self, name)}; it must be >= 1")
-        if self.batch_size % self.micro_batch_size:
-            raise ValueError(
-                f"got batch_size={self.batch_size} and micro_batch_size={self.micro_batch_size}; batch_size must be a "
-                "multiple of micro_batch_size (times the number of processes) so that every update sees the same amount of data"
-            )
-        if self.learning_rate <= 0 or self.epochs <= 0:
-            raise ValueError(f"got learning_rate={self.learning_rate}, epochs={self.epochs}; both must be > 0")
+        VerifierDataConfig.__post_init__(self)
+        FinetuneConfig.__post_init__(self)
         if self.eval_strategy != "no" and self.finetune == "head":
             raise ValueError("eval_strategy applies to full and lora training; evaluate a head-only verifier with `mucode verifier eval`")
         if self.eval_strategy != "no" and self.holdout_fraction == 0:
             raise ValueError(f"got eval_strategy={self.eval_strategy!r} with holdout_fraction=0: there is nothing to evaluate on; set --holdout-fraction (e.g. 0.2)")
-
-    def report_targets(self) -> list[str]:
-        """`report_to` as the list transformers expects."""
-        targets = [t.strip() for t in self.report_to.split(",") if t.strip()]
-        return [] if targets in ([], ["none"]) else targets
 
 
 @dataclass

@@ -8,8 +8,8 @@
 
 The reward is the head's logit at the last token that is not the pad token (transformers'
 sequence-classification pooling). So the pad token must never be the last real token: it is
-chosen apart from every end-of-turn token (`set_pad_token`), and sequences are padded on the
-right in training and scoring.
+chosen apart from every end-of-turn token (`set_pad_token`, the one pad policy of
+`mucode.generation.padding`), and sequences are padded on the right in training and scoring.
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Sequence
 
+from mucode.generation.padding import set_pad_token
+
+__all__ = ["VerifierSpec", "encode", "pad_right", "set_pad_token", "load_backbone", "load_verifier", "verifier_dir"]
 logger = logging.getLogger("mucode.verifier")
 
 SPEC_FILE = "verifier.json"
-PAD_TOKEN = "<|pad|>"  # added only when the vocabulary has no usable pad candidate
 
 
 @dataclass
@@ -127,43 +129,6 @@ def pad_right(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any
     return ids, mask
 
 
-# ----------------------------------------------------------------------------------- pad token
-
-
-def set_pad_token(tokenizer: Any, model: Any) -> str:
-    """Give tokenizer and model one explicit pad token that is no end-of-turn token.
-
-    The tokenizer's own pad token when it qualifies; else its unk token, an added special token
-    whose name holds "pad" (e.g. Llama 3's <|finetune_right_pad_id|>), or bos; else a new
-    <|pad|> token (the embeddings grow by one row). Returns the pad token.
-    """
-    from mucode.generation.hf import end_of_turn_ids
-
-    stop = set(end_of_turn_ids(tokenizer))
-    pad_id = tokenizer.pad_token_id
-    if pad_id is None or pad_id in stop:
-        pad_id = _pad_candidate(tokenizer, stop)
-        if pad_id is None:
-            tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
-            model.resize_token_embeddings(len(tokenizer))
-            logger.warning("the tokenizer has no usable pad token; added %s (embeddings resized to %d)", PAD_TOKEN, len(tokenizer))
-        else:
-            logger.info("pad token: %r (the tokenizer's was %r)", tokenizer.convert_ids_to_tokens(pad_id), tokenizer.pad_token)
-            tokenizer.pad_token = tokenizer.convert_ids_to_tokens(pad_id)
-    tokenizer.padding_side = "right"
-    model.config.get_text_config().pad_token_id = tokenizer.pad_token_id  # the pooling reads the last token != pad
-    return tokenizer.pad_token
-
-
-def _pad_candidate(tokenizer: Any, stop: set[int]) -> int | None:
-    decoder = getattr(tokenizer, "added_tokens_decoder", {}) or {}
-    named_pad = [i for i, tok in sorted(decoder.items()) if getattr(tok, "special", False) and "pad" in str(tok).lower()]
-    for candidate in [tokenizer.unk_token_id, *named_pad, tokenizer.bos_token_id]:
-        if candidate is not None and candidate not in stop:
-            return candidate
-    return None
-
-
 # ------------------------------------------------------------------------------------- loading
 
 
@@ -214,12 +179,6 @@ def freeze_backbone(model: Any) -> None:
     """Train the head only: every other weight is frozen (no activations are kept for them)."""
     model.requires_grad_(False)
     head(model).requires_grad_(True)
-
-
-def count_parameters(model: Any) -> tuple[int, int]:
-    """(trainable, total) parameter counts."""
-    params = list(model.parameters())
-    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
 
 def verifier_dir(path: str | Path) -> Path:

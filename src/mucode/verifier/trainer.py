@@ -22,38 +22,21 @@ feature already cached. Output folder:
 from __future__ import annotations
 
 import json
-import math
-import os
-import platform
-import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
+from mucode.finetune import (
+    RESUMABLE_CHANGES, RunStart, Say, TrainResult, count_parameters, launched_processes, lora_config, start_run,
+    train_resuming, training_arguments, update_plan, write_run,
+)
 from mucode.verifier.config import VerifierTrainConfig
 from mucode.verifier.data import Candidate, Pair, PreparedData, export_data, prepare_data
 from mucode.verifier.losses import bce_loss, bradley_terry_loss
 from mucode.verifier.model import VerifierSpec, encode, pad_right
 
-Say = Callable[[str], None]
-
-# Settings that may change between a run and its resumption (they do not change the data or the model).
-RESUMABLE_CHANGES = frozenset({"out", "feature_cache", "epochs", "max_steps", "save_steps", "save_total_limit", "logging_steps", "report_to", "eval_strategy"})
-
-
-@dataclass
-class TrainResult:
-    """What a training run produced: the final model folder, optimizer updates done in total,
-    the mean training loss of this run's updates, wall seconds of this run, and the data counts."""
-
-    model_dir: Path
-    global_step: int
-    train_loss: float
-    seconds: float
-    resumed_from: str | None
-    pairs: int
-    rows: int
+# Besides the shared ones, settings that change neither the data nor the model.
+VERIFIER_RESUMABLE = RESUMABLE_CHANGES | {"feature_cache", "eval_strategy"}
 
 
 # ------------------------------------------------------------------------------------- trainers
@@ -163,158 +146,72 @@ def row_dataset(rows: Sequence[Candidate], tokenizer: Any, max_length: int) -> A
 # ------------------------------------------------------------------------------------ training
 
 
-def gradient_accumulation(config: VerifierTrainConfig, processes: int) -> int:
-    """Micro-batches per update so that one update sees `batch_size` pairs or rows."""
-    per_pass = config.micro_batch_size * processes
-    if config.batch_size % per_pass:
-        raise ValueError(
-            f"batch_size={config.batch_size} is not a multiple of micro_batch_size={config.micro_batch_size} "
-            f"x {processes} processes; change --batch-size or --micro-batch-size"
-        )
-    return config.batch_size // per_pass
-
-
 def reward_config(config: VerifierTrainConfig, processes: int, progress: bool = True) -> Any:
-    """TRL's RewardConfig for `config`. Created before the model is loaded: under DeepSpeed
-    ZeRO-3 it is what makes `from_pretrained` partition the weights while loading."""
-    import dataclasses
-
-    import torch
+    """TRL's RewardConfig for `config` (see `mucode.finetune.training_arguments`)."""
     from trl import RewardConfig
 
-    # transformers >= 5.23 renamed gradient_checkpointing (TRL defaults the old name to True, which warns)
-    checkpointing = config.gradient_checkpointing and config.finetune != "head"  # a frozen backbone keeps no activations
-    names = {f.name for f in dataclasses.fields(RewardConfig)}
-    if "activation_checkpointing" in names:
-        checkpointing_args = {"activation_checkpointing": checkpointing, "gradient_checkpointing": None}
-    else:
-        checkpointing_args = {"gradient_checkpointing": checkpointing}
-    return RewardConfig(
-        output_dir=config.out,
-        learning_rate=config.learning_rate,
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.micro_batch_size,
+    return training_arguments(
+        RewardConfig, config, processes, progress=progress,
+        # a frozen backbone keeps no activations
+        checkpointing=config.gradient_checkpointing and config.finetune != "head",
         per_device_eval_batch_size=config.micro_batch_size,
-        gradient_accumulation_steps=gradient_accumulation(config, processes),
-        lr_scheduler_type=config.lr_scheduler,
-        warmup_steps=config.warmup,
-        weight_decay=config.weight_decay,
-        bf16=config.mixed_precision == "bf16",
-        fp16=config.mixed_precision == "fp16",
-        **checkpointing_args,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        logging_steps=config.logging_steps,
-        report_to=config.report_targets() or "none",
         eval_strategy=config.eval_strategy,
-        seed=config.seed,
-        max_length=None,  # `encode` already cut every sequence to config.max_length, keeping its end
         center_rewards_coefficient=None,  # the paper's L2 term is added by BradleyTerryTrainer instead
-        disable_tqdm=not progress,
-        dataloader_pin_memory=torch.cuda.is_available(),
-        # several processes without GPUs: torch.distributed over gloo (accelerate's MULTI_CPU)
-        use_cpu=processes > 1 and not torch.cuda.is_available(),
-        ddp_find_unused_parameters=False,  # every trainable weight takes part in every forward pass
     )
-
-
-def lora_config(config: VerifierTrainConfig) -> Any:
-    """peft LoraConfig for a sequence classifier; the head is trained in full (modules_to_save)."""
-    from peft import LoraConfig
-
-    targets = config.lora_target_modules
-    return LoraConfig(
-        task_type="SEQ_CLS", r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-        target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()],
-        modules_to_save=["score"],
-    )
-
-
-def check_same_run(config: VerifierTrainConfig, out: Path) -> None:
-    """Refuse to resume a run whose saved config differs in a setting that changes the result."""
-    import yaml
-
-    from mucode.config import config_to_dict
-
-    path = out / "config.yaml"
-    if not path.is_file():
-        return
-    previous = yaml.safe_load(path.read_text()) or {}
-    current = config_to_dict(config)
-    changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and previous.get(k) != current[k])
-    if changed:
-        raise ValueError(
-            f"{out} holds a verifier trained with a different config ({', '.join(changed)} differ); "
-            "rerun with the same settings to resume, pass --overwrite to start over, or choose another --out"
-        )
 
 
 def train_verifier(config: VerifierTrainConfig, *, overwrite: bool = False, progress: bool = True, say: Say | None = None) -> TrainResult:
     """Build the data from `config.trajectories`, train, save OUT/model; resume if OUT has
     checkpoints of the same config (see the module docstring)."""
-    from accelerate import PartialState
-    from transformers.trainer_utils import get_last_checkpoint
-
-    started = time.perf_counter()
-    processes = int(os.environ.get("WORLD_SIZE", "1"))  # set by accelerate launch / torchrun
-    if config.finetune == "head" and processes > 1:
+    if config.finetune == "head" and launched_processes() > 1:
         raise ValueError("finetune=head trains from cached features in one process; run it without accelerate launch / torchrun")
-    args = reward_config(config, processes, progress)  # sets up the (distributed) state
-    state = PartialState()
-    if state.num_processes != processes:
-        raise RuntimeError(f"WORLD_SIZE={processes} but the distributed state has {state.num_processes} processes; launch with accelerate launch or torchrun")
-    say = say if (say is not None and state.is_main_process) else (lambda message: None)
-    out = Path(config.out)
-    if overwrite and state.is_main_process and out.exists():
-        shutil.rmtree(out)
-    state.wait_for_everyone()
-    check_same_run(config, out)
-    state.wait_for_everyone()  # every process has read the old config before the main one writes
-
+    run = start_run(
+        config, lambda processes: reward_config(config, processes, progress), kind="verifier", overwrite=overwrite,
+        say=say, resumable=VERIFIER_RESUMABLE,
+    )
     data = prepare_data(config)
     _check_enough(config, data)
-    if state.is_main_process:
-        _write_inputs(config, data, out)
-    state.wait_for_everyone()
-    say(f"train: {data.train_stats.describe()}")
+    if run.state.is_main_process:
+        _write_inputs(config, data, run.out)
+    run.state.wait_for_everyone()
+    run.say(f"train: {data.train_stats.describe()}")
     if data.heldout_ids:
-        say(f"held out: {len(data.heldout_ids)} problems ({data.heldout_stats.describe()})")
+        run.say(f"held out: {len(data.heldout_ids)} problems ({data.heldout_stats.describe()})")
     if config.finetune == "head":
-        return _train_head(config, data, out, say, progress, started)
+        return _train_head(config, data, run, progress)
 
-    model, tokenizer, trainer = _build_trainer(config, args, data)
-    _say_setup(say, config, args, trainer, state.num_processes, len(trainer.train_dataset))
-
-    last = get_last_checkpoint(str(out)) if out.is_dir() else None
-    if last:
-        say(f"resuming from {last}")
-    result = trainer.train(resume_from_checkpoint=last)
-    model_dir = out / "model"
+    trainer = _build_trainer(config, run.args, data)
+    examples = len(trainer.train_dataset)
+    _say_setup(run.say, config, run.args, trainer, run.processes, examples)
+    result, last = train_resuming(trainer, run)
+    model_dir = run.out / "model"
     trainer.save_model(str(model_dir))  # weights (or LoRA adapter) + tokenizer, gathered under ZeRO-3 / FSDP
-    seconds = time.perf_counter() - started
-    if state.is_main_process:
+    if run.state.is_main_process:
         _spec(config).save(model_dir)
-        _write_run(config, out, data, result, seconds, last)
-    state.wait_for_everyone()
-    return TrainResult(model_dir, result.global_step, float(result.training_loss), seconds, last, len(data.train_pairs), len(data.train_rows))
+        _write_run(config, data, run, result.global_step, result.training_loss, last)
+    run.state.wait_for_everyone()
+    return _result(data, run, model_dir, result.global_step, float(result.training_loss), last, examples)
 
 
-def _train_head(config: VerifierTrainConfig, data: PreparedData, out: Path, say: Say, progress: bool, started: float) -> TrainResult:
+def _train_head(config: VerifierTrainConfig, data: PreparedData, run: RunStart, progress: bool) -> TrainResult:
     """finetune="head": backbone features once per distinct turn (cached), then the head alone."""
     import torch
 
     from mucode.verifier.head import FeatureStore, backbone_key, extract_features, fit_head
     from mucode.verifier.model import head, load_backbone
 
+    out = run.out
     model, tokenizer = load_backbone(config.model, dtype=config.dtype, seed=config.seed)
     store = FeatureStore(Path(config.feature_cache) if config.feature_cache else out / "features", backbone_key(config.model, config.dtype))
     bt = config.loss == "bt"
     train = _unique([c for p in data.train_pairs for c in (p.chosen, p.rejected)] if bt else data.train_rows)
     candidates = _unique(train + list(data.heldout_rows))  # held-out turns too: `eval` reuses their features
     sequences = [encode(tokenizer, c.messages(), config.max_length) for c in candidates]
-    say(f"model {config.model} (head only, {head(model).weight.numel():,} parameters trained): features of {len(sequences)} distinct turns, {sum(1 for c in sequences if _cached(store, c))} cached")
+    cached = sum(1 for c in sequences if _cached(store, c))
+    run.say(
+        f"model {config.model} (head only, {head(model).weight.numel():,} parameters trained): "
+        f"features of {len(sequences)} distinct turns, {cached} cached"
+    )
     features = extract_features(model, sequences, store, pad_id=tokenizer.pad_token_id, batch_size=config.micro_batch_size, progress=progress)
     row = {c.ref: i for i, c in enumerate(candidates)}
     writer = _tensorboard(config, out)
@@ -336,16 +233,16 @@ def _train_head(config: VerifierTrainConfig, data: PreparedData, out: Path, say:
     spec.features = str(store.path.resolve())
     spec.save(model_dir)
     (out / "head_log.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
-    seconds = time.perf_counter() - started
-    result = _HeadResult(global_step=history[-1]["step"], training_loss=sum(h["loss"] for h in history) / len(history))
-    _write_run(config, out, data, result, seconds, None)
-    return TrainResult(model_dir, result.global_step, result.training_loss, seconds, None, len(data.train_pairs), len(data.train_rows))
+    steps, loss = history[-1]["step"], sum(h["loss"] for h in history) / len(history)
+    _write_run(config, data, run, steps, loss, None)
+    return _result(data, run, model_dir, steps, loss, None, len(data.train_pairs) if bt else len(data.train_rows))
 
 
-@dataclass
-class _HeadResult:
-    global_step: int
-    training_loss: float
+def _result(
+    data: PreparedData, run: RunStart, model_dir: Path, steps: int, loss: float, resumed: str | None, examples: int,
+) -> TrainResult:
+    pairs, rows = len(data.train_pairs), len(data.train_rows)
+    return TrainResult(model_dir, steps, loss, run.seconds(), resumed, examples, pairs=pairs, rows=rows)
 
 
 def _unique(candidates: Sequence[Candidate]) -> list[Candidate]:
@@ -376,7 +273,7 @@ def _check_enough(config: VerifierTrainConfig, data: PreparedData) -> None:
         raise ValueError(f"no labeled turns to train on: {data.train_stats.describe()}")
 
 
-def _build_trainer(config: VerifierTrainConfig, args: Any, data: PreparedData) -> tuple[Any, Any, Any]:
+def _build_trainer(config: VerifierTrainConfig, args: Any, data: PreparedData) -> Any:
     from mucode.verifier.model import freeze_backbone, load_backbone
 
     model, tokenizer = load_backbone(config.model, dtype=config.dtype, seed=config.seed)
@@ -385,7 +282,7 @@ def _build_trainer(config: VerifierTrainConfig, args: Any, data: PreparedData) -
     bt_trainer, bce_trainer = _trainer_classes()
     common = dict(
         model=model, args=args, processing_class=tokenizer, callbacks=[_spec_callback(_spec(config))],
-        peft_config=lora_config(config) if config.finetune == "lora" else None,
+        peft_config=lora_config(config, "SEQ_CLS", modules_to_save=["score"]) if config.finetune == "lora" else None,
     )
     evaluating = config.eval_strategy != "no"
     if config.loss == "bt":
@@ -400,7 +297,7 @@ def _build_trainer(config: VerifierTrainConfig, args: Any, data: PreparedData) -
             eval_dataset=row_dataset(data.heldout_rows, tokenizer, config.max_length) if evaluating else None,
             data_collator=LabeledCollator(tokenizer.pad_token_id), **common,
         )
-    return trainer.model, tokenizer, trainer
+    return trainer
 
 
 def _spec(config: VerifierTrainConfig) -> VerifierSpec:
@@ -412,18 +309,12 @@ def _spec(config: VerifierTrainConfig) -> VerifierSpec:
     )
 
 
-def _say_setup(say: Say, config: VerifierTrainConfig, args: Any, trainer: Any, processes: int, n_examples: int) -> None:
-    from mucode.verifier.model import count_parameters
-
+def _say_setup(say: Say, config: VerifierTrainConfig, args: Any, trainer: Any, processes: int, examples: int) -> None:
     trainable, total = count_parameters(trainer.model)
     unit = "pairs" if config.loss == "bt" else "rows"
-    per_pass = config.micro_batch_size * processes
-    updates_per_epoch = math.ceil(math.ceil(n_examples / per_pass) / args.gradient_accumulation_steps)
-    total_updates = args.max_steps if args.max_steps > 0 else math.ceil(updates_per_epoch * config.epochs)
     say(
         f"model {config.model} ({config.finetune}): {trainable:,} of {total:,} parameters trained; loss {config.loss}; "
-        f"{n_examples} {unit}, {config.batch_size} per update = {config.micro_batch_size} x {processes} processes x "
-        f"{args.gradient_accumulation_steps} accumulation steps; {updates_per_epoch} updates per epoch, {total_updates} in total"
+        f"{examples} {unit}, {update_plan(config, args, processes, examples)}"
     )
 
 
@@ -437,18 +328,11 @@ def _write_inputs(config: VerifierTrainConfig, data: PreparedData, out: Path) ->
     export_data(data, out / "data")
 
 
-def _write_run(config: VerifierTrainConfig, out: Path, data: PreparedData, result: Any, seconds: float, resumed: str | None) -> None:
-    import torch
-    import transformers
-    import trl
-
-    from mucode import __version__
-
-    run = {
-        "mucode": __version__, "python": platform.python_version(), "torch": torch.__version__,
-        "transformers": transformers.__version__, "trl": trl.__version__, "seed": config.seed,
-        "global_step": result.global_step, "train_loss": result.training_loss, "seconds": round(seconds, 1),
-        "resumed_from": resumed, "train_problems": len(data.train_ids), "heldout_problems": len(data.heldout_ids),
-        "train_pairs": len(data.train_pairs), "train_rows": len(data.train_rows),
-    }
-    (out / "run.json").write_text(json.dumps(run, indent=2))
+def _write_run(
+    config: VerifierTrainConfig, data: PreparedData, run: RunStart, steps: int, loss: float, resumed: str | None,
+) -> None:
+    write_run(
+        run.out, config, global_step=steps, train_loss=loss, seconds=run.seconds(), resumed=resumed,
+        train_problems=len(data.train_ids), heldout_problems=len(data.heldout_ids),
+        train_pairs=len(data.train_pairs), train_rows=len(data.train_rows),
+    )
