@@ -312,3 +312,23 @@ def test_bfloat16_batched_sampling_is_seeded_and_stops(model_and_tokenizer):
     stopped = [c for c in replies if c.finish_reason == "stop"]
     assert stopped, "some sampled replies should end with <|im_end|>"
     assert all("<|im_end|>" not in c.text for c in replies)
+
+
+def test_the_same_seeded_hf_rollout_command_twice_gives_the_same_records(tmp_path, tiny_model_dir):
+    """End to end through `mucode rollout --backend hf` in bf16 (several episodes per generate batch)."""
+    import json
+    import os
+
+    def records(out):
+        command = [sys.executable, "-m", "mucode", "rollout", "--backend", "hf", "--dtype", "bfloat16",
+                   "--model", str(tiny_model_dir), "--problems", "humaneval", "--limit", "3", "--rollouts", "2",
+                   "--turns", "2", "--temperature", "1.0", "--max-new-tokens", "16", "--workers", "1",
+                   "--timeout-s", "2", "--out", str(out)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=dict(os.environ))
+        assert done.returncode == 0, done.stderr[-2000:]
+        lines = (out / "trajectories.jsonl").read_text().splitlines()
+        return [[(t["reply"], t.get("completion_tokens")) for t in json.loads(line)["turns"]] for line in lines]
+
+    first, second = records(tmp_path / "a"), records(tmp_path / "b")
+    assert len(first) == 6 and first == second
+    assert len({turns[0][0] for turns in first}) > 1
