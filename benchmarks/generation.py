@@ -1,6 +1,7 @@
 """Generation engines side by side: generated tokens/s of the old decode loop (fp32, the previous
-default), plain batched `model.generate` (the hf fallback), and every installed engine (OpenVINO
-GenAI, vLLM), on the same multi-turn prompts, in one run, for each model; ratio to the old loop.
+default, now benchmarks/old_decode_loop.py), plain batched `model.generate` (the hf backend, bf16
+where the CPU has it), and every installed engine (OpenVINO GenAI, vLLM), on the same multi-turn
+prompts, in one run, for each model; ratio to the old loop.
 
     python benchmarks/generation.py                                   # both presets, all installed engines
     python benchmarks/generation.py --models qwen2.5-coder-0.5b --limit 24 --max-new-tokens 128
@@ -40,13 +41,17 @@ def engine_installed(name: str) -> bool:
 
 def build(name: str, model: str, batch: int, threads: int):
     """The generator of engine `name` and what it is, in words."""
-    from mucode.generation.hf import TransformersGenerator
+    from mucode.generation.hf import TransformersGenerator, preferred_dtype
 
-    if name == "loop":  # the previous default: mucode's decode loop with prefix K/V reuse, fp32
-        return TransformersGenerator.from_pretrained(model, dtype="float32", device="cpu", batch_size=batch), "mucode loop, fp32"
-    if name == "hf-generate":
-        return (TransformersGenerator.from_pretrained(model, dtype="bfloat16", device="cpu", batch_size=batch, engine="generate"),
-                "transformers model.generate, bf16")
+    if name == "loop":  # the previous default: mucode's own decode loop with prefix K/V reuse, fp32
+        from old_decode_loop import OldLoopGenerator  # benchmarks/ is on sys.path when this file runs
+
+        return (OldLoopGenerator.from_pretrained(model, dtype="float32", device="cpu", batch_size=batch),
+                "old mucode loop (benchmarks/old_decode_loop.py), fp32")
+    if name == "hf-generate":  # the hf backend as --backend hf builds it: model.generate, bf16 where native
+        dtype = preferred_dtype("cpu")
+        return (TransformersGenerator.from_pretrained(model, dtype=dtype, device="cpu", batch_size=batch),
+                f"transformers model.generate (the hf backend), {dtype}")
     if name == "openvino":
         from mucode.generation.openvino import OpenVINOGenerator
 

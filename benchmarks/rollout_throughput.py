@@ -1,14 +1,16 @@
 """Rollout throughput: the same problems, model, seeds and settings through mucode's rollout engine
-(episodes batched across problems, `TransformersGenerator` with its own decode loop and prefix K/V
-reuse) and through a naive loop (one episode at a time, one plain `model.generate` call per turn,
-i.e. `engine="generate"`, batch 1). Prints generated tokens/s and pass rates.
+(episodes batched across problems; the generator is the old decode loop with prefix K/V reuse,
+benchmarks/old_decode_loop.py, the engine these figures were first measured with) and through a
+naive loop (one episode at a time, one `model.generate` call per turn: the hf backend, batch 1).
+Prints generated tokens/s and pass rates.
 
     python benchmarks/rollout_throughput.py [--model smollm2-135m] [--problems humaneval] [--limit 12]
     python benchmarks/rollout_throughput.py --decode-only     # the generator alone, loop vs model.generate
 
 --decode-only times one generator call per turn over all episodes at once (batch = --max-live) on
-real multi-turn prompts (turn 1 replies, run in the sandbox, feedback): engine="generate", the loop
-with an empty prefix store ("cold") and the loop with the store of the previous turn ("warm").
+real multi-turn prompts (turn 1 replies, run in the sandbox, feedback): the hf backend's batched
+`model.generate`, the old loop with an empty prefix store ("cold") and with the store of the
+previous turn ("warm"). Both in the model's stored dtype (fp32 for the presets), as first measured.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from mucode.rollouts import (
     select_problems,
 )
 
+from old_decode_loop import OldLoopGenerator  # benchmarks/ is on sys.path when this file runs
+
 
 def naive(problems, generator, executor, rollouts: int, turns: int, params: SamplingParams):
     """One episode at a time, one generate call per turn: (tokens, seconds, correct, trajectories)."""
@@ -54,16 +58,17 @@ def naive(problems, generator, executor, rollouts: int, turns: int, params: Samp
     return tokens, time.perf_counter() - started, correct, count
 
 
-def timed(generator: TransformersGenerator, conversations, params: SamplingParams):
+def timed(generator, conversations, params: SamplingParams):
     """(completions, generated tokens, seconds) of one generate call."""
     started = time.perf_counter()
     out = generator.generate(conversations, params)
     return out, sum(c[0].completion_tokens for c in out), time.perf_counter() - started
 
 
-def decode_only(problems, loop: TransformersGenerator, plain: TransformersGenerator, executor, args, params: SamplingParams) -> None:
-    """Per turn, all live episodes in one call: model.generate vs the loop, cold and warm store."""
-    cold = TransformersGenerator(loop.model, loop.tokenizer, batch_size=loop.batch_size, prefix_cache_bytes=0)
+def decode_only(problems, loop: OldLoopGenerator, plain: TransformersGenerator, executor, args,
+                params: SamplingParams) -> None:
+    """Per turn, all live episodes in one call: model.generate vs the old loop, cold and warm store."""
+    cold = OldLoopGenerator(loop.model, loop.tokenizer, batch_size=loop.batch_size, prefix_cache_bytes=0)
     episodes = [Episode(p, max_turns=args.turns) for p in problems for _ in range(args.rollouts)]
     print(f"decode only: {len(episodes)} episodes, one call per turn, batch {loop.batch_size}")
     for turn in range(1, args.turns + 1):
@@ -98,7 +103,8 @@ def main() -> None:
     parser.add_argument("--max-live", type=int, default=24, help="Live episodes of the engine; also its generator's batch size.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
-    parser.add_argument("--decode-only", action="store_true", help="Time the generator alone: loop vs model.generate per turn.")
+    parser.add_argument("--decode-only", action="store_true",
+                        help="Time the generator alone: old loop vs model.generate per turn.")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -108,8 +114,8 @@ def main() -> None:
     print(f"{date.today()}  {platform.platform()}  cpus={os.cpu_count()}  torch threads={torch.get_num_threads()}  model={args.model}")
     print(f"{len(problems)} problems of {args.problems} x {args.rollouts} rollouts x <= {args.turns} turns, "
           f"temperature {args.temperature}, <= {args.max_new_tokens} new tokens, seed {args.seed}")
-    loop = TransformersGenerator.from_pretrained(args.model, batch_size=args.max_live)  # engine="loop"
-    plain = TransformersGenerator(loop.model, loop.tokenizer, batch_size=args.max_live if args.decode_only else 1, engine="generate")
+    loop = OldLoopGenerator.from_pretrained(args.model, dtype="auto", batch_size=args.max_live)
+    plain = TransformersGenerator(loop.model, loop.tokenizer, batch_size=args.max_live if args.decode_only else 1)
     with Executor(limits=Limits(timeout_s=3)) as executor:
         for gen in (loop, plain):
             gen.generate([[{"role": "user", "content": "warm up"}]], SamplingParams(max_new_tokens=4))
@@ -129,7 +135,7 @@ def main() -> None:
     store = loop.prefix_store
     print(f"naive loop (one episode at a time, model.generate, batch 1): {naive_rate:7.1f} generated tokens/s  "
           f"({tokens} tokens in {seconds:.1f} s; pass {correct}/{count} = {correct / count:.1%})")
-    print(f"rollout engine (max-live {args.max_live}, decode loop):     {engine_rate:7.1f} generated tokens/s  "
+    print(f"rollout engine (max-live {args.max_live}, old decode loop): {engine_rate:7.1f} generated tokens/s  "
           f"({stats.completion_tokens} tokens in {stats.wall_s:.1f} s; pass {engine_correct}/{len(records)} = {engine_correct / len(records):.1%})")
     print(f"  prefix store: {store.hits} hits, {store.misses} misses, {store.reused_tokens} prompt tokens reused")
     print(f"ratio engine / naive: {engine_rate / naive_rate:.2f}x")

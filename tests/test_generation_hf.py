@@ -1,8 +1,9 @@
-"""The transformers backend on the tiny random chat model, and the backend factory.
+"""The transformers backend (plain batched `model.generate`) on the tiny random chat model, and the
+backend factory.
 
 The tiny model's own weights are so flat that greedy decoding repeats one token for any prompt;
-`sharp_model` redraws its matrices with a larger spread so that replies depend on the prompt, which
-is what the batching and ordering tests need to mean anything.
+`sharpen` redraws its matrices with a larger spread so that replies depend on the prompt, which
+is what the batching, seeding and ordering tests need to mean anything.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import torch
 from mucode.generation import Completion, Generator, SamplingParams
 from mucode.generation.base import trim_at_stop
 from mucode.generation.factory import make_generator
-from mucode.generation.hf import TransformersGenerator, choose_pad_id, end_of_turn_ids
+from mucode.generation.base import derive_seed
+from mucode.generation.hf import TransformersGenerator, end_of_turn_ids, preferred_dtype
 
 # Deliberately not sorted by length, with a multi-turn one, so that sorting and restoring order shows.
 CONVERSATIONS = [
@@ -32,6 +34,8 @@ CONVERSATIONS = [
     [{"role": "user", "content": "```python\nreturn a + b\n```"}],
 ]
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=16)
+LONG_GREEDY = SamplingParams(temperature=0.0, max_new_tokens=24)
+SAMPLED = SamplingParams(n=3, temperature=1.0, top_p=0.9, max_new_tokens=12, seed=5)
 
 
 def sharpen(model: torch.nn.Module, seed: int = 0, std: float = 0.5) -> torch.nn.Module:
@@ -134,16 +138,23 @@ def test_length_finish_and_token_counts(gen):
 
 
 @pytest.mark.parametrize("pad", ["eos", "none"])
-def test_pad_token_never_equals_end_of_turn(tiny_model_dir, model_and_tokenizer, pad):
+def test_pad_token_equal_to_end_of_turn_changes_nothing(tiny_model_dir, model_and_tokenizer, pad):
+    """A pad token that is the eos (as many checkpoints ship), or none at all (prepare_tokenizer picks
+    one), gives the same replies and counts, also for a row that ends on a stop string and is then padded."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     tokenizer.pad_token = tokenizer.eos_token if pad == "eos" else None
-    stop = end_of_turn_ids(tokenizer)
-    assert choose_pad_id(tokenizer, stop) not in stop
     gen = TransformersGenerator(model_and_tokenizer[0], tokenizer, batch_size=5)
+    assert gen.pad_id is not None and (pad == "none" or gen.pad_id in gen.stop_ids)
     reference = TransformersGenerator(*model_and_tokenizer, batch_size=1)
-    assert gen.generate(CONVERSATIONS, GREEDY) == reference.generate(CONVERSATIONS, GREEDY)
+    assert gen.generate(CONVERSATIONS, LONG_GREEDY) == reference.generate(CONVERSATIONS, LONG_GREEDY)
+    full = reference.generate(CONVERSATIONS[:1], LONG_GREEDY)[0][0].text
+    stop = next(full[k : k + 2] for k in range(2, len(full) - 1) if full[k : k + 2].isalnum())
+    params = SamplingParams(temperature=0.0, max_new_tokens=24, stop=(stop,))
+    cut = gen.generate(CONVERSATIONS, params)
+    assert cut == reference.generate(CONVERSATIONS, params)
+    assert cut[0][0].completion_tokens < 24 and cut[0][0].finish_reason == "stop"
 
 
 def test_trim_at_stop():
@@ -183,76 +194,11 @@ def test_import_is_cheap():
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
 
 
-# --- the decode loop (engine="loop") against model.generate, the prefix store, per-row seeds ------
-
-LONG_GREEDY = SamplingParams(temperature=0.0, max_new_tokens=24)
-SAMPLED = SamplingParams(n=3, temperature=1.0, top_p=0.9, max_new_tokens=12, seed=5)
-
-
-def extend(conversations, outputs, note="It failed; try again."):
-    """The next turn of each conversation: its reply, then a new user message."""
-    return [[*c, {"role": "assistant", "content": o[0].text}, {"role": "user", "content": note}] for c, o in zip(conversations, outputs)]
-
-
-@pytest.fixture()
-def loop_gen(model_and_tokenizer) -> TransformersGenerator:
-    return TransformersGenerator(*model_and_tokenizer, batch_size=3)
-
-
-@pytest.fixture(scope="module")
-def plain_gen(model_and_tokenizer) -> TransformersGenerator:
-    return TransformersGenerator(*model_and_tokenizer, batch_size=3, engine="generate")
-
-
-def test_loop_greedy_equals_model_generate(loop_gen, plain_gen):
-    lengths = [len(loop_gen.encode(c)) for c in CONVERSATIONS]
-    assert max(lengths) > 4 * min(lengths)  # very different prompt lengths share batches
-    out = loop_gen.generate(CONVERSATIONS, LONG_GREEDY)
-    assert out == plain_gen.generate(CONVERSATIONS, LONG_GREEDY)
-    assert len({o[0].text for o in out}) > 1
-
-
-def test_prefix_store_reuse_gives_the_cold_result(loop_gen, plain_gen, model_and_tokenizer):
-    first = loop_gen.generate(CONVERSATIONS, LONG_GREEDY)
-    hits, reused = loop_gen.prefix_store.hits, loop_gen.prefix_store.reused_tokens
-    second_turn = extend(CONVERSATIONS, first)
-    warm = loop_gen.generate(second_turn, LONG_GREEDY)
-    # every second-turn prompt starts with its first-turn prompt and reply, which are in the store
-    assert loop_gen.prefix_store.hits - hits == len(CONVERSATIONS)
-    assert loop_gen.prefix_store.reused_tokens - reused >= sum(len(loop_gen.encode(c)) for c in CONVERSATIONS)
-    cold = TransformersGenerator(*model_and_tokenizer, batch_size=3, prefix_cache_bytes=0)
-    assert warm == cold.generate(second_turn, LONG_GREEDY) == plain_gen.generate(second_turn, LONG_GREEDY)
-    assert cold.prefix_store.hits == 0 and not cold.prefix_store.entries
-
-
-def test_prefix_reuse_logits_match_full_encoding(loop_gen, model_and_tokenizer):
-    """Reused K/V give the same next-token logits as encoding the whole prompt (float32, to rounding)."""
-    model, _ = model_and_tokenizer
-    first = loop_gen.generate(CONVERSATIONS[2:3], LONG_GREEDY)
-    prompt = torch.tensor(loop_gen.encode(extend(CONVERSATIONS[2:3], first)[0]))
-    with torch.inference_mode():
-        _, (reused_logits,) = loop_gen._prefill([prompt])
-        full = model(input_ids=prompt[None]).logits[0, -1]
-    assert loop_gen.prefix_store.reused_tokens > len(prompt) // 2
-    torch.testing.assert_close(reused_logits, full, rtol=1e-4, atol=1e-4)
-
-
-def test_common_prefix_not_exact_match_is_reused(loop_gen, plain_gen):
-    """The stored sequence and the new prompt differ after a shared start: only the shared part is reused."""
-    loop_gen.generate(CONVERSATIONS[2:3], LONG_GREEDY)
-    edited = [[*CONVERSATIONS[2][:3], {"role": "user", "content": "Another message entirely."}]]
-    shared = _common(loop_gen.encode(CONVERSATIONS[2]), loop_gen.encode(edited[0]))
-    reused = loop_gen.prefix_store.reused_tokens
-    out = loop_gen.generate(edited, LONG_GREEDY)
-    assert loop_gen.prefix_store.reused_tokens - reused == shared
-    assert out == plain_gen.generate(edited, LONG_GREEDY)
-
-
-def _common(a: list[int], b: list[int]) -> int:
-    return next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+# --- per-request seeds inside one model.generate batch -----------------------------------------------
 
 
 def test_sampled_row_independent_of_batch_and_order(model_and_tokenizer):
+    """A conversation's seeded samples are the same alone and inside any batch, in any order."""
     alone = [TransformersGenerator(*model_and_tokenizer, batch_size=3).generate([c], SAMPLED, seeds=[100 + k])[0]
              for k, c in enumerate(CONVERSATIONS)]
     for batch_size in (1, 4, 15):
@@ -263,49 +209,49 @@ def test_sampled_row_independent_of_batch_and_order(model_and_tokenizer):
     assert all(len({c.text for c in samples}) > 1 for samples in alone[:2])  # n samples differ from each other
 
 
-def test_seeds_default_to_params_seed_and_index(loop_gen):
-    from mucode.generation.base import derive_seed
+def test_different_seeds_in_one_batch_are_honoured(gen):
+    """The same prompt twice in one batch: different seeds give different samples, equal seeds equal ones."""
+    params = SamplingParams(temperature=1.0, max_new_tokens=12)
+    twice = [CONVERSATIONS[0], CONVERSATIONS[0]]
+    differ = gen.generate(twice, params, seeds=[1, 2])
+    assert differ[0] != differ[1]
+    same = gen.generate(twice, params, seeds=[1, 1])
+    assert same[0] == same[1] == differ[0]
 
-    default = loop_gen.generate(CONVERSATIONS[:3], SAMPLED)
-    explicit = loop_gen.generate(CONVERSATIONS[:3], SAMPLED, seeds=[derive_seed(SAMPLED.seed, i) for i in range(3)])
+
+def test_seeds_default_to_params_seed_and_index(gen):
+    default = gen.generate(CONVERSATIONS[:3], SAMPLED)
+    explicit = gen.generate(CONVERSATIONS[:3], SAMPLED, seeds=[derive_seed(SAMPLED.seed, i) for i in range(3)])
     assert default == explicit
-    assert loop_gen.generate(CONVERSATIONS[:3], SAMPLED, seeds=[1, 2, 3]) != default
+    assert gen.generate(CONVERSATIONS[:3], SAMPLED, seeds=[1, 2, 3]) != default
     with pytest.raises(ValueError, match="2 seeds for 3 conversations"):
-        loop_gen.generate(CONVERSATIONS[:3], SAMPLED, seeds=[1, 2])
+        gen.generate(CONVERSATIONS[:3], SAMPLED, seeds=[1, 2])
 
 
-def test_sampled_with_store_equals_without(loop_gen, model_and_tokenizer):
-    """Prefix reuse does not change what a seeded row samples (same logits to rounding, same draws)."""
-    first = loop_gen.generate(CONVERSATIONS, GREEDY)
-    second_turn = extend(CONVERSATIONS, first)
-    cold = TransformersGenerator(*model_and_tokenizer, batch_size=3, prefix_cache_bytes=0)
-    assert loop_gen.generate(second_turn, SAMPLED) == cold.generate(second_turn, SAMPLED)
-    assert loop_gen.prefix_store.hits >= len(CONVERSATIONS)
-
-
-def test_top_p_restricts_to_the_top_token(loop_gen):
+def test_top_p_restricts_to_the_top_token(gen):
     """A tiny top_p keeps only the most likely token: sampling then equals greedy decoding."""
-    greedy = loop_gen.generate(CONVERSATIONS, GREEDY)
-    narrow = loop_gen.generate(CONVERSATIONS, SamplingParams(temperature=1.0, top_p=1e-6, max_new_tokens=16, seed=3))
+    greedy = gen.generate(CONVERSATIONS, GREEDY)
+    narrow = gen.generate(CONVERSATIONS, SamplingParams(temperature=1.0, top_p=1e-6, max_new_tokens=16, seed=3))
     assert narrow == greedy
 
 
-def test_loop_stop_string_and_max_new_tokens(loop_gen, plain_gen):
-    full = loop_gen.generate(CONVERSATIONS[:1], GREEDY)[0][0].text
-    stop = next(full[k : k + 2] for k in range(2, len(full) - 1) if full[k : k + 2].isalnum())
-    params = SamplingParams(temperature=0.0, max_new_tokens=16, stop=(stop,))
-    batch = loop_gen.generate(CONVERSATIONS, params)
-    assert batch[0][0].text == full[: full.index(stop)]
-    assert batch[0][0].finish_reason == "stop" and batch[0][0].completion_tokens < 16
-    for (mine,), (theirs,) in zip(batch, plain_gen.generate(CONVERSATIONS, params)):
-        assert (mine.text, mine.finish_reason) == (theirs.text, theirs.finish_reason)
-    for k in (1, 7):
-        out = loop_gen.generate(CONVERSATIONS, SamplingParams(temperature=0.0, max_new_tokens=k))
-        assert all((c.completion_tokens, c.finish_reason) == (k, "length") for (c,) in out)
+def test_generation_config_sampling_defaults_are_not_applied(tiny_model_dir):
+    """A checkpoint's top_k / repetition penalty / temperature defaults do not change what is sampled."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    def generator(defaults: dict) -> TransformersGenerator:
+        model = sharpen(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32))
+        for key, value in defaults.items():
+            setattr(model.generation_config, key, value)
+        return TransformersGenerator(model, AutoTokenizer.from_pretrained(tiny_model_dir), batch_size=5)
+
+    plain = generator({}).generate(CONVERSATIONS, SAMPLED)
+    skewed = generator({"do_sample": True, "top_k": 1, "repetition_penalty": 5.0, "temperature": 0.1})
+    assert skewed.generate(CONVERSATIONS, SAMPLED) == plain
 
 
-def test_finished_rows_leave_the_batch(model_and_tokenizer):
-    """A row that hits the end-of-turn token early ends there while the others go on, as with model.generate."""
+def test_finished_rows_stop_while_others_go_on(model_and_tokenizer):
+    """A row that hits the end-of-turn token early ends there while the others go on."""
     model, _ = model_and_tokenizer
     gen = TransformersGenerator(*model_and_tokenizer, batch_size=5)
     prompt = torch.tensor([gen.encode(CONVERSATIONS[1])])
@@ -316,69 +262,9 @@ def test_finished_rows_leave_the_batch(model_and_tokenizer):
     out = gen.generate(CONVERSATIONS, LONG_GREEDY)
     assert (out[1][0].completion_tokens, out[1][0].finish_reason) == (k + 1, "stop")
     assert any(o[0].completion_tokens > k + 1 for o in out)
-    reference = TransformersGenerator(*model_and_tokenizer, batch_size=5, engine="generate")
-    reference.stop_ids = gen.stop_ids
-    assert out == reference.generate(CONVERSATIONS, LONG_GREEDY)
-
-
-def test_store_stays_within_a_small_budget(model_and_tokenizer):
-    gen = TransformersGenerator(*model_and_tokenizer, batch_size=5)
-    gen.generate(CONVERSATIONS, LONG_GREEDY)
-    sizes = [kv.numel() * kv.element_size() for _, kv in gen.prefix_store.entries.values()]
-    assert len(sizes) == len(CONVERSATIONS) and gen.prefix_store.nbytes == sum(sizes)
-    budget = sum(sizes) // 2
-    small = TransformersGenerator(*model_and_tokenizer, batch_size=5, prefix_cache_bytes=budget)
-    assert small.generate(CONVERSATIONS, LONG_GREEDY) == gen.generate(CONVERSATIONS, LONG_GREEDY)
-    assert 1 <= len(small.prefix_store.entries) < len(CONVERSATIONS) and small.prefix_store.nbytes <= budget
-
-
-def test_store_evicts_least_recently_used():
-    from mucode.generation.hf import PrefixStore
-
-    kv = torch.zeros(2, 2, 1, 4, 4)  # (layers, k/v, heads, tokens, dim)
-    store = PrefixStore(budget_bytes=2 * kv.numel() * kv.element_size())
-    store.add(torch.tensor([1, 2, 3, 4]), kv.clone())
-    store.add(torch.tensor([5, 6, 7, 8]), kv.clone())
-    assert store.lookup(torch.tensor([1, 2, 3, 4, 9]))[1] == 4  # [1, 2, 3, 4] is now the most recently used
-    store.add(torch.tensor([9, 9, 9, 9]), kv.clone())
-    assert [ids.tolist() for ids, _ in store.entries.values()] == [[1, 2, 3, 4], [9, 9, 9, 9]]
-    store.add(torch.tensor(list(range(20))), torch.zeros(2, 2, 1, 20, 4))  # larger than the budget: not kept
-    assert len(store.entries) == 2 and store.nbytes == 2 * kv.numel() * kv.element_size()
-
-
-def test_store_replaces_prefixes_and_skips_covered():
-    from mucode.generation.hf import PrefixStore
-
-    store = PrefixStore(budget_bytes=10**6)
-    kv = lambda n: torch.zeros(2, 2, 1, n, 4)  # (layers, k/v, heads, tokens, dim)
-    store.add(torch.tensor([1, 2, 3]), kv(3))
-    store.add(torch.tensor([1, 2, 3, 4, 5]), kv(5))  # extends the first: replaces it
-    store.add(torch.tensor([1, 2]), kv(2))  # covered by the second: not added
-    assert [ids.tolist() for ids, _ in store.entries.values()] == [[1, 2, 3, 4, 5]]
-    assert store.nbytes == kv(5).numel() * 4
-    assert store.lookup(torch.tensor([1, 2, 9]))[1] == 2 and store.lookup(torch.tensor([7]))[0] is None
-    assert (store.hits, store.misses, store.reused_tokens) == (1, 1, 2)
-    with pytest.raises(ValueError, match="0 disables"):
-        PrefixStore(-1)
-
-
-def test_close_releases_the_store(model_and_tokenizer):
-    import gc
-    import weakref
-
-    gen = TransformersGenerator(*model_and_tokenizer, batch_size=3)
-    gen.generate(CONVERSATIONS, GREEDY)
-    refs = [weakref.ref(kv) for _, kv in gen.prefix_store.entries.values()]
-    assert refs and gen.prefix_store.nbytes > 0
-    gen.close()
-    gc.collect()
-    assert gen.model is None and gen.prefix_store.nbytes == 0
-    assert all(r() is None for r in refs)
-
-
-def test_engine_validation(model_and_tokenizer):
-    with pytest.raises(ValueError, match="engine='beam'"):
-        TransformersGenerator(*model_and_tokenizer, engine="beam")
+    alone = TransformersGenerator(*model_and_tokenizer, batch_size=1)
+    alone.stop_ids = gen.stop_ids
+    assert out == alone.generate(CONVERSATIONS, LONG_GREEDY)
 
 
 def test_progress_reports_finished_conversations_per_batch(model_and_tokenizer):
@@ -389,3 +275,60 @@ def test_progress_reports_finished_conversations_per_batch(model_and_tokenizer):
     assert attach_progress(gen, lambda done, total: seen.append((done, total)))
     gen.generate(CONVERSATIONS, SamplingParams(n=2, temperature=1.0, max_new_tokens=8))
     assert len(seen) == 5 and seen[-1] == (5, 5) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+# --- precision ----------------------------------------------------------------------------------------
+
+
+def test_preferred_dtype_follows_the_cpu_flags():
+    flags = open("/proc/cpuinfo").read() if sys.platform == "linux" else ""
+    native = "avx512_bf16" in flags or "amx_bf16" in flags
+    assert preferred_dtype("cpu") == ("bfloat16" if native else "float32")
+
+
+def test_default_dtype_is_the_preferred_one_and_float32_when_asked(tiny_model_dir):
+    default = TransformersGenerator.from_pretrained(str(tiny_model_dir), device="cpu")
+    assert default.model.dtype == getattr(torch, preferred_dtype("cpu"))
+    exact = TransformersGenerator.from_pretrained(str(tiny_model_dir), device="cpu", dtype="float32")
+    assert exact.model.dtype == torch.float32
+    default.close()
+    exact.close()
+
+
+def test_bfloat16_batched_sampling_is_seeded_and_stops(model_and_tokenizer):
+    """The bf16 path: n samples per prompt, reproducible per seed, replies end at the end-of-turn id."""
+    import copy
+
+    model, tokenizer = model_and_tokenizer
+    gen = TransformersGenerator(copy.deepcopy(model).to(torch.bfloat16), tokenizer, batch_size=4)
+    assert gen.model.dtype == torch.bfloat16
+    params = SamplingParams(n=3, temperature=1.0, max_new_tokens=40, seed=1)
+    first = gen.generate(CONVERSATIONS * 2, params)
+    assert gen.generate(CONVERSATIONS * 2, params) == first
+    assert [len(o) for o in first] == [3] * 10 and len({c.text for c in first[0]}) > 1
+    assert gen.generate(CONVERSATIONS * 2, SamplingParams(n=3, temperature=1.0, max_new_tokens=40, seed=2)) != first
+    replies = [c for o in first for c in o]
+    assert all(c.finish_reason == "stop" or c.completion_tokens == 40 for c in replies)
+    stopped = [c for c in replies if c.finish_reason == "stop"]
+    assert stopped, "some sampled replies should end with <|im_end|>"
+    assert all("<|im_end|>" not in c.text for c in replies)
+
+
+def test_the_same_seeded_hf_rollout_command_twice_gives_the_same_records(tmp_path, tiny_model_dir):
+    """End to end through `mucode rollout --backend hf` in bf16 (several episodes per generate batch)."""
+    import json
+    import os
+
+    def records(out):
+        command = [sys.executable, "-m", "mucode", "rollout", "--backend", "hf", "--dtype", "bfloat16",
+                   "--model", str(tiny_model_dir), "--problems", "humaneval", "--limit", "3", "--rollouts", "2",
+                   "--turns", "2", "--temperature", "1.0", "--max-new-tokens", "16", "--workers", "1",
+                   "--timeout-s", "2", "--out", str(out)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=dict(os.environ))
+        assert done.returncode == 0, done.stderr[-2000:]
+        lines = (out / "trajectories.jsonl").read_text().splitlines()
+        return [[(t["reply"], t.get("completion_tokens")) for t in json.loads(line)["turns"]] for line in lines]
+
+    first, second = records(tmp_path / "a"), records(tmp_path / "b")
+    assert len(first) == 6 and first == second
+    assert len({turns[0][0] for turns in first}) > 1

@@ -66,8 +66,9 @@ class Completion:
 
 @runtime_checkable
 class Generator(Protocol):
-    """A chat model that samples replies. Implementations: `mucode.generation.hf`,
-    `mucode.generation.openai_api`, `mucode.generation.vllm`."""
+    """A chat model that samples replies. Implementations: `mucode.generation.hf` (batched
+    `model.generate`), `mucode.generation.openvino`, `mucode.generation.vllm`,
+    `mucode.generation.openai_api`."""
 
     def generate(
         self, conversations: Sequence[Sequence[Message]], params: SamplingParams, seeds: Sequence[int] | None = None

@@ -18,7 +18,7 @@ from mucode.generation.base import Generator
 BACKENDS = ("auto", "hf", "transformers", "openvino", "openai", "vllm")  # "transformers" is an alias of "hf"
 CPU_DEFAULT = "openvino"  # measured fastest on CPU (docs/benchmarks.md, "Generation engines")
 # options that only some backends take: dropped when "auto" picks another one
-_OPTIONS = {"hf": {"dtype", "batch_size", "device", "engine", "prefix_cache_bytes", "prefill_tokens", "gguf_file"},
+_OPTIONS = {"hf": {"dtype", "batch_size", "device"},
             "openvino": {"weight_format", "threads", "cache_gb", "max_num_batched_tokens", "max_num_seqs", "precision", "progress"},
             "vllm": {"dtype", "tensor_parallel_size"}}
 
@@ -69,7 +69,7 @@ def make_generator(backend: str, model: str, **options: Any) -> Generator:
 
     backend "auto" picks one with `choose_backend` and says which on stderr (one line); options
     that the picked backend does not take are dropped. options go to the backend:
-    `TransformersGenerator.from_pretrained` (dtype, device, batch_size, gguf_file, ...),
+    `TransformersGenerator.from_pretrained` (dtype, device, batch_size),
     `OpenVINOGenerator.from_pretrained` (weight_format, threads, cache_gb, progress, ...),
     `OpenAIGenerator` (base_url is required; api_key, max_concurrency, ...), or `VLLMGenerator`
     (tensor_parallel_size and any `vllm.LLM` argument).
