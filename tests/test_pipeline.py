@@ -220,6 +220,11 @@ def test_iter0_rollouts_are_copied_complete_lines_only_and_must_come_from_the_ba
     other = Pipeline(PipelineConfig(out=str(tmp_path / "run2"), iter0_rollouts=str(source), model="qwen2.5-coder-0.5b"), say=lambda m: None)
     with pytest.raises(ValueError, match="not of the base generator 'qwen2.5-coder-0.5b'"):
         other.import_rollouts(tmp_path / "run2")
+    # a rollout folder that says what it will hold (run.json, config.yaml) is refused until it holds it all
+    (source / "run.json").write_text(json.dumps({"problem_ids": ["mbpp/1", "mbpp/2"]}))
+    (source / "config.yaml").write_text("model: smollm2-135m\nrollouts: 2\n")
+    with pytest.raises(ValueError, match="holds 2 of its 4 trajectories; let its `mucode rollout` finish"):
+        pipeline.import_rollouts(tmp_path / "run")
     missing = Pipeline(PipelineConfig(out=str(tmp_path / "run3"), iter0_rollouts=str(tmp_path / "nowhere")), say=lambda m: None)
     with pytest.raises(FileNotFoundError, match="written by `mucode rollout`"):
         missing.import_rollouts(tmp_path / "run3")

@@ -392,6 +392,7 @@ class Pipeline:
         """Every check that bad input fails, before the run folder is written or a model loads:
         the stage configs (presets, overrides, `rollout:` / `search:` sections), the problem sets,
         the base model."""
+        from mucode.folders import read_jsonl
         from mucode.generation.checks import check_generator
         from mucode.rollouts import TRAJECTORIES, load_selected_problems
 
@@ -410,6 +411,9 @@ class Pipeline:
             load_selected_problems(c.problems, c.problems_path, c.limit, c.seed)
         elif not (Path(c.iter0_rollouts) / TRAJECTORIES).is_file():
             raise FileNotFoundError(f"iter0_rollouts: {Path(c.iter0_rollouts) / TRAJECTORIES} not found; give a folder written by `mucode rollout`")
+        elif not (self.out / "iter0/rollouts" / DONE).is_file():
+            source = Path(c.iter0_rollouts)
+            check_rollouts_finished(source, read_jsonl(source / TRAJECTORIES, complete_only=True))
         for problems in c.eval_problems:
             load_selected_problems(problems, c.problems_path, c.eval_limit, c.seed)
         if c.model != TINY_MODEL:
@@ -442,6 +446,7 @@ class Pipeline:
         records = read_jsonl(source / TRAJECTORIES, complete_only=True)
         if not records:
             raise ValueError(f"iter0_rollouts: {source} holds no complete trajectory yet")
+        check_rollouts_finished(source, records)
         models = sorted({r.get("model") for r in records} - {None})
         if self.config.model != TINY_MODEL and models and models != [self.config.model]:
             raise ValueError(f"iter0_rollouts: {source} holds rollouts of {', '.join(models)}, not of the base generator {self.config.model!r}")
@@ -515,13 +520,14 @@ class Pipeline:
         base_verifier = str(self.out / "iter0/verifier") if self.several else next(iter(finals.values()))[1]
         if c.eval_base or not generators:
             generators = {"base": (self.base_model, base_verifier), **generators}
-        found = []
-        for problems in c.eval_problems:
-            for name, (model, verifier) in generators.items():
-                selectors = c.eval_selectors + c.eval_extra_selectors.get(name, [])
-                for mode, search in self.search_modes(verifier, selectors):
-                    found.append((f"eval/{_slug(problems)}.{name}.{mode}", model, problems, search))
-        return found
+        found = {}  # the main table first (greedy, eval_selectors), then eval_extra_selectors
+        for extra in (False, True):
+            for problems in c.eval_problems:
+                for name, (model, verifier) in generators.items():
+                    selectors = c.eval_extra_selectors.get(name, []) if extra else c.eval_selectors
+                    for mode, search in self.search_modes(verifier, selectors, greedy=not extra):
+                        found.setdefault(f"eval/{_slug(problems)}.{name}.{mode}", (model, problems, search))
+        return [(name, *evaluation) for name, evaluation in found.items()]
 
     def evaluate(self, finals: dict[str, tuple[str, str]]) -> list[Path]:
         """Greedy multi-turn and multi-turn Best-of-N of the final generators (and the base one)."""
@@ -533,10 +539,13 @@ class Pipeline:
             runs.append(self.out / name)
         return runs
 
-    def search_modes(self, verifier: str, selectors: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    def search_modes(
+        self, verifier: str, selectors: list[str], greedy: bool = True
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """(folder suffix, SearchConfig fields) of greedy (unless `greedy` is off) and Best-of-N with each selector."""
         c = self.config
-        modes = [("greedy", {"n": 1, "temperature": 0.0, "selector": "pt", "searches": 1, "verifier": None})]
-        for selector in dict.fromkeys(selectors):
+        modes = [("greedy", {"n": 1, "temperature": 0.0, "selector": "pt", "searches": 1, "verifier": None})][:greedy]
+        for selector in selectors:
             modes.append((f"bon{c.eval_n}-{selector}", {
                 "n": c.eval_n, "temperature": c.eval_temperature, "selector": selector, "searches": c.eval_searches, "verifier": verifier,
             }))
@@ -627,6 +636,19 @@ def _build_tiny(folder: Path) -> dict[str, Any]:
     from mucode.generation.tiny import build_tiny_chat_model
 
     return {"path": str(build_tiny_chat_model(folder / "model"))}
+
+
+def check_rollouts_finished(source: Path, records: list[dict[str, Any]]) -> None:
+    """Refuse a `mucode rollout` folder that still misses trajectories (its run.json lists the problems,
+    its config.yaml the rollouts per problem): iteration 0 would be frozen with part of them."""
+    if not ((source / "run.json").is_file() and (source / "config.yaml").is_file()):
+        return
+    problems = json.loads((source / "run.json").read_text()).get("problem_ids") or []
+    expected = len(problems) * int(read_yaml_mapping(source / "config.yaml").get("rollouts") or 1)
+    found = len({(r.get("problem_id"), r.get("rollout")) for r in records})
+    if found < expected:
+        raise ValueError(f"iter0_rollouts: {source} holds {found} of its {expected} trajectories; "
+                         "let its `mucode rollout` finish (re-run it to resume) before `mucode run`")
 
 
 def stage_config(cls: type, own: dict[str, Any], section: dict[str, Any], name: str) -> Any:
