@@ -158,7 +158,8 @@ def test_the_pipeline_data_flows_as_the_method_says(tmp_path, mbpp_dir):
     config = pipeline_config("smoke", overrides={
         "out": str(out), "problems_path": str(mbpp_dir), "iter0_rollouts": str(tmp_path / "iter0-source"), "iterations": 2,
         "last_rollouts": False, "eval_selectors": [], "eval_limit": 1, "methods": ["star", "mucode"],
-        "eval_extra_selectors": {"mucode": ["pt"]},
+        "eval_extra_selectors": {"mucode": ["pt"]}, "rollout": {"backend": "hf", "seeding": "trajectory"},
+        "search": {"backend": "hf"},
     })  # fmt: skip
     result = run_pipeline(config, say=lambda message: None, progress=False)
     assert list(result.stages) == Pipeline(config).plan()
@@ -187,7 +188,11 @@ def test_the_pipeline_data_flows_as_the_method_says(tmp_path, mbpp_dir):
         own = [e for e in map(json.loads, part1.splitlines()) if e["source"] == "own"]
         assert own and {e["completion"][0]["content"] for e in own} <= set(references)
         search = yaml.safe_load((out / f"eval/mbpp-test.{method}.greedy/config.yaml").read_text())
-        assert search["model"] == result.stages[f"iter2/{method}/generator"]["model"]
+        final = result.stages[f"iter2/{method}/generator"]["model"]
+        assert (search["model"], search["backend"]) == (final, "hf")
+        rollout = yaml.safe_load((folder(1, "rollouts") / "config.yaml").read_text())  # the sections reach the stages
+        generator1 = result.stages[f"iter1/{method}/generator"]["model"]
+        assert (rollout["backend"], rollout["seeding"], rollout["model"]) == ("hf", "trajectory", generator1)
     assert not (out / "iter1/sft").exists() and not (out / "iter1/rollouts").exists()
     evals = sorted(name for name in result.stages if name.startswith("eval/"))
     assert evals == ["eval/mbpp-test.base.greedy", "eval/mbpp-test.mucode.bon2-pt", "eval/mbpp-test.mucode.greedy",
