@@ -31,6 +31,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -289,7 +290,7 @@ class Pipeline:
             self.stage("iter0/rollouts", self.import_rollouts)
         else:
             self.stage("iter0/rollouts", lambda d: self.rollouts(self.base_model, d))
-        self.stage("iter0/verifier", lambda d: self.train_verifier("", 0, d))
+        self.stage("iter0/verifier", partial(self.train_verifier, "", 0))
         finals = {method: self.run_method(method) for method in self.config.method_list}
         runs = self.evaluate(finals)
         report = self.report(runs)
@@ -301,16 +302,16 @@ class Pipeline:
         k = self.config.iterations
         generator = self.base_model
         for i in range(1, k + 1):
-            info = self.stage(self.folder(method, i, "sft"), lambda d, i=i: self.relabel(method, i, d))
+            info = self.stage(self.folder(method, i, "sft"), partial(self.relabel, method, i))
             if info.get("examples", 0) == 0:
                 self.say(f"{method} iteration {i}: no training examples (no correct program to imitate); "
                          "the generator stays as it was")
             else:
-                train = lambda d, i=i: self.train_generator(method, i, d)  # noqa: E731
-                generator = self.stage(self.folder(method, i, "generator"), train)["model"]
+                trained = self.stage(self.folder(method, i, "generator"), partial(self.train_generator, method, i))
+                generator = trained["model"]
             if i < k or self.config.last_rollouts:
-                self.stage(self.folder(method, i, "rollouts"), lambda d, g=generator: self.rollouts(g, d))
-                self.stage(self.folder(method, i, "verifier"), lambda d, i=i: self.train_verifier(method, i, d))
+                self.stage(self.folder(method, i, "rollouts"), partial(self.rollouts, generator))
+                self.stage(self.folder(method, i, "verifier"), partial(self.train_verifier, method, i))
         return generator, str(self.out / self.folder(method, self.final_iteration(), "verifier"))
 
     def plan(self) -> list[str]:
