@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mucode.pipeline import PRESETS, PipelineConfig, pipeline_config, run_pipeline, subsample_jsonl
+from mucode.pipeline import PRESETS, Pipeline, PipelineConfig, pipeline_config, run_pipeline, subsample_jsonl
 
 
 def test_every_preset_loads_and_names_its_own_settings():
@@ -80,6 +80,7 @@ def test_smoke_preset_end_to_end_resumes_after_kill_and_skips_finished_stages(tm
     assert result.stages["iter0/rollouts"]["skipped"] and not result.stages["iter1/rollouts"]["skipped"]
     expected = {"models/tiny-random", "iter0/rollouts", "iter0/verifier", "iter1/sft", "iter1/generator", "iter1/rollouts", "iter1/verifier"}
     assert expected <= set(result.stages)
+    assert list(result.stages) == Pipeline(config).plan()  # one method: today's folders, as `--check` lists them
     evals = sorted(name for name in result.stages if name.startswith("eval/"))
     assert evals == ["eval/mbpp-test.base.bon2-pt+lv", "eval/mbpp-test.base.greedy", "eval/mbpp-test.mucode.bon2-pt+lv", "eval/mbpp-test.mucode.greedy"]
     for name in result.stages:
@@ -146,41 +147,63 @@ def _replying(problems, replies):
 
 
 def test_the_pipeline_data_flows_as_the_method_says(tmp_path, mbpp_dir):
-    """iterI/sft relabeled by iter{I-1}/verifier (paper union: earlier parts kept as they were),
-    verifier I trained from the base model on rollouts 0..I, each SFT from the base model, and a
-    correct program imitated."""
+    """Two methods from one iteration 0 in one run folder: iterI/<method>/sft relabeled by
+    iter{I-1}'s verifier of that method (paper union: earlier parts kept as they were), verifier I
+    trained from the base model on rollouts 0..I, each SFT from the base model with the same budget,
+    a correct program imitated, the base evaluated once and each generator with its own verifier."""
     import yaml
 
     out = tmp_path / "run"
     references = _reference_rollouts(tmp_path / "iter0-source", mbpp_dir, limit=3, seed=0)
     config = pipeline_config("smoke", overrides={
         "out": str(out), "problems_path": str(mbpp_dir), "iter0_rollouts": str(tmp_path / "iter0-source"), "iterations": 2,
-        "last_rollouts": False, "eval_selectors": [], "eval_base": False, "eval_limit": 1,
+        "last_rollouts": False, "eval_selectors": [], "eval_limit": 1, "methods": ["star", "mucode"],
+        "eval_extra_selectors": {"mucode": ["pt"]}, "rollout": {"backend": "hf", "seeding": "trajectory"},
+        "search": {"backend": "hf"},
     })  # fmt: skip
     result = run_pipeline(config, say=lambda message: None, progress=False)
+    assert list(result.stages) == Pipeline(config).plan()
     base = result.stages["models/tiny-random"]["path"]
-    for i in (1, 2):
-        sft = json.loads((out / f"iter{i}/sft/.done.json").read_text())
-        assert sft["union"] == "paper" and sft["relabeled_by"] == str(out / f"iter{i - 1}/verifier")
-        assert sft["rollouts"] == [str(out / f"iter{i - 1}/rollouts")]
-        assert sft["parts"] == [str(out / f"iter{j}/sft/part.jsonl") for j in range(1, i + 1)]
-        generator = yaml.safe_load((out / f"iter{i}/generator/config.yaml").read_text())
-        assert generator["model"] == base and generator["data"] == [str(out / f"iter{i}/sft/sft.jsonl")]
-    for i in (0, 1):
-        verifier = yaml.safe_load((out / f"iter{i}/verifier/config.yaml").read_text())
-        assert verifier["model"] == base and verifier["trajectories"] == [str(out / f"iter{j}/rollouts") for j in range(i + 1)]
-    # D0 (relabeled by V0) stays in iteration 2's data exactly as iteration 1 wrote it
-    part1 = (out / "iter1/sft/part.jsonl").read_text()
-    assert (out / "iter2/sft/all.jsonl").read_text() == part1 + (out / "iter2/sft/part.jsonl").read_text()
-    assert (out / "iter1/sft/all.jsonl").read_text() == part1
-    imitated = [json.loads(line) for line in part1.splitlines()]
-    own = [e for e in imitated if e["source"] == "own"]
-    assert own and {e["completion"][0]["content"] for e in own} <= set(references)
+    for method in ("star", "mucode"):
+        def folder(i: int, kind: str, method=method) -> Path:
+            return out / (f"iter{i}/{kind}" if i == 0 else f"iter{i}/{method}/{kind}")
+
+        for i in (1, 2):
+            sft = json.loads((folder(i, "sft") / ".done.json").read_text())
+            relabeled_by = str(folder(i - 1, "verifier")) if method == "mucode" else None  # star: no verifier
+            assert (sft["method"], sft["union"], sft["relabeled_by"]) == (method, "paper", relabeled_by)
+            assert sft["rollouts"] == [str(folder(i - 1, "rollouts"))] and sft["max_sft_examples"] is None
+            assert sft["parts"] == [str(folder(j, "sft") / "part.jsonl") for j in range(1, i + 1)]
+            generator = yaml.safe_load((folder(i, "generator") / "config.yaml").read_text())
+            assert generator["model"] == base and generator["data"] == [str(folder(i, "sft") / "sft.jsonl")]
+            assert generator["max_steps"] == 2  # the same SFT budget for every method
+        for i in (0, 1):
+            verifier = yaml.safe_load((folder(i, "verifier") / "config.yaml").read_text())
+            assert verifier["model"] == base
+            assert verifier["trajectories"] == [str(folder(j, "rollouts")) for j in range(i + 1)]
+        # D0 (relabeled by V0) stays in iteration 2's data exactly as iteration 1 wrote it
+        part1 = (folder(1, "sft") / "part.jsonl").read_text()
+        assert (folder(2, "sft") / "all.jsonl").read_text() == part1 + (folder(2, "sft") / "part.jsonl").read_text()
+        assert (folder(1, "sft") / "all.jsonl").read_text() == part1
+        own = [e for e in map(json.loads, part1.splitlines()) if e["source"] == "own"]
+        assert own and {e["completion"][0]["content"] for e in own} <= set(references)
+        search = yaml.safe_load((out / f"eval/mbpp-test.{method}.greedy/config.yaml").read_text())
+        final = result.stages[f"iter2/{method}/generator"]["model"]
+        assert (search["model"], search["backend"]) == (final, "hf")
+        rollout = yaml.safe_load((folder(1, "rollouts") / "config.yaml").read_text())  # the sections reach the stages
+        generator1 = result.stages[f"iter1/{method}/generator"]["model"]
+        assert (rollout["backend"], rollout["seeding"], rollout["model"]) == ("hf", "trajectory", generator1)
+    assert not (out / "iter1/sft").exists() and not (out / "iter1/rollouts").exists()
+    evals = sorted(name for name in result.stages if name.startswith("eval/"))
+    assert evals == ["eval/mbpp-test.base.greedy", "eval/mbpp-test.mucode.bon2-pt", "eval/mbpp-test.mucode.greedy",
+                     "eval/mbpp-test.star.greedy"]  # fmt: skip
+    bon = yaml.safe_load((out / "eval/mbpp-test.mucode.bon2-pt/config.yaml").read_text())
+    assert bon["verifier"] == str(out / "iter1/mucode/verifier")
+    report = result.report.read_text()
+    assert "## SFT budget per method" in report and "| star | 2 |" in report and "| mucode | 1 |" in report
 
 
 def test_iter0_rollouts_are_copied_complete_lines_only_and_must_come_from_the_base_model(tmp_path):
-    from mucode.pipeline import Pipeline
-
     source = tmp_path / "rollouts"
     source.mkdir()
     compact = {"separators": (",", ":")}  # not json.dumps's default layout: the copy must keep the bytes
@@ -202,6 +225,11 @@ def test_iter0_rollouts_are_copied_complete_lines_only_and_must_come_from_the_ba
     other = Pipeline(PipelineConfig(out=str(tmp_path / "run2"), iter0_rollouts=str(source), model="qwen2.5-coder-0.5b"), say=lambda m: None)
     with pytest.raises(ValueError, match="not of the base generator 'qwen2.5-coder-0.5b'"):
         other.import_rollouts(tmp_path / "run2")
+    # a rollout folder that says what it will hold (run.json, config.yaml) is refused until it holds it all
+    (source / "run.json").write_text(json.dumps({"problem_ids": ["mbpp/1", "mbpp/2"]}))
+    (source / "config.yaml").write_text("model: smollm2-135m\nrollouts: 2\n")
+    with pytest.raises(ValueError, match="holds 2 of its 4 trajectories; let its `mucode rollout` finish"):
+        pipeline.import_rollouts(tmp_path / "run")
     missing = Pipeline(PipelineConfig(out=str(tmp_path / "run3"), iter0_rollouts=str(tmp_path / "nowhere")), say=lambda m: None)
     with pytest.raises(FileNotFoundError, match="written by `mucode rollout`"):
         missing.import_rollouts(tmp_path / "run3")
@@ -216,3 +244,68 @@ def test_run_command_passes_no_eval_base_to_the_config(tmp_path, capsys):
     save_config(pipeline_config("smoke", overrides={"out": str(out)}), out / "config.yaml")  # eval_base: true
     code = main(["run", "--preset", "smoke", "--no-eval-base", "--out", str(out), "--quiet"])
     assert code != 0 and "eval_base differ" in capsys.readouterr().err
+
+
+def test_rollout_and_search_sections_reach_the_stage_configs(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("rollout: {backend: hf, seeding: trajectory, workers: 2}\n"
+                    "search: {backend: openvino, dtype: bfloat16}\n")
+    pipeline = Pipeline(pipeline_config("smoke", path, {"out": str(tmp_path / "run")}), say=lambda m: None)
+    rollout = pipeline.rollout_config("some-model", tmp_path / "r")
+    got = (rollout.backend, rollout.seeding, rollout.workers, rollout.dtype, rollout.max_new_tokens)
+    assert got == ("hf", "trajectory", 2, "float32", 16)
+    search = pipeline.search_config("some-model", "humaneval", pipeline.search_modes("v", [])[0][1], tmp_path / "s")
+    assert (search.backend, search.dtype, search.temperature, search.n) == ("openvino", "bfloat16", 0.0, 1)
+    plain = Pipeline(pipeline_config("smoke"), say=lambda m: None).rollout_config("some-model", tmp_path / "r")
+    assert (plain.backend, plain.seeding) == ("auto", "step")  # the defaults when no section is given
+
+
+@pytest.mark.parametrize(("section", "error"), [
+    ("rollout: {backnd: hf}", "rollout: unknown key 'backnd'; did you mean 'backend'?"),
+    ("search: {n: 3}", "search: 'n' is set by the pipeline: the top-level 'eval_n'"),
+    ("rollout: {backend: tpu}", "rollout: backend: got 'tpu'; choose one of auto, hf, openvino, openai, vllm"),
+    ("search: openvino", "search: expected a mapping of SearchConfig fields"),
+    ("search: {workers: two}", "search: workers: expected int"),
+])  # fmt: skip
+def test_bad_section_keys_fail_before_any_model_loads_naming_file_and_key(tmp_path, section, error):
+    from mucode.cli import main
+
+    path = tmp_path / "run.yaml"
+    path.write_text(f"model: no-such-model-anywhere\n{section}\n")
+    with pytest.raises(ValueError) as caught:
+        Pipeline(pipeline_config("smoke", path, {"out": str(tmp_path / "run")}), say=lambda m: None).preflight()
+    assert error in str(caught.value) and "\n" not in str(caught.value)
+    if "workers" not in section:  # loading the file already fails, naming it
+        assert str(caught.value).startswith(f"{path}: ")
+    assert not (tmp_path / "run").exists()
+    assert main(["run", "--config", str(path), "--out", str(tmp_path / "run"), "--check"]) != 0
+
+
+def test_a_config_yaml_from_before_the_sections_still_resumes(tmp_path, mbpp_dir, capsys):
+    """A run folder whose config.yaml was written before `methods`, `rollout`, `search` and
+    `eval_extra_selectors` existed resumes; throughput-only section keys do not block it."""
+    import yaml
+
+    from mucode.cli import main
+    from mucode.config import config_to_dict
+
+    out = tmp_path / "run"
+    out.mkdir()
+    old = config_to_dict(pipeline_config("smoke", overrides={"out": str(out), "problems_path": str(mbpp_dir)}))
+    for key in ("methods", "rollout", "search", "eval_extra_selectors"):
+        del old[key]
+    (out / "config.yaml").write_text(yaml.safe_dump(old, sort_keys=False))
+    (out / "iter0/rollouts").mkdir(parents=True)
+    (out / "iter0/rollouts/.done.json").write_text("{}")
+    check = ["run", "--preset", "smoke", "--problems-path", str(mbpp_dir), "--out", str(out), "--check"]
+    for flags in ([], ["--method", "mucode"], ["--backend", "hf"], ["--base-url", "http://127.0.0.1:1/v1"]):
+        assert main(check + flags) == 0, capsys.readouterr().err
+    listed = capsys.readouterr().out
+    assert "  [done] iter0/rollouts\n  iter0/verifier\n  iter1/sft\n" in listed and "  report\n" in listed
+    assert main(check + ["--method", "star"]) != 0 and "methods differ" in capsys.readouterr().err
+    seeded = tmp_path / "seeded.yaml"
+    seeded.write_text("rollout: {seeding: trajectory}\n")
+    assert main(check + ["--config", str(seeded)]) != 0 and "rollout differ" in capsys.readouterr().err
+    fresh = ["--out", str(tmp_path / "fresh"), "--check", "--method", "star", "--method", "mucode"]
+    several = main(check[:-3] + fresh)
+    assert several == 0 and "  iter1/star/sft\n" in capsys.readouterr().out and not (tmp_path / "fresh").exists()

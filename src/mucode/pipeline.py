@@ -11,6 +11,9 @@
     eval/<set>.<generator>.<mode>   greedy multi-turn and multi-turn Best-of-N searches
     report/          report.md and plots over the eval runs
 
+With several `methods`, iteration 0 is shared and every later stage of a method has its own folder,
+iterI/<method>/{sft,generator,rollouts,verifier}; the base generator is evaluated once.
+
 Every stage writes its outputs in its own folder and, when it finishes, a `.done.json` marker with
 its timing; a re-run skips finished stages and resumes an interrupted one (rollouts, training and
 searches resume by themselves). The run folder holds config.yaml, run.json (seeds, package versions)
@@ -28,6 +31,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -43,6 +47,26 @@ UNIONS = ("paper", "relabel-all")
 PART = "part.jsonl"  # iterI/sft/part.jsonl: the rollouts of iteration I-1 relabeled by verifier I-1
 # Fields that may change when a run is resumed: they change speed, not results.
 THROUGHPUT_ONLY = {"max_live", "workers"}
+# Keys of the `rollout:` / `search:` sections that may change on resume (a stage already under way
+# is checked again by the stage itself: rollouts.check_resumable).
+SECTION_THROUGHPUT_ONLY = {"backend", "base_url", "max_live", "workers", "tensor_parallel_size", "routing",
+                           "ray_actors", "ray_gpus_per_actor"}
+# Section keys the pipeline sets itself, and how to set them.
+PIPELINE_SET = {
+    "model": "the top-level 'model' and each iteration's generator", "out": "--out and the stage folders",
+    "problems_path": "the top-level 'problems_path'", "seed": "the top-level 'seed'",
+}
+ROLLOUT_SET = {
+    **PIPELINE_SET, "problems": "the top-level 'problems'", "limit": "the top-level 'limit'",
+    "first": "the top-level 'limit'", "rollouts": "the top-level 'rollouts'",
+}
+SEARCH_SET = {
+    **PIPELINE_SET, "problems": "the top-level 'eval_problems'", "limit": "the top-level 'eval_limit'",
+    "first": "the top-level 'eval_limit'", "verifier": "each iteration's verifier", "n": "the top-level 'eval_n'",
+    "selector": "the top-level 'eval_selectors'", "searches": "the top-level 'eval_searches'",
+    "temperature": "the top-level 'eval_temperature' (greedy runs use 0)",
+    "max_new_tokens": "the top-level 'eval_max_new_tokens'",
+}
 
 
 @dataclass
@@ -69,6 +93,12 @@ class PipelineConfig:
     iterations: int = field(default=2, metadata={"help": "Generator iterations after iteration 0 (paper: 2)."})
     last_rollouts: bool = field(default=True, metadata={"help": "Run the last iteration's rollouts and verifier (paper); off: evaluate with the previous verifier (saves a rollout stage)."})
     method: str = field(default="mucode", metadata={"help": "Generator training data: mucode (relabeled by the verifier), multi-star (successful trajectories), star (correct first turns).", "choices": list(METHODS)})
+    methods: list[str] = field(default_factory=list, metadata={
+        "help": "Several methods from one iteration 0 in one run folder (iterI/<method>/...); empty: `method` alone."})
+    rollout: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "RolloutConfig fields of every rollout stage (backend, base_url, seeding, ...), over the top level."})
+    search: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "SearchConfig fields of every evaluation (backend, base_url, seeding, ...), over the top level."})
     verifier_preset: str = field(default="paper", metadata={"help": "Verifier training preset (mucode.verifier.config.PRESETS)."})
     verifier: dict[str, Any] = field(default_factory=dict, metadata={"help": "Overrides of the verifier training config (e.g. loss, finetune, learning_rate); its model defaults to the base generator."})
     generator_preset: str = field(default="paper", metadata={"help": "Generator SFT preset (mucode.training.config.PRESETS)."})
@@ -85,14 +115,33 @@ class PipelineConfig:
     eval_limit: int | None = field(default=None, metadata={"help": "Seeded subset of this many problems per evaluation set."})
     eval_n: int = field(default=5, metadata={"help": "Programs per turn in multi-turn Best-of-N."})
     eval_selectors: list[str] = field(default_factory=lambda: ["pt+lv"], metadata={"help": "Best-of-N selectors to evaluate."})
+    eval_extra_selectors: dict[str, list[str]] = field(default_factory=dict, metadata={
+        "help": "More Best-of-N selectors for some generators only, e.g. {mucode: [random, lv, pt]}."})
     eval_searches: int = field(default=1, metadata={"help": "Independent Best-of-N searches per problem (paper: 10)."})
     eval_temperature: float = field(default=0.7, metadata={"help": "Best-of-N sampling temperature (greedy runs use 0)."})
     eval_max_new_tokens: int | None = field(default=None, metadata={"help": "Most tokens per reply in evaluation (default: max_new_tokens)."})
     eval_base: bool = field(default=True, metadata={"help": "Also evaluate the base generator (the baseline rows)."})
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"method: got {self.method!r}; choose one of {', '.join(METHODS)}")
+        for method in [self.method, *self.methods]:
+            if method not in METHODS:
+                raise ValueError(f"method: got {method!r}; choose one of {', '.join(METHODS)}")
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"methods: {self.methods} names a method twice")
+        from mucode.rollouts import RolloutConfig
+        from mucode.search import SearchConfig
+
+        check_section("rollout", self.rollout, RolloutConfig, ROLLOUT_SET)
+        check_section("search", self.search, SearchConfig, SEARCH_SET)
+        extra = self.eval_extra_selectors
+        if not isinstance(extra, dict):
+            raise ValueError(f"eval_extra_selectors: expected a mapping of generator to selectors, got {extra!r}")
+        for name, selectors in extra.items():
+            if name not in ("base", *self.method_list):
+                evaluated = ", ".join(self.method_list)
+                raise ValueError(f"eval_extra_selectors: {name!r} is not evaluated; use base or one of {evaluated}")
+            if not isinstance(selectors, list):
+                raise ValueError(f"eval_extra_selectors: {name}: expected a list of selectors, got {selectors!r}")
         if self.union not in UNIONS:
             raise ValueError(f"union: got {self.union!r}; choose one of {', '.join(UNIONS)}")
         for name in ("rollouts", "turns", "max_new_tokens", "max_live", "eval_n", "eval_searches", "top_m"):
@@ -102,6 +151,31 @@ class PipelineConfig:
             raise ValueError(f"iterations: got {self.iterations}; it must be >= 0")
         if not self.eval_problems:
             raise ValueError("eval_problems is empty; give at least one evaluation problem set")
+
+    @property
+    def method_list(self) -> list[str]:
+        """The methods this run trains: `methods`, else `method` alone."""
+        return list(self.methods) or [self.method]
+
+
+def check_section(name: str, section: Any, cls: type, set_by_pipeline: dict[str, str]) -> None:
+    """A `rollout:` / `search:` section holds fields of `cls` that the pipeline does not set itself."""
+    import dataclasses
+    import difflib
+
+    if not isinstance(section, dict):
+        raise ValueError(f"{name}: expected a mapping of {cls.__name__} fields, got {section!r}")
+    choices = {f.name: f.metadata.get("choices") for f in dataclasses.fields(cls)}
+    fields = [name for name in choices if name not in set_by_pipeline]
+    for key, value in section.items():
+        if key in set_by_pipeline:
+            raise ValueError(f"{name}: {key!r} is set by the pipeline: {set_by_pipeline[key]}")
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(fields)}"
+            raise ValueError(f"{name}: unknown key {key!r}{hint}")
+        if choices[key] and value is not None and value not in choices[key]:
+            raise ValueError(f"{name}: {key}: got {value!r}; choose one of {', '.join(map(str, choices[key]))}")
 
 
 # Starting points, not tuned results. `paper` is METHOD.md §2-§3 (GPUs); `demo` is the README's main
@@ -212,39 +286,149 @@ class Pipeline:
 
     def _run(self) -> PipelineResult:
         self.prepare()
-        k = self.config.iterations
-        generator = self.base_model
         if self.config.iter0_rollouts:
             self.stage("iter0/rollouts", self.import_rollouts)
         else:
-            self.stage("iter0/rollouts", lambda d: self.rollouts(generator, d))
-        self.stage("iter0/verifier", lambda d: self.train_verifier(0, d))
-        for i in range(1, k + 1):
-            info = self.stage(f"iter{i}/sft", lambda d, i=i: self.relabel(i, d))
-            if info.get("examples", 0) == 0:
-                self.say(f"iteration {i}: no training examples (no correct program to imitate); the generator stays as it was")
-            else:
-                generator = self.stage(f"iter{i}/generator", lambda d, i=i: self.train_generator(i, d))["model"]
-            if i < k or self.config.last_rollouts:
-                self.stage(f"iter{i}/rollouts", lambda d, g=generator: self.rollouts(g, d))
-                self.stage(f"iter{i}/verifier", lambda d, i=i: self.train_verifier(i, d))
-        final = k if self.config.last_rollouts else max(k - 1, 0)
-        runs = self.evaluate(generator, str(self.out / f"iter{final}/verifier"))
+            self.stage("iter0/rollouts", lambda d: self.rollouts(self.base_model, d))
+        self.stage("iter0/verifier", partial(self.train_verifier, "", 0))
+        finals = {method: self.run_method(method) for method in self.config.method_list}
+        runs = self.evaluate(finals)
         report = self.report(runs)
         _write_json(self.out / "stages.json", self.stages)
         return PipelineResult(self.out, report, self.stages, evaluation_table(runs))
 
-    def rollouts(self, model: str, folder: Path) -> dict[str, Any]:
-        from mucode.rollouts import RolloutConfig, read_trajectories, run_rollouts, summarize
+    def run_method(self, method: str) -> tuple[str, str]:
+        """Iterations 1..K of one method; returns its final generator and the verifier that evaluates it."""
+        k = self.config.iterations
+        generator = self.base_model
+        for i in range(1, k + 1):
+            info = self.stage(self.folder(method, i, "sft"), partial(self.relabel, method, i))
+            if info.get("examples", 0) == 0:
+                self.say(f"{method} iteration {i}: no training examples (no correct program to imitate); "
+                         "the generator stays as it was")
+            else:
+                trained = self.stage(self.folder(method, i, "generator"), partial(self.train_generator, method, i))
+                generator = trained["model"]
+            if i < k or self.config.last_rollouts:
+                self.stage(self.folder(method, i, "rollouts"), partial(self.rollouts, generator))
+                self.stage(self.folder(method, i, "verifier"), partial(self.train_verifier, method, i))
+        return generator, str(self.out / self.folder(method, self.final_iteration(), "verifier"))
+
+    def plan(self) -> list[str]:
+        """The stage folders a run goes through, in order, then report/ (at run time a generator stage,
+        and its evaluations, are left out when relabeling yields no example)."""
+        c = self.config
+        names = (["models/tiny-random"] if c.model == TINY_MODEL else []) + ["iter0/rollouts", "iter0/verifier"]
+        for method in c.method_list:
+            for i in range(1, c.iterations + 1):
+                more = i < c.iterations or c.last_rollouts
+                kinds = ["sft", "generator"] + (["rollouts", "verifier"] if more else [])
+                names += [self.folder(method, i, kind) for kind in kinds]
+        finals = {m: (f"<{m} generator>", str(self.out / self.folder(m, self.final_iteration(), "verifier")))
+                  for m in c.method_list}  # fmt: skip
+        return names + [name for name, *_ in self.evaluations(finals)]
+
+    # -- folders
+
+    @property
+    def several(self) -> bool:
+        return len(self.config.method_list) > 1
+
+    def folder(self, method: str, iteration: int, kind: str) -> str:
+        """iterI/KIND, or iterI/METHOD/KIND for I >= 1 when the run trains several methods."""
+        if iteration == 0 or not self.several:
+            return f"iter{iteration}/{kind}"
+        return f"iter{iteration}/{method}/{kind}"
+
+    def final_iteration(self) -> int:
+        """The iteration whose verifier evaluates the final generator."""
+        k = self.config.iterations
+        return k if self.config.last_rollouts else max(k - 1, 0)
+
+    # -- stage configs
+
+    def rollout_config(self, model: str, folder: Path) -> Any:
+        from mucode.rollouts import RolloutConfig
 
         c = self.config
-        config = RolloutConfig(
+        own = dict(
             model=model, problems=c.problems, problems_path=c.problems_path, limit=c.limit, rollouts=c.rollouts,
             turns=c.turns, temperature=c.temperature, top_p=c.top_p, max_new_tokens=c.max_new_tokens, seed=c.seed,
             dtype=c.dtype, max_live=c.max_live, workers=c.workers, timeout_s=c.timeout_s, out=str(folder),
             preamble=c.preamble, feedback=c.feedback,
         )
-        stats = run_rollouts(config, progress=self.progress)
+        return stage_config(RolloutConfig, own, c.rollout, "rollout")
+
+    def search_config(self, model: str, problems: str, mode: dict[str, Any], folder: Path) -> Any:
+        from mucode.search import SearchConfig
+
+        c = self.config
+        own = dict(
+            model=model, problems=problems, problems_path=c.problems_path, limit=c.eval_limit, seed=c.seed,
+            turns=c.turns, top_p=c.top_p, max_new_tokens=c.eval_max_new_tokens or c.max_new_tokens, dtype=c.dtype,
+            max_live=c.max_live, workers=c.workers, timeout_s=c.timeout_s, out=str(folder), preamble=c.preamble,
+            feedback=c.feedback, **mode,
+        )
+        return stage_config(SearchConfig, own, c.search, "search")
+
+    def verifier_config(self, method: str, iteration: int, folder: Path) -> Any:
+        from mucode.verifier import train_config
+
+        c = self.config
+        overrides = {"model": self.base_model, **c.verifier}  # paper: the verifier starts from the base LLM
+        trajectories = [str(self.out / self.folder(method, i, "rollouts")) for i in range(iteration + 1)]
+        overrides.update(trajectories=trajectories, out=str(folder), seed=c.seed)
+        return train_config(c.verifier_preset, overrides=overrides)
+
+    def generator_config(self, method: str, iteration: int, folder: Path) -> Any:
+        from mucode.training.config import generator_config
+
+        c = self.config
+        data = [str(self.out / self.folder(method, iteration, "sft") / "sft.jsonl")]
+        overrides = {**c.generator, "model": self.base_model, "data": data}
+        overrides.update(out=str(folder), seed=c.seed)  # paper: from the base model each iteration
+        return generator_config(c.generator_preset, overrides=overrides)
+
+    def preflight(self) -> None:
+        """Every check that bad input fails, before the run folder is written or a model loads:
+        the stage configs (presets, overrides, `rollout:` / `search:` sections), the problem sets,
+        the base model."""
+        from mucode.folders import read_jsonl
+        from mucode.generation.checks import check_generator
+        from mucode.rollouts import TRAJECTORIES, load_selected_problems
+
+        c = self.config
+        _check_same_config(c, self.out / "config.yaml")
+        method = c.method_list[0]
+        for name, build in (("verifier", self.verifier_config), ("generator", self.generator_config)):
+            try:
+                build(method, 1, self.out / "preflight")
+            except ValueError as err:
+                raise ValueError(f"{name} settings ({name}_preset {getattr(c, name + '_preset')!r} with {name}: overrides): {err}") from None
+        rollout = self.rollout_config(c.model, self.out / "preflight")
+        for name, _, problems, search in self.evaluations({m: (f"<{m}>", "verifier") for m in c.method_list}):
+            self.search_config(c.model, problems, search, self.out / name)
+        if c.iter0_rollouts is None:
+            load_selected_problems(c.problems, c.problems_path, c.limit, c.seed)
+        elif not (Path(c.iter0_rollouts) / TRAJECTORIES).is_file():
+            raise FileNotFoundError(f"iter0_rollouts: {Path(c.iter0_rollouts) / TRAJECTORIES} not found; give a folder written by `mucode rollout`")
+        elif not (self.out / "iter0/rollouts" / DONE).is_file():
+            source = Path(c.iter0_rollouts)
+            check_rollouts_finished(source, read_jsonl(source / TRAJECTORIES, complete_only=True))
+        for problems in c.eval_problems:
+            load_selected_problems(problems, c.problems_path, c.eval_limit, c.seed)
+        if c.model != TINY_MODEL:
+            search = self.search_config(c.model, "humaneval", {}, self.out)
+            engines = {(x.backend, x.base_url) for x in (rollout, search)}
+            for backend, base_url in sorted(engines, key=str):
+                check_generator(backend, c.model, base_url=base_url)
+
+    # -- stages
+
+    def rollouts(self, model: str, folder: Path) -> dict[str, Any]:
+        from mucode.rollouts import read_trajectories, run_rollouts, summarize
+
+        stats = run_rollouts(self.rollout_config(model, folder), progress=self.progress)
         summary = summarize(read_trajectories(folder))
         _write_json(folder / "summary.json", summary)
         return {"model": model, "trajectories": summary["trajectories"], "correct": summary.get("correct"),
@@ -263,6 +447,7 @@ class Pipeline:
         records = read_jsonl(source / TRAJECTORIES, complete_only=True)
         if not records:
             raise ValueError(f"iter0_rollouts: {source} holds no complete trajectory yet")
+        check_rollouts_finished(source, records)
         models = sorted({r.get("model") for r in records} - {None})
         if self.config.model != TINY_MODEL and models and models != [self.config.model]:
             raise ValueError(f"iter0_rollouts: {source} holds rollouts of {', '.join(models)}, not of the base generator {self.config.model!r}")
@@ -273,135 +458,132 @@ class Pipeline:
         _write_json(folder / "summary.json", summary)
         return {"model": self.config.model, "source": str(source.resolve()), "trajectories": summary["trajectories"], "correct": summary.get("correct")}
 
-    def verifier_config(self, iteration: int, folder: Path) -> Any:
-        from mucode.verifier import train_config
-
-        c = self.config
-        overrides = {"model": self.base_model, **c.verifier}  # paper: the verifier starts from the base LLM
-        overrides.update(
-            trajectories=[str(self.out / f"iter{i}/rollouts") for i in range(iteration + 1)], out=str(folder), seed=c.seed,
-        )
-        return train_config(c.verifier_preset, overrides=overrides)
-
-    def generator_config(self, iteration: int, folder: Path) -> Any:
-        from mucode.training.config import generator_config
-
-        c = self.config
-        overrides = {**c.generator, "model": self.base_model, "data": [str(self.out / f"iter{iteration}/sft/sft.jsonl")]}
-        overrides.update(out=str(folder), seed=c.seed)  # paper: from the base model each iteration
-        return generator_config(c.generator_preset, overrides=overrides)
-
-    def preflight(self) -> None:
-        """Every check that bad input fails, before the run folder is written or a model loads:
-        the stage configs (presets and overrides), the problem sets, the base model."""
-        from mucode.generation.checks import check_model
-        from mucode.rollouts import TRAJECTORIES, load_selected_problems
-
-        c = self.config
-        _check_same_config(c, self.out / "config.yaml")
-        for name, build in (("verifier", self.verifier_config), ("generator", self.generator_config)):
-            try:
-                build(1, self.out / "preflight")
-            except ValueError as err:
-                raise ValueError(f"{name} settings ({name}_preset {getattr(c, name + '_preset')!r} with {name}: overrides): {err}") from None
-        if c.iter0_rollouts is None:
-            load_selected_problems(c.problems, c.problems_path, c.limit, c.seed)
-        elif not (Path(c.iter0_rollouts) / TRAJECTORIES).is_file():
-            raise FileNotFoundError(f"iter0_rollouts: {Path(c.iter0_rollouts) / TRAJECTORIES} not found; give a folder written by `mucode rollout`")
-        for problems in c.eval_problems:
-            load_selected_problems(problems, c.problems_path, c.eval_limit, c.seed)
-        if c.model != TINY_MODEL:
-            check_model(c.model)
-
-    def train_verifier(self, iteration: int, folder: Path) -> dict[str, Any]:
+    def train_verifier(self, method: str, iteration: int, folder: Path) -> dict[str, Any]:
         from mucode.verifier import train_verifier
 
-        config = self.verifier_config(iteration, folder)
-        if config.finetune == "head":  # encode each stored turn once across iterations
+        config = self.verifier_config(method, iteration, folder)
+        if config.finetune == "head":  # encode each stored turn once across iterations (and methods)
             config = replace(config, feature_cache=str(self.out / "verifier-features"))
         result = train_verifier(config, progress=self.progress, say=self.say)
         return {"model": str(result.model_dir), "seconds_training": round(result.seconds, 1)}
 
-    def relabel(self, iteration: int, folder: Path) -> dict[str, Any]:
+    def relabel(self, method: str, iteration: int, folder: Path) -> dict[str, Any]:
         """iterI/sft/all.jsonl (see `union`), then its seeded subsample sft.jsonl."""
         from mucode.training.relabel import RelabelOptions, build_sft_data
 
         c = self.config
+        verifier = self.out / self.folder(method, iteration - 1, "verifier")
         scorer = None
-        if c.method == "mucode":
+        if method == "mucode":
             from mucode.verifier import VerifierScorer
 
-            scorer = VerifierScorer.load(str(self.out / f"iter{iteration - 1}/verifier"), progress=self.progress)
+            scorer = VerifierScorer.load(str(verifier), progress=self.progress)
         options = RelabelOptions(
             top_m=c.top_m, expert_rank=c.expert_rank, unsolved=c.unsolved, dedupe=c.dedupe, seed=c.seed
         )
         if c.union == "relabel-all":
-            rollouts = [self.out / f"iter{i}/rollouts" for i in range(iteration)]
+            rollouts = [self.out / self.folder(method, i, "rollouts") for i in range(iteration)]
             stats = build_sft_data(
-                c.method, rollouts, folder / "all.jsonl", scorer=scorer, options=options, progress=self.progress
+                method, rollouts, folder / "all.jsonl", scorer=scorer, options=options, progress=self.progress
             )
             parts: list[str] = []
         else:
-            rollouts = [self.out / f"iter{iteration - 1}/rollouts"]
+            rollouts = [self.out / self.folder(method, iteration - 1, "rollouts")]
             stats = build_sft_data(
-                c.method, rollouts, folder / PART, scorer=scorer, options=options, progress=self.progress
+                method, rollouts, folder / PART, scorer=scorer, options=options, progress=self.progress
             )
-            parts = [str(self.out / f"iter{i}/sft" / PART) for i in range(1, iteration + 1)]
+            parts = [str(self.out / self.folder(method, i, "sft") / PART) for i in range(1, iteration + 1)]
             concatenate_jsonl([Path(p) for p in parts], folder / "all.jsonl")
         kept = subsample_jsonl(folder / "all.jsonl", folder / "sft.jsonl", c.max_sft_examples, c.seed + iteration)
-        relabeled_by = str(self.out / f"iter{iteration - 1}/verifier") if scorer else None
         return {
-            "examples": kept, "relabeled": stats.to_dict(), "union": c.union, "parts": parts,
-            "rollouts": [str(r) for r in rollouts], "relabeled_by": relabeled_by,
+            "method": method, "examples": kept, "max_sft_examples": c.max_sft_examples, "relabeled": stats.to_dict(),
+            "union": c.union, "parts": parts, "rollouts": [str(r) for r in rollouts],
+            "relabeled_by": str(verifier) if scorer else None,
         }  # fmt: skip
 
-    def train_generator(self, iteration: int, folder: Path) -> dict[str, Any]:
+    def train_generator(self, method: str, iteration: int, folder: Path) -> dict[str, Any]:
         from mucode.training.sft import train_generator
 
-        result = train_generator(self.generator_config(iteration, folder), progress=self.progress, say=self.say)
-        return {"model": str(result.model_dir), "train_loss": result.train_loss, "examples": result.examples}
+        config = self.generator_config(method, iteration, folder)
+        result = train_generator(config, progress=self.progress, say=self.say)
+        return {
+            "method": method, "model": str(result.model_dir), "train_loss": result.train_loss,
+            "examples": result.examples,
+            "steps": result.global_step, "epochs": config.epochs, "max_steps": config.max_steps,
+        }  # fmt: skip
 
-    def evaluate(self, generator: str, verifier: str) -> list[Path]:
-        """Greedy multi-turn and multi-turn Best-of-N of the final (and the base) generator."""
-        generators = {self.config.method if generator != self.base_model else "base": generator}
-        if self.config.eval_base and generator != self.base_model:
-            generators = {"base": self.base_model, **generators}
+    def evaluations(self, finals: dict[str, tuple[str, str]]) -> list[tuple[str, str, str, dict[str, Any]]]:
+        """(folder, generator, problem set, search mode) of every evaluation run; `finals` maps each
+        method to its final generator and verifier. One method: the base generator is evaluated
+        with that method's verifier; several: with iteration 0's (shared by all)."""
+        c = self.config
+        generators = {method: final for method, final in finals.items() if final[0] != self.base_model}
+        base_verifier = str(self.out / "iter0/verifier") if self.several else next(iter(finals.values()))[1]
+        if c.eval_base or not generators:
+            generators = {"base": (self.base_model, base_verifier), **generators}
+        found = {}  # the main table first (greedy, eval_selectors), then eval_extra_selectors
+        for extra in (False, True):
+            for problems in c.eval_problems:
+                for name, (model, verifier) in generators.items():
+                    selectors = c.eval_extra_selectors.get(name, []) if extra else c.eval_selectors
+                    for mode, search in self.search_modes(verifier, selectors, greedy=not extra):
+                        found.setdefault(f"eval/{_slug(problems)}.{name}.{mode}", (model, problems, search))
+        return [(name, *evaluation) for name, evaluation in found.items()]
+
+    def evaluate(self, finals: dict[str, tuple[str, str]]) -> list[Path]:
+        """Greedy multi-turn and multi-turn Best-of-N of the final generators (and the base one)."""
+        for method in [m for m, (model, _) in finals.items() if model == self.base_model and self.several]:
+            self.say(f"{method}: no generator was trained; the base rows stand for it")
         runs = []
-        for problems in self.config.eval_problems:
-            for name, model in generators.items():
-                for mode, search in self.search_modes(verifier):
-                    folder_name = f"eval/{_slug(problems)}.{name}.{mode}"
-                    self.stage(folder_name, lambda d, m=model, p=problems, s=search: self.search(m, p, s, d))
-                    runs.append(self.out / folder_name)
+        for name, model, problems, search in self.evaluations(finals):
+            self.stage(name, lambda d, m=model, p=problems, s=search: self.search(m, p, s, d))
+            runs.append(self.out / name)
         return runs
 
-    def search_modes(self, verifier: str) -> list[tuple[str, dict[str, Any]]]:
+    def search_modes(
+        self, verifier: str, selectors: list[str], greedy: bool = True
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """(folder suffix, SearchConfig fields) of greedy (unless `greedy` is off) and Best-of-N with each selector."""
         c = self.config
-        modes = [("greedy", {"n": 1, "temperature": 0.0, "selector": "pt", "searches": 1, "verifier": None})]
-        for selector in c.eval_selectors:
+        modes = [("greedy", {"n": 1, "temperature": 0.0, "selector": "pt", "searches": 1, "verifier": None})][:greedy]
+        for selector in selectors:
             modes.append((f"bon{c.eval_n}-{selector}", {
                 "n": c.eval_n, "temperature": c.eval_temperature, "selector": selector, "searches": c.eval_searches, "verifier": verifier,
             }))
         return modes
 
     def search(self, model: str, problems: str, mode: dict[str, Any], folder: Path) -> dict[str, Any]:
-        from mucode.search import SearchConfig, run_search
+        from mucode.search import run_search
 
-        c = self.config
-        config = SearchConfig(
-            model=model, problems=problems, problems_path=c.problems_path, limit=c.eval_limit, seed=c.seed, turns=c.turns,
-            top_p=c.top_p, max_new_tokens=c.eval_max_new_tokens or c.max_new_tokens, dtype=c.dtype, max_live=c.max_live,
-            workers=c.workers, timeout_s=c.timeout_s, out=str(folder), preamble=c.preamble, feedback=c.feedback,
-            **mode,
-        )
-        summary = run_search(config, progress=self.progress)
+        summary = run_search(self.search_config(model, problems, mode, folder), progress=self.progress)
         return {key: summary.metrics.get(key) for key in ("accuracy", "accuracy_by_turn", "public_pass_rate", "completion_tokens", "tokens_saved")}
 
     def report(self, runs: list[Path]) -> Path | None:
         from mucode.reports import write_report
 
         names = [run.name for run in runs]
-        return write_report([str(r) for r in runs], self.out / "report", names=names)
+        path = write_report([str(r) for r in runs], self.out / "report", names=names)
+        budgets = self.budget_table()
+        if budgets:
+            path.write_text(path.read_text(encoding="utf-8") + budgets, encoding="utf-8")
+        return path
+
+    def budget_table(self) -> str:
+        """report.md's section on each method's SFT budget, from the stage markers."""
+        rows = []
+        for method in self.config.method_list:
+            for i in range(1, self.config.iterations + 1):
+                sft = _read_marker(self.out / self.folder(method, i, "sft"))
+                trained = _read_marker(self.out / self.folder(method, i, "generator"))
+                if sft is not None:
+                    cap = sft.get("max_sft_examples")
+                    rows.append(f"| {method} | {i} | {sft.get('examples')} | {'all' if cap is None else cap} | "
+                                f"{trained.get('steps', '-') if trained else '-'} |")
+        if not rows:
+            return ""
+        head = "\n## SFT budget per method\n\n| method | iteration | SFT examples | cap | optimizer steps |\n"
+        head += "|---|---|---|---|---|\n"
+        return head + "\n".join(rows) + "\n"
 
 
 def run_pipeline(config: PipelineConfig, say: Say | None = None, progress: bool = True) -> PipelineResult:
@@ -457,14 +639,55 @@ def _build_tiny(folder: Path) -> dict[str, Any]:
     return {"path": str(build_tiny_chat_model(folder / "model"))}
 
 
+def check_rollouts_finished(source: Path, records: list[dict[str, Any]]) -> None:
+    """Refuse a `mucode rollout` folder that still misses trajectories (its run.json lists the problems,
+    its config.yaml the rollouts per problem): iteration 0 would be frozen with part of them."""
+    if not ((source / "run.json").is_file() and (source / "config.yaml").is_file()):
+        return
+    problems = json.loads((source / "run.json").read_text()).get("problem_ids") or []
+    expected = len(problems) * int(read_yaml_mapping(source / "config.yaml").get("rollouts") or 1)
+    found = len({(r.get("problem_id"), r.get("rollout")) for r in records})
+    if found < expected:
+        raise ValueError(f"iter0_rollouts: {source} holds {found} of its {expected} trajectories; "
+                         "let its `mucode rollout` finish (re-run it to resume) before `mucode run`")
+
+
+def stage_config(cls: type, own: dict[str, Any], section: dict[str, Any], name: str) -> Any:
+    """`cls` (RolloutConfig, SearchConfig) from the pipeline's own values, the `name:` section over them."""
+    from mucode.config import config_from_dict
+
+    where = dict.fromkeys(section, name)
+    return config_from_dict(cls, {**own, **section}, source=f"{name} settings", where=where)
+
+
 def _check_same_config(config: PipelineConfig, path: Path) -> None:
     if not path.exists():
         return
-    previous = read_yaml_mapping(path)
-    current = config_to_dict(config)
-    changed = sorted(k for k in current if k not in THROUGHPUT_ONLY and previous.get(k) != current[k])
+    previous = _resume_view(read_yaml_mapping(path))
+    current = _resume_view(config_to_dict(config))
+    changed = sorted(k for k in current.keys() | previous.keys() if previous.get(k) != current.get(k))
     if changed:
         raise ValueError(f"{path.parent} holds a run with a different config ({', '.join(changed)} differ); resume with the same settings or choose another --out")
+
+
+def _resume_view(saved: dict[str, Any]) -> dict[str, Any]:
+    """The settings that must match on resume: defaults filled in for keys a config.yaml written by an
+    older mucode lacks, `method`/`methods` as the list of methods trained, throughput-only keys left out."""
+    import dataclasses
+
+    defaults = {f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+                for f in dataclasses.fields(PipelineConfig)}  # fmt: skip
+    view = {**defaults, **saved}
+    view["methods"] = list(view["methods"] or [view["method"]])
+    del view["method"]
+    for section in ("rollout", "search"):
+        view[section] = {k: v for k, v in (view[section] or {}).items() if k not in SECTION_THROUGHPUT_ONLY}
+    return {k: v for k, v in view.items() if k not in THROUGHPUT_ONLY}
+
+
+def _read_marker(folder: Path) -> dict[str, Any] | None:
+    marker = folder / DONE
+    return json.loads(marker.read_text()) if marker.is_file() else None
 
 
 def _slug(problems: str) -> str:

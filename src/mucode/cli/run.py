@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ Examples:
   mucode run --preset smoke --problems-path ../shared/data/mbpp --out runs/smoke
   mucode run --preset paper --out runs/paper            # GPUs; see docs/scaling.md
   mucode run --config my-run.yaml --out runs/mine       # any PipelineConfig field (docs/pipeline.md)
+  mucode run --config examples/replication.yaml --check # validate, print the stage plan, run nothing
 """
 
 
@@ -26,19 +28,45 @@ Examples:
 @click.option("--seed", type=int, default=None, help="Base seed.")
 @click.option("--limit", type=int, default=None, help="Seeded subset of this many training problems.")
 @click.option("--iterations", type=int, default=None, help="Generator iterations after iteration 0.")
-@click.option("--method", type=click.Choice(["mucode", "multi-star", "star"]), default=None, help="Generator training data.")
+@click.option(
+    "--method", "methods", type=click.Choice(["mucode", "multi-star", "star"]), multiple=True,
+    help="Generator training data; repeat it to train several methods from one iteration 0.",
+)
+@click.option(
+    "--backend", type=click.Choice(["auto", "hf", "openvino", "openai", "vllm"]), default=None,
+    help="Generation backend of every rollout and search (the rollout: / search: sections' backend).",
+)
+@click.option("--base-url", default=None, help="OpenAI server URL (openai backend), every rollout and search.")
 @click.option("--eval-limit", type=int, default=None, help="Seeded subset of this many problems per evaluation set.")
 @click.option("--eval-base/--no-eval-base", default=None, help="Also evaluate the base generator (default: the config's eval_base, on).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def run_command(preset: str | None, config_file: Path | None, out: str | None, quiet: bool, **flags: Any) -> int:
+@click.option(
+    "--check", is_flag=True, help="Validate the settings (every check made before a model loads), list the stages."
+)
+def run_command(
+    preset: str | None, config_file: Path | None, out: str | None, quiet: bool, check: bool,
+    methods: tuple[str, ...], backend: str | None, base_url: str | None, **flags: Any,
+) -> int:
     """Run µCode end to end: base rollouts, verifier, generator iterations (relabel, SFT,
     rollouts, verifier), then greedy and Best-of-N evaluation and a report."""
-    from mucode.pipeline import format_table, pipeline_config, run_pipeline
+    from mucode.pipeline import Pipeline, format_table, pipeline_config, run_pipeline
 
     if preset is None and config_file is None:
         raise click.UsageError("give --preset NAME or --config FILE")
     flags["out"] = out or (f"runs/{preset}" if preset and config_file is None else None)
+    if methods:
+        flags.update(method=methods[0], methods=list(methods) if len(methods) > 1 else [])
     config = pipeline_config(preset, config_file, flags)
+    engine = {k: v for k, v in (("backend", backend), ("base_url", base_url)) if v is not None}
+    if engine:
+        config = replace(config, rollout={**config.rollout, **engine}, search={**config.search, **engine})
+    if check:
+        pipeline = Pipeline(config, say=lambda message: click.echo(message, err=True))
+        pipeline.preflight()
+        click.echo(f"settings valid; the stages of {config.out}:")
+        for name in [*pipeline.plan(), "report"]:
+            click.echo(f"  {'[done] ' if (pipeline.out / name / '.done.json').is_file() else ''}{name}")
+        return 0
     result = run_pipeline(config, say=lambda message: click.echo(message, err=True), progress=not quiet)
     total = sum(s.get("seconds", 0) for s in result.stages.values() if not s.get("skipped"))
     click.echo(format_table(result.table))
