@@ -158,7 +158,7 @@ def test_the_pipeline_data_flows_as_the_method_says(tmp_path, mbpp_dir):
     config = pipeline_config("smoke", overrides={
         "out": str(out), "problems_path": str(mbpp_dir), "iter0_rollouts": str(tmp_path / "iter0-source"), "iterations": 2,
         "last_rollouts": False, "eval_selectors": [], "eval_limit": 1, "methods": ["star", "mucode"],
-        "eval_extra_selectors": {"mucode": ["pt"]}, "rollout": {"backend": "hf", "seeding": "trajectory"},
+        "eval_extra_selectors": {"mucode": ["pt"]}, "rollout": {"backend": "hf", "seeding": "episode"},
         "search": {"backend": "hf"},
     })  # fmt: skip
     result = run_pipeline(config, say=lambda message: None, progress=False)
@@ -192,7 +192,7 @@ def test_the_pipeline_data_flows_as_the_method_says(tmp_path, mbpp_dir):
         assert (search["model"], search["backend"]) == (final, "hf")
         rollout = yaml.safe_load((folder(1, "rollouts") / "config.yaml").read_text())  # the sections reach the stages
         generator1 = result.stages[f"iter1/{method}/generator"]["model"]
-        assert (rollout["backend"], rollout["seeding"], rollout["model"]) == ("hf", "trajectory", generator1)
+        assert (rollout["backend"], rollout["seeding"], rollout["model"]) == ("hf", "episode", generator1)
     assert not (out / "iter1/sft").exists() and not (out / "iter1/rollouts").exists()
     evals = sorted(name for name in result.stages if name.startswith("eval/"))
     assert evals == ["eval/mbpp-test.base.greedy", "eval/mbpp-test.mucode.bon2-pt", "eval/mbpp-test.mucode.greedy",
@@ -248,12 +248,12 @@ def test_run_command_passes_no_eval_base_to_the_config(tmp_path, capsys):
 
 def test_rollout_and_search_sections_reach_the_stage_configs(tmp_path):
     path = tmp_path / "run.yaml"
-    path.write_text("rollout: {backend: hf, seeding: trajectory, workers: 2}\n"
+    path.write_text("rollout: {backend: hf, seeding: episode, workers: 2}\n"
                     "search: {backend: openvino, dtype: bfloat16}\n")
     pipeline = Pipeline(pipeline_config("smoke", path, {"out": str(tmp_path / "run")}), say=lambda m: None)
     rollout = pipeline.rollout_config("some-model", tmp_path / "r")
     got = (rollout.backend, rollout.seeding, rollout.workers, rollout.dtype, rollout.max_new_tokens)
-    assert got == ("hf", "trajectory", 2, "float32", 16)
+    assert got == ("hf", "episode", 2, "float32", 16)
     search = pipeline.search_config("some-model", "humaneval", pipeline.search_modes("v", [])[0][1], tmp_path / "s")
     assert (search.backend, search.dtype, search.temperature, search.n) == ("openvino", "bfloat16", 0.0, 1)
     plain = Pipeline(pipeline_config("smoke"), say=lambda m: None).rollout_config("some-model", tmp_path / "r")
@@ -304,7 +304,7 @@ def test_a_config_yaml_from_before_the_sections_still_resumes(tmp_path, mbpp_dir
     assert "  [done] iter0/rollouts\n  iter0/verifier\n  iter1/sft\n" in listed and "  report\n" in listed
     assert main(check + ["--method", "star"]) != 0 and "methods differ" in capsys.readouterr().err
     seeded = tmp_path / "seeded.yaml"
-    seeded.write_text("rollout: {seeding: trajectory}\n")
+    seeded.write_text("rollout: {seeding: episode}\n")
     assert main(check + ["--config", str(seeded)]) != 0 and "rollout differ" in capsys.readouterr().err
     fresh = ["--out", str(tmp_path / "fresh"), "--check", "--method", "star", "--method", "mucode"]
     several = main(check[:-3] + fresh)
