@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
+
+TIMEOUT_SCOPES = ("test", "suite")
 
 
 @dataclass(frozen=True)
@@ -12,6 +14,10 @@ class Limits:
     """What one program may use. Every limit applies to the program and all its descendants."""
 
     timeout_s: float = field(default=3.0, metadata={"help": "Wall-clock limit per test (and for loading the program), in seconds."})
+    timeout_scope: Literal["test", "suite"] = field(default="test", metadata={"help": (
+        "What timeout_s bounds: 'test' (loading, then each test, each on its own clock) or 'suite' "
+        "(loading and all tests of one program together, as the reference code's 10 s per suite)."
+    )})
     memory_mb: int = field(default=2048, metadata={"help": "Address-space limit of each sandboxed process, in MiB."})
     max_processes: int = field(default=32, metadata={"help": "Processes and threads the sandbox user may have at once."})
     max_open_files: int = field(default=128, metadata={"help": "Open file descriptors per process."})
@@ -25,6 +31,8 @@ class Limits:
             value = getattr(self, name)
             if not value > 0:
                 raise ValueError(f"Limits.{name} must be > 0, got {value!r}")
+        if self.timeout_scope not in TIMEOUT_SCOPES:
+            raise ValueError(f"Limits.timeout_scope must be one of {', '.join(TIMEOUT_SCOPES)}, got {self.timeout_scope!r}")
 
     @property
     def cpu_time_s(self) -> int:
