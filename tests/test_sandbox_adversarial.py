@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from mucode.execution import Executor, Limits
-from mucode.execution.worker import SANDBOX_UID_BASE
 from mucode.types import AssertTest, Status
 
 TIMEOUT = 1.0
@@ -25,34 +24,56 @@ def executor():
         yield ex
 
 
-def sandbox_processes() -> list[int]:
-    """Pids of processes owned by the sandbox uids (root mode) — there must be none at rest."""
+def program_uids(executor: Executor) -> set[int]:
+    """Whose processes a program's can be: the workers' sandbox uids (root mode), else ours."""
+    return set(executor.sandbox_uids) if executor.mode == "root" else {os.getuid()}
+
+
+def _status_fields(pid: str) -> dict[str, list[str]]:
+    with open(f"/proc/{pid}/status") as handle:
+        return {key: value.split() for key, _, value in (line.partition(":") for line in handle)}
+
+
+def sandbox_processes(uids: set[int]) -> list[int]:
+    """Processes of programs, which must all be gone once a verdict is out: every process of a
+    sandbox uid (root mode); in user-namespace mode (programs keep our uid) every process of ours
+    inside a nested PID namespace that is not a worker's zygote (PID 1 there)."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/status") as handle:
-                uid_line = next(line for line in handle if line.startswith("Uid:"))
-        except (OSError, StopIteration):
+            fields = _status_fields(entry)
+        except OSError:
             continue
-        if SANDBOX_UID_BASE <= int(uid_line.split()[1]) < SANDBOX_UID_BASE + 64:
-            found.append(int(entry))
+        uid, nspid = int(fields["Uid"][0]), fields.get("NSpid", [])
+        if uid not in uids:
+            continue
+        if uid == os.getuid() and (len(nspid) < 2 or nspid[-1] == "1"):
+            continue  # ours but not a program's: this process, a judge, a zygote
+        found.append(int(entry))
     return found
 
 
-def sandbox_owned_temp_files() -> list[str]:
-    """Entries in the host's temporary folders owned by a sandbox uid (other processes, e.g.
-    concurrent test runs, may create their own files there, so ownership is what counts)."""
+_TEMP_FOLDERS = ("/tmp", "/var/tmp", "/dev/shm")
+_TEMP_AT_START = {e.path for folder in _TEMP_FOLDERS for e in os.scandir(folder)}
+
+
+def sandbox_owned_temp_files(uids: set[int]) -> list[str]:
+    """Entries in the host's temporary folders that a program may have made: owned by a sandbox uid
+    (root mode), or (user-namespace mode) new since this module started, owned by us and not pytest's."""
     found = []
-    for folder in ("/tmp", "/var/tmp", "/dev/shm"):
+    for folder in _TEMP_FOLDERS:
         for entry in os.scandir(folder):
             try:
                 uid = entry.stat(follow_symlinks=False).st_uid
             except OSError:
                 continue
-            if SANDBOX_UID_BASE <= uid < SANDBOX_UID_BASE + 64:
-                found.append(entry.path)
+            if uid not in uids:
+                continue
+            if uid == os.getuid() and (entry.path in _TEMP_AT_START or entry.name.startswith("pytest-")):
+                continue
+            found.append(entry.path)
     return found
 
 
@@ -63,11 +84,12 @@ def run_hostile(executor: Executor, program: str, tests=TESTS):
     assert not result.passed
     assert not any(v.passed for v in result.verdicts)
     assert elapsed <= TIMEOUT + 2.0, f"verdict took {elapsed:.1f} s"
+    uids = program_uids(executor)
     deadline = time.monotonic() + 2
-    while sandbox_processes() and time.monotonic() < deadline:
+    while sandbox_processes(uids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert sandbox_processes() == []
-    assert sandbox_owned_temp_files() == []
+    assert sandbox_processes(uids) == []
+    assert sandbox_owned_temp_files(uids) == []
     # the run survives: the same executor still judges a correct program correctly
     assert executor.run("def f(x):\n    return 2 * x\n", TESTS).passed
     return result
@@ -77,10 +99,10 @@ def statuses(result) -> list[Status]:
     return [v.status for v in result.verdicts]
 
 
-def test_isolation_mode_is_root_here(executor):
-    if os.geteuid() != 0:
-        pytest.skip("not running as root: programs keep the caller's uid (userns mode)")
-    assert executor.mode == "root"
+def test_isolation_mode_of_this_run(executor, capsys):
+    with capsys.disabled():
+        print(f"\n[mucode sandbox] isolation mode: {executor.mode} (euid {os.geteuid()}); limits: {executor.limits_mechanism}", flush=True)
+    assert executor.mode == ("root" if os.geteuid() == 0 else "userns")
 
 
 def test_busy_loop_in_function(executor):
@@ -287,8 +309,6 @@ def test_patching_the_sandbox_runtime_does_not_help(executor):
 
 
 def test_program_sees_no_host_process(executor):
-    if executor.mode != "root":
-        pytest.skip("a private /proc is mounted in root mode only")
     program = "import os\ndef f(x):\n    return sorted(int(p) for p in os.listdir('/proc') if p.isdigit())\n"
     result = executor.run(program, [AssertTest("assert f(0) == []")])
     pids = eval(result.verdicts[0].actual)  # noqa: S307 - a list of ints from our own verdict
@@ -305,12 +325,13 @@ def test_worker_death_kills_everything_the_program_started():
         "    time.sleep(10**6)\n"
     )
     with Executor(workers=1, limits=Limits(timeout_s=30)) as ex:
+        uids = program_uids(ex)
         killer = threading.Timer(1.0, os.kill, (ex._workers[0].process.pid, 9))
         killer.start()
         result = ex.run(program, TESTS)
         killer.join()
         assert result.infra_error and not result.passed
     deadline = time.monotonic() + 3
-    while sandbox_processes() and time.monotonic() < deadline:
+    while sandbox_processes(uids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert sandbox_processes() == []
+    assert sandbox_processes(uids) == []

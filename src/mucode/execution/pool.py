@@ -167,6 +167,12 @@ class Executor:
                 RuntimeWarning, stacklevel=2,
             )
 
+    @property
+    def sandbox_uids(self) -> tuple[int, ...]:
+        """The uids programs of the running workers have (root mode; empty otherwise): each is held
+        by one worker on this host at a time."""
+        return tuple(w.uid for w in self._workers if w is not None and w.uid is not None)
+
     def _worker(self, index: int) -> _Worker:
         worker = self._workers[index]
         if worker is None or worker.process.poll() is not None:
