@@ -150,3 +150,12 @@ def test_cli_takes_the_timeout_scope(tmp_path):
     per_suite = subprocess.run([*args, "--timeout-scope", "suite"], capture_output=True, text=True, timeout=120)
     assert per_test.returncode == 0 and "3/3 passed" in per_test.stdout, per_test
     assert per_suite.returncode == 1 and "1/3 passed" in per_suite.stdout, per_suite
+
+
+def test_cpu_time_is_limited_per_test_not_per_program():
+    # 0.8 s of CPU in each of 6 tests, 2 s per test: a correct program, though it uses more CPU in
+    # total than one test's timeout (it used to be killed by RLIMIT_CPU in its fourth test).
+    program = "import time\ndef f():\n    started = time.process_time()\n    while time.process_time() - started < 0.8:\n        pass\n    return 1\n"
+    with Executor(workers=1, limits=Limits(timeout_s=2)) as ex:
+        result = ex.run(program, [AssertTest("assert f() == 1")] * 6)
+    assert [v.status for v in result.verdicts] == [Status.PASSED] * 6, result.verdicts

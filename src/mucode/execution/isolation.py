@@ -217,15 +217,15 @@ def _write(path: str, text: str) -> None:
         handle.write(text)
 
 
-def set_resource_limits(limits: Limits) -> None:
-    """RLIMITs of a sandboxed process (inherited by everything it starts)."""
+def set_resource_limits(limits: Limits, n_tests: int = 1) -> None:
+    """RLIMITs of a sandboxed process that serves `n_tests` tests (inherited by all it starts)."""
     mib = 1024 * 1024
     for name, value in (
         ("RLIMIT_AS", limits.memory_mb * mib),
         ("RLIMIT_NPROC", limits.max_processes),
         ("RLIMIT_NOFILE", limits.max_open_files),
         ("RLIMIT_FSIZE", limits.max_file_size_mb * mib),
-        ("RLIMIT_CPU", limits.cpu_time_s),
+        ("RLIMIT_CPU", limits.cpu_time_for(n_tests)),
         ("RLIMIT_CORE", 0),
     ):
         if hasattr(resource, name):

@@ -36,8 +36,14 @@ class Limits:
 
     @property
     def cpu_time_s(self) -> int:
-        """CPU-seconds backstop (RLIMIT_CPU); the wall clock normally ends a run first."""
+        """CPU-seconds backstop (RLIMIT_CPU) of one step; the wall clock normally ends a run first."""
         return math.ceil(self.timeout_s) + 1
+
+    def cpu_time_for(self, n_tests: int) -> int:
+        """RLIMIT_CPU of a process that loads the program and then serves `n_tests` tests: with a
+        timeout per test, each step may use its own timeout of CPU (a process-wide limit of one
+        timeout would kill a correct program in its later tests)."""
+        return self.cpu_time_s * (1 if self.timeout_scope == "suite" else 1 + max(n_tests, 0))
 
     @property
     def judge_step_s(self) -> float:

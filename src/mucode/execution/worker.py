@@ -175,7 +175,7 @@ def _program(
         if stdin_fd < 0 or spec["mode"] == "assert":
             stdin_fd = os.open(os.devnull, os.O_RDONLY)
         child.enter_sandbox(
-            workdir=workdir, uid=uid, limits=limits, rpc_fd=fds["rpc"], stdin_fd=stdin_fd,
+            workdir=workdir, uid=uid, limits=limits, n_tests=int(spec.get("n_tests", 1)), rpc_fd=fds["rpc"], stdin_fd=stdin_fd,
             stdout_fd=fds["stdout"], stderr_fd=fds["stderr"], isolated=mode != "none",
         )
     except BaseException:  # noqa: BLE001 - never run a program outside its sandbox
@@ -370,7 +370,7 @@ class Judge:
 
         assert_idx = [i for i, t in enumerate(tests) if isinstance(t, AssertTest)]
         if assert_idx:
-            run = self.spawn({**spec, "mode": "assert"}, limits)
+            run = self.spawn({**spec, "mode": "assert", "n_tests": len(assert_idx)}, limits)
             for i, verdict in zip(assert_idx, run_assert_tests(run, [tests[i] for i in assert_idx], limits, self.progress, clock)):
                 verdicts[i] = verdict
             collect(assert_idx, run)
@@ -378,7 +378,7 @@ class Judge:
             if isinstance(test, IOTest) and clock.spent():
                 verdicts[i] = Verdict(Status.TIMEOUT, "not run: " + clock.over("the program"))
             elif isinstance(test, IOTest):
-                run = self.spawn({**spec, "mode": "io"}, limits, test.stdin.encode())
+                run = self.spawn({**spec, "mode": "io", "n_tests": 0}, limits, test.stdin.encode())
                 verdicts[i] = judge_io(run, test, limits, clock)
                 collect([i], run)
         return ExecResult(
