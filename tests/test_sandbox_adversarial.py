@@ -199,9 +199,9 @@ def test_setsid_child_ignoring_sigterm(executor):
 
 
 def test_kill_parent(executor):
-    # As root, the parent belongs to another uid (EPERM); without root the program is PID 1 of
-    # its own PID namespace, where its parent is invisible (getppid() == 0). Either way the signal
-    # reaches no process of the harness, which goes on judging.
+    # The parent is the worker's zygote, PID 1 of the worker's PID namespace: as root it belongs to
+    # another uid (EPERM); without root the kernel drops every signal PID 1 has no handler for when
+    # it comes from inside the namespace. The judge is outside, invisible. The harness goes on judging.
     program = "import os\ndef f(x):\n    try:\n        os.kill(os.getppid(), 9)\n    except OSError:\n        pass\n    return -1\n"
     result = run_hostile(executor, program)
     assert statuses(result) == [Status.FAILED, Status.FAILED]
