@@ -29,29 +29,39 @@ def program_uids(executor: Executor) -> set[int]:
     return set(executor.sandbox_uids) if executor.mode == "root" else {os.getuid()}
 
 
+def worker_namespaces(executor: Executor) -> set[str]:
+    """The PID namespaces of the executor's workers (each worker's zygote is PID 1 of one)."""
+    found = set()
+    for worker in executor._workers:
+        if worker is None:
+            continue
+        pid = worker.process.pid
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            found.update(os.readlink(f"/proc/{child}/ns/pid") for child in handle.read().split())
+    return found
+
+
 def _status_fields(pid: str) -> dict[str, list[str]]:
     with open(f"/proc/{pid}/status") as handle:
         return {key: value.split() for key, _, value in (line.partition(":") for line in handle)}
 
 
-def sandbox_processes(uids: set[int]) -> list[int]:
-    """Processes of programs, which must all be gone once a verdict is out: every process of a
-    sandbox uid (root mode); in user-namespace mode (programs keep our uid) every process of ours
-    inside a nested PID namespace that is not a worker's zygote (PID 1 there)."""
+def sandbox_processes(uids: set[int], namespaces: set[str]) -> list[int]:
+    """Processes of programs, which must all be gone once a verdict is out: every process of the
+    program uids in one of the workers' PID namespaces, except its PID 1 (the zygote). Other
+    sessions' sandboxes on the same host are not counted."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             fields = _status_fields(entry)
+            namespace = os.readlink(f"/proc/{entry}/ns/pid")
         except OSError:
             continue
-        uid, nspid = int(fields["Uid"][0]), fields.get("NSpid", [])
-        if uid not in uids:
-            continue
-        if uid == os.getuid() and (len(nspid) < 2 or nspid[-1] == "1"):
-            continue  # ours but not a program's: this process, a judge, a zygote
-        found.append(int(entry))
+        nspid = fields.get("NSpid", [])
+        if int(fields["Uid"][0]) in uids and namespace in namespaces and nspid[-1:] != ["1"]:
+            found.append(int(entry))
     return found
 
 
@@ -84,11 +94,11 @@ def run_hostile(executor: Executor, program: str, tests=TESTS):
     assert not result.passed
     assert not any(v.passed for v in result.verdicts)
     assert elapsed <= TIMEOUT + 2.0, f"verdict took {elapsed:.1f} s"
-    uids = program_uids(executor)
+    uids, namespaces = program_uids(executor), worker_namespaces(executor)
     deadline = time.monotonic() + 2
-    while sandbox_processes(uids) and time.monotonic() < deadline:
+    while sandbox_processes(uids, namespaces) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert sandbox_processes(uids) == []
+    assert sandbox_processes(uids, namespaces) == []
     assert sandbox_owned_temp_files(uids) == []
     # the run survives: the same executor still judges a correct program correctly
     assert executor.run("def f(x):\n    return 2 * x\n", TESTS).passed
@@ -101,7 +111,8 @@ def statuses(result) -> list[Status]:
 
 def test_isolation_mode_of_this_run(executor, capsys):
     with capsys.disabled():
-        print(f"\n[mucode sandbox] isolation mode: {executor.mode} (euid {os.geteuid()}); limits: {executor.limits_mechanism}", flush=True)
+        mode = f"{executor.mode} (euid {os.geteuid()}); limits: {executor.limits_mechanism}"
+        print(f"\n[mucode sandbox] isolation mode: {mode}", flush=True)
     assert executor.mode == ("root" if os.geteuid() == 0 else "userns")
 
 
@@ -325,13 +336,13 @@ def test_worker_death_kills_everything_the_program_started():
         "    time.sleep(10**6)\n"
     )
     with Executor(workers=1, limits=Limits(timeout_s=30)) as ex:
-        uids = program_uids(ex)
+        uids, namespaces = program_uids(ex), worker_namespaces(ex)
         killer = threading.Timer(1.0, os.kill, (ex._workers[0].process.pid, 9))
         killer.start()
         result = ex.run(program, TESTS)
         killer.join()
         assert result.infra_error and not result.passed
     deadline = time.monotonic() + 3
-    while sandbox_processes(uids) and time.monotonic() < deadline:
+    while sandbox_processes(uids, namespaces) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert sandbox_processes(uids) == []
+    assert sandbox_processes(uids, namespaces) == []

@@ -84,7 +84,8 @@ def test_every_worker_of_every_executor_has_its_own_sandbox_uid():
         if first.mode != "root":
             pytest.skip(f"programs keep the caller's uid in {first.mode} mode")
         program = "import os\ndef uid():\n    return os.getuid()\n"
-        seen = [r.verdicts[0].actual for ex in (first, first, second) for r in [ex.run(program, [AssertTest("assert uid() == -1")])]]
+        test = [AssertTest("assert uid() == -1")]
+        seen = [ex.run(program, test).verdicts[0].actual for ex in (first, first, second)]
         uids = first.sandbox_uids + second.sandbox_uids
         assert len(set(uids)) == 3, uids
         assert {int(u) for u in seen} <= set(uids)
@@ -155,7 +156,14 @@ def test_cli_takes_the_timeout_scope(tmp_path):
 def test_cpu_time_is_limited_per_test_not_per_program():
     # 0.25 s of CPU in each of 12 tests, 1 s per test: a correct program, though it uses more CPU in
     # total than one step's RLIMIT_CPU (2 s; it used to be killed in its ninth test).
-    program = "import time\ndef f():\n    started = time.process_time()\n    while time.process_time() - started < 0.25:\n        pass\n    return 1\n"
+    program = (
+        "import time\n"
+        "def f():\n"
+        "    started = time.process_time()\n"
+        "    while time.process_time() - started < 0.25:\n"
+        "        pass\n"
+        "    return 1\n"
+    )
     with Executor(workers=1, limits=Limits(timeout_s=1)) as ex:
         result = ex.run(program, [AssertTest("assert f() == 1")] * 12)
     assert [v.status for v in result.verdicts] == [Status.PASSED] * 12, result.verdicts

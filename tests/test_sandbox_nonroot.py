@@ -1,7 +1,8 @@
 """The sandbox's hostile-program tests again, as an ordinary user (CI runs the suite as root).
 
 `test_sandbox_escapes.py`, `test_sandbox_adversarial.py` and `test_sandbox_limits.py` run in the
-root pytest process (root mode); here the same three modules run again in a child pytest under a dedicated unprivileged user
+root pytest process (root mode); here the same three modules run again in a child pytest under a
+dedicated unprivileged user
 (`mucode-sbx`, created if missing), which puts the sandbox in user-namespace mode. That user can
 read neither the repository nor the virtual environment, so the child runs on copies in a
 world-readable temporary folder: mucode's source, the test modules, and the pure-Python packages
@@ -75,7 +76,8 @@ def _the_user() -> tuple[int, int]:
     try:
         entry = pwd.getpwnam(USER)
     except KeyError:
-        made = subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", USER], capture_output=True, text=True)
+        useradd = ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", USER]
+        made = subprocess.run(useradd, capture_output=True, text=True)
         if made.returncode != 0:
             pytest.skip(f"cannot create the unprivileged test user {USER}: {made.stderr.strip()}")
         entry = pwd.getpwnam(USER)
@@ -85,16 +87,20 @@ def _the_user() -> tuple[int, int]:
 def _interpreter(uid: int, gid: int) -> str:
     """This interpreter if the user can run it, else the system's python3 of the same version."""
     version = f"{sys.version_info[0]}.{sys.version_info[1]}"
-    for candidate in dict.fromkeys([os.path.realpath(sys.executable), shutil.which("python3") or "", f"/usr/bin/python{version}"]):
+    candidates = [os.path.realpath(sys.executable), shutil.which("python3") or "", f"/usr/bin/python{version}"]
+    for candidate in dict.fromkeys(candidates):
         if not candidate:
             continue
         # The interpreter must be able to start itself again (the Executor starts its workers so).
-        check = "import subprocess, sys; subprocess.run([sys.executable, '-c', ''], check=True); print('%d.%d' % sys.version_info[:2])"
+        check = (
+            "import subprocess, sys; subprocess.run([sys.executable, '-c', ''], check=True); "
+            "print('%d.%d' % sys.version_info[:2])"
+        )
         probe = subprocess.run(_as_user(uid, gid, [candidate, "-c", check]),
                                capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, cwd="/")
         if probe.returncode == 0 and probe.stdout.strip() == version:
             return candidate
-    pytest.skip(f"no Python {version} interpreter that {USER} may run (this one lies in a folder closed to other users)")
+    pytest.skip(f"no Python {version} interpreter that {USER} may run (this one is in a folder closed to other users)")
 
 
 def _copy_package(name: str, site: Path) -> None:
@@ -115,12 +121,17 @@ class Child:
         self.site, self.tests, self.home = root / "site-packages", root / "tests", root / "home"
 
     def env(self) -> dict[str, str]:
-        return {"PATH": "/usr/bin:/bin", "HOME": str(self.home), "PYTHONPATH": str(self.site), "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
+        return {
+            "PATH": "/usr/bin:/bin", "HOME": str(self.home), "PYTHONPATH": str(self.site),
+            "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8",
+        }
 
     def pytest(self, module: str) -> subprocess.CompletedProcess:
         argv = [self.python, "-m", "pytest", "-p", "no:cacheprovider", "-c", str(self.root / "pytest.ini"),
-                "--rootdir", str(self.root), "-q", "-rs", "-s", f"--basetemp={self.home / 'pytest'}", str(self.tests / module)]
-        return subprocess.run(_as_user(self.uid, self.gid, argv), capture_output=True, text=True, env=self.env(), cwd=self.home, timeout=600)
+                "--rootdir", str(self.root), "-q", "-rs", "-s", f"--basetemp={self.home / 'pytest'}",
+                str(self.tests / module)]
+        command = _as_user(self.uid, self.gid, argv)
+        return subprocess.run(command, capture_output=True, text=True, env=self.env(), cwd=self.home, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +191,8 @@ def test_without_root_or_user_namespaces_mucode_refuses_unless_told(child, capsy
 
     def exec_(*extra: str) -> subprocess.CompletedProcess:
         argv = [child.python, "-m", "mucode", "exec", str(program), "--tests", str(tests), *extra]
-        return subprocess.run([*launcher, *argv], capture_output=True, text=True, env=child.env(), cwd=child.home, timeout=120)
+        command = [*launcher, *argv]
+        return subprocess.run(command, capture_output=True, text=True, env=child.env(), cwd=child.home, timeout=120)
 
     refused = exec_()
     if refused.returncode in (90, 91):
@@ -190,7 +202,8 @@ def test_without_root_or_user_namespaces_mucode_refuses_unless_told(child, capsy
     assert "--unsafe-no-isolation" in refused.stderr and "PASSED" not in refused.stdout
     allowed = exec_("--unsafe-no-isolation")
     with capsys.disabled():
-        print("\n[mucode sandbox] run without root or user namespaces: isolation mode none (refused unless --unsafe-no-isolation)", flush=True)
+        print("\n[mucode sandbox] run without root or user namespaces: isolation mode none"
+              " (refused unless --unsafe-no-isolation)", flush=True)
     assert allowed.returncode == 0, allowed
     assert "test 1: PASSED" in allowed.stdout
     assert "NO network or file-system isolation" in allowed.stderr, allowed.stderr

@@ -22,12 +22,19 @@ Examples:
 @click.argument("program", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--tests", "tests_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="A Python file of assert statements (each top-level assert is one test).")
 @click.option("--timeout", type=float, default=Limits().timeout_s, show_default=True, help="Wall-clock limit per test, in seconds.")
-@click.option("--timeout-scope", type=click.Choice(["test", "suite"]), default=Limits().timeout_scope, show_default=True, help="What --timeout bounds: each test, or the program's whole suite (loading and all tests).")
-@click.option("--memory", type=int, default=Limits().memory_mb, show_default=True, help="Memory limit of the program, in MiB (see docs/sandbox.md).")
+@click.option(
+    "--timeout-scope", type=click.Choice(["test", "suite"]), default=Limits().timeout_scope, show_default=True,
+    help="What --timeout bounds: each test, or the program's whole suite (loading and all tests).",
+)
+@click.option(
+    "--memory", type=int, default=Limits().memory_mb, show_default=True,
+    help="Memory limit of the program, in MiB (see docs/sandbox.md).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--unsafe-no-isolation", is_flag=True, help="Run the program even where no sandbox isolation is possible (neither root nor user namespaces).")
 def exec_command(
-    program: Path, tests_path: Path, timeout: float, timeout_scope: str, memory: int, as_json: bool, unsafe_no_isolation: bool
+    program: Path, tests_path: Path, timeout: float, timeout_scope: str, memory: int, as_json: bool,
+    unsafe_no_isolation: bool,
 ) -> int:
     """Run PROGRAM in the sandbox against the asserts in --tests. Exit code 0 iff all tests pass."""
     from mucode.execution import Executor

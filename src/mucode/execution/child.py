@@ -39,8 +39,8 @@ def prepare_zygote() -> None:
 
 
 def enter_sandbox(
-    *, workdir: str, uid: int | None, limits: Limits, n_tests: int, rpc_fd: int, stdin_fd: int, stdout_fd: int, stderr_fd: int,
-    isolated: bool,
+    *, workdir: str, uid: int | None, limits: Limits, n_tests: int, rpc_fd: int, stdin_fd: int, stdout_fd: int,
+    stderr_fd: int, isolated: bool,
 ) -> None:
     """Turn the freshly forked process into the sandbox: own session, clean fds, limits, no root."""
     os.setsid()

@@ -1,8 +1,8 @@
 """Linux isolation primitives (namespaces, mounts, privileges, resource limits) through libc.
 
 Which isolation is available depends on the platform and on who runs mucode:
-- `root`: each worker's sandbox lives in its own mount, network and IPC namespaces, every program
-  in its own PID namespace and runs as a dedicated unprivileged uid (one per worker).
+- `root`: each worker's sandbox lives in its own mount, network, IPC and PID namespaces; every program
+  runs as a dedicated unprivileged uid (one per worker, unique on the host).
 - `userns`: an unprivileged user with user namespaces gets the same namespaces, but programs keep
   the caller's uid (mapped to root inside a namespace that owns nothing on the host).
 - `none`: no namespaces (not Linux, or namespaces refused): only resource limits, a session of its

@@ -464,7 +464,9 @@ def _namespace(run: SandboxRun, names: Any) -> dict[str, Any]:
     return namespace
 
 
-def _run_one_assert(run: SandboxRun, namespace: dict[str, Any], test: AssertTest, limits: Limits, clock: Clock) -> Verdict:
+def _run_one_assert(
+    run: SandboxRun, namespace: dict[str, Any], test: AssertTest, limits: Limits, clock: Clock
+) -> Verdict:
     started = time.monotonic()
     run.deadline = clock.deadline()
     took = lambda: time.monotonic() - started  # noqa: E731

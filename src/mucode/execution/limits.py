@@ -11,15 +11,18 @@ TIMEOUT_SCOPES = ("test", "suite")
 
 @dataclass(frozen=True)
 class Limits:
-    """What one program may use. Every limit applies to the program and all its descendants."""
+    """What one program may use (see docs/sandbox.md for which mechanism applies each limit)."""
 
     timeout_s: float = field(default=3.0, metadata={"help": "Wall-clock limit per test (and for loading the program), in seconds."})
     timeout_scope: Literal["test", "suite"] = field(default="test", metadata={"help": (
         "What timeout_s bounds: 'test' (loading, then each test, each on its own clock) or 'suite' "
         "(loading and all tests of one program together, as the reference code's 10 s per suite)."
     )})
-    memory_mb: int = field(default=2048, metadata={"help": "Address-space limit of each sandboxed process, in MiB."})
-    max_processes: int = field(default=32, metadata={"help": "Processes and threads the sandbox user may have at once."})
+    memory_mb: int = field(default=2048, metadata={"help": (
+        "Memory of the program and all its processes together (cgroup, where the host has one) "
+        "and address space of each process, in MiB."
+    )})
+    max_processes: int = field(default=32, metadata={"help": "Processes and threads the program may have at once."})
     max_open_files: int = field(default=128, metadata={"help": "Open file descriptors per process."})
     max_file_size_mb: int = field(default=16, metadata={"help": "Largest file the program may write, in MiB."})
     scratch_mb: int = field(default=64, metadata={"help": "Size of the private temporary file systems (/tmp, /dev/shm, ...), in MiB."})
@@ -32,7 +35,8 @@ class Limits:
             if not value > 0:
                 raise ValueError(f"Limits.{name} must be > 0, got {value!r}")
         if self.timeout_scope not in TIMEOUT_SCOPES:
-            raise ValueError(f"Limits.timeout_scope must be one of {', '.join(TIMEOUT_SCOPES)}, got {self.timeout_scope!r}")
+            scopes = ", ".join(TIMEOUT_SCOPES)
+            raise ValueError(f"Limits.timeout_scope must be one of {scopes}, got {self.timeout_scope!r}")
 
     @property
     def cpu_time_s(self) -> int:

@@ -163,7 +163,8 @@ class Executor:
         if not self.limits_mechanism.startswith("cgroup") and "rlimit" not in _warned_modes:
             _warned_modes.add("rlimit")
             warnings.warn(
-                f"mucode sandbox: memory and process limits apply per process, not per program: {self.limits_mechanism}",
+                "mucode sandbox: memory and process limits apply per process, not per program: "
+                + self.limits_mechanism,
                 RuntimeWarning, stacklevel=2,
             )
 

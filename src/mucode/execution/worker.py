@@ -43,7 +43,7 @@ PRELOADED_MODULES = (
 )
 SANDBOX_UID_BASE = int(os.environ.get("MUCODE_SANDBOX_UID_BASE", "61000"))
 SANDBOX_UID_SPAN = 4096  # root mode: each worker on the host holds one uid of SANDBOX_UID_BASE + [0, span)
-UID_LOCK_DIR = "/run/mucode-sandbox-uids" if os.path.isdir("/run") else os.path.join(tempfile.gettempdir(), "mucode-sandbox-uids")
+UID_LOCK_DIR = os.path.join("/run" if os.path.isdir("/run") else tempfile.gettempdir(), "mucode-sandbox-uids")
 # Address space the judge may add to what it uses once started: it decodes program values (at most
 # Limits.max_message_bytes each) and runs the tests on them, and must not take the host down doing so.
 JUDGE_MEMORY_MB = 1024
@@ -52,7 +52,9 @@ FD_NAMES = ("rpc", "stdout", "stderr", "control", "stdin")  # stdin only for std
 
 # -- zygote ----------------------------------------------------------------------------------------
 
-def zygote_main(sock: socket.socket, mode: str, uid: int | None, scratch_mb: int, cgroup: ProgramCgroup | None) -> None:
+def zygote_main(
+    sock: socket.socket, mode: str, uid: int | None, scratch_mb: int, cgroup: ProgramCgroup | None
+) -> None:
     isolation.die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # PID 1 gets only the signals it handles
     isolation.enter_worker_namespaces(mode, scratch_mb, _python_dirs(), _package_dirs())
@@ -122,7 +124,8 @@ def _report(fds: dict[str, int], status: dict[str, Any]) -> None:
 
 
 def _supervise(
-    spec: dict[str, Any], fds: dict[str, int], mode: str, uid: int | None, scratch: dict[str, int], cgroup: ProgramCgroup | None
+    spec: dict[str, Any], fds: dict[str, int], mode: str, uid: int | None, scratch: dict[str, int],
+    cgroup: ProgramCgroup | None,
 ) -> dict[str, Any]:
     """Start the program, kill it (and all it started) when the judge says so, clean up."""
     try:
@@ -164,7 +167,8 @@ def _device(path: str) -> int | None:
 
 
 def _program(
-    spec: dict[str, Any], fds: dict[str, int], workdir: str, uid: int | None, limits: Limits, mode: str, cgroup: ProgramCgroup | None
+    spec: dict[str, Any], fds: dict[str, int], workdir: str, uid: int | None, limits: Limits, mode: str,
+    cgroup: ProgramCgroup | None,
 ) -> None:
     try:
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -175,7 +179,8 @@ def _program(
         if stdin_fd < 0 or spec["mode"] == "assert":
             stdin_fd = os.open(os.devnull, os.O_RDONLY)
         child.enter_sandbox(
-            workdir=workdir, uid=uid, limits=limits, n_tests=int(spec.get("n_tests", 1)), rpc_fd=fds["rpc"], stdin_fd=stdin_fd,
+            workdir=workdir, uid=uid, limits=limits, n_tests=int(spec.get("n_tests", 1)),
+            rpc_fd=fds["rpc"], stdin_fd=stdin_fd,
             stdout_fd=fds["stdout"], stderr_fd=fds["stderr"], isolated=mode != "none",
         )
     except BaseException:  # noqa: BLE001 - never run a program outside its sandbox
@@ -371,7 +376,8 @@ class Judge:
         assert_idx = [i for i, t in enumerate(tests) if isinstance(t, AssertTest)]
         if assert_idx:
             run = self.spawn({**spec, "mode": "assert", "n_tests": len(assert_idx)}, limits)
-            for i, verdict in zip(assert_idx, run_assert_tests(run, [tests[i] for i in assert_idx], limits, self.progress, clock)):
+            asserts = [tests[i] for i in assert_idx]
+            for i, verdict in zip(assert_idx, run_assert_tests(run, asserts, limits, self.progress, clock)):
                 verdicts[i] = verdict
             collect(assert_idx, run)
         for i, test in enumerate(tests):
