@@ -9,6 +9,8 @@ enters private namespaces (a new read-only root with private /tmp, no network; s
 program on request. The zygote never sees a test, so no program can find the tests in the memory it
 inherits. After each program the zygote kills every other process of its namespace, so nothing a
 program started survives, whatever it did to escape its process group (setsid, double fork).
+As root, each worker holds a sandbox uid of its own on the host (`claim_sandbox_uid`); where the
+host allows it, each worker's programs run in a cgroup of its own (`cgroups.py`).
 """
 
 from __future__ import annotations
