@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from mucode.execution import Executor, Limits
-from mucode.execution.worker import SANDBOX_UID_BASE
 from mucode.types import AssertTest, Status
 
 TIMEOUT = 1.0
@@ -25,34 +24,66 @@ def executor():
         yield ex
 
 
-def sandbox_processes() -> list[int]:
-    """Pids of processes owned by the sandbox uids (root mode) — there must be none at rest."""
+def program_uids(executor: Executor) -> set[int]:
+    """Whose processes a program's can be: the workers' sandbox uids (root mode), else ours."""
+    return set(executor.sandbox_uids) if executor.mode == "root" else {os.getuid()}
+
+
+def worker_namespaces(executor: Executor) -> set[str]:
+    """The PID namespaces of the executor's workers (each worker's zygote is PID 1 of one)."""
+    found = set()
+    for worker in executor._workers:
+        if worker is None:
+            continue
+        pid = worker.process.pid
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            found.update(os.readlink(f"/proc/{child}/ns/pid") for child in handle.read().split())
+    return found
+
+
+def _status_fields(pid: str) -> dict[str, list[str]]:
+    with open(f"/proc/{pid}/status") as handle:
+        return {key: value.split() for key, _, value in (line.partition(":") for line in handle)}
+
+
+def sandbox_processes(uids: set[int], namespaces: set[str]) -> list[int]:
+    """Processes of programs, which must all be gone once a verdict is out: every process of the
+    program uids in one of the workers' PID namespaces, except its PID 1 (the zygote). Other
+    sessions' sandboxes on the same host are not counted."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/status") as handle:
-                uid_line = next(line for line in handle if line.startswith("Uid:"))
-        except (OSError, StopIteration):
+            fields = _status_fields(entry)
+            namespace = os.readlink(f"/proc/{entry}/ns/pid")
+        except OSError:
             continue
-        if SANDBOX_UID_BASE <= int(uid_line.split()[1]) < SANDBOX_UID_BASE + 64:
+        nspid = fields.get("NSpid", [])
+        if int(fields["Uid"][0]) in uids and namespace in namespaces and nspid[-1:] != ["1"]:
             found.append(int(entry))
     return found
 
 
-def sandbox_owned_temp_files() -> list[str]:
-    """Entries in the host's temporary folders owned by a sandbox uid (other processes, e.g.
-    concurrent test runs, may create their own files there, so ownership is what counts)."""
+_TEMP_FOLDERS = ("/tmp", "/var/tmp", "/dev/shm")
+_TEMP_AT_START = {e.path for folder in _TEMP_FOLDERS for e in os.scandir(folder)}
+
+
+def sandbox_owned_temp_files(uids: set[int]) -> list[str]:
+    """Entries in the host's temporary folders that a program may have made: owned by a sandbox uid
+    (root mode), or (user-namespace mode) new since this module started, owned by us and not pytest's."""
     found = []
-    for folder in ("/tmp", "/var/tmp", "/dev/shm"):
+    for folder in _TEMP_FOLDERS:
         for entry in os.scandir(folder):
             try:
                 uid = entry.stat(follow_symlinks=False).st_uid
             except OSError:
                 continue
-            if SANDBOX_UID_BASE <= uid < SANDBOX_UID_BASE + 64:
-                found.append(entry.path)
+            if uid not in uids:
+                continue
+            if uid == os.getuid() and (entry.path in _TEMP_AT_START or entry.name.startswith("pytest-")):
+                continue
+            found.append(entry.path)
     return found
 
 
@@ -63,11 +94,12 @@ def run_hostile(executor: Executor, program: str, tests=TESTS):
     assert not result.passed
     assert not any(v.passed for v in result.verdicts)
     assert elapsed <= TIMEOUT + 2.0, f"verdict took {elapsed:.1f} s"
+    uids, namespaces = program_uids(executor), worker_namespaces(executor)
     deadline = time.monotonic() + 2
-    while sandbox_processes() and time.monotonic() < deadline:
+    while sandbox_processes(uids, namespaces) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert sandbox_processes() == []
-    assert sandbox_owned_temp_files() == []
+    assert sandbox_processes(uids, namespaces) == []
+    assert sandbox_owned_temp_files(uids) == []
     # the run survives: the same executor still judges a correct program correctly
     assert executor.run("def f(x):\n    return 2 * x\n", TESTS).passed
     return result
@@ -77,10 +109,11 @@ def statuses(result) -> list[Status]:
     return [v.status for v in result.verdicts]
 
 
-def test_isolation_mode_is_root_here(executor):
-    if os.geteuid() != 0:
-        pytest.skip("not running as root: programs keep the caller's uid (userns mode)")
-    assert executor.mode == "root"
+def test_isolation_mode_of_this_run(executor, capsys):
+    with capsys.disabled():
+        mode = f"{executor.mode} (euid {os.geteuid()}); limits: {executor.limits_mechanism}"
+        print(f"\n[mucode sandbox] isolation mode: {mode}", flush=True)
+    assert executor.mode == ("root" if os.geteuid() == 0 else "userns")
 
 
 def test_busy_loop_in_function(executor):
@@ -177,9 +210,9 @@ def test_setsid_child_ignoring_sigterm(executor):
 
 
 def test_kill_parent(executor):
-    # As root, the parent belongs to another uid (EPERM); without root the program is PID 1 of
-    # its own PID namespace, where its parent is invisible (getppid() == 0). Either way the signal
-    # reaches no process of the harness, which goes on judging.
+    # The parent is the worker's zygote, PID 1 of the worker's PID namespace: as root it belongs to
+    # another uid (EPERM); without root the kernel drops every signal PID 1 has no handler for when
+    # it comes from inside the namespace. The judge is outside, invisible. The harness goes on judging.
     program = "import os\ndef f(x):\n    try:\n        os.kill(os.getppid(), 9)\n    except OSError:\n        pass\n    return -1\n"
     result = run_hostile(executor, program)
     assert statuses(result) == [Status.FAILED, Status.FAILED]
@@ -287,8 +320,6 @@ def test_patching_the_sandbox_runtime_does_not_help(executor):
 
 
 def test_program_sees_no_host_process(executor):
-    if executor.mode != "root":
-        pytest.skip("a private /proc is mounted in root mode only")
     program = "import os\ndef f(x):\n    return sorted(int(p) for p in os.listdir('/proc') if p.isdigit())\n"
     result = executor.run(program, [AssertTest("assert f(0) == []")])
     pids = eval(result.verdicts[0].actual)  # noqa: S307 - a list of ints from our own verdict
@@ -305,12 +336,13 @@ def test_worker_death_kills_everything_the_program_started():
         "    time.sleep(10**6)\n"
     )
     with Executor(workers=1, limits=Limits(timeout_s=30)) as ex:
+        uids, namespaces = program_uids(ex), worker_namespaces(ex)
         killer = threading.Timer(1.0, os.kill, (ex._workers[0].process.pid, 9))
         killer.start()
         result = ex.run(program, TESTS)
         killer.join()
         assert result.infra_error and not result.passed
     deadline = time.monotonic() + 3
-    while sandbox_processes() and time.monotonic() < deadline:
+    while sandbox_processes(uids, namespaces) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert sandbox_processes() == []
+    assert sandbox_processes(uids, namespaces) == []

@@ -38,7 +38,10 @@ def prepare_zygote() -> None:
     sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace", write_through=True)
 
 
-def enter_sandbox(*, workdir: str, uid: int | None, limits: Limits, rpc_fd: int, stdin_fd: int, stdout_fd: int, stderr_fd: int, isolated: bool) -> None:
+def enter_sandbox(
+    *, workdir: str, uid: int | None, limits: Limits, n_tests: int, rpc_fd: int, stdin_fd: int, stdout_fd: int,
+    stderr_fd: int, isolated: bool,
+) -> None:
     """Turn the freshly forked process into the sandbox: own session, clean fds, limits, no root."""
     os.setsid()
     os.dup2(stdin_fd, 0)
@@ -49,7 +52,7 @@ def enter_sandbox(*, workdir: str, uid: int | None, limits: Limits, rpc_fd: int,
     os.closerange(RPC_FD + 1 if rpc_fd >= 0 else 3, 1 << 16)
     os.chdir(workdir)
     os.environ["HOME"] = os.environ["TMPDIR"] = workdir
-    isolation.set_resource_limits(limits)
+    isolation.set_resource_limits(limits, n_tests)
     if isolated:
         isolation.drop_privileges(uid)
     else:

@@ -1,8 +1,8 @@
 """Linux isolation primitives (namespaces, mounts, privileges, resource limits) through libc.
 
 Which isolation is available depends on the platform and on who runs mucode:
-- `root`: each worker's sandbox lives in its own mount, network and IPC namespaces, every program
-  in its own PID namespace and runs as a dedicated unprivileged uid (one per worker).
+- `root`: each worker's sandbox lives in its own mount, network, IPC and PID namespaces; every program
+  runs as a dedicated unprivileged uid (one per worker, unique on the host).
 - `userns`: an unprivileged user with user namespaces gets the same namespaces, but programs keep
   the caller's uid (mapped to root inside a namespace that owns nothing on the host).
 - `none`: no namespaces (not Linux, or namespaces refused): only resource limits, a session of its
@@ -217,15 +217,15 @@ def _write(path: str, text: str) -> None:
         handle.write(text)
 
 
-def set_resource_limits(limits: Limits) -> None:
-    """RLIMITs of a sandboxed process (inherited by everything it starts)."""
+def set_resource_limits(limits: Limits, n_tests: int = 1) -> None:
+    """RLIMITs of a sandboxed process that serves `n_tests` tests (inherited by all it starts)."""
     mib = 1024 * 1024
     for name, value in (
         ("RLIMIT_AS", limits.memory_mb * mib),
         ("RLIMIT_NPROC", limits.max_processes),
         ("RLIMIT_NOFILE", limits.max_open_files),
         ("RLIMIT_FSIZE", limits.max_file_size_mb * mib),
-        ("RLIMIT_CPU", limits.cpu_time_s),
+        ("RLIMIT_CPU", limits.cpu_time_for(n_tests)),
         ("RLIMIT_CORE", 0),
     ):
         if hasattr(resource, name):

@@ -34,6 +34,38 @@ from mucode.types import AssertTest, IOTest, Status, Verdict
 KILL_GRACE_S = 1.5  # how long the sandbox parent gets to report after being asked to kill
 
 
+@dataclass
+class Clock:
+    """Deadlines of one job. Scope 'test': each step (loading, each test) has timeout_s of its own;
+    scope 'suite': all steps of the job share one timeout_s, counted from the job's start."""
+
+    limits: Limits
+    suite_end: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.suite_end = time.monotonic() + self.limits.timeout_s
+
+    @property
+    def per_suite(self) -> bool:
+        return self.limits.timeout_scope == "suite"
+
+    def step_limit(self, test: AssertTest | IOTest | None = None) -> float:
+        """Seconds one step may take: the test's own limit when it has a lower one."""
+        return self.limits.timeout_s if test is None else effective_timeout(test, self.limits)
+
+    def deadline(self, test: AssertTest | IOTest | None = None) -> float:
+        step_end = time.monotonic() + self.step_limit(test)
+        return min(self.suite_end, step_end) if self.per_suite else step_end
+
+    def spent(self) -> bool:
+        return self.per_suite and time.monotonic() >= self.suite_end
+
+    def over(self, what: str, test: AssertTest | IOTest | None = None) -> str:
+        if self.per_suite and time.monotonic() >= self.suite_end:
+            return f"{what} ran past the {self.limits.timeout_s:g} s limit of the whole program (timeout per suite)"
+        return f"{what} took longer than {self.step_limit(test):g} s"
+
+
 class InfraError(RuntimeError):
     """The harness failed (not the program): the verdict is INFRA_ERROR."""
 
@@ -387,6 +419,8 @@ def _ending_verdict(info: dict[str, int], when: str) -> Verdict:
         except ValueError:
             name = f"signal {sig}"
         reason = {"SIGXCPU": " (CPU time limit)", "SIGXFSZ": " (file size limit)", "SIGSEGV": " (e.g. stack overflow)"}.get(name, "")
+        if info.get("oom"):
+            reason = f" (out of memory: the program and its processes may use {info['oom']} MiB together)"
         return Verdict(Status.CRASHED, f"the program was killed by {name}{reason} {when}")
     return Verdict(Status.ERROR, f"the program exited with code {info.get('exit', '?')} {when}")
 
@@ -445,17 +479,20 @@ def _clip(text: str, limit: int = 1000) -> str:
     return text if len(text) <= limit else text[:limit] + f"\n[... {len(text) - limit} more characters]"
 
 
-def _run_one_assert(run: SandboxRun, namespace: dict[str, Any], test: AssertTest, limits: Limits) -> Verdict:
-    timeout_s = effective_timeout(test, limits)
+def _run_one_assert(
+    run: SandboxRun, namespace: dict[str, Any], test: AssertTest, limits: Limits, clock: Clock
+) -> Verdict:
     started = time.monotonic()
-    run.deadline = started + timeout_s
+    run.deadline = clock.deadline(test)
     took = lambda: time.monotonic() - started  # noqa: E731
     try:
         code = compile_test(test.code)
     except SyntaxError as err:
         return Verdict(Status.INFRA_ERROR, f"the test itself does not compile: {err.msg} (line {err.lineno})")
     try:
-        with _Alarm(timeout_s + 0.25):
+        if run.deadline <= started:
+            raise _TimedOut()
+        with _Alarm(run.deadline - started + 0.25):
             exec(code, namespace)  # noqa: S102 - test code is trusted; program values are proxies
     except TestFailure as failure:
         message = failure.source + (f"  # {failure.note}" if failure.note else "")
@@ -473,11 +510,15 @@ def _run_one_assert(run: SandboxRun, namespace: dict[str, Any], test: AssertTest
     return Verdict(Status.PASSED, duration_s=took())
 
 
-def run_assert_tests(run: SandboxRun, tests: Sequence[AssertTest], limits: Limits, progress: Callable[[], None] = lambda: None) -> list[Verdict]:
+def run_assert_tests(
+    run: SandboxRun, tests: Sequence[AssertTest], limits: Limits, progress: Callable[[], None] = lambda: None,
+    clock: Clock | None = None,
+) -> list[Verdict]:
     """Load the program in the sandbox, then run each test here against it (`progress()` after
     loading and after each test)."""
+    clock = clock or Clock(limits)
     verdicts: list[Verdict] = []
-    run.deadline = time.monotonic() + limits.timeout_s
+    run.deadline = clock.deadline()
     pending: Verdict | None = None  # verdict for every remaining test once the program is gone
     try:
         message = run.next_message()
@@ -489,7 +530,7 @@ def run_assert_tests(run: SandboxRun, tests: Sequence[AssertTest], limits: Limit
         else:
             raise _ChannelAbuse("unexpected first message")
     except _TimedOut:
-        pending = Verdict(Status.TIMEOUT, f"loading the program took longer than {limits.timeout_s:g} s")
+        pending = Verdict(Status.TIMEOUT, clock.over("loading the program"))
     except _ProgramGone:
         pending = _ending_verdict(run.finish(), "while loading")
     except _ChannelAbuse as err:
@@ -502,10 +543,9 @@ def run_assert_tests(run: SandboxRun, tests: Sequence[AssertTest], limits: Limit
             verdicts.append(pending)
             continue
         try:
-            verdicts.append(_run_one_assert(run, namespace, test, limits))
+            verdicts.append(_run_one_assert(run, namespace, test, limits, clock))
         except _TimedOut:
-            limit_s = effective_timeout(test, limits)
-            verdicts.append(Verdict(Status.TIMEOUT, f"the test took longer than {limit_s:g} s", duration_s=limit_s))
+            verdicts.append(Verdict(Status.TIMEOUT, clock.over("the test", test), duration_s=clock.step_limit(test)))
             pending = Verdict(Status.TIMEOUT, f"not run: the program was stopped after test {index + 1} timed out")
         except _ProgramGone:
             info = run.finish()
@@ -517,18 +557,18 @@ def run_assert_tests(run: SandboxRun, tests: Sequence[AssertTest], limits: Limit
     return verdicts
 
 
-def judge_io(run: SandboxRun, test: IOTest, limits: Limits) -> Verdict:
+def judge_io(run: SandboxRun, test: IOTest, limits: Limits, clock: Clock | None = None) -> Verdict:
     """Wait for the script to finish, then compare its stdout with the expected output."""
+    clock = clock or Clock(limits)
     started = time.monotonic()
-    timeout_s = effective_timeout(test, limits)
-    run.deadline = started + timeout_s
+    run.deadline = clock.deadline(test)
     while "control" in run.open and time.monotonic() < run.deadline:  # open until the zygote reports
         run._pump(run.deadline - time.monotonic())
     timed_out = "control" in run.open
     info = run.finish()
     took = time.monotonic() - started
     if timed_out:
-        return Verdict(Status.TIMEOUT, f"the program took longer than {timeout_s:g} s", duration_s=took)
+        return Verdict(Status.TIMEOUT, clock.over("the program", test), duration_s=took)
     if info.get("signal") or info.get("exit"):
         verdict = _ending_verdict(info, "")
         tail = run.stderr.text().strip()[-1500:]

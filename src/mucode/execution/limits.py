@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
+
+TIMEOUT_SCOPES = ("test", "suite")
 
 
 @dataclass(frozen=True)
 class Limits:
-    """What one program may use. Every limit applies to the program and all its descendants."""
+    """What one program may use (see docs/sandbox.md for which mechanism applies each limit)."""
 
     timeout_s: float = field(default=3.0, metadata={"help": "Wall-clock limit per test (and for loading the program), in seconds."})
-    memory_mb: int = field(default=2048, metadata={"help": "Address-space limit of each sandboxed process, in MiB."})
-    max_processes: int = field(default=32, metadata={"help": "Processes and threads the sandbox user may have at once."})
+    timeout_scope: Literal["test", "suite"] = field(default="test", metadata={"help": (
+        "What timeout_s bounds: 'test' (loading, then each test, each on its own clock) or 'suite' "
+        "(loading and all tests of one program together, as the reference code's 10 s per suite)."
+    )})
+    memory_mb: int = field(default=2048, metadata={"help": (
+        "Memory of the program and all its processes together (cgroup, where the host has one) "
+        "and address space of each process, in MiB."
+    )})
+    max_processes: int = field(default=32, metadata={"help": "Processes and threads the program may have at once."})
     max_open_files: int = field(default=128, metadata={"help": "Open file descriptors per process."})
     max_file_size_mb: int = field(default=16, metadata={"help": "Largest file the program may write, in MiB."})
     scratch_mb: int = field(default=64, metadata={"help": "Size of the private temporary file systems (/tmp, /dev/shm, ...), in MiB."})
@@ -25,11 +34,20 @@ class Limits:
             value = getattr(self, name)
             if not value > 0:
                 raise ValueError(f"Limits.{name} must be > 0, got {value!r}")
+        if self.timeout_scope not in TIMEOUT_SCOPES:
+            scopes = ", ".join(TIMEOUT_SCOPES)
+            raise ValueError(f"Limits.timeout_scope must be one of {scopes}, got {self.timeout_scope!r}")
 
     @property
     def cpu_time_s(self) -> int:
-        """CPU-seconds backstop (RLIMIT_CPU); the wall clock normally ends a run first."""
+        """CPU-seconds backstop (RLIMIT_CPU) of one step; the wall clock normally ends a run first."""
         return math.ceil(self.timeout_s) + 1
+
+    def cpu_time_for(self, n_tests: int) -> int:
+        """RLIMIT_CPU of a process that loads the program and then serves `n_tests` tests: with a
+        timeout per test, each step may use its own timeout of CPU (a process-wide limit of one
+        timeout would kill a correct program in its later tests)."""
+        return self.cpu_time_s * (1 if self.timeout_scope == "suite" else 1 + max(n_tests, 0))
 
     @property
     def judge_step_s(self) -> float:

@@ -81,6 +81,8 @@ class _Worker:
             self.close()
             raise RuntimeError(f"mucode sandbox worker failed to start: {hello['fatal']}")
         self.mode = hello.get("mode", "none")
+        self.uid: int | None = hello.get("uid")
+        self.limits_mechanism = str(hello.get("limits_mechanism", "rlimit"))
 
     def _read_exact(self, size: int, end: float) -> bytes:
         fd, chunks, remaining = self.process.stdout.fileno(), [], size
@@ -145,7 +147,10 @@ class Executor:
         for index in range(self.n_workers):
             self._idle.put(index)
         self._threads = ThreadPoolExecutor(self.n_workers, thread_name_prefix="mucode-exec")
-        self.mode = self._worker(0).mode  # start one now: fail early, and learn the isolation mode
+        first = self._worker(0)  # start one now: fail early, and learn the isolation mode
+        self.mode = first.mode
+        # How memory and process limits apply: "cgroup v1 (...)", "cgroup v2 (...)" or "rlimit (...)".
+        self.limits_mechanism = first.limits_mechanism
         if self.mode == "none" and not unsafe_no_isolation:
             self.close()
             raise IsolationUnavailable(
@@ -155,6 +160,19 @@ class Executor:
         if self.mode in _MODE_WARNINGS and self.mode not in _warned_modes:
             _warned_modes.add(self.mode)
             warnings.warn(_MODE_WARNINGS[self.mode], RuntimeWarning, stacklevel=2)
+        if not self.limits_mechanism.startswith("cgroup") and "rlimit" not in _warned_modes:
+            _warned_modes.add("rlimit")
+            warnings.warn(
+                "mucode sandbox: memory and process limits apply per process, not per program: "
+                + self.limits_mechanism,
+                RuntimeWarning, stacklevel=2,
+            )
+
+    @property
+    def sandbox_uids(self) -> tuple[int, ...]:
+        """The uids programs of the running workers have (root mode; empty otherwise): each is held
+        by one worker on this host at a time."""
+        return tuple(w.uid for w in self._workers if w is not None and w.uid is not None)
 
     def _worker(self, index: int) -> _Worker:
         worker = self._workers[index]

@@ -9,10 +9,13 @@ enters private namespaces (a new read-only root with private /tmp, no network; s
 program on request. The zygote never sees a test, so no program can find the tests in the memory it
 inherits. After each program the zygote kills every other process of its namespace, so nothing a
 program started survives, whatever it did to escape its process group (setsid, double fork).
+As root, each worker holds a sandbox uid of its own on the host (`claim_sandbox_uid`); where the
+host allows it, each worker's programs run in a cgroup of its own (`cgroups.py`).
 """
 
 from __future__ import annotations
 
+import fcntl
 import gc
 import glob
 import json
@@ -29,7 +32,8 @@ import time
 from typing import Any, Callable
 
 from mucode.execution import child, isolation
-from mucode.execution.judge import InfraError, SandboxRun, judge_io, run_assert_tests
+from mucode.execution.cgroups import ProgramCgroup, open_program_cgroup
+from mucode.execution.judge import Clock, InfraError, SandboxRun, judge_io, run_assert_tests
 from mucode.execution.limits import Limits
 from mucode.execution.wire import HEADER, recv_frame, send_frame
 from mucode.types import AssertTest, ExecResult, IOTest, Status, Verdict, test_from_dict
@@ -40,6 +44,8 @@ PRELOADED_MODULES = (
     "sys", "typing", "unicodedata",
 )
 SANDBOX_UID_BASE = int(os.environ.get("MUCODE_SANDBOX_UID_BASE", "61000"))
+SANDBOX_UID_SPAN = 4096  # root mode: each worker on the host holds one uid of SANDBOX_UID_BASE + [0, span)
+UID_LOCK_DIR = os.path.join("/run" if os.path.isdir("/run") else tempfile.gettempdir(), "mucode-sandbox-uids")
 # Address space the judge may add to what it uses once started: it decodes program values (at most
 # Limits.max_message_bytes each) and runs the tests on them, and must not take the host down doing so.
 JUDGE_MEMORY_MB = 1024
@@ -48,7 +54,9 @@ FD_NAMES = ("rpc", "stdout", "stderr", "control", "stdin")  # stdin only for std
 
 # -- zygote ----------------------------------------------------------------------------------------
 
-def zygote_main(sock: socket.socket, mode: str, uid: int | None, scratch_mb: int) -> None:
+def zygote_main(
+    sock: socket.socket, mode: str, uid: int | None, scratch_mb: int, cgroup: ProgramCgroup | None
+) -> None:
     isolation.die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # PID 1 gets only the signals it handles
     isolation.enter_worker_namespaces(mode, scratch_mb, _python_dirs(), _package_dirs())
@@ -66,7 +74,7 @@ def zygote_main(sock: socket.socket, mode: str, uid: int | None, scratch_mb: int
         if received is None:
             os._exit(0)
         spec, fds = received
-        status = _supervise(spec, fds, mode, uid, scratch)
+        status = _supervise(spec, fds, mode, uid, scratch, cgroup)
         _report(fds, status)
         for fd in fds.values():
             if fd >= 0:
@@ -117,21 +125,30 @@ def _report(fds: dict[str, int], status: dict[str, Any]) -> None:
         pass
 
 
-def _supervise(spec: dict[str, Any], fds: dict[str, int], mode: str, uid: int | None, scratch: dict[str, int]) -> dict[str, Any]:
+def _supervise(
+    spec: dict[str, Any], fds: dict[str, int], mode: str, uid: int | None, scratch: dict[str, int],
+    cgroup: ProgramCgroup | None,
+) -> dict[str, Any]:
     """Start the program, kill it (and all it started) when the judge says so, clean up."""
     try:
         limits = Limits.from_dict(spec["limits"])
         workdir = tempfile.mkdtemp(prefix="run-", dir="/tmp" if mode != "none" else None)
         if uid is not None:
             os.chown(workdir, uid, uid)
+        oom_kills = 0
+        if cgroup is not None:
+            cgroup.set_limits(limits.memory_mb, limits.max_processes)
+            oom_kills = cgroup.oom_kills()
         pid = os.fork()
         if pid == 0:
-            _program(spec, fds, workdir, uid, limits, mode)
+            _program(spec, fds, workdir, uid, limits, mode, cgroup)
         for name in ("rpc", "stdin", "stdout", "stderr"):
             if fds[name] >= 0:
                 os.close(fds[name])
                 fds[name] = -1
         status = _wait_or_kill(pid, fds["control"], mode)
+        if cgroup is not None and cgroup.oom_kills() > oom_kills:
+            status["oom"] = limits.memory_mb
     except BaseException as err:  # noqa: BLE001
         return {"infra": f"{type(err).__name__}: {err}"}
     if mode == "none":
@@ -151,15 +168,21 @@ def _device(path: str) -> int | None:
         return None
 
 
-def _program(spec: dict[str, Any], fds: dict[str, int], workdir: str, uid: int | None, limits: Limits, mode: str) -> None:
+def _program(
+    spec: dict[str, Any], fds: dict[str, int], workdir: str, uid: int | None, limits: Limits, mode: str,
+    cgroup: ProgramCgroup | None,
+) -> None:
     try:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         isolation.die_with_parent()
+        if cgroup is not None:
+            cgroup.enter()  # before anything of the program runs, while still privileged
         stdin_fd = fds["stdin"]
         if stdin_fd < 0 or spec["mode"] == "assert":
             stdin_fd = os.open(os.devnull, os.O_RDONLY)
         child.enter_sandbox(
-            workdir=workdir, uid=uid, limits=limits, rpc_fd=fds["rpc"], stdin_fd=stdin_fd,
+            workdir=workdir, uid=uid, limits=limits, n_tests=int(spec.get("n_tests", 1)),
+            rpc_fd=fds["rpc"], stdin_fd=stdin_fd,
             stdout_fd=fds["stdout"], stderr_fd=fds["stderr"], isolated=mode != "none",
         )
     except BaseException:  # noqa: BLE001 - never run a program outside its sandbox
@@ -248,11 +271,34 @@ def _wipe_scratch() -> None:
 
 # -- judge -----------------------------------------------------------------------------------------
 
+def claim_sandbox_uid() -> tuple[int, int]:
+    """(uid, lock fd): a sandbox uid that no other worker on this host holds, so that per-uid limits
+    (RLIMIT_NPROC) and kills are this worker's alone. A uid is held by an exclusive lock on its file
+    in UID_LOCK_DIR, released by the kernel when the worker (and its zygote) exit, however they end."""
+    os.makedirs(UID_LOCK_DIR, mode=0o700, exist_ok=True)
+    info = os.stat(UID_LOCK_DIR)
+    if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        raise InfraError(f"{UID_LOCK_DIR} must be owned by root and writable by root only")
+    for uid in range(SANDBOX_UID_BASE, SANDBOX_UID_BASE + SANDBOX_UID_SPAN):
+        fd = os.open(os.path.join(UID_LOCK_DIR, str(uid)), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        return uid, fd
+    raise InfraError(f"all {SANDBOX_UID_SPAN} sandbox uids from {SANDBOX_UID_BASE} are held by other workers")
+
+
 class Judge:
     def __init__(self, index: int) -> None:
         self.mode = isolation.detect_mode()
-        self.uid = SANDBOX_UID_BASE + index if self.mode == "root" else None
+        self.uid: int | None = None
+        if self.mode == "root":
+            self.uid, self.uid_lock = claim_sandbox_uid()
         self.scratch_mb = Limits().scratch_mb
+        self.cgroup, cgroup_text = open_program_cgroup()
+        self.limits_mechanism = cgroup_text if self.cgroup else f"rlimit (per process; no cgroup: {cgroup_text})"
         parent, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         # The zygote will be PID 1 of a new PID namespace (without root: owned by a new user namespace).
         if self.mode == "root":
@@ -263,7 +309,7 @@ class Judge:
         if pid == 0:
             parent.close()
             try:
-                zygote_main(zygote_end, self.mode, self.uid, self.scratch_mb)
+                zygote_main(zygote_end, self.mode, self.uid, self.scratch_mb, self.cgroup)
             finally:
                 os._exit(1)
         zygote_end.close()
@@ -273,6 +319,16 @@ class Judge:
         isolation.limit_own_memory(JUDGE_MEMORY_MB)
         if self.sock.recv(1) != b"R":
             raise InfraError("the sandbox parent failed to start")
+
+    def close(self) -> None:
+        """Stop the zygote (it exits when its socket closes) and remove the programs' cgroup."""
+        self.sock.close()
+        try:
+            os.waitpid(self.zygote_pid, 0)
+        except ChildProcessError:
+            pass
+        if self.cgroup is not None:
+            self.cgroup.remove()
 
     def spawn(self, spec: dict[str, Any], limits: Limits, stdin_data: bytes = b"") -> SandboxRun:
         rpc_judge, rpc_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -300,6 +356,7 @@ class Judge:
         supervises one program at a time, so each run is finished before the next is spawned."""
         started = time.monotonic()
         limits = Limits.from_dict(job.get("limits") or {})
+        clock = Clock(limits)
         tests = [test_from_dict(t) for t in job["tests"]]
         spec = {"program": job["program"], "setup_code": job.get("setup_code") or "", "limits": limits.to_dict()}
         verdicts: list[Verdict | None] = [None] * len(tests)
@@ -320,14 +377,17 @@ class Judge:
 
         assert_idx = [i for i, t in enumerate(tests) if isinstance(t, AssertTest)]
         if assert_idx:
-            run = self.spawn({**spec, "mode": "assert"}, limits)
-            for i, verdict in zip(assert_idx, run_assert_tests(run, [tests[i] for i in assert_idx], limits, self.progress)):
+            run = self.spawn({**spec, "mode": "assert", "n_tests": len(assert_idx)}, limits)
+            asserts = [tests[i] for i in assert_idx]
+            for i, verdict in zip(assert_idx, run_assert_tests(run, asserts, limits, self.progress, clock)):
                 verdicts[i] = verdict
             collect(assert_idx, run)
         for i, test in enumerate(tests):
-            if isinstance(test, IOTest):
-                run = self.spawn({**spec, "mode": "io"}, limits, test.stdin.encode())
-                verdicts[i] = judge_io(run, test, limits)
+            if isinstance(test, IOTest) and clock.spent():
+                verdicts[i] = Verdict(Status.TIMEOUT, "not run: " + clock.over("the program"))
+            elif isinstance(test, IOTest):
+                run = self.spawn({**spec, "mode": "io", "n_tests": 0}, limits, test.stdin.encode())
+                verdicts[i] = judge_io(run, test, limits, clock)
                 collect([i], run)
         return ExecResult(
             verdicts=tuple(v for v in verdicts if v is not None),
@@ -353,8 +413,16 @@ def main() -> None:
     except Exception as err:  # noqa: BLE001
         send_frame(channel_out, json.dumps({"fatal": f"{type(err).__name__}: {err}"}).encode())
         return
-    send_frame(channel_out, json.dumps({"ready": True, "mode": judge.mode}).encode())
+    hello = {"ready": True, "mode": judge.mode, "uid": judge.uid, "limits_mechanism": judge.limits_mechanism}
+    send_frame(channel_out, json.dumps(hello).encode())
     judge.progress = lambda: send_frame(channel_out, b'{"progress":1}')
+    try:
+        serve(judge, channel_in, channel_out)
+    finally:
+        judge.close()
+
+
+def serve(judge: Judge, channel_in: int, channel_out: int) -> None:
     while True:
         try:
             job = json.loads(recv_frame(channel_in))
