@@ -127,6 +127,23 @@ def test_head_only_training_leaves_the_backbone_unchanged_and_reuses_features(tm
     assert cached.score_messages(conversations) == pytest.approx(forward.score_messages(conversations), abs=1e-4)
 
 
+def test_a_verifier_scores_in_the_dtype_it_was_trained_in(tmp_path, rollout_dir, tiny_model_dir):
+    """A bf16 head read its features in bf16: scoring loads it in bf16 too (fp32 features would
+    be other numbers than the head was fitted on), unless a dtype is asked for."""
+    import torch
+
+    from mucode.verifier.model import load_verifier
+    from mucode.verifier.scoring import VerifierScorer
+
+    out = tmp_path / "bf16"
+    config = tiny_config(out, rollout_dir, tiny_model_dir, finetune="head", dtype="bfloat16", max_steps=-1, epochs=1.0)
+    train_verifier(config, progress=False, say=lambda _: None)
+    model, _, spec = load_verifier(out, device="cpu")
+    assert spec.dtype == "bfloat16" and model.dtype == torch.bfloat16
+    assert VerifierScorer.load(str(out), device="cpu").model.dtype == torch.bfloat16
+    assert load_verifier(out, device="cpu", dtype="float32")[0].dtype == torch.float32
+
+
 def test_fit_head_separates_separable_features():
     import torch
 

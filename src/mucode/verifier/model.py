@@ -33,8 +33,9 @@ class VerifierSpec:
     """How a saved verifier reads its input and how it was made (OUT/model/verifier.json).
 
     reply_view: "reply" or "program"; context: "problem" or "history" (see data.py).
-    max_length: tokens kept per sequence (its end). loss: "bt" or "bce" (only a BCE head's
-    sigmoid is a calibrated probability).
+    max_length: tokens kept per sequence. loss: "bt" or "bce" (only a BCE head's sigmoid is a
+    calibrated probability). dtype: the dtype it was trained in, which scoring loads it in (a head
+    reads the backbone's features in that dtype).
     """
 
     loss: str = "bt"
@@ -44,6 +45,7 @@ class VerifierSpec:
     base_model: str = ""
     finetune: str = "full"
     features: str = ""  # finetune="head": the backbone feature file the scorer may reuse
+    dtype: str = "float32"
     mucode_version: str = ""
 
     def save(self, folder: str | Path) -> None:
@@ -190,13 +192,15 @@ def verifier_dir(path: str | Path) -> Path:
     raise FileNotFoundError(f"{path} holds no verifier: expected a `mucode verifier train` output folder, its model/ folder, or a checkpoint")
 
 
-def load_verifier(path: str | Path, *, dtype: str = "float32", device: str | None = None) -> tuple[Any, Any, VerifierSpec]:
-    """(model in eval mode, tokenizer, spec) of a trained verifier. LoRA adapters are merged."""
+def load_verifier(path: str | Path, *, dtype: str | None = None, device: str | None = None) -> tuple[Any, Any, VerifierSpec]:
+    """(model in eval mode, tokenizer, spec) of a trained verifier, in `dtype` (default: the dtype
+    it was trained in). LoRA adapters are merged."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     folder = verifier_dir(path)
     spec = VerifierSpec.load(folder)
+    dtype = dtype or spec.dtype
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     if (folder / "adapter_config.json").is_file():
         from peft import AutoPeftModelForSequenceClassification

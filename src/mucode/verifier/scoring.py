@@ -44,10 +44,11 @@ class VerifierScorer:
 
     @classmethod
     def load(
-        cls, path: str, *, batch_size: int = 16, device: str | None = None, dtype: str = "float32", progress: bool = False, use_features: bool = True
+        cls, path: str, *, batch_size: int = 16, device: str | None = None, dtype: str | None = None, progress: bool = False, use_features: bool = True
     ) -> VerifierScorer:
-        """A scorer for a trained verifier folder (see `load_verifier`); a head-only verifier
-        reuses its cached backbone features unless `use_features` is False."""
+        """A scorer for a trained verifier folder (see `load_verifier`; dtype defaults to the one it
+        was trained in); a head-only verifier reuses its cached backbone features unless
+        `use_features` is False."""
         from pathlib import Path
 
         model, tokenizer, spec = load_verifier(path, dtype=dtype, device=device)

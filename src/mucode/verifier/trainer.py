@@ -305,7 +305,7 @@ def _spec(config: VerifierTrainConfig) -> VerifierSpec:
 
     return VerifierSpec(
         loss=config.loss, reply_view=config.reply_view, context=config.context, max_length=config.max_length,
-        base_model=config.model, finetune=config.finetune, mucode_version=__version__,
+        base_model=config.model, finetune=config.finetune, mucode_version=__version__, dtype=config.dtype,
     )
 
 
