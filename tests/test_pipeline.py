@@ -309,3 +309,15 @@ def test_a_config_yaml_from_before_the_sections_still_resumes(tmp_path, mbpp_dir
     fresh = ["--out", str(tmp_path / "fresh"), "--check", "--method", "star", "--method", "mucode"]
     several = main(check[:-3] + fresh)
     assert several == 0 and "  iter1/star/sft\n" in capsys.readouterr().out and not (tmp_path / "fresh").exists()
+
+
+def test_the_replication_runs_whole_table_rows_first(tmp_path):
+    """examples/replication.yaml: every greedy row first, then Best-of-N pt+lv of base, then of µCode
+    (both sets each), then the other methods, the extra selectors last; the report keeps its order."""
+    config = pipeline_config(path=Path(__file__).parent.parent / "examples/replication.yaml", overrides={"out": str(tmp_path / "rep")})
+    evals = [name.removeprefix("eval/") for name in Pipeline(config).plan() if name.startswith("eval/")]
+    generators = ["base", "mucode", "multi-star", "star"]
+    greedy = [f"{s}.{g}.greedy" for s in ("mbpp-test", "humaneval") for g in generators]
+    bon = [f"{s}.{g}.bon5-pt+lv" for g in generators for s in ("mbpp-test", "humaneval")]
+    extra = [f"{s}.mucode.bon5-{x}" for x in ("pt", "lv", "random") for s in ("mbpp-test", "humaneval")]
+    assert evals == greedy + bon + extra

@@ -326,7 +326,8 @@ class Pipeline:
                 names += [self.folder(method, i, kind) for kind in kinds]
         finals = {m: (f"<{m} generator>", str(self.out / self.folder(m, self.final_iteration(), "verifier")))
                   for m in c.method_list}  # fmt: skip
-        return names + [name for name, *_ in self.evaluations(finals)]
+        evaluations = self.evaluations(finals)
+        return names + [name for name, *_ in sorted(evaluations, key=self.run_order(evaluations))]
 
     # -- folders
 
@@ -534,11 +535,26 @@ class Pipeline:
         """Greedy multi-turn and multi-turn Best-of-N of the final generators (and the base one)."""
         for method in [m for m, (model, _) in finals.items() if model == self.base_model and self.several]:
             self.say(f"{method}: no generator was trained; the base rows stand for it")
-        runs = []
-        for name, model, problems, search in self.evaluations(finals):
+        evaluations = self.evaluations(finals)
+        for name, model, problems, search in sorted(evaluations, key=self.run_order(evaluations)):
             self.stage(name, lambda d, m=model, p=problems, s=search: self.search(m, p, s, d))
-            runs.append(self.out / name)
-        return runs
+        return [self.out / name for name, *_ in evaluations]
+
+    def run_order(self, evaluations: list[tuple[str, str, str, dict[str, Any]]]) -> Callable[[tuple], tuple[int, int]]:
+        """Sort key of the evaluations' run order: every greedy row first (cheap), then each
+        generator's Best-of-N with the main selectors over all sets (base and the first method
+        finish before the next method starts), then eval_extra_selectors. A long run stopped early
+        thus leaves whole rows of the table, not a part of each."""
+        position = {name: i for i, (name, *_) in enumerate(evaluations)}
+        generators = list(dict.fromkeys(name.rsplit(".", 2)[1] for name, *_ in evaluations))
+        main = {f"bon{self.config.eval_n}-{selector}" for selector in self.config.eval_selectors}
+
+        def key(evaluation: tuple) -> tuple[int, int]:
+            _, generator, mode = evaluation[0].split("/", 1)[1].rsplit(".", 2)
+            rank = 0 if mode == "greedy" else 1 + generators.index(generator) if mode in main else 1 + len(generators)
+            return rank, position[evaluation[0]]
+
+        return key
 
     def search_modes(
         self, verifier: str, selectors: list[str], greedy: bool = True
