@@ -319,5 +319,5 @@ def test_the_replication_runs_whole_table_rows_first(tmp_path):
     generators = ["base", "mucode", "multi-star", "star"]
     greedy = [f"{s}.{g}.greedy" for s in ("mbpp-test", "humaneval") for g in generators]
     bon = [f"{s}.{g}.bon5-pt+lv" for g in generators for s in ("mbpp-test", "humaneval")]
-    extra = [f"{s}.mucode.bon5-{x}" for x in ("pt", "lv", "random") for s in ("mbpp-test", "humaneval")]
+    extra = [f"{s}.mucode.bon5-{x}" for s in ("mbpp-test", "humaneval") for x in ("pt", "lv", "random")]
     assert evals == greedy + bon + extra
