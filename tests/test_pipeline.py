@@ -27,6 +27,12 @@ def test_every_preset_loads_and_names_its_own_settings():
     # the reference code's settings (docs/pipeline.md's table) and the paper's lengths
     assert (paper.union, paper.preamble, paper.feedback, paper.unsolved, paper.dedupe, paper.timeout_s) == ("paper", "reference", "reference", "keep", False, 10.0)
     assert paper.generator["max_length"] == 8192 and paper.verifier["max_length"] == 2048
+    stages = Pipeline(pipeline_config("paper", overrides={"out": "runs/p"}))
+    rollout, search = stages.rollout_config("m", Path("r")), stages.search_config("m", "humaneval", {}, Path("s"))
+    verifier = stages.verifier_config("mucode", 0, Path("v"))
+    assert (rollout.timeout_s, rollout.timeout_scope, search.timeout_s, search.timeout_scope) == (10.0, "suite", 10.0, "suite")
+    assert (verifier.max_length, verifier.pairs_with_replacement) == (2048, True)
+    assert pipeline_config().timeout_scope == "test"
     default = pipeline_config()
     assert (default.union, default.preamble, default.feedback) == ("paper", "problem", "rich")
     assert pipeline_config(overrides={"union": "relabel-all"}).union == "relabel-all"

@@ -90,6 +90,7 @@ class PipelineConfig:
     max_live: int = field(default=32, metadata={"help": "Episodes or searches advanced together (one generation batch)."})
     workers: int | None = field(default=None, metadata={"help": "Sandbox workers (default: one per core)."})
     timeout_s: float = field(default=3.0, metadata={"help": "Sandbox wall-clock limit per test, in seconds."})
+    timeout_scope: str = field(default="test", metadata={"help": "What timeout_s bounds: each test (and the loading) on its own clock, or the program's whole suite together (the reference code's 10 s per suite).", "choices": ["test", "suite"]})
     iterations: int = field(default=2, metadata={"help": "Generator iterations after iteration 0 (paper: 2)."})
     last_rollouts: bool = field(default=True, metadata={"help": "Run the last iteration's rollouts and verifier (paper); off: evaluate with the previous verifier (saves a rollout stage)."})
     method: str = field(default="mucode", metadata={"help": "Generator training data: mucode (relabeled by the verifier), multi-star (successful trajectories), star (correct first turns).", "choices": list(METHODS)})
@@ -183,13 +184,14 @@ def check_section(name: str, section: Any, cls: type, set_by_pipeline: dict[str,
 PRESETS: dict[str, dict[str, Any]] = {
     # `paper` also takes the reference code's settings (docs/pipeline.md, "paper / reference code /
     # mucode default"): its import block and prelude, its feedback text, unsolved problems kept
-    # with the verifier's best program, no dedupe, 10 s per test, the paper's lengths.
+    # with the verifier's best program, no dedupe, pairs drawn with replacement, 10 s per suite, the
+    # paper's lengths.
     "paper": {
         "model": "meta-llama/Llama-3.2-1B-Instruct", "dtype": "bfloat16", "rollouts": 15, "iterations": 2,
         "verifier_preset": "paper", "generator_preset": "paper", "eval_searches": 10, "eval_n": 5,
         "eval_selectors": ["random", "lv", "pt", "pt+lv"], "union": "paper", "preamble": "reference",
-        "feedback": "reference", "unsolved": "keep", "dedupe": False, "timeout_s": 10.0,
-        "generator": {"max_length": 8192}, "verifier": {"max_length": 2048},
+        "feedback": "reference", "unsolved": "keep", "dedupe": False, "timeout_s": 10.0, "timeout_scope": "suite",
+        "generator": {"max_length": 8192}, "verifier": {"max_length": 2048, "pairs_with_replacement": True},
     },
     "demo": {
         "model": "smollm2-135m", "limit": 10, "rollouts": 4, "turns": 2, "max_new_tokens": 128, "max_live": 40,
@@ -355,7 +357,7 @@ class Pipeline:
         own = dict(
             model=model, problems=c.problems, problems_path=c.problems_path, limit=c.limit, rollouts=c.rollouts,
             turns=c.turns, temperature=c.temperature, top_p=c.top_p, max_new_tokens=c.max_new_tokens, seed=c.seed,
-            dtype=c.dtype, max_live=c.max_live, workers=c.workers, timeout_s=c.timeout_s, out=str(folder),
+            dtype=c.dtype, max_live=c.max_live, workers=c.workers, timeout_s=c.timeout_s, timeout_scope=c.timeout_scope, out=str(folder),
             preamble=c.preamble, feedback=c.feedback,
         )
         return stage_config(RolloutConfig, own, c.rollout, "rollout")
@@ -367,7 +369,7 @@ class Pipeline:
         own = dict(
             model=model, problems=problems, problems_path=c.problems_path, limit=c.eval_limit, seed=c.seed,
             turns=c.turns, top_p=c.top_p, max_new_tokens=c.eval_max_new_tokens or c.max_new_tokens, dtype=c.dtype,
-            max_live=c.max_live, workers=c.workers, timeout_s=c.timeout_s, out=str(folder), preamble=c.preamble,
+            max_live=c.max_live, workers=c.workers, timeout_s=c.timeout_s, timeout_scope=c.timeout_scope, out=str(folder), preamble=c.preamble,
             feedback=c.feedback, **mode,
         )
         return stage_config(SearchConfig, own, c.search, "search")

@@ -31,7 +31,8 @@ from mucode.store import TRAJECTORIES, complete_lines, package_versions  # noqa:
 from mucode.store import read_trajectories, select_problems  # noqa: F401
 from mucode.types import Problem
 
-LEGACY_DEFAULTS = {"seeding": "step"}  # folders written before `seeding` existed used per-step seeds
+# Folders written before `seeding` existed used per-step seeds, before `timeout_scope` a limit per test.
+LEGACY_DEFAULTS = {"seeding": "step", "timeout_scope": "test"}
 RENAMED = {"seeding": SEEDING_ALIASES}  # folders written under the older names resume
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class RolloutConfig:
     max_live: int = field(default=32, metadata={"help": "Episodes advanced together (one generation batch)."})
     workers: int | None = field(default=None, metadata={"help": "Sandbox workers (default: one per core)."})
     timeout_s: float = field(default=3.0, metadata={"help": "Sandbox wall-clock limit per test, in seconds."})
+    timeout_scope: str = field(default="test", metadata={"help": "What timeout_s bounds: each test (and the loading) on its own clock, or the program's whole suite together (the reference code's 10 s per suite).", "choices": ["test", "suite"]})
     seeding: str | None = field(default=None, metadata={"help": (
         "Sampling seeds per engine step ('step': one batched call, fastest in-process) or per (problem, rollout, "
         "turn) ('episode': samples independent of what runs alongside; required by --ray; 'trajectory' is its "
@@ -260,7 +262,7 @@ def _run_rollouts(config: RolloutConfig, progress: bool) -> RolloutStats:
     if bar is not None:
         bar.follow(generator)
     try:
-        with Executor(workers=config.workers, limits=Limits(timeout_s=config.timeout_s)) as executor:
+        with Executor(workers=config.workers, limits=Limits(timeout_s=config.timeout_s, timeout_scope=config.timeout_scope)) as executor:
             stats = collect_rollouts(
                 problems, generator, executor, store, rollouts=config.rollouts, turns=config.turns,
                 params=config.sampling(), max_live=config.max_live, model_name=config.model,

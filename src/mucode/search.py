@@ -50,6 +50,7 @@ PUBLIC_PRIVATE_RULE = (
     "public and private (the paper's rule)"
 )
 RENAMED = {"seeding": SEEDING_ALIASES}  # folders written under the older names resume
+LEGACY_DEFAULTS = {"timeout_scope": "test"}  # folders written before timeout_scope existed
 logger = logging.getLogger(__name__)
 
 
@@ -92,6 +93,7 @@ class SearchConfig:
     max_live: int = field(default=32, metadata={"help": "Searches advanced together (each samples n programs per step)."})
     workers: int | None = field(default=None, metadata={"help": "Sandbox workers (default: one per core)."})
     timeout_s: float = field(default=3.0, metadata={"help": "Sandbox wall-clock limit per test, in seconds."})
+    timeout_scope: str = field(default="test", metadata={"help": "What timeout_s bounds: each test (and the loading) on its own clock, or the program's whole suite together (the reference code's 10 s per suite).", "choices": ["test", "suite"]})
     preamble: str = field(default=DEFAULT_PREAMBLE, metadata={"help": "What runs before each program: none, problem (the problem's prelude: HumanEval's imports and helpers), reference (the reference code's import block + the prelude).", "choices": list(PREAMBLES)})
     feedback: str = field(default="rich", metadata={"help": "Feedback wording: rich (failed test, expected, actual) or reference (the reference code's raw error text).", "choices": list(FEEDBACK_STYLES)})
 
@@ -285,7 +287,7 @@ def run_search(config: SearchConfig, progress: bool = True) -> SearchSummary:
         verifier_dir(config.verifier)
     check_generator(config.backend, config.model, base_url=config.base_url)
     config = replace(config, backend=resolve_backend(config.backend, config.model, base_url=config.base_url))
-    check_resumable(config, config.out, what="searches", renamed=RENAMED)
+    check_resumable(config, config.out, what="searches", missing=LEGACY_DEFAULTS, renamed=RENAMED)
     with folder_lock(config.out, "`mucode search`"):
         return _run_search(config, progress)
 
@@ -304,7 +306,7 @@ def _run_search(config: SearchConfig, progress: bool) -> SearchSummary:
     scorer = load_scorer(config.verifier)
     generator = make_generator(config.backend, config.model, **generator_options(config))
     metadata = _run_metadata(config, problem_set.sha256)
-    write_run_metadata(config, out, [p.id for p in problems], metadata, what="searches", renamed=RENAMED)
+    write_run_metadata(config, out, [p.id for p in problems], metadata, what="searches", missing=LEGACY_DEFAULTS, renamed=RENAMED)
     store = SearchStore(out)
     bar = _progress_bar(len(problems) * config.searches, len(store.done)) if progress else None
     if bar is not None:  # a batch of replies takes minutes: show it moving
@@ -319,7 +321,7 @@ def _run_search(config: SearchConfig, progress: bool) -> SearchSummary:
             bar.set_postfix_str(f"public {_mean(r.solved_public for r in run):.0%}, correct {_mean(r.correct for r in run):.0%}")
 
     try:
-        with Executor(workers=config.workers, limits=Limits(timeout_s=config.timeout_s)) as executor:
+        with Executor(workers=config.workers, limits=Limits(timeout_s=config.timeout_s, timeout_scope=config.timeout_scope)) as executor:
             search_problems(
                 problems, generator, executor, n=config.n, selector=config.selector, turns=config.turns,
                 searches=config.searches, sampling=config.sampling(), seed=config.seed, scorer=scorer,

@@ -173,7 +173,7 @@ def _run_solve(problem: Any, config: SearchConfig) -> Any:
     scorer = load_scorer(config.verifier)
     generator = make_generator(config.backend, config.model, **generator_options(config))
     try:
-        with Executor(workers=config.workers, limits=Limits(timeout_s=config.timeout_s)) as executor:
+        with Executor(workers=config.workers, limits=Limits(timeout_s=config.timeout_s, timeout_scope=config.timeout_scope)) as executor:
             return search_problems(
                 [problem], generator, executor, n=config.n, selector=config.selector, turns=config.turns,
                 sampling=config.sampling(), seed=config.seed, scorer=scorer, on_turn=_stream_turn(config),
