@@ -144,6 +144,23 @@ def test_a_verifier_scores_in_the_dtype_it_was_trained_in(tmp_path, rollout_dir,
     assert load_verifier(out, device="cpu", dtype="float32")[0].dtype == torch.float32
 
 
+@pytest.mark.parametrize("finetune", ["head", "full"])
+def test_run_json_counts_the_sequences_fitting_shortened(tmp_path, rollout_dir, tiny_model_dir, finetune):
+    """With the whole history as context and a short max_length, later turns lose earlier attempts:
+    the run says how many and run.json keeps the counts; a roomy max_length changes nothing."""
+    counts = {}
+    for max_length in (40, 4096):
+        out = tmp_path / f"{finetune}{max_length}"
+        config = tiny_config(out, rollout_dir, tiny_model_dir, finetune=finetune, context="history", max_length=max_length, max_steps=1)
+        said: list[str] = []
+        train_verifier(config, progress=False, say=said.append)
+        counts[max_length] = json.loads((out / "run.json").read_text())["length_fit"]
+        assert any(f"max_length {max_length}:" in m for m in said) == (max_length == 40)
+    assert counts[40]["sequences"] == counts[4096]["sequences"] > 0
+    assert counts[40]["context_truncated"] > 0 and counts[40]["clipped"] > 0
+    assert counts[4096] == {"sequences": counts[4096]["sequences"], "context_truncated": 0, "attempts_removed": 0, "clipped": 0}
+
+
 def test_fit_head_separates_separable_features():
     import torch
 

@@ -33,7 +33,7 @@ from mucode.finetune import (
 from mucode.verifier.config import VerifierTrainConfig
 from mucode.verifier.data import Candidate, Pair, PreparedData, export_data, prepare_data
 from mucode.verifier.losses import bce_loss, bradley_terry_loss
-from mucode.verifier.model import VerifierSpec, encode, pad_right
+from mucode.verifier.model import FittedIds, VerifierSpec, encode, fit_ids, length_fit_counts, pad_right
 
 # Besides the shared ones, settings that change neither the data nor the model.
 VERIFIER_RESUMABLE = RESUMABLE_CHANGES | {"feature_cache", "eval_strategy"}
@@ -183,12 +183,13 @@ def train_verifier(config: VerifierTrainConfig, *, overwrite: bool = False, prog
     trainer = _build_trainer(config, run.args, data)
     examples = len(trainer.train_dataset)
     _say_setup(run.say, config, run.args, trainer, run.processes, examples)
+    fits = _length_fits(run, config, [fit_ids(trainer.processing_class, c.messages(), config.max_length) for c in _train_candidates(config, data)])
     result, last = train_resuming(trainer, run)
     model_dir = run.out / "model"
     trainer.save_model(str(model_dir))  # weights (or LoRA adapter) + tokenizer, gathered under ZeRO-3 / FSDP
     if run.state.is_main_process:
         _spec(config).save(model_dir)
-        _write_run(config, data, run, result.global_step, result.training_loss, last)
+        _write_run(config, data, run, result.global_step, result.training_loss, last, fits)
     run.state.wait_for_everyone()
     return _result(data, run, model_dir, result.global_step, float(result.training_loss), last, examples)
 
@@ -204,9 +205,11 @@ def _train_head(config: VerifierTrainConfig, data: PreparedData, run: RunStart, 
     model, tokenizer = load_backbone(config.model, dtype=config.dtype, seed=config.seed)
     store = FeatureStore(Path(config.feature_cache) if config.feature_cache else out / "features", backbone_key(config.model, config.dtype))
     bt = config.loss == "bt"
-    train = _unique([c for p in data.train_pairs for c in (p.chosen, p.rejected)] if bt else data.train_rows)
+    train = _train_candidates(config, data)
     candidates = _unique(train + list(data.heldout_rows))  # held-out turns too: `eval` reuses their features
-    sequences = [encode(tokenizer, c.messages(), config.max_length) for c in candidates]
+    fitted = [fit_ids(tokenizer, c.messages(), config.max_length) for c in candidates]
+    sequences = [f.ids for f in fitted]
+    fits = _length_fits(run, config, fitted[: len(train)])
     cached = sum(1 for c in sequences if _cached(store, c))
     run.say(
         f"model {config.model} (head only, {head(model).weight.numel():,} parameters trained): "
@@ -234,7 +237,7 @@ def _train_head(config: VerifierTrainConfig, data: PreparedData, run: RunStart, 
     spec.save(model_dir)
     (out / "head_log.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
     steps, loss = history[-1]["step"], sum(h["loss"] for h in history) / len(history)
-    _write_run(config, data, run, steps, loss, None)
+    _write_run(config, data, run, steps, loss, None, fits)
     return _result(data, run, model_dir, steps, loss, None, len(data.train_pairs) if bt else len(data.train_rows))
 
 
@@ -243,6 +246,24 @@ def _result(
 ) -> TrainResult:
     pairs, rows = len(data.train_pairs), len(data.train_rows)
     return TrainResult(model_dir, steps, loss, run.seconds(), resumed, examples, pairs=pairs, rows=rows)
+
+
+def _train_candidates(config: VerifierTrainConfig, data: PreparedData) -> list[Candidate]:
+    """The distinct turns training reads: both sides of every pair (bt) or every row (bce)."""
+    if config.loss == "bt":
+        return _unique([c for p in data.train_pairs for c in (p.chosen, p.rejected)])
+    return _unique(data.train_rows)
+
+
+def _length_fits(run: RunStart, config: VerifierTrainConfig, fits: Sequence[FittedIds]) -> dict[str, int]:
+    """How many training sequences fitting to max_length changed (said, and kept in run.json)."""
+    counts = length_fit_counts(fits)
+    if counts["context_truncated"] or counts["clipped"]:
+        run.say(
+            f"max_length {config.max_length}: {counts['context_truncated']} of {counts['sequences']} training turns lost "
+            f"earlier attempts ({counts['attempts_removed']} in all), {counts['clipped']} had their start clipped"
+        )
+    return counts
 
 
 def _unique(candidates: Sequence[Candidate]) -> list[Candidate]:
@@ -330,9 +351,10 @@ def _write_inputs(config: VerifierTrainConfig, data: PreparedData, out: Path) ->
 
 def _write_run(
     config: VerifierTrainConfig, data: PreparedData, run: RunStart, steps: int, loss: float, resumed: str | None,
+    fits: dict[str, int],
 ) -> None:
     write_run(
         run.out, config, global_step=steps, train_loss=loss, seconds=run.seconds(), resumed=resumed,
         train_problems=len(data.train_ids), heldout_problems=len(data.heldout_ids),
-        train_pairs=len(data.train_pairs), train_rows=len(data.train_rows),
+        train_pairs=len(data.train_pairs), train_rows=len(data.train_rows), length_fit=fits,
     )
