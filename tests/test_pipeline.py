@@ -259,7 +259,7 @@ def test_rollout_and_search_sections_reach_the_stage_configs(tmp_path):
     pipeline = Pipeline(pipeline_config("smoke", path, {"out": str(tmp_path / "run")}), say=lambda m: None)
     rollout = pipeline.rollout_config("some-model", tmp_path / "r")
     got = (rollout.backend, rollout.seeding, rollout.workers, rollout.dtype, rollout.max_new_tokens)
-    assert got == ("hf", "episode", 2, "float32", 16)
+    assert got == ("hf", "episode", 2, None, 16)
     search = pipeline.search_config("some-model", "humaneval", pipeline.search_modes("v", [])[0][1], tmp_path / "s")
     assert (search.backend, search.dtype, search.temperature, search.n) == ("openvino", "bfloat16", 0.0, 1)
     plain = Pipeline(pipeline_config("smoke"), say=lambda m: None).rollout_config("some-model", tmp_path / "r")

@@ -261,3 +261,16 @@ def test_a_folder_written_under_the_older_seeding_name_resumes(tmp_path, problem
     with pytest.raises(ValueError, match="seeding"):
         stepped = RolloutConfig(model=str(tiny_model_dir), problems=str(problems_file), out=str(out))
         write_run_metadata(stepped, out, ["p0"])
+
+
+def test_generators_take_their_own_dtype_unless_one_is_asked_for():
+    """dtype None (the default) lets the hf backend pick bf16 where the CPU computes it natively
+    (`preferred_dtype`) and vLLM its bf16; an explicit dtype reaches the backend as given."""
+    from mucode.rollouts import backend_options
+    from mucode.search import SearchConfig, generator_options
+
+    for backend in ("hf", "vllm"):
+        assert "dtype" not in backend_options(RolloutConfig(backend=backend))
+        assert "dtype" not in generator_options(SearchConfig(backend=backend))
+        assert backend_options(RolloutConfig(backend=backend, dtype="float32"))["dtype"] == "float32"
+        assert generator_options(SearchConfig(backend=backend, dtype="float32"))["dtype"] == "float32"

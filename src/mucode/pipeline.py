@@ -77,7 +77,7 @@ class PipelineConfig:
     out: str = field(default="runs/mucode", metadata={"help": "Run folder (re-run the same command to resume)."})
     seed: int = field(default=0, metadata={"help": "Base seed: problem subsets, sampling, verifier pairs, relabel ties, training."})
     model: str = field(default="smollm2-135m", metadata={"help": "Base generator (a preset, hub id, local folder or GGUF; `tiny-random` builds a tiny random model)."})
-    dtype: str = field(default="float32", metadata={"help": "Dtype of the generator for rollouts and searches."})
+    dtype: str | None = field(default=None, metadata={"help": "Dtype of the generator for rollouts and searches (default: each backend's, bfloat16 where the device has it)."})
     problems: str = field(default="mbpp:train", metadata={"help": "Training problems, SOURCE[:SPLIT]."})
     problems_path: str | None = field(default=None, metadata={"help": "MBPP data file or folder (else $MUCODE_MBPP_PATH, then the hub)."})
     limit: int | None = field(default=None, metadata={"help": "Seeded subset of this many training problems (all if unset)."})

@@ -66,7 +66,7 @@ class RolloutConfig:
     problems_path: str | None = field(default=None, metadata={"help": "MBPP data file or folder (else $MUCODE_MBPP_PATH, then the hub)."})
     backend: str = field(default="auto", metadata={"help": "Generation backend: auto (OpenVINO on CPU if installed, vLLM on CUDA, else hf) | hf | openvino | openai | vllm.", "choices": ["auto", "hf", "openvino", "openai", "vllm"]})
     base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible server URL (openai backend)."})
-    dtype: str = field(default="float32", metadata={"help": "Model dtype (hf / vllm backends)."})
+    dtype: str | None = field(default=None, metadata={"help": "Model dtype (hf / vllm backends); default: bfloat16 where the device computes it natively (AVX512-BF16/AMX CPUs, bf16 GPUs) for hf, bfloat16 for vLLM."})
     tensor_parallel_size: int = field(default=1, metadata={"help": "GPUs one vLLM engine splits the model over (vllm backend)."})
     max_live: int = field(default=32, metadata={"help": "Episodes advanced together (one generation batch)."})
     workers: int | None = field(default=None, metadata={"help": "Sandbox workers (default: one per core)."})
@@ -285,13 +285,14 @@ def backend_options(config: RolloutConfig) -> dict[str, Any]:
             raise ValueError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
         # every live episode may wait on a request at once: the default of 8 in flight would starve several replicas
         return {"base_url": config.base_url, "routing": config.routing, "max_concurrency": config.max_live}
+    dtype = {"dtype": config.dtype} if config.dtype else {}  # None: the backend's default
     if config.backend == "vllm":  # vLLM batches by itself: no batch_size
-        return {"dtype": config.dtype, "tensor_parallel_size": config.tensor_parallel_size}
+        return {**dtype, "tensor_parallel_size": config.tensor_parallel_size}
     if config.backend == "openvino":  # continuous batching, its own weight format: neither batch_size nor dtype
         return {}
     if config.tensor_parallel_size != 1:
         raise ValueError(f"got tensor_parallel_size={config.tensor_parallel_size} with --backend {config.backend}; it applies to --backend vllm only")
-    return {"dtype": config.dtype, "batch_size": config.max_live}
+    return {**dtype, "batch_size": config.max_live}
 
 
 class RolloutProgress:

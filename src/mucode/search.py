@@ -89,7 +89,7 @@ class SearchConfig:
     problems_path: str | None = field(default=None, metadata={"help": "MBPP data file or folder (else $MUCODE_MBPP_PATH, then the hub)."})
     backend: str = field(default="auto", metadata={"help": "Generation backend: auto (OpenVINO on CPU if installed, vLLM on CUDA, else hf) | hf | openvino | openai | vllm.", "choices": ["auto", "hf", "openvino", "openai", "vllm"]})
     base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible server URL (openai backend)."})
-    dtype: str = field(default="float32", metadata={"help": "Model dtype (hf / vllm backends)."})
+    dtype: str | None = field(default=None, metadata={"help": "Model dtype (hf / vllm backends); default: bfloat16 where the device computes it natively (AVX512-BF16/AMX CPUs, bf16 GPUs) for hf, bfloat16 for vLLM."})
     max_live: int = field(default=32, metadata={"help": "Searches advanced together (each samples n programs per step)."})
     workers: int | None = field(default=None, metadata={"help": "Sandbox workers (default: one per core)."})
     timeout_s: float = field(default=3.0, metadata={"help": "Sandbox wall-clock limit per test, in seconds."})
@@ -386,11 +386,12 @@ def generator_options(config: SearchConfig) -> dict[str, Any]:
             raise ValueError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
         # every live search may wait on n requests at once; several replicas split them
         return {"base_url": config.base_url, "max_concurrency": config.max_live * config.n}
+    dtype = {"dtype": config.dtype} if config.dtype else {}  # None: the backend's default
     if config.backend == "vllm":  # vLLM batches by itself: no batch_size
-        return {"dtype": config.dtype}
+        return dtype
     if config.backend == "openvino":  # continuous batching, its own weight format: neither batch_size nor dtype
         return {}
-    return {"dtype": config.dtype, "batch_size": max(config.max_live, config.n)}
+    return {**dtype, "batch_size": max(config.max_live, config.n)}
 
 
 def _run_metadata(config: SearchConfig, problems_sha256: str) -> dict[str, Any]:

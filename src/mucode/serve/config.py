@@ -15,7 +15,7 @@ class ServeConfig:
     verifier: str | None = field(default=None, metadata={"help": "Trained verifier folder (selectors lv, pt+lv and /v1/score)."})
     backend: str = field(default="hf", metadata={"help": "Generation backend.", "choices": ["hf", "openai", "vllm"]})
     base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible server URL (openai backend)."})
-    dtype: str = field(default="float32", metadata={"help": "Model dtype (hf / vllm backends)."})
+    dtype: str | None = field(default=None, metadata={"help": "Model dtype (hf / vllm backends); default: bfloat16 where the device computes it natively, else float32."})
     host: str = field(default="127.0.0.1", metadata={"help": "Address to listen on (loopback by default)."})
     port: int = field(default=8000, metadata={"help": "Port to listen on."})
     api_key: str | None = field(default=None, metadata={"help": "Require `Authorization: Bearer KEY` (all endpoints but /health)."})
