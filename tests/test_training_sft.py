@@ -130,6 +130,27 @@ def test_resume_from_the_last_checkpoint_and_refuse_a_changed_run(tiny_model_dir
     assert fresh.resumed_from is None and fresh.global_step == 2
 
 
+@pytest.mark.parametrize("train", ["generator", "verifier"])
+def test_bf16_autocast_trains_on_a_cpu(tiny_model_dir, tmp_path, train):
+    """--mixed-precision bf16 without a GPU (the fastest setting on an AVX512-BF16 CPU,
+    benchmarks/sft_step.py): transformers refuses bf16 on a CPU unless told to use the CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("the CPU path is what is tested")
+    if train == "generator":
+        data = write_rows(tmp_path / "sft.jsonl", [row(PROMPT, REPLY)] * 4)
+        result = train_generator(tiny_config(tmp_path / "g", data, tiny_model_dir, report_to="none", mixed_precision="bf16", max_steps=2), progress=False)
+        assert result.global_step == 2 and result.train_loss == result.train_loss  # finite, not NaN
+    else:
+        from mucode.verifier.config import VerifierTrainConfig
+        from mucode.verifier.trainer import reward_config
+
+        config = VerifierTrainConfig(model=str(tiny_model_dir), out=str(tmp_path / "v"), mixed_precision="bf16", report_to="none")
+        args = reward_config(config, 1, progress=False)
+        assert args.bf16 and args.use_cpu
+
+
 def test_cli_lora_run_saves_a_merged_model(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 

@@ -199,8 +199,9 @@ def training_arguments(
         max_length=None,  # every example is fitted to config.max_length beforehand, by the trainer's own rule
         disable_tqdm=not progress,
         dataloader_pin_memory=torch.cuda.is_available(),
-        # several processes without GPUs: torch.distributed over gloo (accelerate's MULTI_CPU)
-        use_cpu=processes > 1 and not torch.cuda.is_available(),
+        # several processes without GPUs: torch.distributed over gloo (accelerate's MULTI_CPU); bf16
+        # autocast on a CPU: transformers refuses bf16 without a GPU unless told to use the CPU
+        use_cpu=not torch.cuda.is_available() and (processes > 1 or config.mixed_precision == "bf16"),
         ddp_find_unused_parameters=False,  # every trainable weight takes part in every forward pass
         **own,
     )
