@@ -12,6 +12,7 @@ import re
 import sys
 from pathlib import Path
 
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCK = re.compile(r"<!-- readme-command: (?P<name>[\w-]+) -->\s*```bash\n(?P<body>.*?)```", re.S)
 

@@ -24,6 +24,7 @@ import subprocess
 import time
 from datetime import date
 
+
 ENGINES = ("loop", "hf-generate", "openvino", "vllm")
 
 
@@ -46,12 +47,16 @@ def build(name: str, model: str, batch: int, threads: int):
     if name == "loop":  # the previous default: mucode's own decode loop with prefix K/V reuse, fp32
         from old_decode_loop import OldLoopGenerator  # benchmarks/ is on sys.path when this file runs
 
-        return (OldLoopGenerator.from_pretrained(model, dtype="float32", device="cpu", batch_size=batch),
-                "old mucode loop (benchmarks/old_decode_loop.py), fp32")
+        return (
+            OldLoopGenerator.from_pretrained(model, dtype="float32", device="cpu", batch_size=batch),
+            "old mucode loop (benchmarks/old_decode_loop.py), fp32",
+        )
     if name == "hf-generate":  # the hf backend as --backend hf builds it: model.generate, bf16 where native
         dtype = preferred_dtype("cpu")
-        return (TransformersGenerator.from_pretrained(model, dtype=dtype, device="cpu", batch_size=batch),
-                f"transformers model.generate (the hf backend), {dtype}")
+        return (
+            TransformersGenerator.from_pretrained(model, dtype=dtype, device="cpu", batch_size=batch),
+            f"transformers model.generate (the hf backend), {dtype}",
+        )
     if name == "openvino":
         from mucode.generation.openvino import OpenVINOGenerator
 
@@ -78,7 +83,9 @@ def bench_model(model: str, engines: list[str], problems, args, params) -> dict[
     from mucode.episode import Episode, advance
     from mucode.execution import Executor, Limits
 
-    print(f"\n## {model}: {len(problems)} prompts, <= {args.max_new_tokens} new tokens, temperature {args.temperature}")
+    print(
+        f"\n## {model}: {len(problems)} prompts, <= {args.max_new_tokens} new tokens, temperature {args.temperature}"
+    )
     episodes = [Episode(p, max_turns=2) for p in problems]
     turns = [[ep.pending_messages() for ep in episodes]]
     rates: dict[str, float] = {}
@@ -98,10 +105,14 @@ def bench_model(model: str, engines: list[str], problems, args, params) -> dict[
             if turn == 1 and name == engines[0]:
                 first_out = out
             tokens, seconds = tokens + n, seconds + s
-            print(f"  {name:12s} turn {turn}: {len(turns[turn - 1]):3d} prompts {n / s:7.1f} tok/s ({n:.0f} tokens, {s:.1f} s)")
+            print(
+                f"  {name:12s} turn {turn}: {len(turns[turn - 1]):3d} prompts {n / s:7.1f} tok/s ({n:.0f} tokens, {s:.1f} s)"
+            )
         rates[name] = tokens / seconds
-        print(f"  {name:12s} both turns: {rates[name]:7.1f} tok/s  [{what}; load {load_s:.1f} s; "
-              f"machine load average {os.getloadavg()[0]:.1f}]")
+        print(
+            f"  {name:12s} both turns: {rates[name]:7.1f} tok/s  [{what}; load {load_s:.1f} s; "
+            f"machine load average {os.getloadavg()[0]:.1f}]"
+        )
         generator.close()
         del generator
         gc.collect()
@@ -114,7 +125,9 @@ def bench_model(model: str, engines: list[str], problems, args, params) -> dict[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="smollm2-135m,qwen2.5-coder-0.5b")
-    parser.add_argument("--engines", default=",".join(ENGINES), help="Engines to time (not installed ones are skipped); loop first.")
+    parser.add_argument(
+        "--engines", default=",".join(ENGINES), help="Engines to time (not installed ones are skipped); loop first."
+    )
     parser.add_argument("--problems", default="humaneval")
     parser.add_argument("--limit", type=int, default=24)
     parser.add_argument("--max-new-tokens", type=int, default=128)
@@ -145,7 +158,9 @@ def main() -> None:
         rates[model] = bench_model(model, engines, problems, args, params)
     last = args.models.split(",")[-1]
     if "loop" in rates[last] and default_engine in rates[last]:
-        print(f"default engine (--backend auto -> {default}) on {last}: {rates[last][default_engine] / rates[last]['loop']:.2f}x the old loop")
+        print(
+            f"default engine (--backend auto -> {default}) on {last}: {rates[last][default_engine] / rates[last]['loop']:.2f}x the old loop"
+        )
 
 
 if __name__ == "__main__":

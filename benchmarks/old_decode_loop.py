@@ -42,6 +42,7 @@ from mucode.generation.base import (
 from mucode.generation.chat import encode_prompt, end_of_turn_ids
 from mucode.generation.hf import sample_rows
 
+
 logger = logging.getLogger("mucode.generation")
 
 __all__ = ["OldLoopGenerator", "PrefixStore", "choose_pad_id"]
@@ -63,7 +64,10 @@ def choose_pad_id(tokenizer: Any, stop_ids: Sequence[int]) -> int:
     pad_id = next(i for i in candidates if i is not None and i not in stop)
     logger.info(
         "tokenizer pad token is %r (end-of-turn ids %s); padding with id %d (%r) instead",
-        tokenizer.pad_token, sorted(stop), pad_id, tokenizer.convert_ids_to_tokens(pad_id),
+        tokenizer.pad_token,
+        sorted(stop),
+        pad_id,
+        tokenizer.convert_ids_to_tokens(pad_id),
     )
     return pad_id
 
@@ -225,8 +229,10 @@ class OldLoopGenerator:
         if prefill_tokens < 1:
             raise ValueError(f"got prefill_tokens={prefill_tokens}; it must be >= 1")
         if not _all_full_attention(model.config):
-            raise ValueError(f"{type(model).__name__} has sliding-window or recurrent layers, "
-                             "which the old decode loop does not support")
+            raise ValueError(
+                f"{type(model).__name__} has sliding-window or recurrent layers, "
+                "which the old decode loop does not support"
+            )
         self.model = model.to(device) if device is not None else model
         self.model.eval()
         self.tokenizer = tokenizer
@@ -235,8 +241,9 @@ class OldLoopGenerator:
         self.prefix_store = PrefixStore(prefix_cache_bytes)
         self.stop_ids = end_of_turn_ids(tokenizer, model)
         if not self.stop_ids:
-            raise ValueError("the tokenizer has no eos token and the chat template no end-of-turn token; "
-                             "set tokenizer.eos_token")
+            raise ValueError(
+                "the tokenizer has no eos token and the chat template no end-of-turn token; set tokenizer.eos_token"
+            )
         self.pad_id = choose_pad_id(tokenizer, self.stop_ids)
         self.progress: Callable[[int, int], None] | None = None  # (finished conversations, conversations), per batch
 
@@ -279,8 +286,9 @@ class OldLoopGenerator:
         out: list[list[Completion | None]] = [[None] * params.n for _ in prompts]
         with torch.inference_mode():
             for start in range(0, len(rows), self.batch_size):
-                batch = [_Row(i, j, self._rng(derive_seed(seeds[i], j)))
-                         for i, j in rows[start : start + self.batch_size]]
+                batch = [
+                    _Row(i, j, self._rng(derive_seed(seeds[i], j))) for i, j in rows[start : start + self.batch_size]
+                ]
                 for row in self._decode(prompts, batch, params):
                     out[row.prompt][row.sample] = self._finish(row, len(prompts[row.prompt]), params)
                 if self.progress is not None:
@@ -320,8 +328,14 @@ class OldLoopGenerator:
                 live, mask, positions, tokens = [live[k] for k in keep], mask[index], positions[index], tokens[index]
                 mask = _drop_leading_padding(cache, mask)
             mask = torch.cat([mask, mask.new_ones(len(live), 1)], dim=1)
-            output = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions[:, None],
-                                past_key_values=cache, use_cache=True, logits_to_keep=1)
+            output = self.model(
+                input_ids=tokens[:, None],
+                attention_mask=mask,
+                position_ids=positions[:, None],
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
             next_logits, positions = output.logits[:, -1].float(), positions + 1
 
     def _finish_reason(self, row: _Row, params: SamplingParams, stop_window: int) -> str | None:
@@ -345,7 +359,8 @@ class OldLoopGenerator:
             width = len(prompts[order[0]]) - reused[order[0]]
             chunk, order = order[: max(1, self.prefill_tokens // width)], order[max(1, self.prefill_tokens // width) :]
             chunk_kv, chunk_logits = self._prefill_chunk(
-                [prompts[k] for k in chunk], [found[k][0] for k in chunk], width)
+                [prompts[k] for k in chunk], [found[k][0] for k in chunk], width
+            )
             for k, states, row_logits in zip(chunk, chunk_kv, chunk_logits):
                 kv[k], logits[k] = states, row_logits
         return kv, logits  # type: ignore[return-value]  # every slot is filled above
@@ -374,11 +389,18 @@ class OldLoopGenerator:
             input_ids[r, max(0, -before) :] = p[max(0, before) :]
             mask[r, total - len(p) :] = 1
         positions = (mask.cumsum(1) - 1).clamp(min=0)[:, cached:]  # RoPE positions = real token positions
-        output = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
-                            position_ids=positions.to(self.device), past_key_values=cache, use_cache=True,
-                            logits_to_keep=1)
-        states = [torch.stack([torch.stack((layer.keys[r], layer.values[r])) for layer in layers])
-                  for r in range(len(prompts))]
+        output = self.model(
+            input_ids=input_ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            position_ids=positions.to(self.device),
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        states = [
+            torch.stack([torch.stack((layer.keys[r], layer.values[r])) for layer in layers])
+            for r in range(len(prompts))
+        ]
         return [s[..., total - len(p) :, :] for s, p in zip(states, prompts)], output.logits[:, -1].float()
 
     def _empty_cache(self, rows: int, columns: int, room: int) -> DynamicCache:
@@ -389,8 +411,11 @@ class OldLoopGenerator:
         shape = (rows, heads, columns + room, dim)
         cache = DynamicCache()
         cache.layers = [
-            _BufferLayer(torch.zeros(shape, dtype=self.model.dtype, device=self.device),
-                         torch.zeros(shape, dtype=self.model.dtype, device=self.device), columns)
+            _BufferLayer(
+                torch.zeros(shape, dtype=self.model.dtype, device=self.device),
+                torch.zeros(shape, dtype=self.model.dtype, device=self.device),
+                columns,
+            )
             for _ in range(config.num_hidden_layers)
         ]
         return cache
@@ -419,8 +444,9 @@ class OldLoopGenerator:
             if k in kept:
                 continue
             length = int(mask[k].sum())
-            kv = torch.stack([torch.stack((layer.keys[k, :, -length:], layer.values[k, :, -length:]))
-                              for layer in cache.layers])
+            kv = torch.stack(
+                [torch.stack((layer.keys[k, :, -length:], layer.values[k, :, -length:])) for layer in cache.layers]
+            )
             tokens = torch.cat([ids[row.prompt], torch.tensor(row.tokens[:-1], dtype=torch.long)])
             self.prefix_store.add(tokens, kv)
 

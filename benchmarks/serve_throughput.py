@@ -27,8 +27,22 @@ def free_port() -> int:
 
 
 def start_server(args: argparse.Namespace, port: int) -> subprocess.Popen:
-    command = [sys.executable, "-m", "mucode", "serve", "--model", args.model, "--port", str(port),
-               "--max-batch", str(args.requests), "--batch-window-s", "0.2", "--max-new-tokens", str(args.max_tokens)]
+    command = [
+        sys.executable,
+        "-m",
+        "mucode",
+        "serve",
+        "--model",
+        args.model,
+        "--port",
+        str(port),
+        "--max-batch",
+        str(args.requests),
+        "--batch-window-s",
+        "0.2",
+        "--max-new-tokens",
+        str(args.max_tokens),
+    ]
     process = subprocess.Popen(command, env={**os.environ}, stderr=subprocess.DEVNULL)
     for _ in range(600):
         try:
@@ -44,8 +58,15 @@ def bodies(args: argparse.Namespace) -> list[dict]:
     from mucode.problems import load_problems
 
     problems = list(load_problems("humaneval"))[: args.requests]
-    return [{"messages": [{"role": "user", "content": p.prompt}], "tests": [t.code for t in p.public_tests],
-             "max_tokens": args.max_tokens, "mucode": {"turns": args.turns}} for p in problems]
+    return [
+        {
+            "messages": [{"role": "user", "content": p.prompt}],
+            "tests": [t.code for t in p.public_tests],
+            "max_tokens": args.max_tokens,
+            "mucode": {"turns": args.turns},
+        }
+        for p in problems
+    ]
 
 
 def phase(base: str, requests: list[dict], concurrency: int) -> tuple[float, int]:
@@ -79,9 +100,15 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=60)
-    print(f"model {args.model}, {len(requests)} HumanEval requests, {args.turns} turn(s), <= {args.max_tokens} tokens, greedy")
-    print(f"  one at a time:  {len(requests) / one_s:6.2f} requests/s  {one_tokens / one_s:7.1f} generated tokens/s  ({one_s:.1f} s)")
-    print(f"  all at once:    {len(requests) / many_s:6.2f} requests/s  {many_tokens / many_s:7.1f} generated tokens/s  ({many_s:.1f} s)")
+    print(
+        f"model {args.model}, {len(requests)} HumanEval requests, {args.turns} turn(s), <= {args.max_tokens} tokens, greedy"
+    )
+    print(
+        f"  one at a time:  {len(requests) / one_s:6.2f} requests/s  {one_tokens / one_s:7.1f} generated tokens/s  ({one_s:.1f} s)"
+    )
+    print(
+        f"  all at once:    {len(requests) / many_s:6.2f} requests/s  {many_tokens / many_s:7.1f} generated tokens/s  ({many_s:.1f} s)"
+    )
     print(f"  largest generator batch: {health['largest_batch']} requests")
     print(f"  ratio all at once / one at a time (requests/s): {one_s / many_s:.2f}x")
 

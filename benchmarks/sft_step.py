@@ -20,7 +20,9 @@ from transformers import AutoModelForCausalLM
 from mucode.generation.models import resolve_model
 
 
-def run_setting(path: str, batch: torch.Tensor, steps: int, autocast: bool, checkpointing: bool) -> tuple[float, float]:
+def run_setting(
+    path: str, batch: torch.Tensor, steps: int, autocast: bool, checkpointing: bool
+) -> tuple[float, float]:
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     if checkpointing:
@@ -66,7 +68,10 @@ def main() -> None:
     ):
         seconds, loss = run_setting(path, batch, args.steps, autocast, checkpointing)
         base_s, base_loss = (seconds, loss) if base_s is None else (base_s, base_loss)
-        print(f"| {name} | {seconds:.2f} | {base_s / seconds:.2f}x | {loss:.4f} | {abs(loss - base_loss):.4f} |", flush=True)
+        print(
+            f"| {name} | {seconds:.2f} | {base_s / seconds:.2f}x | {loss:.4f} | {abs(loss - base_loss):.4f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

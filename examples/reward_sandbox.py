@@ -12,6 +12,7 @@ import re
 
 import httpx
 
+
 MUCODE_URL = "http://127.0.0.1:8000"
 FENCE = re.compile(r"```(?:python|py)?\n(.*?)(?:```|$)", re.S)
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+
 # The MBPP data lives next to the repository (<repo>/../shared/data/mbpp), never inside it.
 MBPP_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mbpp"
 

@@ -26,16 +26,28 @@ from pathlib import Path
 
 import pytest
 
+
 pytest.importorskip("trl")
 
 from test_verifier_data import make_record, write_folder  # noqa: E402
+
 
 BATCH, STEPS = 8, 4
 LEARNING_RATE = 3e-3
 WEIGHT_TOL = 1e-6  # float64 reduction-order noise through Adam ~2e-9; a real update difference ~LEARNING_RATE
 LAUNCH_2_CPU = [
-    sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-    "--mixed_precision", "no", "--dynamo_backend", "no",
+    sys.executable,
+    "-m",
+    "accelerate.commands.launch",
+    "--multi_gpu",
+    "--num_processes",
+    "2",
+    "--num_machines",
+    "1",
+    "--mixed_precision",
+    "no",
+    "--dynamo_backend",
+    "no",
 ]  # as in test_verifier_train.py: without GPUs the trainer switches to gloo (accelerate's MULTI_CPU)
 
 
@@ -43,17 +55,49 @@ LAUNCH_2_CPU = [
 def rollout_dir(tmp_path_factory) -> Path:
     """12 problems x 4 trajectories of 1-3 turns with random outcomes."""
     rng = random.Random(0)
-    records = [make_record(f"p{i:02d}", r, [rng.random() < 0.4 for _ in range(rng.randint(1, 3))]) for i in range(12) for r in range(4)]
+    records = [
+        make_record(f"p{i:02d}", r, [rng.random() < 0.4 for _ in range(rng.randint(1, 3))])
+        for i in range(12)
+        for r in range(4)
+    ]
     return write_folder(tmp_path_factory.mktemp("rollouts"), records)
 
 
-def launch_training(launcher: list[str], command: list[str], out: Path, model: Path, micro_batch: int) -> tuple[list[dict], str]:
+def launch_training(
+    launcher: list[str], command: list[str], out: Path, model: Path, micro_batch: int
+) -> tuple[list[dict], str]:
     """Run `mucode COMMAND...` with the shared tiny-run settings: the logged steps and standard output."""
     argv = [
-        *launcher, "-m", "mucode", *command, "--model", str(model),
-        "--out", str(out), "--max-steps", str(STEPS), "--batch-size", str(BATCH), "--micro-batch-size", str(micro_batch),
-        "--learning-rate", str(LEARNING_RATE), "--dtype", "float64", "--lr-scheduler", "constant", "--max-length", "128", "--logging-steps", "1",
-        "--save-steps", str(STEPS), "--report-to", "none", "--seed", "7",
+        *launcher,
+        "-m",
+        "mucode",
+        *command,
+        "--model",
+        str(model),
+        "--out",
+        str(out),
+        "--max-steps",
+        str(STEPS),
+        "--batch-size",
+        str(BATCH),
+        "--micro-batch-size",
+        str(micro_batch),
+        "--learning-rate",
+        str(LEARNING_RATE),
+        "--dtype",
+        "float64",
+        "--lr-scheduler",
+        "constant",
+        "--max-length",
+        "128",
+        "--logging-steps",
+        "1",
+        "--save-steps",
+        str(STEPS),
+        "--report-to",
+        "none",
+        "--seed",
+        "7",
     ]
     run = subprocess.run(argv, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert run.returncode == 0, run.stderr[-3000:]
@@ -62,7 +106,9 @@ def launch_training(launcher: list[str], command: list[str], out: Path, model: P
 
 
 def train(launcher: list[str], out: Path, rollout_dir: Path, model: Path, micro_batch: int) -> tuple[list[dict], str]:
-    return launch_training(launcher, ["verifier", "train", "--trajectories", str(rollout_dir)], out, model, micro_batch)
+    return launch_training(
+        launcher, ["verifier", "train", "--trajectories", str(rollout_dir)], out, model, micro_batch
+    )
 
 
 def final_weights(folder: Path) -> dict:
@@ -88,8 +134,10 @@ def test_two_gloo_processes_follow_the_single_process_loss_curve(tmp_path, rollo
 def sft_data(folder: Path) -> Path:
     """16 conversational prompt/completion rows of equal shape (TRL's SFT format)."""
     rows = [
-        {"prompt": [{"role": "user", "content": f"Write add{i}."}],
-         "completion": [{"role": "assistant", "content": f"def add{i}(a, b):\n    return a + b + {i}\n"}]}
+        {
+            "prompt": [{"role": "user", "content": f"Write add{i}."}],
+            "completion": [{"role": "assistant", "content": f"def add{i}(a, b):\n    return a + b + {i}\n"}],
+        }
         for i in range(10, 26)
     ]
     path = folder / "sft.jsonl"
@@ -97,7 +145,9 @@ def sft_data(folder: Path) -> Path:
     return path
 
 
-def train_generator(launcher: list[str], out: Path, data: Path, model: Path, micro_batch: int) -> tuple[list[dict], str]:
+def train_generator(
+    launcher: list[str], out: Path, data: Path, model: Path, micro_batch: int
+) -> tuple[list[dict], str]:
     return launch_training(launcher, ["generator", "train", "--data", str(data)], out, model, micro_batch)
 
 

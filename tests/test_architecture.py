@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "mucode"
 

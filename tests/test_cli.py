@@ -33,7 +33,12 @@ def test_exec_reports_each_test_and_exits_1_on_failure(tmp_path):
 
 def test_exec_json_and_exit_code_0_through_the_console_script(tmp_path):
     program, tests = write(tmp_path, "def f(x):\n    return 2 * x\n", "assert f(2) == 4\n")
-    run = subprocess.run([sys.executable, "-m", "mucode", "exec", program, "--tests", tests, "--json"], capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-m", "mucode", "exec", program, "--tests", tests, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 0, run.stderr
     data = json.loads(run.stdout)
     assert data["passed"] is True and data["verdicts"][0]["status"] == "passed"
@@ -41,14 +46,18 @@ def test_exec_json_and_exit_code_0_through_the_console_script(tmp_path):
 
 def test_exec_exit_code_1_for_a_hostile_program(tmp_path):
     program, tests = write(tmp_path, "import os\nos._exit(0)\n", "assert f(2) == 4\n")
-    run = subprocess.run([sys.executable, "-m", "mucode", "exec", program, "--tests", tests], capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-m", "mucode", "exec", program, "--tests", tests], capture_output=True, text=True, timeout=60
+    )
     assert run.returncode == 1
     assert "ERROR" in run.stdout
 
 
 def test_exec_rejects_a_tests_file_without_tests(tmp_path):
     program, tests = write(tmp_path, "x = 1\n", "")
-    run = subprocess.run([sys.executable, "-m", "mucode", "exec", program, "--tests", tests], capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-m", "mucode", "exec", program, "--tests", tests], capture_output=True, text=True, timeout=60
+    )
     assert run.returncode != 0 and "contains no tests" in run.stderr
 
 
@@ -62,8 +71,20 @@ def test_problems_verify_passes_on_humaneval():
 
 def test_problems_verify_reports_a_wrong_reference(tmp_path):
     rows = [
-        {"id": "good", "prompt": "double", "public_tests": ["assert f(1) == 2"], "private_tests": ["assert f(2) == 4"], "reference_solution": "def f(x):\n    return 2 * x\n"},
-        {"id": "bad", "prompt": "triple", "public_tests": ["assert g(1) == 3"], "private_tests": ["assert g(2) == 6"], "reference_solution": "def g(x):\n    return 2 * x\n"},
+        {
+            "id": "good",
+            "prompt": "double",
+            "public_tests": ["assert f(1) == 2"],
+            "private_tests": ["assert f(2) == 4"],
+            "reference_solution": "def f(x):\n    return 2 * x\n",
+        },
+        {
+            "id": "bad",
+            "prompt": "triple",
+            "public_tests": ["assert g(1) == 3"],
+            "private_tests": ["assert g(2) == 6"],
+            "reference_solution": "def g(x):\n    return 2 * x\n",
+        },
     ]
     data = tmp_path / "test.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -16,6 +16,7 @@ from mucode.execution import Executor, Limits
 from mucode.prompts import PromptConfig, feedback_message, initial_messages, render_feedback, truncate_middle
 from mucode.types import AssertTest, ExecResult, IOTest, Problem, Status, Verdict
 
+
 ADD = Problem(
     id="add",
     source="test",
@@ -30,7 +31,13 @@ TWO_PUBLIC = Problem(
     public_tests=(AssertTest("assert square(2) == 4"), AssertTest("assert square(3) == 9")),
     private_tests=(AssertTest("assert square(5) == 25"),),
 )
-NO_PRIVATE = Problem(id="neg", source="test", prompt="Write neg(x).", public_tests=(AssertTest("assert neg(1) == -1"),), private_tests=())
+NO_PRIVATE = Problem(
+    id="neg",
+    source="test",
+    prompt="Write neg(x).",
+    public_tests=(AssertTest("assert neg(1) == -1"),),
+    private_tests=(),
+)
 WITH_SETUP = Problem(
     id="setup",
     source="test",
@@ -271,7 +278,11 @@ def test_unfenced_and_unterminated_replies(executor):
 
 
 def test_batched_advance_and_run_episodes(executor):
-    script = {"add": [WRONG, RIGHT], "sq": [fenced("def square(x):\n    return x * x")], "neg": ["nope", "nope", "nope"]}
+    script = {
+        "add": [WRONG, RIGHT],
+        "sq": [fenced("def square(x):\n    return x * x")],
+        "neg": ["nope", "nope", "nope"],
+    }
     batch_sizes = []
 
     def generate(chats):
@@ -448,7 +459,13 @@ def test_an_answer_that_fails_the_public_test_is_incorrect_even_if_it_passes_the
 
 
 def test_a_stored_private_only_verdict_is_read_as_all_tests():
-    data = {"reply": "r", "program": "p", "public": {"verdicts": [{"status": "failed"}]}, "private": None, "correct": True}
+    data = {
+        "reply": "r",
+        "program": "p",
+        "public": {"verdicts": [{"status": "failed"}]},
+        "private": None,
+        "correct": True,
+    }
     assert Turn.from_dict(data).correct is False  # written under the old rule: private pass only
 
 
@@ -465,18 +482,25 @@ def test_humaneval_helpers_come_from_the_problem_prelude(executor, task_id):
     problem = load_problems("humaneval").get(task_id)
     reply = _entry_point_only(problem)
     bare = run_episode(problem, Scripted(reply), executor, max_turns=1, preamble="none")
-    assert not bare.correct and "NameError" in bare.turns[0].public.verdicts[0].message + bare.turns[0].private.verdicts[0].message
+    assert (
+        not bare.correct
+        and "NameError" in bare.turns[0].public.verdicts[0].message + bare.turns[0].private.verdicts[0].message
+    )
     assert run_episode(problem, Scripted(reply), executor, max_turns=1, preamble="problem").correct
 
 
-MATH = Problem("sqrt", "test", "Write root(x).", (AssertTest("assert root(4) == 2"),), (AssertTest("assert root(9) == 3"),))
+MATH = Problem(
+    "sqrt", "test", "Write root(x).", (AssertTest("assert root(4) == 2"),), (AssertTest("assert root(9) == 3"),)
+)
 NO_IMPORT = fenced("def root(x):\n    return int(math.sqrt(x))")
 
 
 def test_the_reference_preamble_supplies_the_common_imports(executor):
     assert not run_episode(MATH, Scripted(NO_IMPORT), executor, max_turns=1, preamble="problem").correct
     episode = run_episode(MATH, Scripted(NO_IMPORT), executor, max_turns=1, preamble="reference")
-    assert episode.correct and episode.turns[0].program == "def root(x):\n    return int(math.sqrt(x))"  # stored as written
+    assert (
+        episode.correct and episode.turns[0].program == "def root(x):\n    return int(math.sqrt(x))"
+    )  # stored as written
     assert Episode.from_dict(episode.to_dict(), MATH).preamble == "reference"
 
 

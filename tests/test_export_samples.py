@@ -14,6 +14,7 @@ from mucode.execution import Executor, Limits
 from mucode.problems import load_problems, write_jsonl
 from mucode.reports.export import evalplus_task_id, run_samples
 
+
 HE0_ENTRY_ONLY = (
     "def has_close_elements(numbers: List[float], threshold: float) -> bool:\n"
     "    return any(abs(a - b) < threshold for i, a in enumerate(numbers) for b in numbers[i + 1:])\n"

@@ -6,6 +6,7 @@ import pytest
 
 from mucode.extraction import code_blocks, extract_code
 
+
 PROGRAM = "def f(x):\n    return x + 1"
 
 

@@ -15,6 +15,7 @@ from mucode.finetune import FinetuneConfig, TrainResult, check_same_run
 from mucode.training.config import GeneratorTrainConfig
 from mucode.verifier.config import VerifierTrainConfig
 
+
 SRC = Path(__file__).resolve().parents[1] / "src" / "mucode"
 
 

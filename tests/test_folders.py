@@ -12,6 +12,7 @@ import pytest
 
 from mucode.folders import FolderInUse, folder_lock
 
+
 HOLD = "import sys, time; from mucode.folders import folder_lock\nwith folder_lock(sys.argv[1], 'test'):\n    print('held', flush=True); time.sleep(60)"
 
 
@@ -51,7 +52,12 @@ def test_the_commands_refuse_a_folder_in_use_with_a_one_line_error(held, command
     folder, holder = held
     extra = ["--preset", "smoke"] if command == "run" else ["--model", "tiny-random-not-needed"]
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "mucode", command, *extra, "--out", str(folder)], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "mucode", command, *extra, "--out", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0
     assert f"is in use by another `mucode {command}` (pid {holder.pid})" in result.stderr
     assert "Traceback" not in result.stderr

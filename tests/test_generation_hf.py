@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from mucode.generation import Completion, Generator, SamplingParams
-from mucode.generation.base import trim_at_stop
+from mucode.generation.base import derive_seed, trim_at_stop
 from mucode.generation.factory import make_generator
-from mucode.generation.base import derive_seed
-from mucode.generation.hf import TransformersGenerator, end_of_turn_ids, preferred_dtype
+from mucode.generation.hf import TransformersGenerator, preferred_dtype
+
 
 # Deliberately not sorted by length, with a multi-turn one, so that sorting and restoring order shows.
 CONVERSATIONS = [
@@ -121,8 +121,9 @@ def test_end_of_turn_token_stops_and_is_counted(model_and_tokenizer):
     model, tokenizer = model_and_tokenizer
     gen = TransformersGenerator(model, tokenizer)
     prompt = torch.tensor([gen.encode(CONVERSATIONS[0])])
-    ids = model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False, max_new_tokens=8,
-                         pad_token_id=gen.pad_id)[0, prompt.shape[1] :].tolist()
+    ids = model.generate(
+        prompt, attention_mask=torch.ones_like(prompt), do_sample=False, max_new_tokens=8, pad_token_id=gen.pad_id
+    )[0, prompt.shape[1] :].tolist()
     k = next(k for k in range(1, len(ids)) if ids[k] not in ids[:k])  # first token not seen before position k
     gen.stop_ids = [ids[k]]  # pretend it is the end-of-turn token
     out = gen.generate(CONVERSATIONS[:1], SamplingParams(temperature=0.0, max_new_tokens=8))[0][0]
@@ -191,7 +192,9 @@ def test_vllm_missing_gives_install_hint():
 
 def test_import_is_cheap():
     code = "import sys, mucode.generation, mucode.generation.factory; print(sorted({'torch', 'transformers', 'httpx', 'vllm', 'openvino', 'openvino_genai'} & set(sys.modules)))"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    )
 
 
 # --- per-request seeds inside one model.generate batch -----------------------------------------------
@@ -199,8 +202,10 @@ def test_import_is_cheap():
 
 def test_sampled_row_independent_of_batch_and_order(model_and_tokenizer):
     """A conversation's seeded samples are the same alone and inside any batch, in any order."""
-    alone = [TransformersGenerator(*model_and_tokenizer, batch_size=3).generate([c], SAMPLED, seeds=[100 + k])[0]
-             for k, c in enumerate(CONVERSATIONS)]
+    alone = [
+        TransformersGenerator(*model_and_tokenizer, batch_size=3).generate([c], SAMPLED, seeds=[100 + k])[0]
+        for k, c in enumerate(CONVERSATIONS)
+    ]
     for batch_size in (1, 4, 15):
         gen = TransformersGenerator(*model_and_tokenizer, batch_size=batch_size)
         order = [3, 0, 4, 2, 1]
@@ -255,8 +260,9 @@ def test_finished_rows_stop_while_others_go_on(model_and_tokenizer):
     model, _ = model_and_tokenizer
     gen = TransformersGenerator(*model_and_tokenizer, batch_size=5)
     prompt = torch.tensor([gen.encode(CONVERSATIONS[1])])
-    ids = model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False, max_new_tokens=24,
-                         pad_token_id=gen.pad_id)[0, prompt.shape[1] :].tolist()
+    ids = model.generate(
+        prompt, attention_mask=torch.ones_like(prompt), do_sample=False, max_new_tokens=24, pad_token_id=gen.pad_id
+    )[0, prompt.shape[1] :].tolist()
     k = next(k for k in range(2, len(ids)) if ids[k] not in ids[:k])
     gen.stop_ids = [ids[k]]  # pretend it is the end-of-turn token: conversation 1 ends after k + 1 tokens
     out = gen.generate(CONVERSATIONS, LONG_GREEDY)
@@ -320,10 +326,36 @@ def test_the_same_seeded_hf_rollout_command_twice_gives_the_same_records(tmp_pat
     import os
 
     def records(out):
-        command = [sys.executable, "-m", "mucode", "rollout", "--backend", "hf", "--dtype", "bfloat16",
-                   "--model", str(tiny_model_dir), "--problems", "humaneval", "--limit", "3", "--rollouts", "2",
-                   "--turns", "2", "--temperature", "1.0", "--max-new-tokens", "16", "--workers", "1",
-                   "--timeout-s", "2", "--out", str(out)]
+        command = [
+            sys.executable,
+            "-m",
+            "mucode",
+            "rollout",
+            "--backend",
+            "hf",
+            "--dtype",
+            "bfloat16",
+            "--model",
+            str(tiny_model_dir),
+            "--problems",
+            "humaneval",
+            "--limit",
+            "3",
+            "--rollouts",
+            "2",
+            "--turns",
+            "2",
+            "--temperature",
+            "1.0",
+            "--max-new-tokens",
+            "16",
+            "--workers",
+            "1",
+            "--timeout-s",
+            "2",
+            "--out",
+            str(out),
+        ]
         done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=dict(os.environ))
         assert done.returncode == 0, done.stderr[-2000:]
         lines = (out / "trajectories.jsonl").read_text().splitlines()

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_generation_hf import CONVERSATIONS, LONG_GREEDY, SAMPLED, sharpen
 
 from mucode.generation.hf import TransformersGenerator
-from test_generation_hf import CONVERSATIONS, LONG_GREEDY, SAMPLED, sharpen
+
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from old_decode_loop import OldLoopGenerator, PrefixStore  # noqa: E402
@@ -27,8 +28,10 @@ def model_and_tokenizer(tiny_model_dir):
 
 def extend(conversations, outputs, note="It failed; try again."):
     """The next turn of each conversation: its reply, then a new user message."""
-    return [[*c, {"role": "assistant", "content": o[0].text}, {"role": "user", "content": note}]
-            for c, o in zip(conversations, outputs)]
+    return [
+        [*c, {"role": "assistant", "content": o[0].text}, {"role": "user", "content": note}]
+        for c, o in zip(conversations, outputs)
+    ]
 
 
 def test_loop_gives_the_hf_backends_replies_greedy_and_seeded(model_and_tokenizer):

@@ -23,6 +23,7 @@ import pytest
 from mucode.generation import Generator, SamplingParams
 from mucode.generation.openai_api import OpenAIGenerator, OpenAIServerError, chat_url, parse_choices
 
+
 pytest.importorskip("fastapi", reason="transformers serve needs transformers[serving] (fastapi, uvicorn)")
 pytest.importorskip("uvicorn", reason="transformers serve needs transformers[serving] (fastapi, uvicorn)")
 
@@ -74,7 +75,19 @@ def server(tiny_model_dir, tmp_path_factory):
     folder = save_sharp_model(tiny_model_dir, root / "tiny-sharp")
     port = free_port()
     log = (root / "serve.log").open("w")
-    cmd = [str(cli), "serve", str(folder), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu", "--dtype", "float32"]
+    cmd = [
+        str(cli),
+        "serve",
+        str(folder),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     base = f"http://127.0.0.1:{port}"
@@ -82,14 +95,18 @@ def server(tiny_model_dir, tmp_path_factory):
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"transformers serve exited with {proc.returncode}:\n{(root / 'serve.log').read_text()[-3000:]}")
+                pytest.fail(
+                    f"transformers serve exited with {proc.returncode}:\n{(root / 'serve.log').read_text()[-3000:]}"
+                )
             try:
                 if httpx.get(f"{base}/health", timeout=1.0).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"transformers serve not healthy after {STARTUP_TIMEOUT_S}s:\n{(root / 'serve.log').read_text()[-3000:]}")
+                pytest.fail(
+                    f"transformers serve not healthy after {STARTUP_TIMEOUT_S}s:\n{(root / 'serve.log').read_text()[-3000:]}"
+                )
             time.sleep(0.2)
         yield f"{base}/v1", str(folder), folder
     finally:
@@ -140,7 +157,9 @@ def test_greedy_matches_the_transformers_backend(server):
     gen = OpenAIGenerator(url, name, max_concurrency=4)
     assert isinstance(gen, Generator)
     remote = gen.generate(CONVERSATIONS, GREEDY)
-    local = TransformersGenerator.from_pretrained(str(folder), dtype="float32", device="cpu").generate(CONVERSATIONS, GREEDY)
+    local = TransformersGenerator.from_pretrained(str(folder), dtype="float32", device="cpu").generate(
+        CONVERSATIONS, GREEDY
+    )
     assert remote == local  # same text, token counts and finish reasons
     assert len({o[0].text for o in remote}) > 1
     gen.close()
@@ -239,7 +258,11 @@ def test_parse_choices_without_usage_and_with_several_choices():
         "usage": {"prompt_tokens": 5, "completion_tokens": 17},
     }
     out = parse_choices(data, params)
-    assert [(c.text, c.completion_tokens, c.finish_reason) for c in out] == [("x" * 9, 10, "length"), ("a", 4, "stop"), ("c", 3, "stop")]
+    assert [(c.text, c.completion_tokens, c.finish_reason) for c in out] == [
+        ("x" * 9, 10, "length"),
+        ("a", 4, "stop"),
+        ("c", 3, "stop"),
+    ]
     assert all(c.prompt_tokens == 5 for c in out)
     bare = parse_choices({"choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}]}, SamplingParams())
     assert (bare[0].prompt_tokens, bare[0].completion_tokens) == (0, 0)

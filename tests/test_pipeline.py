@@ -25,12 +25,24 @@ def test_every_preset_loads_and_names_its_own_settings():
     paper = pipeline_config("paper")
     assert (paper.rollouts, paper.turns, paper.temperature, paper.iterations, paper.eval_n) == (15, 3, 0.7, 2, 5)
     # the reference code's settings (docs/pipeline.md's table) and the paper's lengths
-    assert (paper.union, paper.preamble, paper.feedback, paper.unsolved, paper.dedupe, paper.timeout_s) == ("paper", "reference", "reference", "keep", False, 10.0)
+    assert (paper.union, paper.preamble, paper.feedback, paper.unsolved, paper.dedupe, paper.timeout_s) == (
+        "paper",
+        "reference",
+        "reference",
+        "keep",
+        False,
+        10.0,
+    )
     assert paper.generator["max_length"] == 8192 and paper.verifier["max_length"] == 2048
     stages = Pipeline(pipeline_config("paper", overrides={"out": "runs/p"}))
     rollout, search = stages.rollout_config("m", Path("r")), stages.search_config("m", "humaneval", {}, Path("s"))
     verifier = stages.verifier_config("mucode", 0, Path("v"))
-    assert (rollout.timeout_s, rollout.timeout_scope, search.timeout_s, search.timeout_scope) == (10.0, "suite", 10.0, "suite")
+    assert (rollout.timeout_s, rollout.timeout_scope, search.timeout_s, search.timeout_scope) == (
+        10.0,
+        "suite",
+        10.0,
+        "suite",
+    )
     assert (verifier.max_length, verifier.pairs_with_replacement) == (2048, True)
     assert pipeline_config().timeout_scope == "test"
     default = pipeline_config()
@@ -72,8 +84,22 @@ def _wait_for(path: Path, process: subprocess.Popen, timeout: float) -> None:
 
 def test_smoke_preset_end_to_end_resumes_after_kill_and_skips_finished_stages(tmp_path, mbpp_dir):
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "mucode", "run", "--preset", "smoke", "--problems-path", str(mbpp_dir), "--out", str(out), "--quiet"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    command = [
+        sys.executable,
+        "-m",
+        "mucode",
+        "run",
+        "--preset",
+        "smoke",
+        "--problems-path",
+        str(mbpp_dir),
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     try:
         _wait_for(out / "iter0/rollouts/.done.json", process, timeout=240)
     finally:
@@ -84,11 +110,24 @@ def test_smoke_preset_end_to_end_resumes_after_kill_and_skips_finished_stages(tm
     config = pipeline_config("smoke", overrides={"out": str(out), "problems_path": str(mbpp_dir)})
     result = run_pipeline(config, say=lambda message: None, progress=False)
     assert result.stages["iter0/rollouts"]["skipped"] and not result.stages["iter1/rollouts"]["skipped"]
-    expected = {"models/tiny-random", "iter0/rollouts", "iter0/verifier", "iter1/sft", "iter1/generator", "iter1/rollouts", "iter1/verifier"}
+    expected = {
+        "models/tiny-random",
+        "iter0/rollouts",
+        "iter0/verifier",
+        "iter1/sft",
+        "iter1/generator",
+        "iter1/rollouts",
+        "iter1/verifier",
+    }
     assert expected <= set(result.stages)
     assert list(result.stages) == Pipeline(config).plan()  # one method: today's folders, as `--check` lists them
     evals = sorted(name for name in result.stages if name.startswith("eval/"))
-    assert evals == ["eval/mbpp-test.base.bon2-pt+lv", "eval/mbpp-test.base.greedy", "eval/mbpp-test.mucode.bon2-pt+lv", "eval/mbpp-test.mucode.greedy"]
+    assert evals == [
+        "eval/mbpp-test.base.bon2-pt+lv",
+        "eval/mbpp-test.base.greedy",
+        "eval/mbpp-test.mucode.bon2-pt+lv",
+        "eval/mbpp-test.mucode.greedy",
+    ]
     for name in result.stages:
         assert (out / name / ".done.json").is_file(), name
 
@@ -96,8 +135,15 @@ def test_smoke_preset_end_to_end_resumes_after_kill_and_skips_finished_stages(tm
     assert len({(r["problem_id"], r["rollout"]) for r in records}) == len(records) == 6  # 3 problems x 2 rollouts
     assert Path(result.stages["iter1/generator"]["model"]).joinpath("config.json").is_file()
     assert result.report is not None and "Protocol" in result.report.read_text()
-    assert [row["run"] for row in result.table] == [Path(e).name for e in
-        ["mbpp-test.base.greedy", "mbpp-test.base.bon2-pt+lv", "mbpp-test.mucode.greedy", "mbpp-test.mucode.bon2-pt+lv"]]
+    assert [row["run"] for row in result.table] == [
+        Path(e).name
+        for e in [
+            "mbpp-test.base.greedy",
+            "mbpp-test.base.bon2-pt+lv",
+            "mbpp-test.mucode.greedy",
+            "mbpp-test.mucode.bon2-pt+lv",
+        ]
+    ]
     saved = json.loads((out / "run.json").read_text())
     assert saved["seed"] == 0 and "torch" in saved["package_versions"]
     assert json.loads((out / "stages.json").read_text()).keys() == result.stages.keys()
@@ -107,13 +153,31 @@ def test_smoke_preset_end_to_end_resumes_after_kill_and_skips_finished_stages(tm
     assert again.table == result.table
 
     with pytest.raises(ValueError, match="different config .*rollouts"):
-        run_pipeline(pipeline_config("smoke", overrides={"out": str(out), "problems_path": str(mbpp_dir), "rollouts": 3}), say=lambda m: None, progress=False)
+        run_pipeline(
+            pipeline_config("smoke", overrides={"out": str(out), "problems_path": str(mbpp_dir), "rollouts": 3}),
+            say=lambda m: None,
+            progress=False,
+        )
 
 
 def _trajectory(problem_id: str, rollout: int, correct: bool, model: str = "smollm2-135m") -> dict:
-    turn = {"reply": "```python\ndef f(): pass\n```", "program": "def f(): pass", "public": {"passed": correct}, "correct": correct}
-    return {"problem_id": problem_id, "rollout": rollout, "model": model, "max_turns": 3, "turns": [turn],
-            "n_turns": 1, "correct": correct, "solved_public": correct, "completion_tokens": 7}
+    turn = {
+        "reply": "```python\ndef f(): pass\n```",
+        "program": "def f(): pass",
+        "public": {"passed": correct},
+        "correct": correct,
+    }
+    return {
+        "problem_id": problem_id,
+        "rollout": rollout,
+        "model": model,
+        "max_turns": 3,
+        "turns": [turn],
+        "n_turns": 1,
+        "correct": correct,
+        "solved_public": correct,
+        "completion_tokens": 7,
+    }
 
 
 def _reference_rollouts(folder: Path, mbpp_dir: Path, limit: int, seed: int) -> list[str]:
@@ -171,6 +235,7 @@ def test_the_pipeline_data_flows_as_the_method_says(tmp_path, mbpp_dir):
     assert list(result.stages) == Pipeline(config).plan()
     base = result.stages["models/tiny-random"]["path"]
     for method in ("star", "mucode"):
+
         def folder(i: int, kind: str, method=method) -> Path:
             return out / (f"iter{i}/{kind}" if i == 0 else f"iter{i}/{method}/{kind}")
 
@@ -213,7 +278,10 @@ def test_iter0_rollouts_are_copied_complete_lines_only_and_must_come_from_the_ba
     source = tmp_path / "rollouts"
     source.mkdir()
     compact = {"separators": (",", ":")}  # not json.dumps's default layout: the copy must keep the bytes
-    lines = [json.dumps(_trajectory("mbpp/1", 0, True), **compact), json.dumps(_trajectory("mbpp/1", 1, False), **compact)]
+    lines = [
+        json.dumps(_trajectory("mbpp/1", 0, True), **compact),
+        json.dumps(_trajectory("mbpp/1", 1, False), **compact),
+    ]
     writing = json.dumps(_trajectory("mbpp/2", 0, False))[:25]  # a line another process is still writing
     (source / "trajectories.jsonl").write_text("\n".join(lines) + "\n" + writing)
     (source / "config.yaml").write_text("model: smollm2-135m\n")
@@ -226,9 +294,14 @@ def test_iter0_rollouts_are_copied_complete_lines_only_and_must_come_from_the_ba
     assert (folder / "trajectories.jsonl").read_text() == "\n".join(lines) + "\n"
     assert (source / "trajectories.jsonl").read_text().endswith(writing)  # the source is left alone
     assert info["trajectories"] == 2 and info["correct"] == 0.5 and info["source"] == str(source.resolve())
-    assert (folder / "source-config.yaml").is_file() and json.loads((folder / "summary.json").read_text())["problems"] == 1
+    assert (folder / "source-config.yaml").is_file() and json.loads((folder / "summary.json").read_text())[
+        "problems"
+    ] == 1
 
-    other = Pipeline(PipelineConfig(out=str(tmp_path / "run2"), iter0_rollouts=str(source), model="qwen2.5-coder-0.5b"), say=lambda m: None)
+    other = Pipeline(
+        PipelineConfig(out=str(tmp_path / "run2"), iter0_rollouts=str(source), model="qwen2.5-coder-0.5b"),
+        say=lambda m: None,
+    )
     with pytest.raises(ValueError, match="not of the base generator 'qwen2.5-coder-0.5b'"):
         other.import_rollouts(tmp_path / "run2")
     # a rollout folder that says what it will hold (run.json, config.yaml) is refused until it holds it all
@@ -236,7 +309,9 @@ def test_iter0_rollouts_are_copied_complete_lines_only_and_must_come_from_the_ba
     (source / "config.yaml").write_text("model: smollm2-135m\nrollouts: 2\n")
     with pytest.raises(ValueError, match="holds 2 of its 4 trajectories; let its `mucode rollout` finish"):
         pipeline.import_rollouts(tmp_path / "run")
-    missing = Pipeline(PipelineConfig(out=str(tmp_path / "run3"), iter0_rollouts=str(tmp_path / "nowhere")), say=lambda m: None)
+    missing = Pipeline(
+        PipelineConfig(out=str(tmp_path / "run3"), iter0_rollouts=str(tmp_path / "nowhere")), say=lambda m: None
+    )
     with pytest.raises(FileNotFoundError, match="written by `mucode rollout`"):
         missing.import_rollouts(tmp_path / "run3")
 
@@ -254,8 +329,9 @@ def test_run_command_passes_no_eval_base_to_the_config(tmp_path, capsys):
 
 def test_rollout_and_search_sections_reach_the_stage_configs(tmp_path):
     path = tmp_path / "run.yaml"
-    path.write_text("rollout: {backend: hf, seeding: episode, workers: 2}\n"
-                    "search: {backend: openvino, dtype: bfloat16}\n")
+    path.write_text(
+        "rollout: {backend: hf, seeding: episode, workers: 2}\nsearch: {backend: openvino, dtype: bfloat16}\n"
+    )
     pipeline = Pipeline(pipeline_config("smoke", path, {"out": str(tmp_path / "run")}), say=lambda m: None)
     rollout = pipeline.rollout_config("some-model", tmp_path / "r")
     got = (rollout.backend, rollout.seeding, rollout.workers, rollout.dtype, rollout.max_new_tokens)
@@ -320,7 +396,9 @@ def test_a_config_yaml_from_before_the_sections_still_resumes(tmp_path, mbpp_dir
 def test_the_replication_runs_whole_table_rows_first(tmp_path):
     """examples/replication.yaml: every greedy row first, then Best-of-N pt+lv of base, then of µCode
     (both sets each), then the other methods, the extra selectors last; the report keeps its order."""
-    config = pipeline_config(path=Path(__file__).parent.parent / "examples/replication.yaml", overrides={"out": str(tmp_path / "rep")})
+    config = pipeline_config(
+        path=Path(__file__).parent.parent / "examples/replication.yaml", overrides={"out": str(tmp_path / "rep")}
+    )
     evals = [name.removeprefix("eval/") for name in Pipeline(config).plan() if name.startswith("eval/")]
     generators = ["base", "mucode", "multi-star", "star"]
     greedy = [f"{s}.{g}.greedy" for s in ("mbpp-test", "humaneval") for g in generators]

@@ -29,6 +29,7 @@ from mucode.problems.docstring_examples import docstring_examples
 from mucode.problems.registry import Spec
 from mucode.types import AssertTest, IOTest, Problem
 
+
 MBPP_SHA256 = "ccf64ceae9c5403bf50a044cb6d505bfd2a2963ee58338ba268fd65beab92a9f"  # SOURCE.md
 SANITIZED_SHA256 = "ca95deaa9a01ef0a6f439f88bcf0dd3db3563d22f22aad6cae04ebb9a8d8c8e9"
 
@@ -113,9 +114,7 @@ def test_mbpp_challenge_tests_are_separate_private_tests(mbpp) -> None:
     assert all(isinstance(t, AssertTest) for t in problem.private_tests)
     with_challenge = [p for p in mbpp if p.metadata["n_challenge_tests"]]
     assert len(with_challenge) == 11
-    assert sum(p.metadata["n_challenge_tests"] for p in mbpp) == sum(
-        len(p.private_tests) - 2 for p in with_challenge
-    )
+    assert sum(p.metadata["n_challenge_tests"] for p in mbpp) == sum(len(p.private_tests) - 2 for p in with_challenge)
 
 
 def test_mbpp_setup_code_reference_and_entry_point(mbpp) -> None:
@@ -167,16 +166,23 @@ def test_mbpp_from_the_hub_code_path(mbpp_dir: Path, monkeypatch: pytest.MonkeyP
     import datasets
 
     rows = [json.loads(line) for line in (mbpp_dir / "mbpp.jsonl").read_text().splitlines()]
-    features = datasets.Features({  # the hub dataset's schema
-        "task_id": datasets.Value("int32"), "text": datasets.Value("string"), "code": datasets.Value("string"),
-        "test_list": datasets.Sequence(datasets.Value("string")), "test_setup_code": datasets.Value("string"),
-        "challenge_test_list": datasets.Sequence(datasets.Value("string")),
-    })
+    features = datasets.Features(
+        {  # the hub dataset's schema
+            "task_id": datasets.Value("int32"),
+            "text": datasets.Value("string"),
+            "code": datasets.Value("string"),
+            "test_list": datasets.Sequence(datasets.Value("string")),
+            "test_setup_code": datasets.Value("string"),
+            "challenge_test_list": datasets.Sequence(datasets.Value("string")),
+        }
+    )
     ranges = {"train": (601, 974), "test": (11, 510), "validation": (511, 600), "prompt": (1, 10)}
-    hub_copy = datasets.DatasetDict({
-        split: datasets.Dataset.from_list([r for r in rows if low <= r["task_id"] <= high], features=features)
-        for split, (low, high) in ranges.items()
-    })
+    hub_copy = datasets.DatasetDict(
+        {
+            split: datasets.Dataset.from_list([r for r in rows if low <= r["task_id"] <= high], features=features)
+            for split, (low, high) in ranges.items()
+        }
+    )
 
     def hub(path, name=None, **kwargs):
         assert (path, name) == ("google-research-datasets/mbpp", "full")
@@ -195,15 +201,26 @@ def _write_mbpp_rows(path: Path, rows: list[dict]) -> Path:
 
 
 def _mbpp_row(task_id: int, tests: list[str]) -> dict:
-    return {"task_id": task_id, "text": "Add.", "code": "def add(a, b):\r\n    return a + b",
-            "test_list": tests, "test_setup_code": "", "challenge_test_list": []}
+    return {
+        "task_id": task_id,
+        "text": "Add.",
+        "code": "def add(a, b):\r\n    return a + b",
+        "test_list": tests,
+        "test_setup_code": "",
+        "challenge_test_list": [],
+    }
 
 
-def test_mbpp_row_with_unparseable_test_is_skipped_and_reported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    file = _write_mbpp_rows(tmp_path / "mbpp.jsonl", [
-        _mbpp_row(11, ["assert add(1, 2) == 3", "assert add(2, 2) == 4"]),
-        _mbpp_row(12, ["assert add(1, 2 == 3", "assert add(2, 2) == 4"]),
-    ])
+def test_mbpp_row_with_unparseable_test_is_skipped_and_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    file = _write_mbpp_rows(
+        tmp_path / "mbpp.jsonl",
+        [
+            _mbpp_row(11, ["assert add(1, 2) == 3", "assert add(2, 2) == 4"]),
+            _mbpp_row(12, ["assert add(1, 2 == 3", "assert add(2, 2) == 4"]),
+        ],
+    )
     with caplog.at_level(logging.WARNING, logger="mucode.problems"):
         problem_set = load_mbpp(path=file)
     assert [p.id for p in problem_set] == ["mbpp/11"]
@@ -281,7 +298,7 @@ def test_humaneval_fallback_keeps_the_set_up_of_a_loop(humaneval) -> None:
 @pytest.mark.parametrize(
     ("docstring", "expected"),
     [
-        ('>>> f(1)\n    2', "assert f(1) == 2"),
+        (">>> f(1)\n    2", "assert f(1) == 2"),
         ("f(1) ==> 2", "assert f(1) == 2"),
         ("* f([1, 2]) => [2, 1]", "assert f([1, 2]) == [2, 1]"),
         ("f('a') should return 'b'.", "assert f('a') == 'b'"),
@@ -308,13 +325,24 @@ def test_docstring_examples_that_do_not_validate_are_rejected(docstring: str) ->
 
 def _sample_problems() -> list[Problem]:
     return [
-        Problem(id="add-1", source="mine", prompt="Write add(a, b).",
-                public_tests=(AssertTest("assert add(1, 2) == 3"),),
-                private_tests=(AssertTest("assert add(-1, 1) == 0"), AssertTest("assert add(0, 0) == 0")),
-                entry_point="add", setup_code="import math", reference_solution="def add(a, b):\n    return a + b\n",
-                metadata={"difficulty": "easy", "tags": ["math"]}),
-        Problem(id="echo", source="mine", prompt="Print the input twice.", public_tests=(),
-                private_tests=(IOTest(stdin="hi\n", expected_stdout="hi\nhi\n"),)),
+        Problem(
+            id="add-1",
+            source="mine",
+            prompt="Write add(a, b).",
+            public_tests=(AssertTest("assert add(1, 2) == 3"),),
+            private_tests=(AssertTest("assert add(-1, 1) == 0"), AssertTest("assert add(0, 0) == 0")),
+            entry_point="add",
+            setup_code="import math",
+            reference_solution="def add(a, b):\n    return a + b\n",
+            metadata={"difficulty": "easy", "tags": ["math"]},
+        ),
+        Problem(
+            id="echo",
+            source="mine",
+            prompt="Print the input twice.",
+            public_tests=(),
+            private_tests=(IOTest(stdin="hi\n", expected_stdout="hi\nhi\n"),),
+        ),
     ]
 
 
@@ -329,9 +357,16 @@ def test_jsonl_round_trip(tmp_path: Path) -> None:
 
 def test_jsonl_accepts_every_test_form_and_defaults(tmp_path: Path) -> None:
     path = tmp_path / "p.jsonl"
-    row = {"id": 7, "prompt": "p", "public_tests": ["assert f() == 1"],
-           "private_tests": [{"kind": "assert", "code": "assert f() == 1"}, {"stdin": "", "expected_stdout": "1"},
-                             {"kind": "io", "stdin": "x", "expected_stdout": "y"}]}
+    row = {
+        "id": 7,
+        "prompt": "p",
+        "public_tests": ["assert f() == 1"],
+        "private_tests": [
+            {"kind": "assert", "code": "assert f() == 1"},
+            {"stdin": "", "expected_stdout": "1"},
+            {"kind": "io", "stdin": "x", "expected_stdout": "y"},
+        ],
+    }
     path.write_text(json.dumps(row) + "\n\n")
     (problem,) = load_jsonl(path).problems
     assert problem.id == "7" and problem.source == f"jsonl:{path}"
@@ -356,7 +391,12 @@ GOOD = {"id": "a", "prompt": "p", "public_tests": [], "private_tests": ["assert 
 @pytest.mark.parametrize(
     ("bad_line", "line", "field", "message"),
     [
-        ({"id": "b", "public_tests": [], "private_tests": ["assert True"]}, 2, "prompt", "required field 'prompt' is missing"),
+        (
+            {"id": "b", "public_tests": [], "private_tests": ["assert True"]},
+            2,
+            "prompt",
+            "required field 'prompt' is missing",
+        ),
         ('{"id": "b", "prompt": "p",', 2, None, "not valid JSON"),
         ({**GOOD, "id": "b", "public_tests": "assert True"}, 2, "public_tests", "must be a list of tests, got str"),
         ({**GOOD, "id": "b", "private_tests": ["assert True", 3]}, 2, "private_tests[1]", "got int"),
@@ -369,7 +409,9 @@ GOOD = {"id": "a", "prompt": "p", "public_tests": [], "private_tests": ["assert 
         (GOOD, 2, "id", "duplicate id 'a' (first seen at"),
     ],
 )
-def test_jsonl_errors_name_file_line_and_field(tmp_path: Path, bad_line, line: int, field: str | None, message: str) -> None:
+def test_jsonl_errors_name_file_line_and_field(
+    tmp_path: Path, bad_line, line: int, field: str | None, message: str
+) -> None:
     path = tmp_path / "bad.jsonl"
     text = bad_line if isinstance(bad_line, str) else json.dumps(bad_line)
     path.write_text(json.dumps(GOOD) + "\n" + text + "\n")
@@ -386,7 +428,10 @@ def test_jsonl_errors_name_file_line_and_field(tmp_path: Path, bad_line, line: i
 def test_duplicate_ids_across_the_files_of_a_folder(tmp_path: Path) -> None:
     (tmp_path / "test.jsonl").write_text(json.dumps(GOOD) + "\n")
     (tmp_path / "train.jsonl").write_text("\n" + json.dumps(GOOD) + "\n")
-    with pytest.raises(ProblemDataError, match=r"train.jsonl, line 2, field 'id': duplicate id 'a' \(first seen at .*test.jsonl, line 1\)"):
+    with pytest.raises(
+        ProblemDataError,
+        match=r"train.jsonl, line 2, field 'id': duplicate id 'a' \(first seen at .*test.jsonl, line 1\)",
+    ):
         load_jsonl(tmp_path)
 
 
@@ -397,8 +442,15 @@ def _hf_folder(tmp_path: Path) -> Path:
     folder = tmp_path / "my_dataset"
     folder.mkdir()
     for split, ids in {"train": [1, 2], "test": [3]}.items():
-        rows = [{"id": i, "prompt": f"problem {i}", "public_tests": [f"assert f({i}) == {i}"],
-                 "private_tests": [f"assert f(-{i}) == -{i}"]} for i in ids]
+        rows = [
+            {
+                "id": i,
+                "prompt": f"problem {i}",
+                "public_tests": [f"assert f({i}) == {i}"],
+                "private_tests": [f"assert f(-{i}) == -{i}"],
+            }
+            for i in ids
+        ]
         (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return folder
 
@@ -432,7 +484,9 @@ def test_hf_dataset_with_mbpp_columns_uses_the_mbpp_mapper(offline_hub, mbpp_dir
 
 def test_hf_bad_rows_name_the_split_and_row(offline_hub, tmp_path: Path) -> None:
     folder = _hf_folder(tmp_path)
-    (folder / "test.jsonl").write_text(json.dumps({"id": 3, "prompt": "", "public_tests": [], "private_tests": ["assert 1"]}) + "\n")
+    (folder / "test.jsonl").write_text(
+        json.dumps({"id": 3, "prompt": "", "public_tests": [], "private_tests": ["assert 1"]}) + "\n"
+    )
     with pytest.raises(ProblemDataError, match=r"\(split test\), row 1, field 'prompt'"):
         load_problems(f"hf:{folder}")
 
@@ -499,7 +553,7 @@ def test_cli_show_one_problem(mbpp_dir: Path) -> None:
     result = CliRunner().invoke(problems_cli, ["show", "mbpp:test", "11", "--path", str(mbpp_dir)])
     assert result.exit_code == 0, result.output
     assert result.output.startswith("=== mbpp/11  (split test, entry point remove_Occ)")
-    assert "--- public tests (1)\nassert remove_Occ(\"hello\",\"l\") == \"heo\"" in result.output
+    assert '--- public tests (1)\nassert remove_Occ("hello","l") == "heo"' in result.output
     assert "--- private tests (4)" in result.output and 'assert remove_Occ("","l") == ""' in result.output
 
 

@@ -8,12 +8,13 @@ import json
 
 import pytest
 
+from mucode import types
 from mucode.execution import Executor, Limits
 from mucode.execution.outputs import COMPARE_MODES, outputs_match
 from mucode.problems import ProblemDataError, load_jsonl, write_jsonl
 from mucode.prompts import initial_messages, render_feedback
-from mucode import types
 from mucode.types import IOTest, Problem, Status
+
 
 ADD = "a, b = map(int, input().split())\nprint(a + b)\n"
 

@@ -21,21 +21,40 @@ from mucode.execution import Executor, Limits
 from mucode.rollouts import RolloutConfig, TrajectoryStore, collect_rollouts, read_trajectories, run_rollouts
 from mucode.scaling.ray_rollouts import RolloutWorker, WorkerSpec, collect_rollouts_on_ray, start_actors
 
+
 N_PROBLEMS, ROLLOUTS, TURNS = 3, 2, 2
 
 
 @pytest.fixture(scope="module")
 def ray_cluster():
     ray = pytest.importorskip("ray")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level=logging.WARNING, log_to_driver=False)
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        logging_level=logging.WARNING,
+        log_to_driver=False,
+    )
     yield ray
     ray.shutdown()
 
 
 def config(out: Path, model: Path, mbpp: Path, **overrides) -> RolloutConfig:
     values = dict(
-        model=str(model), problems="mbpp:train", problems_path=str(mbpp), limit=N_PROBLEMS, rollouts=ROLLOUTS, turns=TURNS,
-        temperature=1.0, max_new_tokens=24, seed=5, out=str(out), workers=1, timeout_s=2.0, seeding="episode",
+        model=str(model),
+        problems="mbpp:train",
+        problems_path=str(mbpp),
+        limit=N_PROBLEMS,
+        rollouts=ROLLOUTS,
+        turns=TURNS,
+        temperature=1.0,
+        max_new_tokens=24,
+        seed=5,
+        out=str(out),
+        workers=1,
+        timeout_s=2.0,
+        seeding="episode",
     )
     return RolloutConfig(**{**values, **overrides})
 
@@ -43,7 +62,9 @@ def config(out: Path, model: Path, mbpp: Path, **overrides) -> RolloutConfig:
 def outcomes(folder: Path) -> dict[tuple[str, int], list[tuple]]:
     """Per trajectory: each turn's reply and verdicts (public and private, per test)."""
     return {
-        (r["problem_id"], r["rollout"]): [(t["reply"], verdicts(t["public"]), verdicts(t["private"]), t["correct"]) for t in r["turns"]]
+        (r["problem_id"], r["rollout"]): [
+            (t["reply"], verdicts(t["public"]), verdicts(t["private"]), t["correct"]) for t in r["turns"]
+        ]
         for r in read_trajectories(folder)
     }
 
@@ -67,9 +88,35 @@ def test_ray_records_equal_the_single_process_run(ray_cluster, single_process, t
     assert len({turns[0][0] for turns in reference.values()}) > 1  # sampled, not one reply everywhere
     out = tmp_path / "ray"
     argv = [
-        "rollout", "--ray", "auto", "--ray-actors", "2", "--model", str(tiny_model_dir), "--problems", "mbpp:train",
-        "--problems-path", str(mbpp_dir), "--limit", str(N_PROBLEMS), "--rollouts", str(ROLLOUTS), "--turns", str(TURNS),
-        "--temperature", "1.0", "--max-new-tokens", "24", "--seed", "5", "--workers", "1", "--timeout-s", "2", "--out", str(out),
+        "rollout",
+        "--ray",
+        "auto",
+        "--ray-actors",
+        "2",
+        "--model",
+        str(tiny_model_dir),
+        "--problems",
+        "mbpp:train",
+        "--problems-path",
+        str(mbpp_dir),
+        "--limit",
+        str(N_PROBLEMS),
+        "--rollouts",
+        str(ROLLOUTS),
+        "--turns",
+        str(TURNS),
+        "--temperature",
+        "1.0",
+        "--max-new-tokens",
+        "24",
+        "--seed",
+        "5",
+        "--workers",
+        "1",
+        "--timeout-s",
+        "2",
+        "--out",
+        str(out),
     ]
     assert main(argv) == 0
     assert outcomes(out) == reference
@@ -78,9 +125,13 @@ def test_ray_records_equal_the_single_process_run(ray_cluster, single_process, t
 
 
 @pytest.mark.slow
-def test_an_actor_killed_mid_run_loses_and_duplicates_nothing(ray_cluster, single_process, tiny_model_dir, mbpp_dir, tmp_path, caplog):
+def test_an_actor_killed_mid_run_loses_and_duplicates_nothing(
+    ray_cluster, single_process, tiny_model_dir, mbpp_dir, tmp_path, caplog
+):
     ray = ray_cluster
-    cfg = config(tmp_path / "killed", tiny_model_dir, mbpp_dir, max_live=1)  # one episode at a time: a kill finds work left
+    cfg = config(
+        tmp_path / "killed", tiny_model_dir, mbpp_dir, max_live=1
+    )  # one episode at a time: a kill finds work left
     problems = mbpp_problems(cfg)
     actors = start_actors(WorkerSpec.from_config(cfg), 2, max_restarts=2)
     victim = ray.get(actors[0].pid.remote())
@@ -93,7 +144,14 @@ def test_an_actor_killed_mid_run_loses_and_duplicates_nothing(ray_cluster, singl
 
     store = TrajectoryStore(cfg.out)
     with caplog.at_level(logging.WARNING, logger="mucode.scaling.ray_rollouts"):
-        stats = collect_rollouts_on_ray(problems, store, actors, rollouts=ROLLOUTS, chunk_size=ROLLOUTS * N_PROBLEMS // 2, on_trajectory=kill_after_first)
+        stats = collect_rollouts_on_ray(
+            problems,
+            store,
+            actors,
+            rollouts=ROLLOUTS,
+            chunk_size=ROLLOUTS * N_PROBLEMS // 2,
+            on_trajectory=kill_after_first,
+        )
     store.close()
     assert killed and stats.trajectories == N_PROBLEMS * ROLLOUTS
     assert "queued again" in caplog.text  # the killed actor's unfinished trajectories were run elsewhere
@@ -101,7 +159,9 @@ def test_an_actor_killed_mid_run_loses_and_duplicates_nothing(ray_cluster, singl
     keys = [(r["problem_id"], r["rollout"]) for r in records]
     assert len(keys) == len(set(keys)) == N_PROBLEMS * ROLLOUTS  # none lost, none twice
     assert outcomes(Path(cfg.out)) == outcomes(single_process)  # re-run trajectories drew the same samples
-    assert ray.get(actors[0].pid.options(max_task_retries=-1).remote()) != victim  # Ray restarted the actor in a new process
+    assert (
+        ray.get(actors[0].pid.options(max_task_retries=-1).remote()) != victim
+    )  # Ray restarted the actor in a new process
     for actor in actors:
         ray.kill(actor)
 
@@ -131,7 +191,17 @@ def test_trajectory_seeds_make_records_independent_of_batching_and_order(tiny_mo
 
     def run(name: str, order: list, max_live: int, seeding: str) -> dict:
         store = TrajectoryStore(tmp_path / name)
-        collect_rollouts(order, generator, executor, store, rollouts=ROLLOUTS, turns=TURNS, params=cfg.sampling(), max_live=max_live, seeding=seeding)
+        collect_rollouts(
+            order,
+            generator,
+            executor,
+            store,
+            rollouts=ROLLOUTS,
+            turns=TURNS,
+            params=cfg.sampling(),
+            max_live=max_live,
+            seeding=seeding,
+        )
         store.close()
         return outcomes(tmp_path / name)
 
@@ -163,8 +233,15 @@ def test_a_ray_actor_runs_with_the_configs_preamble_and_feedback(tiny_model_dir,
     """The body of each Ray actor (run here without Ray) gets --preamble and --feedback; it used to run
     with the defaults whatever the config said. Its records equal those of a local run."""
     cfg = config(
-        tmp_path / "local", tiny_model_dir, mbpp_dir, limit=1, rollouts=1, max_new_tokens=12, backend="hf",
-        preamble="none", feedback="reference",
+        tmp_path / "local",
+        tiny_model_dir,
+        mbpp_dir,
+        limit=1,
+        rollouts=1,
+        max_new_tokens=12,
+        backend="hf",
+        preamble="none",
+        feedback="reference",
     )
     run_rollouts(cfg, progress=False)
     local = read_trajectories(cfg.out)

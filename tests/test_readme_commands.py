@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -30,7 +31,9 @@ def readme_commands() -> dict[str, str]:
 def test_the_readme_marks_an_install_and_run_command_and_a_test_command():
     commands = readme_commands()
     assert set(commands) == {"main", "test"}
-    assert commands["main"].startswith("python3 -m venv .venv && . .venv/bin/activate && pip install -e . && mucode run --preset demo")
+    assert commands["main"].startswith(
+        "python3 -m venv .venv && . .venv/bin/activate && pip install -e . && mucode run --preset demo"
+    )
     assert "pytest" in commands["test"] and ". .venv/bin/activate" in commands["test"]
 
 
@@ -53,8 +56,12 @@ def test_a_fresh_clone_runs_both_readme_commands(tmp_path):
     env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if ".venv" not in p)
     env["MUCODE_CACHE"] = str(tmp_path / "cache")  # a fresh machine has no cached model
     commands = readme_commands()
-    main = subprocess.run(["bash", "-euo", "pipefail", "-c", commands["main"]], cwd=clone, env=env, capture_output=True, text=True)
+    main = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", commands["main"]], cwd=clone, env=env, capture_output=True, text=True
+    )
     assert main.returncode == 0, main.stderr[-3000:]
     assert "report: " in main.stdout and (clone / "runs" / "demo" / "report" / "report.md").is_file()
-    tests = subprocess.run(["bash", "-eo", "pipefail", "-c", commands["test"]], cwd=clone, env=env, capture_output=True, text=True)
+    tests = subprocess.run(
+        ["bash", "-eo", "pipefail", "-c", commands["test"]], cwd=clone, env=env, capture_output=True, text=True
+    )
     assert tests.returncode == 0, tests.stdout[-3000:]

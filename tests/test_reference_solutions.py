@@ -15,6 +15,7 @@ import pytest
 from mucode.execution import Executor, Limits
 from mucode.problems import ProblemSet, load_humaneval, load_mbpp, load_mbpp_sanitized
 
+
 # problem id -> why its reference solution does not pass in the sandbox. None today: MBPP 367 and
 # 927 (setup code must run after the program), MBPP 533 (the type `int` passed as an argument) and
 # sanitized 737, 787, 794 (`assert f(...)` on an re.Match) failed until the executor was fixed.

@@ -13,11 +13,20 @@ from pathlib import Path
 
 import httpx
 import pytest
+from test_generation_openai import (
+    CONVERSATIONS,
+    GREEDY,
+    STARTUP_TIMEOUT_S,
+    closed_port_url,
+    counting_client,
+    free_port,
+    save_sharp_model,
+)
 
 from mucode.generation import SamplingParams
 from mucode.generation.openai_api import OpenAIGenerator, chat_url
 from mucode.generation.replicas import ReplicaSet
-from test_generation_openai import CONVERSATIONS, GREEDY, STARTUP_TIMEOUT_S, closed_port_url, counting_client, free_port, save_sharp_model
+
 
 pytest.importorskip("fastapi", reason="transformers serve needs transformers[serving] (fastapi, uvicorn)")
 pytest.importorskip("uvicorn", reason="transformers serve needs transformers[serving] (fastapi, uvicorn)")
@@ -26,8 +35,22 @@ pytest.importorskip("uvicorn", reason="transformers serve needs transformers[ser
 def start_server(folder: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
     cli = Path(sys.executable).parent / "transformers"
     port = free_port()
-    cmd = [str(cli), "serve", str(folder), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu", "--dtype", "float32"]
-    proc = subprocess.Popen(cmd, stdout=log_path.open("w"), stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    cmd = [
+        str(cli),
+        "serve",
+        str(folder),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=log_path.open("w"), stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
     return proc, f"http://127.0.0.1:{port}"
 
 
@@ -119,9 +142,33 @@ def test_rollout_command_spreads_requests_over_replicas(two_servers, mbpp_dir, t
     urls, name, logs = two_servers
     before = [log.read_text().count("POST /v1/chat/completions") for log in logs]
     argv = [
-        "rollout", "--backend", "openai", "--base-url", ",".join(urls), "--routing", "least-loaded", "--model", name,
-        "--problems", "mbpp:train", "--problems-path", str(mbpp_dir), "--limit", "4", "--rollouts", "1", "--turns", "1",
-        "--temperature", "0", "--max-new-tokens", "8", "--out", str(tmp_path / "out"), "--workers", "1",
+        "rollout",
+        "--backend",
+        "openai",
+        "--base-url",
+        ",".join(urls),
+        "--routing",
+        "least-loaded",
+        "--model",
+        name,
+        "--problems",
+        "mbpp:train",
+        "--problems-path",
+        str(mbpp_dir),
+        "--limit",
+        "4",
+        "--rollouts",
+        "1",
+        "--turns",
+        "1",
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        "8",
+        "--out",
+        str(tmp_path / "out"),
+        "--workers",
+        "1",
     ]
     assert main(argv) == 0
     assert len(read_trajectories(tmp_path / "out")) == 4
@@ -136,7 +183,9 @@ def test_replica_set_routing_without_servers():
     replicas.release(first[1], failed=False)
     assert replicas.pick().url == "b"  # the only one with nothing in flight
     replicas.release(first[0], failed=True)
-    assert replicas.pick(avoid=first[0]).url != "a" and not any(r.url == "a" for r in [replicas.pick() for _ in range(3)])
+    assert replicas.pick(avoid=first[0]).url != "a" and not any(
+        r.url == "a" for r in [replicas.pick() for _ in range(3)]
+    )
     assert replicas.counts()["a"]["failures"] == 1
     only = ReplicaSet(["x"], cooldown_s=60)
     replica = only.pick()

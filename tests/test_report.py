@@ -12,15 +12,24 @@ import pytest
 import yaml
 
 from mucode.cli import main
+from mucode.metrics import summarize_searches
+from mucode.metrics import summarize_trajectories as summarize
 from mucode.reports import load_run, load_runs, write_report
-from mucode.metrics import summarize_searches, summarize_trajectories as summarize
+
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ALL_PLOTS = ("accuracy_by_turn.png", "accuracy_vs_n.png", "selectors.png", "verifier_scores.png")
 
 
 def candidate(correct: bool, public: bool, score: float | None = None) -> dict:
-    return {"reply": "```python\npass\n```", "program": "pass", "public_passed": public, "correct": correct, "score": score, "completion_tokens": 10}
+    return {
+        "reply": "```python\npass\n```",
+        "program": "pass",
+        "public_passed": public,
+        "correct": correct,
+        "score": score,
+        "completion_tokens": 10,
+    }
 
 
 def search(problem_id: str, index: int, turns: list[tuple[list[dict], int]], selector: str, saved: int = 0) -> dict:
@@ -46,16 +55,45 @@ def search(problem_id: str, index: int, turns: list[tuple[list[dict], int]], sel
 #   20+20 = 40; wall 4 x 1.5 = 6.0 s.
 RUN_A = [
     search("p0", 0, [([candidate(True, True, 0.9), candidate(False, False, 0.1)], 0)], "pt+lv", saved=20),
-    search("p0", 1, [([candidate(False, False, 0.2), candidate(False, False, 0.3)], 1), ([candidate(True, True, 0.8), candidate(False, False, 0.1)], 0)], "pt+lv"),
-    search("p1", 0, [([candidate(False, False, 0.4), candidate(False, False, 0.1)], 0), ([candidate(False, False, 0.5), candidate(False, False, 0.2)], 0)], "pt+lv"),
+    search(
+        "p0",
+        1,
+        [
+            ([candidate(False, False, 0.2), candidate(False, False, 0.3)], 1),
+            ([candidate(True, True, 0.8), candidate(False, False, 0.1)], 0),
+        ],
+        "pt+lv",
+    ),
+    search(
+        "p1",
+        0,
+        [
+            ([candidate(False, False, 0.4), candidate(False, False, 0.1)], 0),
+            ([candidate(False, False, 0.5), candidate(False, False, 0.2)], 0),
+        ],
+        "pt+lv",
+    ),
     search("p1", 1, [([candidate(False, False, 0.3), candidate(True, True, 0.6)], 1)], "pt+lv", saved=20),
 ]
 ROW_A = "| bon | tiny-model | 2 | pt+lv | 2 | 75.0 [50.0, 100.0] | 317.7 | 50.0 | 75.0 | 100.0 | 25.0 | 50.0 | 120 | 40 | 6.0 s |"
 
 # Run B: N = 2, selector random, S = 1, no scores, finished (summary.json holds the wall time).
 RUN_B = [
-    search("p0", 0, [([candidate(True, True), candidate(False, False)], 1), ([candidate(True, True), candidate(True, True)], 0)], "random"),
-    search("p1", 0, [([candidate(False, False), candidate(False, False)], 0), ([candidate(False, False), candidate(False, False)], 1)], "random"),
+    search(
+        "p0",
+        0,
+        [([candidate(True, True), candidate(False, False)], 1), ([candidate(True, True), candidate(True, True)], 0)],
+        "random",
+    ),
+    search(
+        "p1",
+        0,
+        [
+            ([candidate(False, False), candidate(False, False)], 0),
+            ([candidate(False, False), candidate(False, False)], 1),
+        ],
+        "random",
+    ),
 ]
 
 
@@ -69,8 +107,28 @@ def turn(public: bool, correct: bool, tokens: int) -> dict:
 # Run C (rollouts, greedy, 2 turns): p0 fails then passes (correct); p1 passes public at turn 1
 # but is incorrect. Accuracy 50.0, turn 1 0.0, public pass 100.0, tokens 5 + 7 + 4 = 16.
 TRAJECTORIES = [
-    {"problem_id": "p0", "rollout": 0, "max_turns": 2, "turns": [turn(False, False, 5), turn(True, True, 7)], "n_turns": 2, "done": True, "solved_public": True, "correct": True, "completion_tokens": 12},
-    {"problem_id": "p1", "rollout": 0, "max_turns": 2, "turns": [turn(True, False, 4)], "n_turns": 1, "done": True, "solved_public": True, "correct": False, "completion_tokens": 4},
+    {
+        "problem_id": "p0",
+        "rollout": 0,
+        "max_turns": 2,
+        "turns": [turn(False, False, 5), turn(True, True, 7)],
+        "n_turns": 2,
+        "done": True,
+        "solved_public": True,
+        "correct": True,
+        "completion_tokens": 12,
+    },
+    {
+        "problem_id": "p1",
+        "rollout": 0,
+        "max_turns": 2,
+        "turns": [turn(True, False, 4)],
+        "n_turns": 1,
+        "done": True,
+        "solved_public": True,
+        "correct": False,
+        "completion_tokens": 4,
+    },
 ]
 ROW_C = "| greedy | tiny-model | 1 | none | 2 | 50.0 [0.0, 100.0] | — | 0.0 | 100.0 | 50.0 | 0.0 | — | 16 | — | — |"
 
@@ -96,7 +154,16 @@ def search_folder(folder: Path, records: list[dict], selector: str, searches: in
 
 def rollout_folder(folder: Path) -> Path:
     folder.mkdir(parents=True)
-    config = {"model": "tiny-model", "problems": "humaneval", "rollouts": 1, "turns": 2, "temperature": 0.0, "top_p": 1.0, "timeout_s": 3.0, "seed": 0}
+    config = {
+        "model": "tiny-model",
+        "problems": "humaneval",
+        "rollouts": 1,
+        "turns": 2,
+        "temperature": 0.0,
+        "top_p": 1.0,
+        "timeout_s": 3.0,
+        "seed": 0,
+    }
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
     (folder / "run.json").write_text(json.dumps({"seed": 0, "problem_ids": ["p0", "p1"]}))
     write_jsonl(folder / "trajectories.jsonl", TRAJECTORIES)
@@ -122,7 +189,10 @@ def test_table_rows_hold_the_hand_computed_numbers(runs, tmp_path):
     text = write_report(runs, tmp_path / "report").read_text()
     assert ROW_A in text
     assert ROW_C in text
-    assert "| bon-random | tiny-model | 2 | random | 2 | 50.0 [0.0, 100.0] | — | 0.0 | 50.0 | 50.0 | 25.0 | 50.0 | 80 | 0 | 3.0 s |" in text
+    assert (
+        "| bon-random | tiny-model | 2 | random | 2 | 50.0 [0.0, 100.0] | — | 0.0 | 50.0 | 50.0 | 25.0 | 50.0 | 80 | 0 | 3.0 s |"
+        in text
+    )
     assert "| bon | 50.0 | 75.0 |" in text  # accuracy by turn
     assert "- **bon**: search folder" in text and "2 problems × 2 searches (4 records); numbers recomputed" in text
     assert "2 problems × 1 searches (2 records); numbers from summary.json" in text
@@ -177,7 +247,10 @@ def test_protocol_is_stated(runs, tmp_path):
     assert "## Protocol" in text
     assert "test_list[0] public; test_list[1:] and challenge_test_list private" in text
     assert "HumanEval: one docstring example (as an assert) public; the full `check` function private" in text
-    assert "- **Public / private tests** as stated by bon (run.json): the model sees the public tests and their feedback only." in text
+    assert (
+        "- **Public / private tests** as stated by bon (run.json): the model sees the public tests and their feedback only."
+        in text
+    )
     assert "first selected program that passes the public tests" in text
     assert "except the `oracle` selector" in text and "No run here uses it." in text
     assert "| bon | mbpp:test |" in text and "| 2 | pt+lv | runs/v0 | 0.7 | 1.0 | 2 | 3.0 | 2 |" in text

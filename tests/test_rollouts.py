@@ -17,8 +17,14 @@ from mucode.generation.base import SamplingParams
 from mucode.rollouts import RolloutConfig, collect_rollouts, summarize, write_run_metadata
 from mucode.store import TrajectoryStore, read_trajectories
 
+
 PROBLEMS = [
-    {"id": f"p{i}", "prompt": f"Return {i} plus x.", "public_tests": [f"assert f(1) == {i + 1}"], "private_tests": [f"assert f(2) == {i + 2}"]}
+    {
+        "id": f"p{i}",
+        "prompt": f"Return {i} plus x.",
+        "public_tests": [f"assert f(1) == {i + 1}"],
+        "private_tests": [f"assert f(2) == {i + 2}"],
+    }
     for i in range(4)
 ]
 
@@ -54,11 +60,15 @@ def load(problems_file):
 def test_every_trajectory_is_stored_once_and_loads_with_datasets(tmp_path, problems_file, generator, executor):
     store = TrajectoryStore(tmp_path / "out")
     params = SamplingParams(temperature=1.0, max_new_tokens=12, seed=3)
-    stats = collect_rollouts(load(problems_file), generator, executor, store, rollouts=3, turns=2, params=params, max_live=5, overlap=True)
+    stats = collect_rollouts(
+        load(problems_file), generator, executor, store, rollouts=3, turns=2, params=params, max_live=5, overlap=True
+    )
     store.close()
     records = read_trajectories(tmp_path / "out")
     assert stats.trajectories == len(records) == 12
-    assert sorted((r["problem_id"], r["rollout"]) for r in records) == [(f"p{i}", k) for i in range(4) for k in range(3)]
+    assert sorted((r["problem_id"], r["rollout"]) for r in records) == [
+        (f"p{i}", k) for i in range(4) for k in range(3)
+    ]
     for record in records:
         assert 1 <= record["n_turns"] <= 2 and len(record["turns"]) == record["n_turns"]
         assert record["completion_tokens"] == sum(t["completion_tokens"] for t in record["turns"]) > 0
@@ -87,7 +97,9 @@ def test_a_second_run_only_does_what_is_missing(tmp_path, problems_file, generat
 def test_a_cut_last_line_is_dropped_and_redone(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    (out / "trajectories.jsonl").write_text('{"problem_id": "p0", "rollout": 0, "correct": true}\n{"problem_id": "p0", "rol')
+    (out / "trajectories.jsonl").write_text(
+        '{"problem_id": "p0", "rollout": 0, "correct": true}\n{"problem_id": "p0", "rol'
+    )
     store = TrajectoryStore(out)
     assert store.done == {("p0", 0)}
     store.close()
@@ -105,9 +117,30 @@ def test_a_duplicated_record_is_an_error(tmp_path):
 
 def _rollout_command(model: Path, problems: Path, out: Path) -> list[str]:
     return [
-        sys.executable, "-m", "mucode", "rollout", "--model", str(model), "--problems", str(problems),
-        "--rollouts", "6", "--turns", "2", "--temperature", "1.0", "--max-new-tokens", "16",
-        "--max-live", "4", "--workers", "1", "--timeout-s", "2", "--out", str(out),
+        sys.executable,
+        "-m",
+        "mucode",
+        "rollout",
+        "--model",
+        str(model),
+        "--problems",
+        str(problems),
+        "--rollouts",
+        "6",
+        "--turns",
+        "2",
+        "--temperature",
+        "1.0",
+        "--max-new-tokens",
+        "16",
+        "--max-live",
+        "4",
+        "--workers",
+        "1",
+        "--timeout-s",
+        "2",
+        "--out",
+        str(out),
     ]
 
 
@@ -136,7 +169,9 @@ def test_kill_9_then_rerun_loses_and_duplicates_nothing(tmp_path, problems_file,
 def test_resuming_with_other_settings_is_refused(tmp_path, problems_file, tiny_model_dir):
     out = tmp_path / "run"
     out.mkdir()
-    write_run_metadata(RolloutConfig(model=str(tiny_model_dir), problems=str(problems_file), out=str(out)), out, ["p0"])
+    write_run_metadata(
+        RolloutConfig(model=str(tiny_model_dir), problems=str(problems_file), out=str(out)), out, ["p0"]
+    )
     changed = RolloutConfig(model=str(tiny_model_dir), problems=str(problems_file), out=str(out), temperature=0.2)
     with pytest.raises(ValueError, match="temperature"):
         write_run_metadata(changed, out, ["p0"])
@@ -150,7 +185,15 @@ def test_a_sandbox_failure_reruns_the_program_instead_of_storing_a_false_label(t
         zygote = int(Path(f"/proc/{worker}/task/{worker}/children").read_text().split()[0])
         os.kill(zygote, signal.SIGKILL)
         store = TrajectoryStore(tmp_path / "out")
-        stats = collect_rollouts(load(problems_file)[:1], generator, ex, store, rollouts=1, turns=1, params=SamplingParams(temperature=1.0, max_new_tokens=4))
+        stats = collect_rollouts(
+            load(problems_file)[:1],
+            generator,
+            ex,
+            store,
+            rollouts=1,
+            turns=1,
+            params=SamplingParams(temperature=1.0, max_new_tokens=4),
+        )
         store.close()
     [record] = read_trajectories(tmp_path / "out")
     assert stats.infra_retries == 1
@@ -163,10 +206,29 @@ def test_rollout_command_on_humaneval_ignores_the_mbpp_path(tmp_path, tiny_model
     from mucode.cli import main
 
     out = tmp_path / "run"
-    code = main([
-        "rollout", "--model", str(tiny_model_dir), "--problems", "humaneval", "--problems-path", str(mbpp_dir), "--limit", "1",
-        "--turns", "1", "--temperature", "0", "--max-new-tokens", "4", "--workers", "1", "--out", str(out),
-    ])
+    code = main(
+        [
+            "rollout",
+            "--model",
+            str(tiny_model_dir),
+            "--problems",
+            "humaneval",
+            "--problems-path",
+            str(mbpp_dir),
+            "--limit",
+            "1",
+            "--turns",
+            "1",
+            "--temperature",
+            "0",
+            "--max-new-tokens",
+            "4",
+            "--workers",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     assert [r["problem_id"] for r in read_trajectories(out)][0].startswith("HumanEval/")
 
@@ -184,7 +246,9 @@ def _without_timings(value):
 
 
 @pytest.mark.parametrize("seeding", ["step", "episode"])
-def test_the_same_seeded_rollout_command_twice_gives_identical_records(tmp_path, problems_file, tiny_model_dir, seeding):
+def test_the_same_seeded_rollout_command_twice_gives_identical_records(
+    tmp_path, problems_file, tiny_model_dir, seeding
+):
     """Seeded reruns on one machine are bit-reproducible apart from wall-clock fields, as long as
     no program runs near the time limit (docs/results.md, "Seeded reruns")."""
     from mucode.cli import main
@@ -217,7 +281,11 @@ def test_episode_seeding_gives_the_same_records_whatever_shares_the_batch(tmp_pa
             "--max-live", max_live, "--workers", "1", "--out", str(out),
         ])  # fmt: skip
         assert code == 0
-        runs.append(sorted((_without_timings(r) for r in read_trajectories(out)), key=lambda r: (r["problem_id"], r["rollout"])))
+        runs.append(
+            sorted(
+                (_without_timings(r) for r in read_trajectories(out)), key=lambda r: (r["problem_id"], r["rollout"])
+            )
+        )
     assert len(runs[0]) == 8 and runs[0] == runs[1]
 
 

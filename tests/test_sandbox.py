@@ -24,7 +24,10 @@ def one(executor, program, test, setup=""):
 
 
 def test_pass_and_fail_with_expected_and_actual(executor):
-    result = executor.run("def add(a, b):\n    return a + b + (a == 2)\n", [AssertTest("assert add(1, 2) == 3"), AssertTest("assert add(2, 2) == 4")])
+    result = executor.run(
+        "def add(a, b):\n    return a + b + (a == 2)\n",
+        [AssertTest("assert add(1, 2) == 3"), AssertTest("assert add(2, 2) == 4")],
+    )
     assert [v.status for v in result.verdicts] == [Status.PASSED, Status.FAILED]
     assert result.verdicts[1].message == "assert add(2, 2) == 4"
     assert (result.verdicts[1].expected, result.verdicts[1].actual) == ("4", "5")
@@ -52,7 +55,10 @@ def test_missing_function_is_an_error(executor):
 
 
 def test_timeout_then_remaining_tests_not_run(executor):
-    result = executor.run("def f(x):\n    while x:\n        pass\n    return x\n", [AssertTest("assert f(0) == 0"), AssertTest("assert f(1) == 1"), AssertTest("assert f(0) == 0")])
+    result = executor.run(
+        "def f(x):\n    while x:\n        pass\n    return x\n",
+        [AssertTest("assert f(0) == 0"), AssertTest("assert f(1) == 1"), AssertTest("assert f(0) == 0")],
+    )
     assert [v.status for v in result.verdicts] == [Status.PASSED, Status.TIMEOUT, Status.TIMEOUT]
     assert "not run" in result.verdicts[2].message
 
@@ -63,19 +69,25 @@ def test_segfault_is_a_crash(executor):
 
 
 def test_setup_code_runs_after_the_program_and_before_the_tests(executor):
-    program = "class Node:\n    def __init__(self, v):\n        self.v = v\ndef value(node):\n    return node.v + BASE\n"
+    program = (
+        "class Node:\n    def __init__(self, v):\n        self.v = v\ndef value(node):\n    return node.v + BASE\n"
+    )
     verdict = one(executor, program, "assert value(root) == 11", setup="BASE = 10\nroot = Node(1)")
     assert verdict.passed
 
 
 def test_builtin_types_cross_the_boundary(executor):
-    program = "def keep(items, kind):\n    return [x for x in items if isinstance(x, kind)]\ndef kind():\n    return str\n"
+    program = (
+        "def keep(items, kind):\n    return [x for x in items if isinstance(x, kind)]\ndef kind():\n    return str\n"
+    )
     assert one(executor, program, "assert keep([1, 'a', 2.0], int) == [1] and kind() is str").passed
 
 
 def test_program_exceptions_can_be_expected_by_tests(executor):
     program = "def f(x):\n    if x < 0:\n        raise ValueError('negative')\n    return x\n"
-    verdict = one(executor, program, "try:\n    f(-1)\n    raise AssertionError('no error')\nexcept ValueError:\n    pass")
+    verdict = one(
+        executor, program, "try:\n    f(-1)\n    raise AssertionError('no error')\nexcept ValueError:\n    pass"
+    )
     assert verdict.passed
 
 
@@ -120,7 +132,9 @@ def test_plain_values_of_many_types_round_trip(executor):
 
 
 def test_stdout_is_captured(executor):
-    result = executor.run("print('hello')\ndef f(x):\n    print('called', x)\n    return x\n", [AssertTest("assert f(3) == 3")])
+    result = executor.run(
+        "print('hello')\ndef f(x):\n    print('called', x)\n    return x\n", [AssertTest("assert f(3) == 3")]
+    )
     assert result.passed and result.stdout == "hello\ncalled 3\n"
 
 
@@ -142,7 +156,9 @@ def test_io_test_reads_large_input_and_times_out(executor):
 
 
 def test_mixed_assert_and_io_tests_keep_their_order(executor):
-    program = "import sys\ndef f(x):\n    return x\nif __name__ == '__main__':\n    print(f(sys.stdin.read().strip()))\n"
+    program = (
+        "import sys\ndef f(x):\n    return x\nif __name__ == '__main__':\n    print(f(sys.stdin.read().strip()))\n"
+    )
     result = executor.run(program, [IOTest("a", "a"), AssertTest("assert f(1) == 1"), IOTest("b", "c")])
     assert [v.status for v in result.verdicts] == [Status.PASSED, Status.PASSED, Status.FAILED]
 

@@ -14,6 +14,7 @@ import pytest
 from mucode.execution import Executor, Limits
 from mucode.types import AssertTest, Status
 
+
 TIMEOUT = 1.0
 TESTS = [AssertTest("assert f(1) == 2"), AssertTest("assert f(2) == 4")]
 

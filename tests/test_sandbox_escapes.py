@@ -18,6 +18,7 @@ import pytest
 from mucode.execution import Executor, Limits
 from mucode.types import AssertTest, Status
 
+
 TIMEOUT = 1.0
 HERE = Path(__file__).resolve().parent
 
@@ -81,7 +82,9 @@ def test_unmounting_scratch_cannot_make_the_worker_wipe_the_host_tmp(executor, t
     keep = Path("/tmp") / f"mucode-keep-{os.getpid()}"
     keep.write_text("keep me")
     try:
-        program = MOUNT_ATTACKS + "def f():\n    return [libc.umount2(d, 2) for d in (b'/tmp', b'/var/tmp', b'/dev/shm')]\n"
+        program = (
+            MOUNT_ATTACKS + "def f():\n    return [libc.umount2(d, 2) for d in (b'/tmp', b'/var/tmp', b'/dev/shm')]\n"
+        )
         outcome(executor, program, [-1, -1, -1])
         for _ in range(2):  # later programs on the same worker are judged, the host file survives
             assert executor.run("def f():\n    return 1\n", [AssertTest("assert f() == 1")]).passed
@@ -207,6 +210,7 @@ def test_the_standard_library_stays_importable(executor):
 
 # -- the judge ---------------------------------------------------------------------------------
 
+
 def test_the_judge_never_imports_a_module_the_program_names(executor):
     program = "import math, types\nthis = types.ModuleType('this')\ntabnanny = types.ModuleType('tabnanny')\ndef f(x):\n    return math.sqrt(x)\n"
     tests = [
@@ -229,7 +233,10 @@ def test_a_judge_stuck_in_c_is_stopped_by_the_host():
 
 
 def test_a_huge_range_from_the_program_costs_the_judge_nothing(executor):
-    result = executor.run("def f(x):\n    return range(10**13)\n", [AssertTest("assert sum(f(1)) == 0"), AssertTest("assert f(1)[5] == 5")])
+    result = executor.run(
+        "def f(x):\n    return range(10**13)\n",
+        [AssertTest("assert sum(f(1)) == 0"), AssertTest("assert f(1)[5] == 5")],
+    )
     assert [v.status for v in result.verdicts] == [Status.TIMEOUT, Status.TIMEOUT]
     outcome(executor, "def f():\n    return len(range(10**13))\n", 10**13)  # inside the sandbox, ranges are ranges
 
@@ -243,17 +250,24 @@ def test_the_judge_has_a_memory_limit(executor):
 
 # -- verdicts ------------------------------------------------------------------------------------
 
+
 def test_a_memory_error_in_a_test_is_reported_as_such(executor):
     result = executor.run("def f(x):\n    return len(bytearray(50 * 1024**3))\n", [AssertTest("assert f(1) == 1")])
     verdict = result.verdicts[0]
     assert verdict.status is Status.ERROR
-    assert verdict.message.startswith("MemoryError: the program ran out of memory (its limit is 512 MiB)"), verdict.message
+    assert verdict.message.startswith("MemoryError: the program ran out of memory (its limit is 512 MiB)"), (
+        verdict.message
+    )
     assert "TypeError" not in verdict.message and "not safe" not in verdict.message
 
 
 def test_ints_of_any_size_are_judged(executor):
     program = "def f(x):\n    return 7 ** 20000 + x\n"
-    tests = [AssertTest("assert f(0) == 7 ** 20000"), AssertTest("assert f(10**5000) == 7 ** 20000 + 10**5000"), AssertTest("assert f(1) == 7 ** 20000")]
+    tests = [
+        AssertTest("assert f(0) == 7 ** 20000"),
+        AssertTest("assert f(10**5000) == 7 ** 20000 + 10**5000"),
+        AssertTest("assert f(1) == 7 ** 20000"),
+    ]
     result = executor.run(program, tests)
     assert [v.status for v in result.verdicts] == [Status.PASSED, Status.PASSED, Status.FAILED], result.verdicts
     assert result.verdicts[2].actual.startswith("<int of ")
@@ -268,7 +282,9 @@ def test_programs_are_compiled_with_their_own_future_flags(executor):
 
 
 def run_cli(*args: str, cwd: Path):
-    return subprocess.run([sys.executable, "-m", "mucode", "exec", *args], capture_output=True, text=True, timeout=120, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "mucode", "exec", *args], capture_output=True, text=True, timeout=120, cwd=cwd
+    )
 
 
 @pytest.mark.parametrize("tests_text", [None, "def test_f():\n    assert f(1) == 3\n"])

@@ -27,6 +27,7 @@ import pytest
 
 import mucode
 
+
 USER = "mucode-sbx"
 HERE = Path(__file__).resolve().parent
 HOSTILE_MODULES = ("test_sandbox_escapes.py", "test_sandbox_adversarial.py", "test_sandbox_limits.py")
@@ -96,8 +97,13 @@ def _interpreter(uid: int, gid: int) -> str:
             "import subprocess, sys; subprocess.run([sys.executable, '-c', ''], check=True); "
             "print('%d.%d' % sys.version_info[:2])"
         )
-        probe = subprocess.run(_as_user(uid, gid, [candidate, "-c", check]),
-                               capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, cwd="/")
+        probe = subprocess.run(
+            _as_user(uid, gid, [candidate, "-c", check]),
+            capture_output=True,
+            text=True,
+            env={"PATH": "/usr/bin:/bin"},
+            cwd="/",
+        )
         if probe.returncode == 0 and probe.stdout.strip() == version:
             return candidate
     pytest.skip(f"no Python {version} interpreter that {USER} may run (this one is in a folder closed to other users)")
@@ -122,14 +128,30 @@ class Child:
 
     def env(self) -> dict[str, str]:
         return {
-            "PATH": "/usr/bin:/bin", "HOME": str(self.home), "PYTHONPATH": str(self.site),
-            "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8",
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(self.home),
+            "PYTHONPATH": str(self.site),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "LANG": "C.UTF-8",
         }
 
     def pytest(self, module: str) -> subprocess.CompletedProcess:
-        argv = [self.python, "-m", "pytest", "-p", "no:cacheprovider", "-c", str(self.root / "pytest.ini"),
-                "--rootdir", str(self.root), "-q", "-rs", "-s", f"--basetemp={self.home / 'pytest'}",
-                str(self.tests / module)]
+        argv = [
+            self.python,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-c",
+            str(self.root / "pytest.ini"),
+            "--rootdir",
+            str(self.root),
+            "-q",
+            "-rs",
+            "-s",
+            f"--basetemp={self.home / 'pytest'}",
+            str(self.tests / module),
+        ]
         command = _as_user(self.uid, self.gid, argv)
         return subprocess.run(command, capture_output=True, text=True, env=self.env(), cwd=self.home, timeout=600)
 
@@ -204,8 +226,11 @@ def test_without_root_or_user_namespaces_mucode_refuses_unless_told(child, capsy
     assert "--unsafe-no-isolation" in refused.stderr and "PASSED" not in refused.stdout
     allowed = exec_("--unsafe-no-isolation")
     with capsys.disabled():
-        print("\n[mucode sandbox] run without root or user namespaces: isolation mode none"
-              " (refused unless --unsafe-no-isolation)", flush=True)
+        print(
+            "\n[mucode sandbox] run without root or user namespaces: isolation mode none"
+            " (refused unless --unsafe-no-isolation)",
+            flush=True,
+        )
     assert allowed.returncode == 0, allowed
     assert "test 1: PASSED" in allowed.stdout
     assert "NO network or file-system isolation" in allowed.stderr, allowed.stderr

@@ -15,14 +15,26 @@ from mucode.execution import Executor, Limits
 from mucode.generation.base import SamplingParams
 from mucode.prompts import initial_messages
 from mucode.search import (
-    SampledProgram, SearchConfig, SearchStore, read_searches, run_search, search_problems, select_candidate,
+    SampledProgram,
+    SearchConfig,
+    SearchStore,
+    read_searches,
+    run_search,
+    search_problems,
+    select_candidate,
     summarize_searches,
 )
 from mucode.types import AssertTest, Problem
 
+
 IDENTITY = "def f(x):\n    return x"
 PROBLEMS = [
-    {"id": f"p{i}", "prompt": f"Return {i} plus x.", "public_tests": [f"assert f(1) == {i + 1}"], "private_tests": [f"assert f(2) == {i + 2}"]}
+    {
+        "id": f"p{i}",
+        "prompt": f"Return {i} plus x.",
+        "public_tests": [f"assert f(1) == {i + 1}"],
+        "private_tests": [f"assert f(2) == {i + 2}"],
+    }
     for i in range(3)
 ]
 
@@ -51,7 +63,12 @@ def generator(tiny_model_dir):
 def identity_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
     """The tiny model trained (a second, on CPU) to answer the first message of SAME, LEAKY and
     OTHER with IDENTITY: a real model whose greedy reply to those prompts is known."""
-    return train_to_reply(tiny_model_dir, tmp_path_factory.mktemp("identity-model"), IDENTITY, [initial_messages(p) for p in (SAME, LEAKY, OTHER)])
+    return train_to_reply(
+        tiny_model_dir,
+        tmp_path_factory.mktemp("identity-model"),
+        IDENTITY,
+        [initial_messages(p) for p in (SAME, LEAKY, OTHER)],
+    )
 
 
 def train_to_reply(base: Path, out: Path, reply: str, conversations: list[list[dict]]) -> Path:
@@ -62,7 +79,10 @@ def train_to_reply(base: Path, out: Path, reply: str, conversations: list[list[d
     model = AutoModelForCausalLM.from_pretrained(base)
     rows = []
     for conversation in conversations:
-        prompt = tokenizer(tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True), add_special_tokens=False)["input_ids"]
+        prompt = tokenizer(
+            tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True),
+            add_special_tokens=False,
+        )["input_ids"]
         target = tokenizer(reply + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
         rows.append((prompt + target, [-100] * len(prompt) + target))
     width = max(len(ids) for ids, _ in rows)
@@ -130,6 +150,7 @@ SAMPLED = SamplingParams(temperature=1.0, max_new_tokens=10)
 
 # -- selectors on constructed candidates -----------------------------------------------------------
 
+
 def cand(public: bool = False, correct: bool = False, score: float | None = None) -> SampledProgram:
     return SampledProgram(reply="", program="", public_passed=public, correct=correct, score=score)
 
@@ -172,6 +193,7 @@ def test_verifier_selectors_need_scores_and_a_verifier():
 
 # -- the engine ------------------------------------------------------------------------------------
 
+
 def test_a_search_stops_at_its_first_selected_public_pass_and_spends_no_more_generation(identity_model_dir, executor):
     from mucode.generation.hf import TransformersGenerator
 
@@ -195,7 +217,9 @@ def test_a_search_stops_at_its_first_selected_public_pass_and_spends_no_more_gen
 HIDDEN = Problem("hidden", "test", OTHER.prompt, OTHER.public_tests, (AssertTest("assert f(2) == 2"),))
 
 
-def test_an_answer_failing_the_public_test_is_incorrect_even_when_it_passes_the_private_ones(identity_model_dir, executor):
+def test_an_answer_failing_the_public_test_is_incorrect_even_when_it_passes_the_private_ones(
+    identity_model_dir, executor
+):
     from mucode.generation.hf import TransformersGenerator
 
     generator = TransformersGenerator.from_pretrained(str(identity_model_dir))
@@ -210,7 +234,10 @@ def test_an_answer_failing_the_public_test_is_incorrect_even_when_it_passes_the_
 
 def test_searches_are_seeded_per_search_not_per_batch(generator, executor, problems_file):
     problems = load(problems_file)[:2]
-    run = lambda **kw: search_problems(problems, generator, executor, n=2, selector="random", turns=2, sampling=SAMPLED, **kw)
+
+    def run(**kw):
+        return search_problems(problems, generator, executor, n=2, selector="random", turns=2, sampling=SAMPLED, **kw)
+
     three = run(searches=3, seed=5, max_live=4)
     again = run(searches=3, seed=5, max_live=4)
     assert without_times(three) == without_times(again)
@@ -223,7 +250,17 @@ def test_searches_are_seeded_per_search_not_per_batch(generator, executor, probl
 
 def test_seeding_by_step_batches_all_searches_in_one_call(generator, executor, problems_file):
     counting = CountingGenerator(generator)
-    records = search_problems(load(problems_file), counting, executor, n=2, selector="pt", turns=1, searches=2, sampling=SAMPLED, seeding="step")
+    records = search_problems(
+        load(problems_file),
+        counting,
+        executor,
+        n=2,
+        selector="pt",
+        turns=1,
+        searches=2,
+        sampling=SAMPLED,
+        seeding="step",
+    )
     assert counting.calls == 1 and len(counting.conversations) == 6
     assert all(len(r.turns[0].candidates) == 2 for r in records)
 
@@ -235,7 +272,12 @@ def test_greedy_search_with_n_1_is_the_greedy_episode(generator, executor, probl
     problems = load(problems_file)
     greedy = SamplingParams(temperature=0.0, max_new_tokens=12)
     records = search_problems(problems, generator, executor, n=1, selector="random", turns=turns, sampling=greedy)
-    episodes = run_episodes(problems, lambda chats: [c[0].text for c in generator.generate(chats, replace(greedy, n=1))], executor, max_turns=turns)
+    episodes = run_episodes(
+        problems,
+        lambda chats: [c[0].text for c in generator.generate(chats, replace(greedy, n=1))],
+        executor,
+        max_turns=turns,
+    )
     for record, episode in zip(records, episodes):
         assert [(t.chosen.reply, t.chosen.program, t.feedback, t.chosen.correct) for t in record.turns] == [
             (t.reply, t.program, t.feedback, t.correct) for t in episode.turns
@@ -249,7 +291,9 @@ def test_verifier_scores_every_candidate_and_pt_lv_keeps_the_best(tiny_model_dir
 
     model, tokenizer = load_backbone(str(tiny_model_dir), seed=0)
     scorer = VerifierScorer(model.eval(), tokenizer, VerifierSpec(max_length=512))
-    records = search_problems(load(problems_file)[:2], generator, executor, n=3, selector="pt+lv", turns=2, sampling=SAMPLED, scorer=scorer)
+    records = search_problems(
+        load(problems_file)[:2], generator, executor, n=3, selector="pt+lv", turns=2, sampling=SAMPLED, scorer=scorer
+    )
     for record in records:
         for turn in record.turns:
             scores = [c.score for c in turn.candidates]
@@ -262,10 +306,21 @@ def test_verifier_scores_every_candidate_and_pt_lv_keeps_the_best(tiny_model_dir
 
 # -- storage, resume, command ----------------------------------------------------------------------
 
+
 def config_for(tiny_model_dir: Path, problems_file: Path, out: Path, **changes) -> SearchConfig:
     settings = dict(
-        model=str(tiny_model_dir), problems=str(problems_file), out=str(out), n=2, selector="pt", turns=2,
-        searches=2, temperature=1.0, max_new_tokens=10, workers=1, timeout_s=2.0, max_live=3,
+        model=str(tiny_model_dir),
+        problems=str(problems_file),
+        out=str(out),
+        n=2,
+        selector="pt",
+        turns=2,
+        searches=2,
+        temperature=1.0,
+        max_new_tokens=10,
+        workers=1,
+        timeout_s=2.0,
+        max_live=3,
     )
     return SearchConfig(**{**settings, **changes})
 
@@ -279,8 +334,13 @@ def test_a_cut_run_resumes_to_exactly_the_uninterrupted_records(tmp_path, tiny_m
     (cut / "searches.jsonl").write_text("".join(lines[:2]) + lines[2][:50])  # as if killed while writing line 3
     resumed = run_search(config_for(tiny_model_dir, problems_file, cut), progress=False)
     assert resumed.searches_run == 4
-    key = lambda r: (r["problem_id"], r["search"])
-    strip = lambda rs: sorted(({k: v for k, v in r.items() if k not in ("generate_s", "wall_s")} for r in rs), key=key)
+
+    def key(r):
+        return r["problem_id"], r["search"]
+
+    def strip(rs):
+        return sorted(({k: v for k, v in r.items() if k not in ("generate_s", "wall_s")} for r in rs), key=key)
+
     assert strip(read_searches(cut)) == strip(read_searches(tmp_path / "whole"))
     assert len({key(r) for r in read_searches(cut)}) == 6
     assert run_search(config_for(tiny_model_dir, problems_file, cut), progress=False).searches_run == 0
@@ -300,26 +360,77 @@ def test_search_command_writes_the_agreed_files(tmp_path, tiny_model_dir, proble
     from mucode.cli import main
 
     out = tmp_path / "run"
-    code = main([
-        "search", "--model", str(tiny_model_dir), "--problems", str(problems_file), "--n", "2", "--selector", "pt",
-        "--turns", "2", "--searches", "2", "--temperature", "1.0", "--max-new-tokens", "8", "--workers", "1", "--out", str(out),
-    ])
+    code = main(
+        [
+            "search",
+            "--model",
+            str(tiny_model_dir),
+            "--problems",
+            str(problems_file),
+            "--n",
+            "2",
+            "--selector",
+            "pt",
+            "--turns",
+            "2",
+            "--searches",
+            "2",
+            "--temperature",
+            "1.0",
+            "--max-new-tokens",
+            "8",
+            "--workers",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0 and "by turn: t1=" in printed and "tokens:" in printed
     run = json.loads((out / "run.json").read_text())
     assert run["model"] == str(tiny_model_dir) and run["verifier"] is None and run["problem_ids"] == ["p0", "p1", "p2"]
-    assert set(run["protocol"]) == {"public_private_rule", "stopping_rule", "n", "turns", "temperature", "timeout_s", "selector", "searches", "preamble", "feedback"}
+    assert set(run["protocol"]) == {
+        "public_private_rule",
+        "stopping_rule",
+        "n",
+        "turns",
+        "temperature",
+        "timeout_s",
+        "selector",
+        "searches",
+        "preamble",
+        "feedback",
+    }
     assert "torch" in run["package_versions"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["problems"] == 3 and summary["searches"] == 6 and len(summary["accuracy_by_turn"]) == 2
     assert set(summary["pass_at_k"]) == {"1", "2"} and summary["accuracy_spread"]["n"] == 2
     record = read_searches(out)[0]
     assert set(record) == {
-        "problem_id", "search", "selector", "n", "max_turns", "turns", "solved_public", "answer_turn", "correct",
-        "completion_tokens", "tokens_saved", "generate_s", "wall_s",
+        "problem_id",
+        "search",
+        "selector",
+        "n",
+        "max_turns",
+        "turns",
+        "solved_public",
+        "answer_turn",
+        "correct",
+        "completion_tokens",
+        "tokens_saved",
+        "generate_s",
+        "wall_s",
     }
     assert set(record["turns"][0]) == {"candidates", "selected", "feedback"}
-    assert set(record["turns"][0]["candidates"][0]) == {"reply", "program", "public_passed", "correct", "private_passed", "score", "completion_tokens"}
+    assert set(record["turns"][0]["candidates"][0]) == {
+        "reply",
+        "program",
+        "public_passed",
+        "correct",
+        "private_passed",
+        "score",
+        "completion_tokens",
+    }
     assert (out / "config.yaml").is_file()
 
 
@@ -332,7 +443,10 @@ def test_search_command_reports_a_bad_selector_setting_in_one_line(tmp_path, cap
 
 # -- summary numbers -------------------------------------------------------------------------------
 
-def stored(pid: str, search: int, turns: list[list[tuple[bool, bool]]], selected: list[int], max_turns: int = 3) -> dict:
+
+def stored(
+    pid: str, search: int, turns: list[list[tuple[bool, bool]]], selected: list[int], max_turns: int = 3
+) -> dict:
     """A record in the searches.jsonl format: turns of (public_passed, correct) candidates."""
     from mucode.search import SearchRecord, SearchTurn
 
@@ -385,15 +499,38 @@ def test_search_command_on_humaneval_ignores_the_mbpp_path(tmp_path, tiny_model_
     from mucode.cli import main
 
     out = tmp_path / "run"
-    code = main([
-        "search", "--model", str(tiny_model_dir), "--problems", "humaneval", "--problems-path", str(mbpp_dir), "--limit", "1",
-        "--n", "1", "--turns", "1", "--temperature", "0", "--max-new-tokens", "4", "--workers", "1", "--out", str(out),
-    ])
+    code = main(
+        [
+            "search",
+            "--model",
+            str(tiny_model_dir),
+            "--problems",
+            "humaneval",
+            "--problems-path",
+            str(mbpp_dir),
+            "--limit",
+            "1",
+            "--n",
+            "1",
+            "--turns",
+            "1",
+            "--temperature",
+            "0",
+            "--max-new-tokens",
+            "4",
+            "--workers",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     assert json.loads((out / "run.json").read_text())["problem_ids"][0].startswith("HumanEval/")
 
 
-def test_search_with_a_list_of_n_runs_one_search_per_n_and_reports_accuracy_against_n(tmp_path, tiny_model_dir, problems_file, capsys):
+def test_search_with_a_list_of_n_runs_one_search_per_n_and_reports_accuracy_against_n(
+    tmp_path, tiny_model_dir, problems_file, capsys
+):
     from mucode.cli import main
 
     out = tmp_path / "sweep"

@@ -20,6 +20,7 @@ from mucode.prompts import initial_messages
 from mucode.serve.solver import problem_id
 from mucode.types import AssertTest, Problem
 
+
 STATEMENT = "Write f(x) that returns x."
 TESTS = ["assert f(1) == 1", "assert f(5) == 5"]
 IDENTITY = "def f(x):\n    return x"
@@ -38,9 +39,16 @@ def identity_model(tiny_model_dir, tmp_path_factory) -> Path:
     """The tiny model trained to answer STATEMENT + TESTS (as the server renders them) with IDENTITY."""
     from test_search import train_to_reply
 
-    problem = Problem(id=problem_id(STATEMENT, TESTS), source="serve", prompt=STATEMENT,
-                      public_tests=tuple(AssertTest(t) for t in TESTS), private_tests=())
-    return train_to_reply(tiny_model_dir, tmp_path_factory.mktemp("serve-identity"), IDENTITY, [initial_messages(problem)])
+    problem = Problem(
+        id=problem_id(STATEMENT, TESTS),
+        source="serve",
+        prompt=STATEMENT,
+        public_tests=tuple(AssertTest(t) for t in TESTS),
+        private_tests=(),
+    )
+    return train_to_reply(
+        tiny_model_dir, tmp_path_factory.mktemp("serve-identity"), IDENTITY, [initial_messages(problem)]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +57,33 @@ def server(identity_model, tmp_path_factory):
     log = tmp_path_factory.mktemp("serve") / "server.log"
     with open(log, "w") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "mucode", "serve", "--model", str(identity_model), "--port", str(port), "--max-new-tokens", "16",
-             "--workers", "2", "--timeout-s", "2", "--max-tests", "8", "--max-n-turns", "12", "--max-body-bytes", "20000",
-             "--batch-window-s", "0.5"],
-            stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+            [
+                sys.executable,
+                "-m",
+                "mucode",
+                "serve",
+                "--model",
+                str(identity_model),
+                "--port",
+                str(port),
+                "--max-new-tokens",
+                "16",
+                "--workers",
+                "2",
+                "--timeout-s",
+                "2",
+                "--max-tests",
+                "8",
+                "--max-n-turns",
+                "12",
+                "--max-body-bytes",
+                "20000",
+                "--batch-window-s",
+                "0.5",
+            ],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
         )
         base = f"http://127.0.0.1:{port}"
         for _ in range(240):
@@ -84,7 +115,9 @@ def test_health_and_models(server):
 
 def test_a_solved_problem_through_the_openai_client(server):
     answer = client(server).chat.completions.create(
-        model="mucode", messages=[{"role": "user", "content": STATEMENT}], extra_body={"tests": TESTS, "mucode": {"turns": 3}},
+        model="mucode",
+        messages=[{"role": "user", "content": STATEMENT}],
+        extra_body={"tests": TESTS, "mucode": {"turns": 3}},
     )
     assert answer.choices[0].message.content == IDENTITY and answer.choices[0].finish_reason == "stop"
     search = answer.model_extra["mucode"]
@@ -100,7 +133,8 @@ def test_tests_in_a_fenced_block_when_the_client_cannot_send_extra_fields(server
 
 def test_an_unsolvable_problem_uses_every_turn_and_reports_private_verdicts(server):
     answer = client(server).chat.completions.create(
-        model="mucode", messages=[{"role": "user", "content": "Write g(x) that returns 2 * x."}],
+        model="mucode",
+        messages=[{"role": "user", "content": "Write g(x) that returns 2 * x."}],
         extra_body={"tests": ["assert g(2) == 4"], "private_tests": ["assert g(3) == 6"], "mucode": {"turns": 2}},
     )
     search = answer.model_extra["mucode"]
@@ -110,7 +144,9 @@ def test_an_unsolvable_problem_uses_every_turn_and_reports_private_verdicts(serv
 
 def test_streaming_sends_one_event_per_turn_then_the_program(server):
     stream = client(server).chat.completions.create(
-        model="mucode", messages=[{"role": "user", "content": "Write h(x)."}], stream=True,
+        model="mucode",
+        messages=[{"role": "user", "content": "Write h(x)."}],
+        stream=True,
         extra_body={"tests": ["assert h(1) == 7"], "mucode": {"turns": 3}},
     )
     chunks = list(stream)
@@ -121,17 +157,27 @@ def test_streaming_sends_one_event_per_turn_then_the_program(server):
 
 def test_execute_returns_the_exec_json_and_a_hostile_program_blocks_nothing(server):
     good = httpx.post(f"{server}/v1/execute", json={"program": IDENTITY, "tests": TESTS}, timeout=60).json()
-    assert good["passed"] is True and [v["status"] for v in good["verdicts"]] == ["passed", "passed"] and good["tests"] == TESTS
+    assert (
+        good["passed"] is True
+        and [v["status"] for v in good["verdicts"]] == ["passed", "passed"]
+        and good["tests"] == TESTS
+    )
     finished: list[str] = []
 
     def hostile() -> None:
-        reply = httpx.post(f"{server}/v1/execute", json={"program": "while True:\n    pass\n", "tests": ["assert True"]}, timeout=120).json()
+        reply = httpx.post(
+            f"{server}/v1/execute", json={"program": "while True:\n    pass\n", "tests": ["assert True"]}, timeout=120
+        ).json()
         finished.append(reply["verdicts"][0]["status"])
 
     slow = threading.Thread(target=hostile)
     slow.start()
     time.sleep(0.3)
-    quick = httpx.post(f"{server}/v1/execute", json={"batch": [{"program": IDENTITY, "tests": TESTS}, {"program": "x = 1", "tests": ["assert x == 2"]}]}, timeout=60)
+    quick = httpx.post(
+        f"{server}/v1/execute",
+        json={"batch": [{"program": IDENTITY, "tests": TESTS}, {"program": "x = 1", "tests": ["assert x == 2"]}]},
+        timeout=60,
+    )
     assert not finished, "the quick request waited for the hostile one"
     results = quick.json()["results"]
     assert [r["passed"] for r in results] == [True, False]
@@ -140,18 +186,51 @@ def test_execute_returns_the_exec_json_and_a_hostile_program_blocks_nothing(serv
     assert httpx.get(f"{server}/health").status_code == 200
 
 
-@pytest.mark.parametrize("path, body, status, message", [
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}]}, 400, "no tests"),
-    ("/v1/chat/completions", {"messages": []}, 400, "messages"),
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "tests": ["assert ("]}, 400, "not valid Python"),
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "tests": ["assert 1"] * 9}, 413, "the limit is 8"),
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "tests": ["assert 1"], "n": 5, "mucode": {"turns": 3}}, 413, "n x turns"),
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "tests": ["assert 1"], "mucode": {"selector": "lv"}}, 400, "needs a verifier"),
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "tests": ["assert 1"], "n": 2, "temperature": 0}, 400, "greedy"),
-    ("/v1/execute", {"program": "x = 1"}, 400, "give `program` and `tests`"),
-    ("/v1/execute", {"program": "x = 1", "tests": ["assert x"], "setup_code": "y" * 30000}, 413, "the limit is 20000"),
-    ("/v1/score", {"pairs": [{"problem": "p", "program": "x = 1"}]}, 409, "no verifier"),
-])
+@pytest.mark.parametrize(
+    "path, body, status, message",
+    [
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}]}, 400, "no tests"),
+        ("/v1/chat/completions", {"messages": []}, 400, "messages"),
+        (
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": "x"}], "tests": ["assert ("]},
+            400,
+            "not valid Python",
+        ),
+        (
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": "x"}], "tests": ["assert 1"] * 9},
+            413,
+            "the limit is 8",
+        ),
+        (
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": "x"}], "tests": ["assert 1"], "n": 5, "mucode": {"turns": 3}},
+            413,
+            "n x turns",
+        ),
+        (
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": "x"}], "tests": ["assert 1"], "mucode": {"selector": "lv"}},
+            400,
+            "needs a verifier",
+        ),
+        (
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": "x"}], "tests": ["assert 1"], "n": 2, "temperature": 0},
+            400,
+            "greedy",
+        ),
+        ("/v1/execute", {"program": "x = 1"}, 400, "give `program` and `tests`"),
+        (
+            "/v1/execute",
+            {"program": "x = 1", "tests": ["assert x"], "setup_code": "y" * 30000},
+            413,
+            "the limit is 20000",
+        ),
+        ("/v1/score", {"pairs": [{"problem": "p", "program": "x = 1"}]}, 409, "no verifier"),
+    ],
+)
 def test_malformed_requests_get_a_clear_4xx_and_the_server_stays_up(server, path, body, status, message):
     reply = httpx.post(f"{server}{path}", json=body, timeout=60)
     assert reply.status_code == status, reply.text
@@ -160,7 +239,9 @@ def test_malformed_requests_get_a_clear_4xx_and_the_server_stays_up(server, path
 
 
 def test_not_json_is_a_400(server):
-    reply = httpx.post(f"{server}/v1/execute", content=b"{not json", headers={"content-type": "application/json"}, timeout=30)
+    reply = httpx.post(
+        f"{server}/v1/execute", content=b"{not json", headers={"content-type": "application/json"}, timeout=30
+    )
     assert reply.status_code == 400 and "JSON" in reply.json()["error"]["message"]
 
 
@@ -180,7 +261,9 @@ def test_concurrent_requests_are_batched_onto_the_generator(server):
         thread.join()
     health = httpx.get(f"{server}/health").json()
     assert replies == [200] * 4
-    assert health["solve_batches"] - before < 4 and health["largest_batch"] >= 2  # fewer generator batches than requests
+    assert (
+        health["solve_batches"] - before < 4 and health["largest_batch"] >= 2
+    )  # fewer generator batches than requests
 
 
 def test_the_documented_trl_reward_function_scores_completions_through_the_server(server):
@@ -191,7 +274,10 @@ def test_the_documented_trl_reward_function_scores_completions_through_the_serve
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     module.MUCODE_URL = server
-    completions = [[{"role": "assistant", "content": f"```python\n{IDENTITY}\n```"}], [{"role": "assistant", "content": "def f(x):\n    return 1"}]]
+    completions = [
+        [{"role": "assistant", "content": f"```python\n{IDENTITY}\n```"}],
+        [{"role": "assistant", "content": "def f(x):\n    return 1"}],
+    ]
     assert module.sandbox_reward(completions, tests=[TESTS, TESTS]) == [1.0, 0.5]
 
 
@@ -214,6 +300,10 @@ def test_an_api_key_is_required_on_every_endpoint_but_health():
 
 
 def test_serving_beyond_loopback_without_a_key_warns():
-    run = subprocess.run([sys.executable, "-m", "mucode", "serve", "--host", "0.0.0.0", "--model", "no-such-model"],
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", "mucode", "serve", "--host", "0.0.0.0", "--model", "no-such-model"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 2 and "without --api-key" in run.stderr and "unknown model 'no-such-model'" in run.stderr

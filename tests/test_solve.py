@@ -12,6 +12,7 @@ import pytest
 from mucode.cli import main
 from mucode.prompts import initial_messages
 
+
 STATEMENT = "Write f(x) that returns x."
 IDENTITY = "def f(x):\n    return x"
 
@@ -26,18 +27,34 @@ def tests_file(tmp_path) -> Path:
 @pytest.fixture(scope="module")
 def identity_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
     """The tiny model trained to answer the first message of STATEMENT + tests with IDENTITY."""
-    from mucode.cli.search import _cli_problem
     from test_search import train_to_reply
+
+    from mucode.cli.search import _cli_problem
 
     folder = tmp_path_factory.mktemp("solve-tests")
     tests = folder / "tests.py"
     tests.write_text("assert f(1) == 1\nassert f(5) == 5\n")
     problem = _cli_problem(STATEMENT, tests, None)
-    return train_to_reply(tiny_model_dir, tmp_path_factory.mktemp("solve-identity"), IDENTITY, [initial_messages(problem)])
+    return train_to_reply(
+        tiny_model_dir, tmp_path_factory.mktemp("solve-identity"), IDENTITY, [initial_messages(problem)]
+    )
 
 
 def test_an_unsolved_problem_streams_every_turn_and_exits_1(tiny_model_dir, tests_file, capsys):
-    code = main(["solve", STATEMENT, "--tests", str(tests_file), "--model", str(tiny_model_dir), "--turns", "2", "--max-new-tokens", "8"])
+    code = main(
+        [
+            "solve",
+            STATEMENT,
+            "--tests",
+            str(tests_file),
+            "--model",
+            str(tiny_model_dir),
+            "--turns",
+            "2",
+            "--max-new-tokens",
+            "8",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 1
     assert "--- turn 1/2: kept candidate 1 of 1 (pt); 0/2 public tests passed" in captured.err
@@ -48,16 +65,47 @@ def test_an_unsolved_problem_streams_every_turn_and_exits_1(tiny_model_dir, test
 
 
 def test_print_unsolved_prints_the_last_kept_program(tiny_model_dir, tests_file, tmp_path, capsys):
-    code = main(["solve", STATEMENT, "--tests", str(tests_file), "--model", str(tiny_model_dir), "--turns", "1",
-                 "--max-new-tokens", "8", "--print-unsolved", "--out", str(tmp_path / "unsolved")])
+    code = main(
+        [
+            "solve",
+            STATEMENT,
+            "--tests",
+            str(tests_file),
+            "--model",
+            str(tiny_model_dir),
+            "--turns",
+            "1",
+            "--max-new-tokens",
+            "8",
+            "--print-unsolved",
+            "--out",
+            str(tmp_path / "unsolved"),
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 1 and captured.out == (tmp_path / "unsolved" / "solution.py").read_text() + "\n"
 
 
-def test_solve_out_saves_problem_search_and_solution_that_report_reads(identity_model_dir, tests_file, tmp_path, capsys):
+def test_solve_out_saves_problem_search_and_solution_that_report_reads(
+    identity_model_dir, tests_file, tmp_path, capsys
+):
     out = tmp_path / "solved"
-    code = main(["solve", STATEMENT, "--tests", str(tests_file), "--model", str(identity_model_dir), "--turns", "3",
-                 "--max-new-tokens", "16", "--out", str(out)])
+    code = main(
+        [
+            "solve",
+            STATEMENT,
+            "--tests",
+            str(tests_file),
+            "--model",
+            str(identity_model_dir),
+            "--turns",
+            "3",
+            "--max-new-tokens",
+            "16",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0 and f"saved to {out}" in capsys.readouterr().err
     assert (out / "solution.py").read_text() == IDENTITY
     record = json.loads((out / "searches.jsonl").read_text())
@@ -67,19 +115,55 @@ def test_solve_out_saves_problem_search_and_solution_that_report_reads(identity_
 
 
 def test_a_passing_program_stops_the_search_goes_to_stdout_and_exits_0(identity_model_dir, tests_file, capsys):
-    code = main(["solve", STATEMENT, "--tests", str(tests_file), "--model", str(identity_model_dir), "--turns", "3", "--max-new-tokens", "16"])
+    code = main(
+        [
+            "solve",
+            STATEMENT,
+            "--tests",
+            str(tests_file),
+            "--model",
+            str(identity_model_dir),
+            "--turns",
+            "3",
+            "--max-new-tokens",
+            "16",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0
     assert captured.out == IDENTITY + "\n"
-    assert "--- turn 1/3" in captured.err and "2/2 public tests passed" in captured.err and "--- turn 2" not in captured.err
+    assert (
+        "--- turn 1/3" in captured.err
+        and "2/2 public tests passed" in captured.err
+        and "--- turn 2" not in captured.err
+    )
     assert "passes the public tests (turn 1 of 3)" in captured.err
 
 
 def test_a_problem_file_with_private_tests_reports_them(tiny_model_dir, tmp_path, capsys):
-    problem = {"id": "add", "prompt": "Write add(a, b).", "public_tests": ["assert add(1, 2) == 3"], "private_tests": ["assert add(0, 0) == 0"]}
+    problem = {
+        "id": "add",
+        "prompt": "Write add(a, b).",
+        "public_tests": ["assert add(1, 2) == 3"],
+        "private_tests": ["assert add(0, 0) == 0"],
+    }
     path = tmp_path / "problem.json"
     path.write_text(json.dumps(problem, indent=2))  # pretty JSON, not one line
-    code = main(["solve", "--problem", str(path), "--model", str(tiny_model_dir), "--turns", "1", "--n", "2", "--max-new-tokens", "8"])
+    code = main(
+        [
+            "solve",
+            "--problem",
+            str(path),
+            "--model",
+            str(tiny_model_dir),
+            "--turns",
+            "1",
+            "--n",
+            "2",
+            "--max-new-tokens",
+            "8",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 1 and "kept candidate" in captured.err and "of 2 (pt)" in captured.err
     assert "hidden tests: fail: not correct" in captured.err

@@ -27,18 +27,27 @@ from mucode.training.relabel import (
 )
 from mucode.types import AssertTest, ExecResult, Problem, Status, Verdict
 
+
 PASS, FAIL = Verdict(Status.PASSED), Verdict(Status.FAILED, "assert f(1) == 1")
 
 
 def problem(pid: str) -> Problem:
-    return Problem(id=pid, source="test", prompt=f"Solve {pid}.", public_tests=(AssertTest("assert f(1) == 1"),), private_tests=(AssertTest("assert f(2) == 2"),))
+    return Problem(
+        id=pid,
+        source="test",
+        prompt=f"Solve {pid}.",
+        public_tests=(AssertTest("assert f(1) == 1"),),
+        private_tests=(AssertTest("assert f(2) == 2"),),
+    )
 
 
 def reply(pid: str, rollout: int, turn: int) -> str:
     return f"```python\n# {pid} rollout {rollout} turn {turn}\n```"
 
 
-def make_record(pid: str, rollout: int, correct: Sequence[bool], replies: Sequence[str] | None = None, max_turns: int = 3) -> dict:
+def make_record(
+    pid: str, rollout: int, correct: Sequence[bool], replies: Sequence[str] | None = None, max_turns: int = 3
+) -> dict:
     """A real trajectory record (Episode.to_dict + rollout): one turn per entry of `correct`
     (whether that turn's program passes the private tests). Every turn but the last fails the
     public tests; the last passes them unless the episode used all its turns."""
@@ -56,15 +65,28 @@ T, F = True, False
 # Problem A (solved): successes r1 (1 turn) and r4 (2 turns); failures r0, r2, r3, r5 (scores below).
 # Problem B (unsolved): failures r0, r1. Problem C (solved only at turn 1, never on the first turn).
 RECORDS = [
-    make_record("A", 0, [F, F, F]), make_record("A", 1, [T]), make_record("A", 2, [F, F]),
-    make_record("A", 3, [F]), make_record("A", 4, [F, T]), make_record("A", 5, [F, F, F]),
-    make_record("B", 0, [F, F, F]), make_record("B", 1, [F]),
-    make_record("C", 0, [F, T]), make_record("C", 1, [F, F, F]),
+    make_record("A", 0, [F, F, F]),
+    make_record("A", 1, [T]),
+    make_record("A", 2, [F, F]),
+    make_record("A", 3, [F]),
+    make_record("A", 4, [F, T]),
+    make_record("A", 5, [F, F, F]),
+    make_record("B", 0, [F, F, F]),
+    make_record("B", 1, [F]),
+    make_record("C", 0, [F, T]),
+    make_record("C", 1, [F, F, F]),
 ]
 SCORES = {
-    (0, "A", 0): 0.9, (0, "A", 1): 0.1, (0, "A", 2): 0.5, (0, "A", 3): -1.0, (0, "A", 4): 0.7, (0, "A", 5): 0.2,
-    (0, "B", 0): 0.3, (0, "B", 1): 0.6,
-    (0, "C", 0): 0.0, (0, "C", 1): 0.4,
+    (0, "A", 0): 0.9,
+    (0, "A", 1): 0.1,
+    (0, "A", 2): 0.5,
+    (0, "A", 3): -1.0,
+    (0, "A", 4): 0.7,
+    (0, "A", 5): 0.2,
+    (0, "B", 0): 0.3,
+    (0, "B", 1): 0.6,
+    (0, "C", 0): 0.0,
+    (0, "C", 1): 0.4,
 }
 
 
@@ -95,13 +117,31 @@ def test_mucode_combined_expert_top_m_and_own_finals():
     # though the incorrect r0 scores 0.9; the three best-scored failures r0, r2, r5 get it on
     # every state; r3 (lowest score) does not. Successes keep their own final reply on every state.
     assert targets(result, "A") == {reply("A", 4, 1)}
-    assert {(p, r, s) for p, r, s in by_source(result, "expert") if p == "A"} == {("A", 0, 0), ("A", 0, 1), ("A", 0, 2), ("A", 2, 0), ("A", 2, 1), ("A", 5, 0), ("A", 5, 1), ("A", 5, 2)}
+    assert {(p, r, s) for p, r, s in by_source(result, "expert") if p == "A"} == {
+        ("A", 0, 0),
+        ("A", 0, 1),
+        ("A", 0, 2),
+        ("A", 2, 0),
+        ("A", 2, 1),
+        ("A", 5, 0),
+        ("A", 5, 1),
+        ("A", 5, 2),
+    }
     own = [e for e in result.examples if e.source == "own" and e.problem_id == "A"]
-    assert {(e.rollout, e.state, e.completion) for e in own} == {(1, 0, reply("A", 1, 0)), (4, 0, reply("A", 4, 1)), (4, 1, reply("A", 4, 1))}
+    assert {(e.rollout, e.state, e.completion) for e in own} == {
+        (1, 0, reply("A", 1, 0)),
+        (4, 0, reply("A", 4, 1)),
+        (4, 1, reply("A", 4, 1)),
+    }
     # B is unsolved: dropped by default. C: expert r0's final (the only correct one) on r1's states.
     assert not [e for e in result.examples if e.problem_id == "B"]
     assert targets(result, "C") == {reply("C", 0, 1)}
-    assert result.stats.problems == 3 and result.stats.solved == 2 and result.stats.dropped == 1 and result.stats.kept_unsolved == 0
+    assert (
+        result.stats.problems == 3
+        and result.stats.solved == 2
+        and result.stats.dropped == 1
+        and result.stats.kept_unsolved == 0
+    )
     assert result.stats.expert == 8 + 3 and result.stats.own == 3 + 2 and result.stats.duplicates == 0
 
 
@@ -121,7 +161,10 @@ def test_expert_rank_verifier_and_oracle():
     assert targets(oracle, "A") <= {reply("A", 1, 0), reply("A", 4, 1)} and len(targets(oracle, "A")) == 1
     # oracle ties are broken by a seeded draw per problem: the same seed gives the same expert,
     # and some seed picks the other correct program
-    experts = {frozenset(targets(relabel(trajectories(), "mucode", None, RelabelOptions(expert_rank="oracle", seed=s)), "A")) for s in range(20)}
+    experts = {
+        frozenset(targets(relabel(trajectories(), "mucode", None, RelabelOptions(expert_rank="oracle", seed=s)), "A"))
+        for s in range(20)
+    }
     assert experts == {frozenset({reply("A", 1, 0)}), frozenset({reply("A", 4, 1)})}
     again = relabel(trajectories(), "mucode", None, RelabelOptions(expert_rank="oracle", top_m=10, dedupe=False))
     assert [e.to_dict() for e in again.examples] == [e.to_dict() for e in oracle.examples]
@@ -146,8 +189,11 @@ def test_multi_star_keeps_successful_trajectories_only():
     result = relabel(trajectories(), "multi-star", options=RelabelOptions(dedupe=False))
     assert by_source(result, "expert") == set()
     assert {(e.problem_id, e.rollout, e.state, e.completion) for e in result.examples} == {
-        ("A", 1, 0, reply("A", 1, 0)), ("A", 4, 0, reply("A", 4, 1)), ("A", 4, 1, reply("A", 4, 1)),
-        ("C", 0, 0, reply("C", 0, 1)), ("C", 0, 1, reply("C", 0, 1)),
+        ("A", 1, 0, reply("A", 1, 0)),
+        ("A", 4, 0, reply("A", 4, 1)),
+        ("A", 4, 1, reply("A", 4, 1)),
+        ("C", 0, 0, reply("C", 0, 1)),
+        ("C", 0, 1, reply("C", 0, 1)),
     }
 
 
@@ -156,14 +202,21 @@ def test_star_keeps_correct_first_turns_only():
     # paper's rule (correct = all tests) it is not a correct program and is not imitated
     records = RECORDS + [make_record("D", 0, [T, F, F], max_turns=3)]
     result = relabel(trajectories(records), "star", options=RelabelOptions(dedupe=False))
-    assert {(e.problem_id, e.rollout, e.state, e.completion) for e in result.examples} == {("A", 1, 0, reply("A", 1, 0))}
+    assert {(e.problem_id, e.rollout, e.state, e.completion) for e in result.examples} == {
+        ("A", 1, 0, reply("A", 1, 0))
+    }
     assert all(len(e.prompt) == 1 and e.prompt[0]["role"] == "user" for e in result.examples)
     assert result.stats.solved == 1
 
 
 def test_dedupe_keeps_one_copy_of_repeated_examples():
     same = "```python\ndef f(x):\n    return x\n```"
-    records = [make_record("E", 0, [T], [same]), make_record("E", 1, [T], [same]), make_record("E", 2, [F]), make_record("E", 3, [F])]
+    records = [
+        make_record("E", 0, [T], [same]),
+        make_record("E", 1, [T], [same]),
+        make_record("E", 2, [F]),
+        make_record("E", 3, [F]),
+    ]
     scores = {(0, "E", 0): 0.5, (0, "E", 1): 0.5, (0, "E", 2): 0.1, (0, "E", 3): 0.2}
     kept = relabel(trajectories(records), "mucode", scores)
     # state 0 is the same prompt for every trajectory: one (prompt, same) example in all
@@ -188,7 +241,11 @@ def write_folder(folder: Path, records: Sequence[dict]) -> Path:
 
 def test_accumulation_over_folders(tmp_path):
     # iteration 1 solves B with a new program; A's expert is chosen over both folders
-    it1 = [make_record("A", 0, [F]), make_record("A", 1, [T], ["```python\n# A best\n```"]), make_record("B", 0, [F, T])]
+    it1 = [
+        make_record("A", 0, [F]),
+        make_record("A", 1, [T], ["```python\n# A best\n```"]),
+        make_record("B", 0, [F, T]),
+    ]
     folders = [write_folder(tmp_path / "it0", RECORDS), write_folder(tmp_path / "it1", it1)]
     loaded = load_trajectories(folders)
     assert {t.folder for t in loaded} == {0, 1} and len(loaded) == len(RECORDS) + 3
@@ -198,7 +255,10 @@ def test_accumulation_over_folders(tmp_path):
     assert targets(result, "B") == {reply("B", 0, 1)}  # solved in iteration 1: kept now
     expert_a = {(e.folder, e.rollout) for e in result.examples if e.problem_id == "A" and e.source == "expert"}
     assert expert_a == {(0, 0), (0, 2), (0, 5), (1, 0)}  # top-m per folder
-    assert {(e.folder, e.rollout) for e in result.examples if e.problem_id == "B" and e.source == "expert"} == {(0, 0), (0, 1)}
+    assert {(e.folder, e.rollout) for e in result.examples if e.problem_id == "B" and e.source == "expert"} == {
+        (0, 0),
+        (0, 1),
+    }
 
 
 def test_build_sft_data_writes_trl_rows_that_datasets_loads(tmp_path):
@@ -206,7 +266,10 @@ def test_build_sft_data_writes_trl_rows_that_datasets_loads(tmp_path):
     out = tmp_path / "sft" / "data.jsonl"
     stats = build_sft_data("mucode", [folder], out, scores=SCORES)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(rows) == stats.examples and json.loads((tmp_path / "sft" / "data.stats.json").read_text())["examples"] == stats.examples
+    assert (
+        len(rows) == stats.examples
+        and json.loads((tmp_path / "sft" / "data.stats.json").read_text())["examples"] == stats.examples
+    )
     row = rows[0]
     assert set(row) == {"prompt", "completion", "problem_id", "folder", "rollout", "state", "source"}
     assert row["completion"][0]["role"] == "assistant" and row["prompt"][-1]["role"] == "user"
@@ -220,10 +283,14 @@ def test_build_sft_data_writes_trl_rows_that_datasets_loads(tmp_path):
 def test_scores_from_verifier_score_files(tmp_path):
     folder = write_folder(tmp_path / "it0", RECORDS)
     rows = [{"problem_id": p, "rollout": r, "turn": 0, "final": True, "score": s} for (_, p, r), s in SCORES.items()]
-    rows.append({"problem_id": "A", "rollout": 0, "turn": 0, "final": False, "score": 99.0})  # not a final turn: ignored
+    rows.append(
+        {"problem_id": "A", "rollout": 0, "turn": 0, "final": False, "score": 99.0}
+    )  # not a final turn: ignored
     (tmp_path / "scores.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert read_scores([tmp_path / "scores.jsonl"]) == SCORES
-    config = RelabelConfig(trajectories=[str(folder)], scores=[str(tmp_path / "scores.jsonl")], out=str(tmp_path / "sft.jsonl"))
+    config = RelabelConfig(
+        trajectories=[str(folder)], scores=[str(tmp_path / "scores.jsonl")], out=str(tmp_path / "sft.jsonl")
+    )
     stats = run_relabel(config, progress=False)
     # every state 0 of a problem is the same prompt: A's three relabeled failures repeat r4's own
     # (state 0 -> the expert reply, which is r4's final reply), and so does C's r1 (C's r0)
@@ -255,14 +322,41 @@ def test_cli_relabel_star_and_mucode(tmp_path):
     it0 = write_folder(tmp_path / "it0", RECORDS)
     it1 = write_folder(tmp_path / "it1", [make_record("B", 0, [T])])
     out = tmp_path / "star.jsonl"
-    result = CliRunner().invoke(app, ["generator", "relabel", "--trajectories", str(it0), str(it1), "--method", "star", "--out", str(out)], standalone_mode=False)
+    result = CliRunner().invoke(
+        app,
+        ["generator", "relabel", "--trajectories", str(it0), str(it1), "--method", "star", "--out", str(out)],
+        standalone_mode=False,
+    )
     assert result.exception is None, result.output
     assert "star: 3 problems" in result.output
     assert {json.loads(line)["problem_id"] for line in out.read_text().splitlines()} == {"A", "B"}
-    result = CliRunner().invoke(app, ["generator", "relabel", "--trajectories", str(it0), "--expert-rank", "oracle", "--top-m", "1", "--unsolved", "keep", "--seed", "3", "--out", str(tmp_path / "mu.jsonl")], standalone_mode=False)
+    result = CliRunner().invoke(
+        app,
+        [
+            "generator",
+            "relabel",
+            "--trajectories",
+            str(it0),
+            "--expert-rank",
+            "oracle",
+            "--top-m",
+            "1",
+            "--unsolved",
+            "keep",
+            "--seed",
+            "3",
+            "--out",
+            str(tmp_path / "mu.jsonl"),
+        ],
+        standalone_mode=False,
+    )
     assert result.exception is None, result.output
     assert "1 kept" in result.output
-    missing = CliRunner().invoke(app, ["generator", "relabel", "--trajectories", str(it0), "--out", str(tmp_path / "x.jsonl")], standalone_mode=False)
+    missing = CliRunner().invoke(
+        app,
+        ["generator", "relabel", "--trajectories", str(it0), "--out", str(tmp_path / "x.jsonl")],
+        standalone_mode=False,
+    )
     assert missing.exception is not None and "--verifier" in str(missing.exception)
 
 
@@ -282,7 +376,21 @@ def test_relabel_with_a_verifier_scores_final_replies_for_the_original_problem(t
     assert scores[a0.key] == pytest.approx(scorer.score([list(a0.prompt)], [a0.final_reply])[0])
     folder = write_folder(tmp_path / "it0", RECORDS)
     out = tmp_path / "sft.jsonl"
-    result = CliRunner().invoke(app, ["generator", "relabel", "--trajectories", str(folder), "--verifier", str(verifier), "--out", str(out), "--no-dedupe"], standalone_mode=False)
+    result = CliRunner().invoke(
+        app,
+        [
+            "generator",
+            "relabel",
+            "--trajectories",
+            str(folder),
+            "--verifier",
+            str(verifier),
+            "--out",
+            str(out),
+            "--no-dedupe",
+        ],
+        standalone_mode=False,
+    )
     assert result.exception is None, result.output
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     expert_a = {r["completion"][0]["content"] for r in rows if r["problem_id"] == "A" and r["source"] == "expert"}

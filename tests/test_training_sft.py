@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+
 pytest.importorskip("trl")
 
 from click.testing import CliRunner  # noqa: E402
@@ -21,15 +22,35 @@ from mucode.config import load_config  # noqa: E402
 from mucode.generation.base import SamplingParams  # noqa: E402
 from mucode.generation.hf import TransformersGenerator  # noqa: E402
 from mucode.training.config import PRESETS, GeneratorTrainConfig, generator_config  # noqa: E402
-from mucode.training.sft import build_trainer, drop_too_long, fit_to_length, load_generator, read_sft_rows, sft_config, train_generator  # noqa: E402
+from mucode.training.sft import (  # noqa: E402
+    build_trainer,
+    drop_too_long,
+    fit_to_length,
+    load_generator,
+    read_sft_rows,
+    sft_config,
+    train_generator,
+)
+
 
 PROMPT = [{"role": "user", "content": "Write add(a, b)."}]
 REPLY = "def add(a, b):\n    return a + b"
-LONG_PROMPT = PROMPT + [{"role": "assistant", "content": "def add(a, b): pass"}, {"role": "user", "content": "assert add(1, 2) == 3 failed"}]
+LONG_PROMPT = PROMPT + [
+    {"role": "assistant", "content": "def add(a, b): pass"},
+    {"role": "user", "content": "assert add(1, 2) == 3 failed"},
+]
 
 
 def row(prompt, reply: str) -> dict:
-    return {"prompt": prompt, "completion": [{"role": "assistant", "content": reply}], "problem_id": "p", "folder": 0, "rollout": 0, "state": 0, "source": "own"}
+    return {
+        "prompt": prompt,
+        "completion": [{"role": "assistant", "content": reply}],
+        "problem_id": "p",
+        "folder": 0,
+        "rollout": 0,
+        "state": 0,
+        "source": "own",
+    }
 
 
 def write_rows(path: Path, rows) -> Path:
@@ -39,8 +60,16 @@ def write_rows(path: Path, rows) -> Path:
 
 def tiny_config(out: Path, data: Path, model: Path, **overrides) -> GeneratorTrainConfig:
     values = dict(
-        data=[str(data)], model=str(model), out=str(out), max_steps=4, save_steps=2, batch_size=4, micro_batch_size=2,
-        learning_rate=1e-3, max_length=256, logging_steps=1,
+        data=[str(data)],
+        model=str(model),
+        out=str(out),
+        max_steps=4,
+        save_steps=2,
+        batch_size=4,
+        micro_batch_size=2,
+        learning_rate=1e-3,
+        max_length=256,
+        logging_steps=1,
     )
     return GeneratorTrainConfig(**{**values, **overrides})
 
@@ -54,10 +83,20 @@ def collated_batch(model_dir: Path, tmp_path: Path):
     model, tokenizer = load_generator(str(model_dir))
     config = tiny_config(tmp_path / "out", tmp_path / "unused.jsonl", model_dir, report_to="none")
     rows = [row(PROMPT, REPLY), row(LONG_PROMPT, "def add(a, b):\n    return b + a")]
-    trainer = build_trainer(config, sft_config(config, 1, progress=False), [{k: r[k] for k in ("prompt", "completion")} for r in rows], model, tokenizer)
+    trainer = build_trainer(
+        config,
+        sft_config(config, 1, progress=False),
+        [{k: r[k] for k in ("prompt", "completion")} for r in rows],
+        model,
+        tokenizer,
+    )
     examples = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
     examples.sort(key=lambda e: len(e["input_ids"]))  # the trainer shuffles; short one first
-    return tokenizer, trainer.data_collator([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples]), examples
+    return (
+        tokenizer,
+        trainer.data_collator([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples]),
+        examples,
+    )
 
 
 def check_completion_mask(tokenizer, batch, examples) -> None:
@@ -66,15 +105,17 @@ def check_completion_mask(tokenizer, batch, examples) -> None:
     for i, (prompt, reply) in enumerate([(PROMPT, REPLY), (LONG_PROMPT, "def add(a, b):\n    return b + a")]):
         ids = examples[i]["input_ids"]
         labels = batch["labels"][i].tolist()
-        prompt_ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+        prompt_ids = tokenizer.apply_chat_template(
+            prompt, add_generation_prompt=True, tokenize=True, return_dict=True
+        )["input_ids"]
         assert ids[: len(prompt_ids)] == list(prompt_ids)
         assert all(t == -100 for t in labels[: len(prompt_ids)]), "a prompt token is trained"
         trained = trained_tokens(labels)
-        assert trained == ids[len(prompt_ids):], "every completion token is trained, nothing else"
+        assert trained == ids[len(prompt_ids) :], "every completion token is trained, nothing else"
         assert tokenizer.decode(trained) == reply + "<|im_end|>\n"
         assert end_of_turn in trained, "the end-of-turn token is masked out"
         # padding (the short row) is masked, and the real end-of-turn token right before it is not
-        assert labels[len(ids):] == [-100] * (len(labels) - len(ids))
+        assert labels[len(ids) :] == [-100] * (len(labels) - len(ids))
         assert batch["attention_mask"][i].tolist() == [1] * len(ids) + [0] * (len(labels) - len(ids))
     assert len(batch["labels"][0]) > len(examples[0]["input_ids"]), "the short row was not padded"
 
@@ -98,7 +139,17 @@ def test_pad_equal_to_end_of_turn_is_replaced_and_never_masks_it(tiny_model_dir,
 def test_short_run_learns_to_reply_and_stop_and_saves_a_loadable_model(tiny_model_dir, tmp_path):
     data = write_rows(tmp_path / "sft.jsonl", [row(PROMPT, REPLY)] * 8)
     out = tmp_path / "g"
-    config = tiny_config(out, data, tiny_model_dir, max_steps=30, save_steps=30, batch_size=4, micro_batch_size=4, learning_rate=1e-2, lr_scheduler="constant")
+    config = tiny_config(
+        out,
+        data,
+        tiny_model_dir,
+        max_steps=30,
+        save_steps=30,
+        batch_size=4,
+        micro_batch_size=4,
+        learning_rate=1e-2,
+        lr_scheduler="constant",
+    )
     result = train_generator(config, progress=False)
     assert result.global_step == 30 and len(result.losses) == 30 and all(math.isfinite(x) for x in result.losses)
     assert result.losses[-1] < 0.1 * result.losses[0], result.losses
@@ -110,7 +161,7 @@ def test_short_run_learns_to_reply_and_stop_and_saves_a_loadable_model(tiny_mode
     assert run["examples"] == 8 and run["global_step"] == 30 and run["data"][0]["sha256"]
     # the generation backend loads it; greedy decoding reproduces the reply and stops at <|im_end|>
     generator = TransformersGenerator.from_pretrained(str(out / "model"), device="cpu")
-    (completion,), = generator.generate([PROMPT], SamplingParams(temperature=0.0, max_new_tokens=40))
+    ((completion,),) = generator.generate([PROMPT], SamplingParams(temperature=0.0, max_new_tokens=40))
     assert completion.text == REPLY and completion.finish_reason == "stop"
 
 
@@ -126,7 +177,9 @@ def test_resume_from_the_last_checkpoint_and_refuse_a_changed_run(tiny_model_dir
     write_rows(data, [row(PROMPT, REPLY)] * 8)
     with pytest.raises(ValueError, match="data contents differ"):
         train_generator(tiny_config(out, data, tiny_model_dir, report_to="none", max_steps=8), progress=False)
-    fresh = train_generator(tiny_config(out, data, tiny_model_dir, report_to="none", max_steps=2), overwrite=True, progress=False)
+    fresh = train_generator(
+        tiny_config(out, data, tiny_model_dir, report_to="none", max_steps=2), overwrite=True, progress=False
+    )
     assert fresh.resumed_from is None and fresh.global_step == 2
 
 
@@ -140,13 +193,18 @@ def test_bf16_autocast_trains_on_a_cpu(tiny_model_dir, tmp_path, train):
         pytest.skip("the CPU path is what is tested")
     if train == "generator":
         data = write_rows(tmp_path / "sft.jsonl", [row(PROMPT, REPLY)] * 4)
-        result = train_generator(tiny_config(tmp_path / "g", data, tiny_model_dir, report_to="none", mixed_precision="bf16", max_steps=2), progress=False)
+        result = train_generator(
+            tiny_config(tmp_path / "g", data, tiny_model_dir, report_to="none", mixed_precision="bf16", max_steps=2),
+            progress=False,
+        )
         assert result.global_step == 2 and result.train_loss == result.train_loss  # finite, not NaN
     else:
         from mucode.verifier.config import VerifierTrainConfig
         from mucode.verifier.trainer import reward_config
 
-        config = VerifierTrainConfig(model=str(tiny_model_dir), out=str(tmp_path / "v"), mixed_precision="bf16", report_to="none")
+        config = VerifierTrainConfig(
+            model=str(tiny_model_dir), out=str(tmp_path / "v"), mixed_precision="bf16", report_to="none"
+        )
         args = reward_config(config, 1, progress=False)
         assert args.bf16 and args.use_cpu
 
@@ -156,8 +214,27 @@ def test_cli_lora_run_saves_a_merged_model(tiny_model_dir, tmp_path):
 
     data = write_rows(tmp_path / "sft.jsonl", [row(PROMPT, REPLY)] * 4)
     out = tmp_path / "lora"
-    args = ["generator", "train", "--data", str(data), "--model", str(tiny_model_dir), "--lora", "--max-steps", "3", "--batch-size", "4",
-            "--micro-batch-size", "4", "--learning-rate", "1e-2", "--report-to", "none", "--out", str(out)]
+    args = [
+        "generator",
+        "train",
+        "--data",
+        str(data),
+        "--model",
+        str(tiny_model_dir),
+        "--lora",
+        "--max-steps",
+        "3",
+        "--batch-size",
+        "4",
+        "--micro-batch-size",
+        "4",
+        "--learning-rate",
+        "1e-2",
+        "--report-to",
+        "none",
+        "--out",
+        str(out),
+    ]
     result = CliRunner().invoke(app, args, standalone_mode=False)
     assert result.exception is None, result.output
     assert "(lora)" in result.output and "saved" in result.output

@@ -26,18 +26,36 @@ from mucode.verifier.data import (
 )
 
 
-def make_record(problem_id: str, rollout: int, correct: Sequence[bool | None], replies: Sequence[str] | None = None) -> dict:
+def make_record(
+    problem_id: str, rollout: int, correct: Sequence[bool | None], replies: Sequence[str] | None = None
+) -> dict:
     """A trajectory record in the rollouts.md format: one turn per entry of `correct`."""
-    replies = list(replies) if replies is not None else [f"```python\ndef f_{problem_id}_{rollout}_{t}():\n    return {t}\n```" for t in range(len(correct))]
+    replies = (
+        list(replies)
+        if replies is not None
+        else [f"```python\ndef f_{problem_id}_{rollout}_{t}():\n    return {t}\n```" for t in range(len(correct))]
+    )
     turns = [
-        {"reply": reply, "program": reply.split("```python\n")[-1].rstrip("`\n"), "feedback": f"Feedback:\nturn {t} failed", "correct": c}
+        {
+            "reply": reply,
+            "program": reply.split("```python\n")[-1].rstrip("`\n"),
+            "feedback": f"Feedback:\nturn {t} failed",
+            "correct": c,
+        }
         for t, (reply, c) in enumerate(zip(replies, correct))
     ]
     prompt = [{"role": "user", "content": f"Solve problem {problem_id}."}]
     return {
-        "problem_id": problem_id, "rollout": rollout, "problem": {"id": problem_id, "prompt": f"Solve problem {problem_id}."},
-        "prompt": prompt, "turns": turns, "n_turns": len(turns), "max_turns": 3, "done": True,
-        "solved_public": bool(correct[-1]), "correct": correct[-1],
+        "problem_id": problem_id,
+        "rollout": rollout,
+        "problem": {"id": problem_id, "prompt": f"Solve problem {problem_id}."},
+        "prompt": prompt,
+        "turns": turns,
+        "n_turns": len(turns),
+        "max_turns": 3,
+        "done": True,
+        "solved_public": bool(correct[-1]),
+        "correct": correct[-1],
     }
 
 
@@ -45,9 +63,13 @@ T, F, N = True, False, None
 # Problem A has both classes: positives (r0,t1) (r1,t0) (r4,t1); negatives (r0,t0) (r2,t0..2) (r3,t1);
 # unused (r3,t0): correct but not final, (r4,t0): private tests not run.
 WORKED = [
-    make_record("A", 0, [F, T]), make_record("A", 1, [T]), make_record("A", 2, [F, F, F]),
-    make_record("A", 3, [T, F]), make_record("A", 4, [N, T]),
-    make_record("B", 0, [T]), make_record("B", 1, [T]),  # only correct
+    make_record("A", 0, [F, T]),
+    make_record("A", 1, [T]),
+    make_record("A", 2, [F, F, F]),
+    make_record("A", 3, [T, F]),
+    make_record("A", 4, [N, T]),
+    make_record("B", 0, [T]),
+    make_record("B", 1, [T]),  # only correct
     make_record("C", 0, [F, F]),  # only incorrect
     make_record("D", 0, [N]),  # no labeled turn
 ]
@@ -95,8 +117,16 @@ def test_pairs_and_counts_on_the_worked_example():
     assert all(p.chosen.label is True and p.rejected.label is False for p in pairs)
     assert len({(p.chosen.ref, p.rejected.ref) for p in pairs}) == 15
     assert stats.to_dict() == {
-        "problems": 4, "both": 1, "positive_only": 1, "negative_only": 1, "unlabeled": 1,
-        "positives": 5, "negatives": 7, "unused_turns": 3, "duplicates": 0, "pairs": 15,
+        "problems": 4,
+        "both": 1,
+        "positive_only": 1,
+        "negative_only": 1,
+        "unlabeled": 1,
+        "positives": 5,
+        "negatives": 7,
+        "unused_turns": 3,
+        "duplicates": 0,
+        "pairs": 15,
     }
 
 
@@ -128,7 +158,10 @@ def test_pairs_accumulate_over_folders_without_mixing_them(tmp_path):
 
 
 def test_dedupe_drops_repeated_texts_within_a_problem_and_class():
-    records = [make_record("A", i, [T], ["same"]) for i in range(3)] + [make_record("A", 3, [F], ["same"]), make_record("A", 4, [F], ["other"])]
+    records = [make_record("A", i, [T], ["same"]) for i in range(3)] + [
+        make_record("A", 3, [F], ["same"]),
+        make_record("A", 4, [F], ["other"]),
+    ]
     pairs, stats = build_pairs(candidates_from_records(records), k=32, dedupe=True)
     assert stats.positives == 1 and stats.negatives == 2 and stats.duplicates == 2 and len(pairs) == 2
     assert len(build_pairs(candidates_from_records(records), k=32)[0]) == 3 * 2
@@ -160,7 +193,9 @@ def test_split_is_by_problem_seeded_and_disjoint():
 
 def test_prepare_data_keeps_every_row_of_a_problem_on_one_side(tmp_path):
     records = [make_record(f"p{i}", r, [F, T] if r % 2 else [F]) for i in range(10) for r in range(3)]
-    config = VerifierDataConfig(trajectories=[str(write_folder(tmp_path / "r", records))], holdout_fraction=0.2, seed=3)
+    config = VerifierDataConfig(
+        trajectories=[str(write_folder(tmp_path / "r", records))], holdout_fraction=0.2, seed=3
+    )
     data = prepare_data(config)
     assert len(data.heldout_ids) == 2
     assert {p.chosen.problem_id for p in data.train_pairs} <= set(data.train_ids)
@@ -172,7 +207,9 @@ def test_export_formats_load_with_datasets_as_trl_expects(tmp_path):
     datasets = pytest.importorskip("datasets")
     is_conversational = pytest.importorskip("trl.data_utils").is_conversational
 
-    config = VerifierDataConfig(trajectories=[str(write_folder(tmp_path / "r", WORKED))], holdout_fraction=0.25, seed=0)
+    config = VerifierDataConfig(
+        trajectories=[str(write_folder(tmp_path / "r", WORKED))], holdout_fraction=0.25, seed=0
+    )
     files = export_data(prepare_data(config), tmp_path / "data")
     assert {f.name for f in files} >= {"train_pairs.jsonl", "train_rows.jsonl"}
     pairs = datasets.load_dataset("json", data_files=str(tmp_path / "data" / "train_pairs.jsonl"), split="train")
@@ -223,5 +260,7 @@ def test_pairs_with_replacement_draw_exactly_k_seeded_pairs_as_the_reference_doe
 def test_prepare_data_honours_pairs_with_replacement(tmp_path):
     folder = write_folder(tmp_path / "it0", WORKED)
     plain = prepare_data(VerifierDataConfig(trajectories=[str(folder)], pairs_per_problem=20))
-    drawn = prepare_data(VerifierDataConfig(trajectories=[str(folder)], pairs_per_problem=20, pairs_with_replacement=True))
+    drawn = prepare_data(
+        VerifierDataConfig(trajectories=[str(folder)], pairs_per_problem=20, pairs_with_replacement=True)
+    )
     assert len(plain.train_pairs) == 15 and len(drawn.train_pairs) == 20

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+
 pytest.importorskip("transformers")
 
 from mucode.verifier.model import encode, fit_ids, length_fit_counts  # noqa: E402

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pytest
 
+
 torch = pytest.importorskip("torch")
 
 from mucode.verifier.losses import bce_loss, bradley_terry_loss  # noqa: E402
@@ -49,4 +50,6 @@ def test_losses_match_torch_reference_functions_on_extreme_values():
     reference = -F.logsigmoid(chosen - rejected).mean()
     assert bradley_terry_loss(chosen, rejected, l2=0.0).item() == pytest.approx(reference.item(), rel=1e-6)
     logits, labels = torch.tensor([80.0, -80.0, 80.0, 0.5]), torch.tensor([0, 1, 1, 1])
-    assert bce_loss(logits, labels).item() == pytest.approx(F.binary_cross_entropy_with_logits(logits, labels.float()).item(), rel=1e-6)
+    assert bce_loss(logits, labels).item() == pytest.approx(
+        F.binary_cross_entropy_with_logits(logits, labels.float()).item(), rel=1e-6
+    )

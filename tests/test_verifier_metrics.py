@@ -48,7 +48,10 @@ def test_calibration_by_hand():
     cal = calibration([0.2, 0.2, 0.9, 1.0], [0, 1, 1, 1], bins=2)
     assert cal.ece == pytest.approx(0.5 * 0.3 + 0.5 * 0.05)
     assert cal.brier == pytest.approx((0.04 + 0.64 + 0.01 + 0.0) / 4)
-    assert [(b.count, b.mean_probability, b.fraction_correct) for b in cal.bins] == [(2, pytest.approx(0.2), 0.5), (2, pytest.approx(0.95), 1.0)]
+    assert [(b.count, b.mean_probability, b.fraction_correct) for b in cal.bins] == [
+        (2, pytest.approx(0.2), 0.5),
+        (2, pytest.approx(0.95), 1.0),
+    ]
     assert calibration([0.3] * 10, [1] * 3 + [0] * 7).ece == pytest.approx(0.0)
 
 

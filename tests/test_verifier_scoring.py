@@ -9,13 +9,21 @@ import random
 
 import pytest
 
+
 torch = pytest.importorskip("torch")
 
 from mucode.verifier.model import VerifierSpec, encode, load_backbone, load_verifier, pad_right, set_pad_token  # noqa: E402
 from mucode.verifier.scoring import VerifierScorer, original_problem, score_inputs  # noqa: E402
 
+
 PROBLEM = [{"role": "user", "content": "Write add(a, b)."}]
-REPLIES = ["```python\ndef add(a, b):\n    return a + b\n```", "no", "def add(a, b): return a - b", "```python\nx = 1\n```\nDone.", "a" * 40]
+REPLIES = [
+    "```python\ndef add(a, b):\n    return a + b\n```",
+    "no",
+    "def add(a, b): return a - b",
+    "```python\nx = 1\n```\nDone.",
+    "a" * 40,
+]
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +61,18 @@ def test_reward_is_read_at_the_last_real_token_with_left_or_right_padding(backbo
     with torch.inference_mode():
         alone = [model(input_ids=torch.tensor([s])).logits.item() for s in sequences]
         # by hand: the head applied to the last hidden state
-        by_hand = [model.score(model.model(input_ids=torch.tensor([s])).last_hidden_state[0, -1]).item() for s in sequences]
+        by_hand = [
+            model.score(model.model(input_ids=torch.tensor([s])).last_hidden_state[0, -1]).item() for s in sequences
+        ]
         ids, mask = pad_right(sequences, tokenizer.pad_token_id)
         right = model(input_ids=ids, attention_mask=mask).logits.squeeze(-1).tolist()
         longest = ids.shape[1]
-        left_ids = torch.stack([torch.cat([torch.full((longest - len(s),), tokenizer.pad_token_id), torch.tensor(s)]) for s in sequences])
-        left_mask = (torch.arange(longest)[None, :] >= torch.tensor([longest - len(s) for s in sequences])[:, None]).long()
+        left_ids = torch.stack(
+            [torch.cat([torch.full((longest - len(s),), tokenizer.pad_token_id), torch.tensor(s)]) for s in sequences]
+        )
+        left_mask = (
+            torch.arange(longest)[None, :] >= torch.tensor([longest - len(s) for s in sequences])[:, None]
+        ).long()
         positions = (left_mask.cumsum(-1) - 1).clamp(min=0)
         left = model(input_ids=left_ids, attention_mask=left_mask, position_ids=positions).logits.squeeze(-1).tolist()
     assert alone == pytest.approx(by_hand, abs=1e-5)
@@ -80,7 +94,9 @@ def test_a_pad_token_is_added_when_the_vocabulary_has_no_candidate():
     raw = Tokenizer(models.WordLevel({"a": 0, "b": 1, "<eos>": 2}, unk_token=None))
     raw.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<eos>")  # no pad, unk or bos
-    config = LlamaConfig(vocab_size=3, hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2, num_labels=1)
+    config = LlamaConfig(
+        vocab_size=3, hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2, num_labels=1
+    )
     model = LlamaForSequenceClassification(config)
     assert set_pad_token(tokenizer, model) == "<|pad|>"
     assert tokenizer.pad_token_id == 3 == model.config.pad_token_id
@@ -102,18 +118,29 @@ def test_scores_do_not_depend_on_order_or_batch_size(scorer):
 def test_view_keeps_the_original_problem_and_can_extract_the_program(backbone):
     model, tokenizer = backbone
     state = [*PROBLEM, {"role": "assistant", "content": "first try"}, {"role": "user", "content": "Feedback: failed"}]
-    assert original_problem([{"role": "system", "content": "s"}, *state]) == [{"role": "system", "content": "s"}, *PROBLEM]
+    assert original_problem([{"role": "system", "content": "s"}, *state]) == [
+        {"role": "system", "content": "s"},
+        *PROBLEM,
+    ]
     paper = VerifierScorer(model, tokenizer, VerifierSpec())
     assert paper.messages(state, REPLIES[0]) == [*PROBLEM, {"role": "assistant", "content": REPLIES[0]}]
     history = VerifierScorer(model, tokenizer, VerifierSpec(context="history", reply_view="program"))
-    assert history.messages(state, REPLIES[0]) == [*state, {"role": "assistant", "content": "def add(a, b):\n    return a + b"}]
-    assert paper.messages("Write add.", [{"role": "assistant", "content": "x"}]) == [{"role": "user", "content": "Write add."}, {"role": "assistant", "content": "x"}]
+    assert history.messages(state, REPLIES[0]) == [
+        *state,
+        {"role": "assistant", "content": "def add(a, b):\n    return a + b"},
+    ]
+    assert paper.messages("Write add.", [{"role": "assistant", "content": "x"}]) == [
+        {"role": "user", "content": "Write add."},
+        {"role": "assistant", "content": "x"},
+    ]
 
 
 def test_reward_function_form_matches_score(scorer):
     prompts, replies = chats(4)
     conversational = [[{"role": "assistant", "content": r}] for r in replies]
-    assert scorer(prompts=prompts, completions=conversational, extra="ignored") == pytest.approx(scorer.score(prompts, replies))
+    assert scorer(prompts=prompts, completions=conversational, extra="ignored") == pytest.approx(
+        scorer.score(prompts, replies)
+    )
     with pytest.raises(ValueError, match="one prompt per reply"):
         scorer.score(prompts, replies[:2])
 

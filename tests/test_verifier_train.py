@@ -14,29 +14,43 @@ from pathlib import Path
 
 import pytest
 
+
 pytest.importorskip("trl")
 
 from click.testing import CliRunner  # noqa: E402
+from test_verifier_data import make_record, write_folder  # noqa: E402
 
 from mucode.cli.verifier import verifier as verifier_group  # noqa: E402
 from mucode.config import load_config  # noqa: E402
 from mucode.verifier.config import VerifierTrainConfig  # noqa: E402
 from mucode.verifier.trainer import train_verifier  # noqa: E402
-from test_verifier_data import make_record, write_folder  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def rollout_dir(tmp_path_factory) -> Path:
     """12 problems x 4 trajectories of 1-3 turns with random outcomes."""
     rng = random.Random(0)
-    records = [make_record(f"p{i:02d}", r, [rng.random() < 0.4 for _ in range(rng.randint(1, 3))]) for i in range(12) for r in range(4)]
+    records = [
+        make_record(f"p{i:02d}", r, [rng.random() < 0.4 for _ in range(rng.randint(1, 3))])
+        for i in range(12)
+        for r in range(4)
+    ]
     return write_folder(tmp_path_factory.mktemp("rollouts"), records)
 
 
 def tiny_config(out: Path, rollout_dir: Path, model: Path, **overrides) -> VerifierTrainConfig:
     values = dict(
-        trajectories=[str(rollout_dir)], model=str(model), out=str(out), max_steps=2, save_steps=1, batch_size=4,
-        micro_batch_size=2, learning_rate=1e-3, max_length=128, holdout_fraction=0.25, logging_steps=1,
+        trajectories=[str(rollout_dir)],
+        model=str(model),
+        out=str(out),
+        max_steps=2,
+        save_steps=1,
+        batch_size=4,
+        micro_batch_size=2,
+        learning_rate=1e-3,
+        max_length=128,
+        holdout_fraction=0.25,
+        logging_steps=1,
     )
     return VerifierTrainConfig(**{**values, **overrides})
 
@@ -61,16 +75,40 @@ def test_bradley_terry_two_updates_then_resume(tmp_path, rollout_dir, tiny_model
 
     with pytest.raises(ValueError, match="different config \\(learning_rate differ\\)"):
         train_verifier(tiny_config(out, rollout_dir, tiny_model_dir, learning_rate=1e-4), progress=False)
-    fresh = train_verifier(tiny_config(out, rollout_dir, tiny_model_dir, learning_rate=1e-4, max_steps=1), overwrite=True, progress=False)
+    fresh = train_verifier(
+        tiny_config(out, rollout_dir, tiny_model_dir, learning_rate=1e-4, max_steps=1), overwrite=True, progress=False
+    )
     assert fresh.resumed_from is None and fresh.global_step == 1
 
 
 def test_bce_through_the_cli_then_eval_on_held_out_problems(tmp_path, rollout_dir, tiny_model_dir):
     out = tmp_path / "bce"
     args = [
-        "train", "--trajectories", str(rollout_dir), "--model", str(tiny_model_dir), "--out", str(out), "--loss", "bce",
-        "--max-steps", "2", "--save-steps", "2", "--batch-size", "4", "--micro-batch-size", "2", "--learning-rate", "1e-3",
-        "--max-length", "128", "--holdout-fraction", "0.25", "--report-to", "none",
+        "train",
+        "--trajectories",
+        str(rollout_dir),
+        "--model",
+        str(tiny_model_dir),
+        "--out",
+        str(out),
+        "--loss",
+        "bce",
+        "--max-steps",
+        "2",
+        "--save-steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--micro-batch-size",
+        "2",
+        "--learning-rate",
+        "1e-3",
+        "--max-length",
+        "128",
+        "--holdout-fraction",
+        "0.25",
+        "--report-to",
+        "none",
     ]
     run = CliRunner().invoke(verifier_group, args, standalone_mode=False)
     assert run.exception is None, run.output
@@ -80,7 +118,7 @@ def test_bce_through_the_cli_then_eval_on_held_out_problems(tmp_path, rollout_di
 
     run = CliRunner().invoke(verifier_group, ["eval", "--verifier", str(out), "--json"], standalone_mode=False)
     assert run.exception is None, run.output
-    report = json.loads(run.output[run.output.index("{"):])
+    report = json.loads(run.output[run.output.index("{") :])
     assert report["data"]["problems"] == 3 and report["calibration"]["is_probability"] is True
     # the reported ROC-AUC is the one of the written per-candidate scores (a check that can fail,
     # unlike 0 <= roc_auc <= 1)
@@ -103,7 +141,16 @@ def test_head_only_training_leaves_the_backbone_unchanged_and_reuses_features(tm
     from mucode.verifier.scoring import VerifierScorer
 
     out, cache = tmp_path / "head", tmp_path / "features"
-    config = tiny_config(out, rollout_dir, tiny_model_dir, finetune="head", learning_rate=1e-2, feature_cache=str(cache), max_steps=-1, epochs=3.0)
+    config = tiny_config(
+        out,
+        rollout_dir,
+        tiny_model_dir,
+        finetune="head",
+        learning_rate=1e-2,
+        feature_cache=str(cache),
+        max_steps=-1,
+        epochs=3.0,
+    )
     said: list[str] = []
     result = train_verifier(config, progress=False, say=said.append)
     assert math.isfinite(result.train_loss) and result.global_step == math.ceil(result.pairs / 4) * 3
@@ -121,7 +168,10 @@ def test_head_only_training_leaves_the_backbone_unchanged_and_reuses_features(tm
     assert any(m.endswith(f"{n} distinct turns, {n} cached") for m in said)
 
     turns = load_candidates([rollout_dir])
-    cached, forward = VerifierScorer.load(str(out), device="cpu"), VerifierScorer.load(str(out), device="cpu", use_features=False)
+    cached, forward = (
+        VerifierScorer.load(str(out), device="cpu"),
+        VerifierScorer.load(str(out), device="cpu", use_features=False),
+    )
     assert cached.features is not None and forward.features is None
     conversations = [c.messages() for c in turns]
     assert cached.score_messages(conversations) == pytest.approx(forward.score_messages(conversations), abs=1e-4)
@@ -151,14 +201,21 @@ def test_run_json_counts_the_sequences_fitting_shortened(tmp_path, rollout_dir, 
     counts = {}
     for max_length in (40, 4096):
         out = tmp_path / f"{finetune}{max_length}"
-        config = tiny_config(out, rollout_dir, tiny_model_dir, finetune=finetune, context="history", max_length=max_length, max_steps=1)
+        config = tiny_config(
+            out, rollout_dir, tiny_model_dir, finetune=finetune, context="history", max_length=max_length, max_steps=1
+        )
         said: list[str] = []
         train_verifier(config, progress=False, say=said.append)
         counts[max_length] = json.loads((out / "run.json").read_text())["length_fit"]
         assert any(f"max_length {max_length}:" in m for m in said) == (max_length == 40)
     assert counts[40]["sequences"] == counts[4096]["sequences"] > 0
     assert counts[40]["context_truncated"] > 0 and counts[40]["clipped"] > 0
-    assert counts[4096] == {"sequences": counts[4096]["sequences"], "context_truncated": 0, "attempts_removed": 0, "clipped": 0}
+    assert counts[4096] == {
+        "sequences": counts[4096]["sequences"],
+        "context_truncated": 0,
+        "attempts_removed": 0,
+        "clipped": 0,
+    }
 
 
 def test_fit_head_separates_separable_features():
@@ -168,7 +225,10 @@ def test_fit_head_separates_separable_features():
 
     generator = torch.Generator().manual_seed(0)
     direction = torch.randn(8, generator=generator)
-    good, bad = torch.randn(20, 8, generator=generator) + direction, torch.randn(20, 8, generator=generator) - direction
+    good, bad = (
+        torch.randn(20, 8, generator=generator) + direction,
+        torch.randn(20, 8, generator=generator) - direction,
+    )
     features = torch.cat([good, bad])
     config = VerifierTrainConfig(learning_rate=0.1, epochs=5.0, batch_size=16, micro_batch_size=16, logging_steps=5)
     pairs = torch.tensor([[i, 20 + j] for i in range(20) for j in range(20)])
@@ -176,7 +236,13 @@ def test_fit_head_separates_separable_features():
     assert ((good @ weight.T) > (bad @ weight.T).T).float().mean() > 0.95
     assert len(history) == 5 * 400 // 16 // 5 and all(math.isfinite(h["loss"]) and "margin" in h for h in history)
     labels = torch.cat([torch.ones(20), torch.zeros(20)])
-    weight_bce, _ = fit_head(features, VerifierTrainConfig(**{**config.__dict__, "loss": "bce"}), torch.zeros(1, 8), labels=labels, progress=False)
+    weight_bce, _ = fit_head(
+        features,
+        VerifierTrainConfig(**{**config.__dict__, "loss": "bce"}),
+        torch.zeros(1, 8),
+        labels=labels,
+        progress=False,
+    )
     assert (((features @ weight_bce.T).squeeze(-1) > 0).float() == labels).float().mean() > 0.95
     again, _ = fit_head(features, config, torch.zeros(1, 8), pairs=pairs, progress=False)
     assert torch.equal(again, weight)  # seeded
@@ -187,7 +253,9 @@ def test_lora_adapter_is_saved_and_scores(tmp_path, rollout_dir, tiny_model_dir)
     from mucode.verifier.scoring import VerifierScorer
 
     out = tmp_path / "lora"
-    train_verifier(tiny_config(out, rollout_dir, tiny_model_dir, finetune="lora", max_steps=1, report_to="none"), progress=False)
+    train_verifier(
+        tiny_config(out, rollout_dir, tiny_model_dir, finetune="lora", max_steps=1, report_to="none"), progress=False
+    )
     assert (out / "model" / "adapter_config.json").is_file()
     scores = VerifierScorer.load(str(out), device="cpu").score(["Write f."], ["def f(): pass"])
     assert len(scores) == 1 and math.isfinite(scores[0])
@@ -196,7 +264,10 @@ def test_lora_adapter_is_saved_and_scores(tmp_path, rollout_dir, tiny_model_dir)
 def test_no_pairs_is_an_error_that_says_what_to_do(tmp_path, tiny_model_dir):
     folder = write_folder(tmp_path / "r", [make_record("a", 0, [True]), make_record("b", 0, [False])])
     with pytest.raises(ValueError, match="no training pairs.*--loss bce"):
-        train_verifier(VerifierTrainConfig(trajectories=[str(folder)], model=str(tiny_model_dir), out=str(tmp_path / "o")), progress=False)
+        train_verifier(
+            VerifierTrainConfig(trajectories=[str(folder)], model=str(tiny_model_dir), out=str(tmp_path / "o")),
+            progress=False,
+        )
 
 
 @pytest.mark.parametrize("command", ["train", "score", "eval"])
@@ -209,7 +280,13 @@ def test_presets_and_config_errors(tmp_path):
     from mucode.verifier.config import train_config
 
     paper = VerifierTrainConfig()
-    assert (paper.learning_rate, paper.epochs, paper.batch_size, paper.pairs_per_problem, paper.finetune) == (1e-6, 2.0, 64, 32, "full")
+    assert (paper.learning_rate, paper.epochs, paper.batch_size, paper.pairs_per_problem, paper.finetune) == (
+        1e-6,
+        2.0,
+        64,
+        32,
+        "full",
+    )
     cpu = train_config("cpu", None, {"learning_rate": 3e-5})
     assert cpu.model == "smollm2-135m" and cpu.learning_rate == 3e-5
     (tmp_path / "v.yaml").write_text("loss: bce\nlearning_rate: 2e-5\n")
@@ -218,7 +295,9 @@ def test_presets_and_config_errors(tmp_path):
         train_config(None, None, {"pair_per_problem": 3})
     with pytest.raises(ValueError, match="multiple of micro_batch_size"):
         VerifierTrainConfig(batch_size=10, micro_batch_size=4)
-    run = CliRunner().invoke(verifier_group, ["train", "--preset", "cpu", "--batch-size", "10", "--micro-batch-size", "4"])
+    run = CliRunner().invoke(
+        verifier_group, ["train", "--preset", "cpu", "--batch-size", "10", "--micro-batch-size", "4"]
+    )
     assert run.exit_code != 0 and "multiple of micro_batch_size" in run.output
 
 
@@ -228,12 +307,42 @@ def test_two_cpu_processes_under_accelerate_launch(tmp_path, rollout_dir, tiny_m
     switches to torch.distributed over gloo (accelerate's MULTI_CPU)."""
     out = tmp_path / "ddp"
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "mucode", "verifier", "train",
-        "--trajectories", str(rollout_dir), "--model", str(tiny_model_dir), "--out", str(out), "--max-steps", "2",
-        "--batch-size", "4", "--micro-batch-size", "2", "--max-length", "128", "--report-to", "none",
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "mucode",
+        "verifier",
+        "train",
+        "--trajectories",
+        str(rollout_dir),
+        "--model",
+        str(tiny_model_dir),
+        "--out",
+        str(out),
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--micro-batch-size",
+        "2",
+        "--max-length",
+        "128",
+        "--report-to",
+        "none",
     ]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    run = subprocess.run(
+        command, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "2 processes" in run.stdout and (out / "model" / "verifier.json").is_file()
     assert json.loads((out / "run.json").read_text())["global_step"] == 2

@@ -13,10 +13,16 @@ import pytest
 
 from mucode.cli import main
 
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 BROWSER_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]  # without the networking flags Chromium keeps trying this closed network at start
 
 
@@ -24,13 +30,35 @@ def solved_and_unsolved_run(tmp_path: Path, tiny_model_dir: Path) -> Path:
     """A search folder with one entry the tiny model cannot solve and one edited to be solved."""
     problems = tmp_path / "problems.jsonl"
     rows = [
-        {"id": f"p{i}", "prompt": f"Write f{i}(x).", "public_tests": [f"assert f{i}(1) == 1"], "private_tests": [f"assert f{i}(2) == 2"]}
+        {
+            "id": f"p{i}",
+            "prompt": f"Write f{i}(x).",
+            "public_tests": [f"assert f{i}(1) == 1"],
+            "private_tests": [f"assert f{i}(2) == 2"],
+        }
         for i in range(2)
     ]
     problems.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "search"
-    code = main(["search", "--problems", str(problems), "--model", str(tiny_model_dir), "--n", "2", "--turns", "2",
-                 "--max-new-tokens", "8", "--out", str(out), "--workers", "1"])
+    code = main(
+        [
+            "search",
+            "--problems",
+            str(problems),
+            "--model",
+            str(tiny_model_dir),
+            "--n",
+            "2",
+            "--turns",
+            "2",
+            "--max-new-tokens",
+            "8",
+            "--out",
+            str(out),
+            "--workers",
+            "1",
+        ]
+    )
     assert code == 0
     path = out / "searches.jsonl"
     records = [json.loads(line) for line in path.read_text().splitlines()]

@@ -2,4 +2,5 @@
 
 from mucode.generation.tiny import CHAT_TEMPLATE, SPECIAL, build_tiny_chat_model
 
+
 __all__ = ["CHAT_TEMPLATE", "SPECIAL", "build_tiny_chat_model"]

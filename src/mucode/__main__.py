@@ -4,4 +4,5 @@ import sys
 
 from mucode.cli import main
 
+
 sys.exit(main())

@@ -18,6 +18,7 @@ import typing
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
+
 T = TypeVar("T")
 
 # Valid values by field name, for every config class: (lowest, highest, lowest allowed?, highest
@@ -26,14 +27,55 @@ _POSITIVE = (0, None, False, None)
 _AT_LEAST_1 = (1, None, True, None)
 _AT_LEAST_0 = (0, None, True, None)
 RANGES: dict[str, tuple[float | None, float | None, bool | None, bool | None]] = {
-    **dict.fromkeys(("temperature", "eval_temperature", "weight_decay", "warmup", "lora_dropout", "l2_coefficient",
-                     "ray_gpus_per_actor", "iterations", "max_failures_shown"), _AT_LEAST_0),
+    **dict.fromkeys(
+        (
+            "temperature",
+            "eval_temperature",
+            "weight_decay",
+            "warmup",
+            "lora_dropout",
+            "l2_coefficient",
+            "ray_gpus_per_actor",
+            "iterations",
+            "max_failures_shown",
+        ),
+        _AT_LEAST_0,
+    ),
     **dict.fromkeys(("timeout_s", "learning_rate", "epochs"), _POSITIVE),
-    **dict.fromkeys(("workers", "rollouts", "turns", "n", "searches", "limit", "first", "max_live", "max_new_tokens",
-                     "eval_max_new_tokens", "eval_n", "eval_searches", "eval_limit", "top_m", "tensor_parallel_size",
-                     "batch_size", "micro_batch_size", "max_steps", "max_length", "save_steps", "save_total_limit",
-                     "logging_steps", "lora_r", "lora_alpha", "pairs_per_problem", "max_sft_examples", "ray_actors",
-                     "max_feedback_chars", "memory_mb"), _AT_LEAST_1),
+    **dict.fromkeys(
+        (
+            "workers",
+            "rollouts",
+            "turns",
+            "n",
+            "searches",
+            "limit",
+            "first",
+            "max_live",
+            "max_new_tokens",
+            "eval_max_new_tokens",
+            "eval_n",
+            "eval_searches",
+            "eval_limit",
+            "top_m",
+            "tensor_parallel_size",
+            "batch_size",
+            "micro_batch_size",
+            "max_steps",
+            "max_length",
+            "save_steps",
+            "save_total_limit",
+            "logging_steps",
+            "lora_r",
+            "lora_alpha",
+            "pairs_per_problem",
+            "max_sft_examples",
+            "ray_actors",
+            "max_feedback_chars",
+            "memory_mb",
+        ),
+        _AT_LEAST_1,
+    ),
     "top_p": (0, 1, False, True),
     "holdout_fraction": (0, 1, True, False),
     "seed": (0, 2**63 - 1, True, True),
@@ -105,7 +147,7 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
             return float(value)
         except ValueError:
             raise ValueError(f"{name}: expected a number, got {value!r}") from None
-    if annotation in (int, float, str, bool) and not (type(value) is annotation):
+    if annotation in (int, float, str, bool) and type(value) is not annotation:
         raise ValueError(f"{name}: expected {annotation.__name__}, got {type(value).__name__} {value!r}")
     return value
 

@@ -37,6 +37,7 @@ from mucode.problems.prelude import DEFAULT_PREAMBLE
 from mucode.prompts import PromptConfig
 from mucode.types import ExecResult, Problem
 
+
 SEEDINGS = ("episode", "step")
 SEEDING_ALIASES = {"trajectory": "episode", "search": "episode"}  # the names rollouts and searches used
 SEEDING_CHOICES = [*SEEDINGS, *SEEDING_ALIASES]

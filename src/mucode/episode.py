@@ -25,10 +25,11 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Mapping, Protocol, Sequence
 
 from mucode.extraction import extract_code
-from mucode.problems.prelude import DEFAULT_PREAMBLE, PREAMBLES, program_to_run
 from mucode.generation.base import Message
+from mucode.problems.prelude import DEFAULT_PREAMBLE, PREAMBLES, program_to_run
 from mucode.prompts import PromptConfig, initial_messages, render_feedback
 from mucode.types import ExecResult, Problem, Test
+
 
 RunPrivate = Literal["every_turn", "final"]
 RUN_PRIVATE_CHOICES = ("every_turn", "final")
@@ -43,7 +44,9 @@ class ExecutorLike(Protocol):
     """What episodes need from an executor (`mucode.execution.Executor` or any other backend):
     run each (program, tests, setup_code) job and return one ExecResult per job, in order."""
 
-    def run_many(self, jobs: Iterable[tuple[str, Sequence[Test], str]], progress: bool = False) -> list[ExecResult]: ...
+    def run_many(
+        self, jobs: Iterable[tuple[str, Sequence[Test], str]], progress: bool = False
+    ) -> list[ExecResult]: ...
 
 
 # ------------------------------------------------------------------------------------- records
@@ -107,7 +110,9 @@ class Episode:
         if self.max_turns < 1:
             raise ValueError(f"got max_turns={self.max_turns}; it must be >= 1 (use max_turns=1 for single-turn)")
         if not self.problem.public_tests:
-            raise ValueError(f"problem {self.problem.id!r} has no public tests; episodes need at least one to give feedback and to stop")
+            raise ValueError(
+                f"problem {self.problem.id!r} has no public tests; episodes need at least one to give feedback and to stop"
+            )
         if not self.prompt:
             self.prompt = initial_messages(self.problem, self.prompt_config)
 
@@ -140,11 +145,15 @@ class Episode:
         if t < 1:
             raise ValueError(f"got t={t}; turns are numbered from 1")
         if t > len(self.turns) and not self.done:
-            raise ValueError(f"episode of problem {self.problem.id!r} has {len(self.turns)} turns and is not done; turn {t} is unknown")
+            raise ValueError(
+                f"episode of problem {self.problem.id!r} has {len(self.turns)} turns and is not done; turn {t} is unknown"
+            )
         s = min(t, len(self.turns))
         correct = self.turns[s - 1].correct
         if correct is None:
-            raise ValueError(f"private tests were not run on turn {s} of problem {self.problem.id!r}; run episodes with run_private='every_turn' to score every turn")
+            raise ValueError(
+                f"private tests were not run on turn {s} of problem {self.problem.id!r}; run episodes with run_private='every_turn' to score every turn"
+            )
         return correct
 
     def state(self, i: int) -> list[Message]:
@@ -198,7 +207,9 @@ class Episode:
         if private is not None:
             self._check_result(private, self.problem.private_tests, "private")
         elif self.problem.private_tests and self.ends_with(public):
-            raise ValueError(f"turn {len(self.turns) + 1} ends the episode of problem {self.problem.id!r}; pass its private result")
+            raise ValueError(
+                f"turn {len(self.turns) + 1} ends the episode of problem {self.problem.id!r}; pass its private result"
+            )
         turn = Turn(
             reply=reply,
             program=extract_code(reply) if program is None else program,
@@ -220,7 +231,9 @@ class Episode:
 
     def _check_result(self, result: ExecResult, tests: Sequence[Test], which: str) -> None:
         if len(result.verdicts) != len(tests):
-            raise ValueError(f"{which} result has {len(result.verdicts)} verdicts but problem {self.problem.id!r} has {len(tests)} {which} tests")
+            raise ValueError(
+                f"{which} result has {len(result.verdicts)} verdicts but problem {self.problem.id!r} has {len(tests)} {which} tests"
+            )
 
     # -- storage
 
@@ -359,7 +372,9 @@ def run_episode(
 ) -> Episode:
     """One episode of `problem` with `generate(messages) -> reply`."""
     batch = lambda chats: [generate(chat) for chat in chats]  # noqa: E731
-    episodes = run_episodes([problem], batch, executor, max_turns, prompt_config, run_private=run_private, preamble=preamble)
+    episodes = run_episodes(
+        [problem], batch, executor, max_turns, prompt_config, run_private=run_private, preamble=preamble
+    )
     return episodes[0]
 
 
@@ -421,7 +436,9 @@ class _CodeEnv:
         self.episode: Episode | None = None
         self._rng = random.Random(0)
 
-    def reset(self, *, seed: int | None = None, options: Mapping[str, Any] | None = None) -> tuple[list[Message], dict[str, Any]]:
+    def reset(
+        self, *, seed: int | None = None, options: Mapping[str, Any] | None = None
+    ) -> tuple[list[Message], dict[str, Any]]:
         parent_reset = getattr(super(), "reset", None)
         if parent_reset is not None:
             parent_reset(seed=seed)  # gymnasium.Env: seeds self.np_random
@@ -485,7 +502,12 @@ def _make_code_env() -> type:
         def sample(self, *args: Any, **kwargs: Any) -> list:
             raise NotImplementedError("CodeEnv's observation space holds any chat; there is nothing useful to sample")
 
-    attrs = {"__module__": __name__, "__doc__": _CodeEnv.__doc__, "action_space": _AnyText(), "observation_space": _Chat()}
+    attrs = {
+        "__module__": __name__,
+        "__doc__": _CodeEnv.__doc__,
+        "action_space": _AnyText(),
+        "observation_space": _Chat(),
+    }
     return type("CodeEnv", (_CodeEnv, gymnasium.Env), attrs)
 
 

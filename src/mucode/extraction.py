@@ -27,6 +27,7 @@ import re
 import textwrap
 from dataclasses import dataclass
 
+
 PYTHON_LANGS = frozenset({"python", "py", "python3", "py3"})
 
 # group 1: indentation, group 2: fence (``` or ~~~, 3 or more), group 3: info string

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
+
 Say = Callable[[str], None]
 
 MixedPrecision = Literal["no", "bf16", "fp16"]
@@ -51,7 +52,8 @@ class FinetuneConfig:
 
     out: str = field(default="runs/finetune", metadata={"help": "Output folder: checkpoints, final model, logs."})
     model: str = field(
-        default="smollm2-135m", metadata={"help": "Base causal LM: a preset, hub id or local Hugging Face folder."},
+        default="smollm2-135m",
+        metadata={"help": "Base causal LM: a preset, hub id or local Hugging Face folder."},
     )
     dtype: str = field(
         default="float32",
@@ -65,7 +67,8 @@ class FinetuneConfig:
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (finetune=lora)."})
     lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout (finetune=lora)."})
     lora_target_modules: str = field(
-        default="all-linear", metadata={"help": "LoRA target modules: 'all-linear' or comma-separated module names."},
+        default="all-linear",
+        metadata={"help": "LoRA target modules: 'all-linear' or comma-separated module names."},
     )
     max_length: int = field(default=1024, metadata={"help": "Most tokens per example."})
     learning_rate: float = field(default=5e-7, metadata={"help": "Peak learning rate (AdamW)."})
@@ -83,14 +86,17 @@ class FinetuneConfig:
     warmup: float = field(default=0.0, metadata={"help": "Warmup updates, or a fraction of all updates if < 1."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     mixed_precision: MixedPrecision = field(
-        default="no", metadata={"help": "Mixed precision: no | bf16 | fp16 (GPU).", "choices": ["no", "bf16", "fp16"]},
+        default="no",
+        metadata={"help": "Mixed precision: no | bf16 | fp16 (GPU).", "choices": ["no", "bf16", "fp16"]},
     )
     gradient_checkpointing: bool = field(
-        default=False, metadata={"help": "Recompute activations in the backward pass (less memory, ~20% slower)."},
+        default=False,
+        metadata={"help": "Recompute activations in the backward pass (less memory, ~20% slower)."},
     )
     seed: int = field(default=0, metadata={"help": "Seeds the data order, LoRA initialisation and dropout."})
     save_steps: int = field(
-        default=100, metadata={"help": "Save a resumable checkpoint every this many updates (and at the end)."},
+        default=100,
+        metadata={"help": "Save a resumable checkpoint every this many updates (and at the end)."},
     )
     save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept (the oldest are deleted)."})
     logging_steps: int = field(default=10, metadata={"help": "Log the loss and metrics every this many updates."})
@@ -213,7 +219,10 @@ def lora_config(config: FinetuneConfig, task_type: str, modules_to_save: list[st
 
     targets = config.lora_target_modules
     return LoraConfig(
-        task_type=task_type, r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+        task_type=task_type,
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
         target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()],
         modules_to_save=modules_to_save,
     )
@@ -248,7 +257,11 @@ RESUMABLE_CHANGES = frozenset(
 
 
 def check_same_run(
-    config: FinetuneConfig, out: Path, *, kind: str, resumable: frozenset[str] = RESUMABLE_CHANGES,
+    config: FinetuneConfig,
+    out: Path,
+    *,
+    kind: str,
+    resumable: frozenset[str] = RESUMABLE_CHANGES,
     other_changes: Callable[[Path], list[str]] | None = None,
 ) -> None:
     """Refuse to resume a run whose saved OUT/config.yaml differs in a setting that changes the
@@ -288,8 +301,14 @@ class RunStart:
 
 
 def start_run(
-    config: FinetuneConfig, make_args: Callable[[int], Any], *, kind: str, overwrite: bool, say: Say | None,
-    resumable: frozenset[str] = RESUMABLE_CHANGES, other_changes: Callable[[Path], list[str]] | None = None,
+    config: FinetuneConfig,
+    make_args: Callable[[int], Any],
+    *,
+    kind: str,
+    overwrite: bool,
+    say: Say | None,
+    resumable: frozenset[str] = RESUMABLE_CHANGES,
+    other_changes: Callable[[Path], list[str]] | None = None,
 ) -> RunStart:
     """Set up the (distributed) state through `make_args(processes)`, delete OUT on --overwrite,
     and check that OUT holds nothing but a resumable run of the same config (`check_same_run`);
@@ -331,8 +350,14 @@ def logged_losses(trainer: Any) -> list[float]:
 
 
 def write_run(
-    out: Path, config: FinetuneConfig, *, global_step: int, train_loss: float, seconds: float,
-    resumed: str | None, **details: Any,
+    out: Path,
+    config: FinetuneConfig,
+    *,
+    global_step: int,
+    train_loss: float,
+    seconds: float,
+    resumed: str | None,
+    **details: Any,
 ) -> None:
     """OUT/run.json: package versions, the seed, the trainer's `details`, updates, loss, time."""
     import torch
@@ -342,8 +367,16 @@ def write_run(
     from mucode import __version__
 
     run = {
-        "mucode": __version__, "python": platform.python_version(), "torch": torch.__version__,
-        "transformers": transformers.__version__, "trl": trl.__version__, "seed": config.seed, **details,
-        "global_step": global_step, "train_loss": train_loss, "seconds": round(seconds, 1), "resumed_from": resumed,
+        "mucode": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "trl": trl.__version__,
+        "seed": config.seed,
+        **details,
+        "global_step": global_step,
+        "train_loss": train_loss,
+        "seconds": round(seconds, 1),
+        "resumed_from": resumed,
     }
     (out / "run.json").write_text(json.dumps(run, indent=2))

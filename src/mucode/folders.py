@@ -2,4 +2,5 @@
 
 from mucode.store import LOCK_FILE, FolderInUse, check_not_in_use, folder_lock, read_jsonl
 
+
 __all__ = ["LOCK_FILE", "FolderInUse", "check_not_in_use", "folder_lock", "read_jsonl"]

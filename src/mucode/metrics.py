@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+
 if TYPE_CHECKING:
     from mucode.episode import Episode
 
@@ -67,7 +68,9 @@ def _check_pass_at_k(n: np.ndarray, c: np.ndarray, k: int) -> None:
         raise ValueError(f"need 0 <= c <= n for every problem; violated at index {bad.tolist()}")
     if np.any(n < k):
         bad = np.flatnonzero(n < k)[:5]
-        raise ValueError(f"got k={k} but only n={n.ravel()[bad].tolist()} samples at index {bad.tolist()}; draw at least k samples per problem or lower k")
+        raise ValueError(
+            f"got k={k} but only n={n.ravel()[bad].tolist()} samples at index {bad.tolist()}; draw at least k samples per problem or lower k"
+        )
 
 
 # ---------------------------------------------------------------------------- accuracy by turn
@@ -87,7 +90,9 @@ def accuracy_by_turn(episodes: Iterable[Episode], max_turns: int | None = None) 
     turns = max_turns if max_turns is not None else max(ep.max_turns for ep in episodes)
     if turns < 1:
         raise ValueError(f"got max_turns={turns}; it must be >= 1")
-    correct = np.array([[ep.correct_at(t) for t in range(1, turns + 1)] for ep in episodes], dtype=float)  # (n_episodes, turns)
+    correct = np.array(
+        [[ep.correct_at(t) for t in range(1, turns + 1)] for ep in episodes], dtype=float
+    )  # (n_episodes, turns)
     return correct.mean(axis=0)
 
 
@@ -246,8 +251,12 @@ def summarize_records(records: Iterable[Mapping[str, Any]], max_turns: int | Non
         "accuracy_ci95": {"low": low, "high": high, "over": "problems (bootstrap)"},
         "accuracy_by_turn": [_share(record_correct(row, t) for row in rows) for t in range(1, turns + 1)],
         "accuracy_spread": {
-            "mean": per_index.mean, "std": _finite(per_index.std), "ci95_low": _finite(per_index.ci95[0]),
-            "ci95_high": _finite(per_index.ci95[1]), "n": per_index.n, "over": "search indices",
+            "mean": per_index.mean,
+            "std": _finite(per_index.std),
+            "ci95_low": _finite(per_index.ci95[0]),
+            "ci95_high": _finite(per_index.ci95[1]),
+            "n": per_index.n,
+            "over": "search indices",
         },
         "private_only_accuracy": _private_only_accuracy(rows),
         "public_pass_rate": _share(row["solved_public"] for row in rows),
@@ -360,9 +369,7 @@ class PairedComparison:
     p_value: float
 
 
-def compare_runs(
-    records_a: Iterable[Mapping[str, Any]], records_b: Iterable[Mapping[str, Any]]
-) -> PairedComparison:
+def compare_runs(records_a: Iterable[Mapping[str, Any]], records_b: Iterable[Mapping[str, Any]]) -> PairedComparison:
     """Paired comparison of two runs on the same problems (see PairedComparison)."""
     records_a, records_b = list(records_a), list(records_b)
     acc_a, acc_b = per_problem_accuracy(records_a), per_problem_accuracy(records_b)
@@ -376,7 +383,13 @@ def compare_runs(
     a_only = sum(outcome_a[k] and not outcome_b[k] for k in keys)
     b_only = sum(outcome_b[k] and not outcome_a[k] for k in keys)
     return PairedComparison(
-        len(shared), float(np.mean(diffs)), bootstrap_ci(diffs), len(keys), a_only, b_only, mcnemar_exact(a_only, b_only)
+        len(shared),
+        float(np.mean(diffs)),
+        bootstrap_ci(diffs),
+        len(keys),
+        a_only,
+        b_only,
+        mcnemar_exact(a_only, b_only),
     )
 
 

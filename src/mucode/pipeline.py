@@ -31,13 +31,14 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from functools import partial
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from mucode import __version__
 from mucode.config import config_to_dict, load_config, read_yaml_mapping, save_config
+
 
 Say = Callable[[str], None]
 DONE = ".done.json"
@@ -49,21 +50,39 @@ PART = "part.jsonl"  # iterI/sft/part.jsonl: the rollouts of iteration I-1 relab
 THROUGHPUT_ONLY = {"max_live", "workers"}
 # Keys of the `rollout:` / `search:` sections that may change on resume (a stage already under way
 # is checked again by the stage itself: rollouts.check_resumable).
-SECTION_THROUGHPUT_ONLY = {"backend", "base_url", "max_live", "workers", "tensor_parallel_size", "routing",
-                           "ray_actors", "ray_gpus_per_actor"}
+SECTION_THROUGHPUT_ONLY = {
+    "backend",
+    "base_url",
+    "max_live",
+    "workers",
+    "tensor_parallel_size",
+    "routing",
+    "ray_actors",
+    "ray_gpus_per_actor",
+}
 # Section keys the pipeline sets itself, and how to set them.
 PIPELINE_SET = {
-    "model": "the top-level 'model' and each iteration's generator", "out": "--out and the stage folders",
-    "problems_path": "the top-level 'problems_path'", "seed": "the top-level 'seed'",
+    "model": "the top-level 'model' and each iteration's generator",
+    "out": "--out and the stage folders",
+    "problems_path": "the top-level 'problems_path'",
+    "seed": "the top-level 'seed'",
 }
 ROLLOUT_SET = {
-    **PIPELINE_SET, "problems": "the top-level 'problems'", "limit": "the top-level 'limit'",
-    "first": "the top-level 'limit'", "rollouts": "the top-level 'rollouts'",
+    **PIPELINE_SET,
+    "problems": "the top-level 'problems'",
+    "limit": "the top-level 'limit'",
+    "first": "the top-level 'limit'",
+    "rollouts": "the top-level 'rollouts'",
 }
 SEARCH_SET = {
-    **PIPELINE_SET, "problems": "the top-level 'eval_problems'", "limit": "the top-level 'eval_limit'",
-    "first": "the top-level 'eval_limit'", "verifier": "each iteration's verifier", "n": "the top-level 'eval_n'",
-    "selector": "the top-level 'eval_selectors'", "searches": "the top-level 'eval_searches'",
+    **PIPELINE_SET,
+    "problems": "the top-level 'eval_problems'",
+    "limit": "the top-level 'eval_limit'",
+    "first": "the top-level 'eval_limit'",
+    "verifier": "each iteration's verifier",
+    "n": "the top-level 'eval_n'",
+    "selector": "the top-level 'eval_selectors'",
+    "searches": "the top-level 'eval_searches'",
     "temperature": "the top-level 'eval_temperature' (greedy runs use 0)",
     "max_new_tokens": "the top-level 'eval_max_new_tokens'",
 }
@@ -75,52 +94,167 @@ class PipelineConfig:
     then evaluation. Defaults are the paper's schedule (METHOD.md §2) with the default model."""
 
     out: str = field(default="runs/mucode", metadata={"help": "Run folder (re-run the same command to resume)."})
-    seed: int = field(default=0, metadata={"help": "Base seed: problem subsets, sampling, verifier pairs, relabel ties, training."})
-    model: str = field(default="smollm2-135m", metadata={"help": "Base generator (a preset, hub id, local folder or GGUF; `tiny-random` builds a tiny random model)."})
-    dtype: str | None = field(default=None, metadata={"help": "Dtype of the generator for rollouts and searches (default: each backend's, bfloat16 where the device has it)."})
+    seed: int = field(
+        default=0, metadata={"help": "Base seed: problem subsets, sampling, verifier pairs, relabel ties, training."}
+    )
+    model: str = field(
+        default="smollm2-135m",
+        metadata={
+            "help": "Base generator (a preset, hub id, local folder or GGUF; `tiny-random` builds a tiny random model)."
+        },
+    )
+    dtype: str | None = field(
+        default=None,
+        metadata={
+            "help": "Dtype of the generator for rollouts and searches (default: each backend's, bfloat16 where the device has it)."
+        },
+    )
     problems: str = field(default="mbpp:train", metadata={"help": "Training problems, SOURCE[:SPLIT]."})
-    problems_path: str | None = field(default=None, metadata={"help": "MBPP data file or folder (else $MUCODE_MBPP_PATH, then the hub)."})
-    limit: int | None = field(default=None, metadata={"help": "Seeded subset of this many training problems (all if unset)."})
-    iter0_rollouts: str | None = field(default=None, metadata={"help": "A `mucode rollout` folder of the base generator to copy as iteration 0 instead of collecting rollouts (lets runs of several --method share one iteration 0)."})
+    problems_path: str | None = field(
+        default=None, metadata={"help": "MBPP data file or folder (else $MUCODE_MBPP_PATH, then the hub)."}
+    )
+    limit: int | None = field(
+        default=None, metadata={"help": "Seeded subset of this many training problems (all if unset)."}
+    )
+    iter0_rollouts: str | None = field(
+        default=None,
+        metadata={
+            "help": "A `mucode rollout` folder of the base generator to copy as iteration 0 instead of collecting rollouts (lets runs of several --method share one iteration 0)."
+        },
+    )
     rollouts: int = field(default=15, metadata={"help": "Trajectories per training problem and iteration."})
     turns: int = field(default=3, metadata={"help": "Most turns per trajectory and per search."})
     temperature: float = field(default=0.7, metadata={"help": "Rollout sampling temperature."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass (rollouts and Best-of-N)."})
     max_new_tokens: int = field(default=1000, metadata={"help": "Most tokens per reply."})
-    max_live: int = field(default=32, metadata={"help": "Episodes or searches advanced together (one generation batch)."})
+    max_live: int = field(
+        default=32, metadata={"help": "Episodes or searches advanced together (one generation batch)."}
+    )
     workers: int | None = field(default=None, metadata={"help": "Sandbox workers (default: one per core)."})
     timeout_s: float = field(default=3.0, metadata={"help": "Sandbox wall-clock limit per test, in seconds."})
-    timeout_scope: str = field(default="test", metadata={"help": "What timeout_s bounds: each test (and the loading) on its own clock, or the program's whole suite together (the reference code's 10 s per suite).", "choices": ["test", "suite"]})
+    timeout_scope: str = field(
+        default="test",
+        metadata={
+            "help": "What timeout_s bounds: each test (and the loading) on its own clock, or the program's whole suite together (the reference code's 10 s per suite).",
+            "choices": ["test", "suite"],
+        },
+    )
     iterations: int = field(default=2, metadata={"help": "Generator iterations after iteration 0 (paper: 2)."})
-    last_rollouts: bool = field(default=True, metadata={"help": "Run the last iteration's rollouts and verifier (paper); off: evaluate with the previous verifier (saves a rollout stage)."})
-    method: str = field(default="mucode", metadata={"help": "Generator training data: mucode (relabeled by the verifier), multi-star (successful trajectories), star (correct first turns).", "choices": list(METHODS)})
-    methods: list[str] = field(default_factory=list, metadata={
-        "help": "Several methods from one iteration 0 in one run folder (iterI/<method>/...); empty: `method` alone."})
-    rollout: dict[str, Any] = field(default_factory=dict, metadata={
-        "help": "RolloutConfig fields of every rollout stage (backend, base_url, seeding, ...), over the top level."})
-    search: dict[str, Any] = field(default_factory=dict, metadata={
-        "help": "SearchConfig fields of every evaluation (backend, base_url, seeding, ...), over the top level."})
-    verifier_preset: str = field(default="paper", metadata={"help": "Verifier training preset (mucode.verifier.config.PRESETS)."})
-    verifier: dict[str, Any] = field(default_factory=dict, metadata={"help": "Overrides of the verifier training config (e.g. loss, finetune, learning_rate); its model defaults to the base generator."})
-    generator_preset: str = field(default="paper", metadata={"help": "Generator SFT preset (mucode.training.config.PRESETS)."})
-    generator: dict[str, Any] = field(default_factory=dict, metadata={"help": "Overrides of the generator SFT config (e.g. finetune, learning_rate, max_steps)."})
-    top_m: int = field(default=3, metadata={"help": "Failed trajectories per problem relabeled with the expert program."})
-    expert_rank: str = field(default="combined", metadata={"help": "Expert program: combined (100*oracle + verifier), verifier, oracle.", "choices": ["combined", "verifier", "oracle"]})
-    unsolved: str = field(default="drop", metadata={"help": "Problems without a correct program: drop, or keep the verifier's best.", "choices": ["drop", "keep"]})
-    dedupe: bool = field(default=True, metadata={"help": "Keep one copy of repeated (prompt, completion) SFT examples (the reference keeps every copy)."})
-    union: str = field(default="paper", metadata={"help": "paper: D_{I-1} (rollouts of iteration I-1 relabeled by verifier I-1) joins the earlier iterations' data unchanged; relabel-all: every earlier iteration's rollouts relabeled again by the latest verifier, the expert chosen across iterations.", "choices": list(UNIONS)})
-    preamble: str = field(default="problem", metadata={"help": "What runs before each program in rollouts and searches: none, problem, reference.", "choices": ["none", "problem", "reference"]})
-    feedback: str = field(default="rich", metadata={"help": "Feedback wording in rollouts and searches: rich or reference.", "choices": ["rich", "reference"]})
-    max_sft_examples: int | None = field(default=None, metadata={"help": "Seeded subsample of the relabeled examples (a CPU budget); all if unset."})
-    eval_problems: list[str] = field(default_factory=lambda: ["mbpp:test", "humaneval"], metadata={"help": "Evaluation problem sets."})
-    eval_limit: int | None = field(default=None, metadata={"help": "Seeded subset of this many problems per evaluation set."})
+    last_rollouts: bool = field(
+        default=True,
+        metadata={
+            "help": "Run the last iteration's rollouts and verifier (paper); off: evaluate with the previous verifier (saves a rollout stage)."
+        },
+    )
+    method: str = field(
+        default="mucode",
+        metadata={
+            "help": "Generator training data: mucode (relabeled by the verifier), multi-star (successful trajectories), star (correct first turns).",
+            "choices": list(METHODS),
+        },
+    )
+    methods: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Several methods from one iteration 0 in one run folder (iterI/<method>/...); empty: `method` alone."
+        },
+    )
+    rollout: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={
+            "help": "RolloutConfig fields of every rollout stage (backend, base_url, seeding, ...), over the top level."
+        },
+    )
+    search: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={
+            "help": "SearchConfig fields of every evaluation (backend, base_url, seeding, ...), over the top level."
+        },
+    )
+    verifier_preset: str = field(
+        default="paper", metadata={"help": "Verifier training preset (mucode.verifier.config.PRESETS)."}
+    )
+    verifier: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={
+            "help": "Overrides of the verifier training config (e.g. loss, finetune, learning_rate); its model defaults to the base generator."
+        },
+    )
+    generator_preset: str = field(
+        default="paper", metadata={"help": "Generator SFT preset (mucode.training.config.PRESETS)."}
+    )
+    generator: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "Overrides of the generator SFT config (e.g. finetune, learning_rate, max_steps)."},
+    )
+    top_m: int = field(
+        default=3, metadata={"help": "Failed trajectories per problem relabeled with the expert program."}
+    )
+    expert_rank: str = field(
+        default="combined",
+        metadata={
+            "help": "Expert program: combined (100*oracle + verifier), verifier, oracle.",
+            "choices": ["combined", "verifier", "oracle"],
+        },
+    )
+    unsolved: str = field(
+        default="drop",
+        metadata={
+            "help": "Problems without a correct program: drop, or keep the verifier's best.",
+            "choices": ["drop", "keep"],
+        },
+    )
+    dedupe: bool = field(
+        default=True,
+        metadata={
+            "help": "Keep one copy of repeated (prompt, completion) SFT examples (the reference keeps every copy)."
+        },
+    )
+    union: str = field(
+        default="paper",
+        metadata={
+            "help": "paper: D_{I-1} (rollouts of iteration I-1 relabeled by verifier I-1) joins the earlier iterations' data unchanged; relabel-all: every earlier iteration's rollouts relabeled again by the latest verifier, the expert chosen across iterations.",
+            "choices": list(UNIONS),
+        },
+    )
+    preamble: str = field(
+        default="problem",
+        metadata={
+            "help": "What runs before each program in rollouts and searches: none, problem, reference.",
+            "choices": ["none", "problem", "reference"],
+        },
+    )
+    feedback: str = field(
+        default="rich",
+        metadata={
+            "help": "Feedback wording in rollouts and searches: rich or reference.",
+            "choices": ["rich", "reference"],
+        },
+    )
+    max_sft_examples: int | None = field(
+        default=None, metadata={"help": "Seeded subsample of the relabeled examples (a CPU budget); all if unset."}
+    )
+    eval_problems: list[str] = field(
+        default_factory=lambda: ["mbpp:test", "humaneval"], metadata={"help": "Evaluation problem sets."}
+    )
+    eval_limit: int | None = field(
+        default=None, metadata={"help": "Seeded subset of this many problems per evaluation set."}
+    )
     eval_n: int = field(default=5, metadata={"help": "Programs per turn in multi-turn Best-of-N."})
-    eval_selectors: list[str] = field(default_factory=lambda: ["pt+lv"], metadata={"help": "Best-of-N selectors to evaluate."})
-    eval_extra_selectors: dict[str, list[str]] = field(default_factory=dict, metadata={
-        "help": "More Best-of-N selectors for some generators only, e.g. {mucode: [random, lv, pt]}."})
+    eval_selectors: list[str] = field(
+        default_factory=lambda: ["pt+lv"], metadata={"help": "Best-of-N selectors to evaluate."}
+    )
+    eval_extra_selectors: dict[str, list[str]] = field(
+        default_factory=dict,
+        metadata={"help": "More Best-of-N selectors for some generators only, e.g. {mucode: [random, lv, pt]}."},
+    )
     eval_searches: int = field(default=1, metadata={"help": "Independent Best-of-N searches per problem (paper: 10)."})
-    eval_temperature: float = field(default=0.7, metadata={"help": "Best-of-N sampling temperature (greedy runs use 0)."})
-    eval_max_new_tokens: int | None = field(default=None, metadata={"help": "Most tokens per reply in evaluation (default: max_new_tokens)."})
+    eval_temperature: float = field(
+        default=0.7, metadata={"help": "Best-of-N sampling temperature (greedy runs use 0)."}
+    )
+    eval_max_new_tokens: int | None = field(
+        default=None, metadata={"help": "Most tokens per reply in evaluation (default: max_new_tokens)."}
+    )
     eval_base: bool = field(default=True, metadata={"help": "Also evaluate the base generator (the baseline rows)."})
 
     def __post_init__(self) -> None:
@@ -187,28 +321,73 @@ PRESETS: dict[str, dict[str, Any]] = {
     # with the verifier's best program, no dedupe, pairs drawn with replacement, 10 s per suite, the
     # paper's lengths.
     "paper": {
-        "model": "meta-llama/Llama-3.2-1B-Instruct", "dtype": "bfloat16", "rollouts": 15, "iterations": 2,
-        "verifier_preset": "paper", "generator_preset": "paper", "eval_searches": 10, "eval_n": 5,
-        "eval_selectors": ["random", "lv", "pt", "pt+lv"], "union": "paper", "preamble": "reference",
-        "feedback": "reference", "unsolved": "keep", "dedupe": False, "timeout_s": 10.0, "timeout_scope": "suite",
-        "generator": {"max_length": 8192}, "verifier": {"max_length": 2048, "pairs_with_replacement": True},
+        "model": "meta-llama/Llama-3.2-1B-Instruct",
+        "dtype": "bfloat16",
+        "rollouts": 15,
+        "iterations": 2,
+        "verifier_preset": "paper",
+        "generator_preset": "paper",
+        "eval_searches": 10,
+        "eval_n": 5,
+        "eval_selectors": ["random", "lv", "pt", "pt+lv"],
+        "union": "paper",
+        "preamble": "reference",
+        "feedback": "reference",
+        "unsolved": "keep",
+        "dedupe": False,
+        "timeout_s": 10.0,
+        "timeout_scope": "suite",
+        "generator": {"max_length": 8192},
+        "verifier": {"max_length": 2048, "pairs_with_replacement": True},
     },
     "demo": {
-        "model": "smollm2-135m", "limit": 10, "rollouts": 4, "turns": 2, "max_new_tokens": 128, "max_live": 40,
-        "iterations": 1, "last_rollouts": False, "verifier_preset": "cpu-head", "verifier": {"loss": "bce"}, "generator_preset": "cpu",
-        "generator": {"finetune": "lora", "learning_rate": 2e-4, "max_length": 640, "batch_size": 8, "micro_batch_size": 4},
-        "max_sft_examples": 24, "eval_problems": ["humaneval"], "eval_limit": 8, "eval_n": 3, "eval_max_new_tokens": 128,
+        "model": "smollm2-135m",
+        "limit": 10,
+        "rollouts": 4,
+        "turns": 2,
+        "max_new_tokens": 128,
+        "max_live": 40,
+        "iterations": 1,
+        "last_rollouts": False,
+        "verifier_preset": "cpu-head",
+        "verifier": {"loss": "bce"},
+        "generator_preset": "cpu",
+        "generator": {
+            "finetune": "lora",
+            "learning_rate": 2e-4,
+            "max_length": 640,
+            "batch_size": 8,
+            "micro_batch_size": 4,
+        },
+        "max_sft_examples": 24,
+        "eval_problems": ["humaneval"],
+        "eval_limit": 8,
+        "eval_n": 3,
+        "eval_max_new_tokens": 128,
     },
     "smoke": {
-        "model": TINY_MODEL, "limit": 3, "rollouts": 2, "turns": 2, "max_new_tokens": 16, "iterations": 1,
-        "verifier_preset": "cpu-head", "verifier": {"loss": "bce", "epochs": 2.0, "batch_size": 4, "micro_batch_size": 4},
-        "generator_preset": "cpu", "generator": {"max_steps": 2, "batch_size": 2, "micro_batch_size": 2, "save_steps": 1, "report_to": "none"},
-        "unsolved": "keep", "eval_problems": ["mbpp:test"], "eval_limit": 2, "eval_n": 2, "eval_selectors": ["pt+lv"],
+        "model": TINY_MODEL,
+        "limit": 3,
+        "rollouts": 2,
+        "turns": 2,
+        "max_new_tokens": 16,
+        "iterations": 1,
+        "verifier_preset": "cpu-head",
+        "verifier": {"loss": "bce", "epochs": 2.0, "batch_size": 4, "micro_batch_size": 4},
+        "generator_preset": "cpu",
+        "generator": {"max_steps": 2, "batch_size": 2, "micro_batch_size": 2, "save_steps": 1, "report_to": "none"},
+        "unsolved": "keep",
+        "eval_problems": ["mbpp:test"],
+        "eval_limit": 2,
+        "eval_n": 2,
+        "eval_selectors": ["pt+lv"],
     },
 }
 
 
-def pipeline_config(preset: str | None = None, path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+def pipeline_config(
+    preset: str | None = None, path: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> PipelineConfig:
     """Defaults, then the preset, then the YAML file, then `overrides` (None values skipped)."""
     if preset is not None and preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
@@ -269,10 +448,18 @@ class Pipeline:
         self.out.mkdir(parents=True, exist_ok=True)
         _check_same_config(self.config, self.out / "config.yaml")
         save_config(self.config, self.out / "config.yaml")
-        _write_json(self.out / "run.json", {
-            "mucode": __version__, "python": platform.python_version(), "seed": self.config.seed,
-            "started_at": _now(), "package_versions": package_versions(("torch", "transformers", "trl", "peft", "accelerate", "datasets", "numpy")),
-        })
+        _write_json(
+            self.out / "run.json",
+            {
+                "mucode": __version__,
+                "python": platform.python_version(),
+                "seed": self.config.seed,
+                "started_at": _now(),
+                "package_versions": package_versions(
+                    ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "numpy")
+                ),
+            },
+        )
         if self.config.model == TINY_MODEL:
             self.base_model = str(self.stage("models/tiny-random", _build_tiny)["path"])
 
@@ -306,8 +493,10 @@ class Pipeline:
         for i in range(1, k + 1):
             info = self.stage(self.folder(method, i, "sft"), partial(self.relabel, method, i))
             if info.get("examples", 0) == 0:
-                self.say(f"{method} iteration {i}: no training examples (no correct program to imitate); "
-                         "the generator stays as it was")
+                self.say(
+                    f"{method} iteration {i}: no training examples (no correct program to imitate); "
+                    "the generator stays as it was"
+                )
             else:
                 trained = self.stage(self.folder(method, i, "generator"), partial(self.train_generator, method, i))
                 generator = trained["model"]
@@ -355,10 +544,24 @@ class Pipeline:
 
         c = self.config
         own = dict(
-            model=model, problems=c.problems, problems_path=c.problems_path, limit=c.limit, rollouts=c.rollouts,
-            turns=c.turns, temperature=c.temperature, top_p=c.top_p, max_new_tokens=c.max_new_tokens, seed=c.seed,
-            dtype=c.dtype, max_live=c.max_live, workers=c.workers, timeout_s=c.timeout_s, timeout_scope=c.timeout_scope, out=str(folder),
-            preamble=c.preamble, feedback=c.feedback,
+            model=model,
+            problems=c.problems,
+            problems_path=c.problems_path,
+            limit=c.limit,
+            rollouts=c.rollouts,
+            turns=c.turns,
+            temperature=c.temperature,
+            top_p=c.top_p,
+            max_new_tokens=c.max_new_tokens,
+            seed=c.seed,
+            dtype=c.dtype,
+            max_live=c.max_live,
+            workers=c.workers,
+            timeout_s=c.timeout_s,
+            timeout_scope=c.timeout_scope,
+            out=str(folder),
+            preamble=c.preamble,
+            feedback=c.feedback,
         )
         return stage_config(RolloutConfig, own, c.rollout, "rollout")
 
@@ -367,10 +570,23 @@ class Pipeline:
 
         c = self.config
         own = dict(
-            model=model, problems=problems, problems_path=c.problems_path, limit=c.eval_limit, seed=c.seed,
-            turns=c.turns, top_p=c.top_p, max_new_tokens=c.eval_max_new_tokens or c.max_new_tokens, dtype=c.dtype,
-            max_live=c.max_live, workers=c.workers, timeout_s=c.timeout_s, timeout_scope=c.timeout_scope, out=str(folder), preamble=c.preamble,
-            feedback=c.feedback, **mode,
+            model=model,
+            problems=problems,
+            problems_path=c.problems_path,
+            limit=c.eval_limit,
+            seed=c.seed,
+            turns=c.turns,
+            top_p=c.top_p,
+            max_new_tokens=c.eval_max_new_tokens or c.max_new_tokens,
+            dtype=c.dtype,
+            max_live=c.max_live,
+            workers=c.workers,
+            timeout_s=c.timeout_s,
+            timeout_scope=c.timeout_scope,
+            out=str(folder),
+            preamble=c.preamble,
+            feedback=c.feedback,
+            **mode,
         )
         return stage_config(SearchConfig, own, c.search, "search")
 
@@ -407,14 +623,18 @@ class Pipeline:
             try:
                 build(method, 1, self.out / "preflight")
             except ValueError as err:
-                raise ValueError(f"{name} settings ({name}_preset {getattr(c, name + '_preset')!r} with {name}: overrides): {err}") from None
+                raise ValueError(
+                    f"{name} settings ({name}_preset {getattr(c, name + '_preset')!r} with {name}: overrides): {err}"
+                ) from None
         rollout = self.rollout_config(c.model, self.out / "preflight")
         for name, _, problems, search in self.evaluations({m: (f"<{m}>", "verifier") for m in c.method_list}):
             self.search_config(c.model, problems, search, self.out / name)
         if c.iter0_rollouts is None:
             load_selected_problems(c.problems, c.problems_path, c.limit, c.seed)
         elif not (Path(c.iter0_rollouts) / TRAJECTORIES).is_file():
-            raise FileNotFoundError(f"iter0_rollouts: {Path(c.iter0_rollouts) / TRAJECTORIES} not found; give a folder written by `mucode rollout`")
+            raise FileNotFoundError(
+                f"iter0_rollouts: {Path(c.iter0_rollouts) / TRAJECTORIES} not found; give a folder written by `mucode rollout`"
+            )
         elif not (self.out / "iter0/rollouts" / DONE).is_file():
             source = Path(c.iter0_rollouts)
             check_rollouts_finished(source, read_jsonl(source / TRAJECTORIES, complete_only=True))
@@ -434,8 +654,13 @@ class Pipeline:
         stats = run_rollouts(self.rollout_config(model, folder), progress=self.progress)
         summary = summarize(read_trajectories(folder))
         _write_json(folder / "summary.json", summary)
-        return {"model": model, "trajectories": summary["trajectories"], "correct": summary.get("correct"),
-                "completion_tokens": stats.completion_tokens, "tokens_per_s": round(stats.tokens_per_s, 1)}
+        return {
+            "model": model,
+            "trajectories": summary["trajectories"],
+            "correct": summary.get("correct"),
+            "completion_tokens": stats.completion_tokens,
+            "tokens_per_s": round(stats.tokens_per_s, 1),
+        }
 
     def import_rollouts(self, folder: Path) -> dict[str, Any]:
         """Copy the complete trajectories of `iter0_rollouts` (a folder another process may still be
@@ -445,7 +670,9 @@ class Pipeline:
 
         source = Path(self.config.iter0_rollouts)
         if not (source / TRAJECTORIES).is_file():
-            raise FileNotFoundError(f"iter0_rollouts: {source / TRAJECTORIES} not found; give a folder written by `mucode rollout`")
+            raise FileNotFoundError(
+                f"iter0_rollouts: {source / TRAJECTORIES} not found; give a folder written by `mucode rollout`"
+            )
         complete = complete_lines(source / TRAJECTORIES)
         records = read_jsonl(source / TRAJECTORIES, complete_only=True)
         if not records:
@@ -453,13 +680,20 @@ class Pipeline:
         check_rollouts_finished(source, records)
         models = sorted({r.get("model") for r in records} - {None})
         if self.config.model != TINY_MODEL and models and models != [self.config.model]:
-            raise ValueError(f"iter0_rollouts: {source} holds rollouts of {', '.join(models)}, not of the base generator {self.config.model!r}")
+            raise ValueError(
+                f"iter0_rollouts: {source} holds rollouts of {', '.join(models)}, not of the base generator {self.config.model!r}"
+            )
         (folder / TRAJECTORIES).write_text(complete, encoding="utf-8")
         if (source / "config.yaml").is_file():
             (folder / "source-config.yaml").write_text((source / "config.yaml").read_text())
         summary = summarize(records)
         _write_json(folder / "summary.json", summary)
-        return {"model": self.config.model, "source": str(source.resolve()), "trajectories": summary["trajectories"], "correct": summary.get("correct")}
+        return {
+            "model": self.config.model,
+            "source": str(source.resolve()),
+            "trajectories": summary["trajectories"],
+            "correct": summary.get("correct"),
+        }
 
     def train_verifier(self, method: str, iteration: int, folder: Path) -> dict[str, Any]:
         from mucode.verifier import train_verifier
@@ -565,16 +799,28 @@ class Pipeline:
         c = self.config
         modes = [("greedy", {"n": 1, "temperature": 0.0, "selector": "pt", "searches": 1, "verifier": None})][:greedy]
         for selector in selectors:
-            modes.append((f"bon{c.eval_n}-{selector}", {
-                "n": c.eval_n, "temperature": c.eval_temperature, "selector": selector, "searches": c.eval_searches, "verifier": verifier,
-            }))
+            modes.append(
+                (
+                    f"bon{c.eval_n}-{selector}",
+                    {
+                        "n": c.eval_n,
+                        "temperature": c.eval_temperature,
+                        "selector": selector,
+                        "searches": c.eval_searches,
+                        "verifier": verifier,
+                    },
+                )
+            )
         return modes
 
     def search(self, model: str, problems: str, mode: dict[str, Any], folder: Path) -> dict[str, Any]:
         from mucode.search import run_search
 
         summary = run_search(self.search_config(model, problems, mode, folder), progress=self.progress)
-        return {key: summary.metrics.get(key) for key in ("accuracy", "accuracy_by_turn", "public_pass_rate", "completion_tokens", "tokens_saved")}
+        return {
+            key: summary.metrics.get(key)
+            for key in ("accuracy", "accuracy_by_turn", "public_pass_rate", "completion_tokens", "tokens_saved")
+        }
 
     def report(self, runs: list[Path]) -> Path | None:
         from mucode.reports import write_report
@@ -595,8 +841,10 @@ class Pipeline:
                 trained = _read_marker(self.out / self.folder(method, i, "generator"))
                 if sft is not None:
                     cap = sft.get("max_sft_examples")
-                    rows.append(f"| {method} | {i} | {sft.get('examples')} | {'all' if cap is None else cap} | "
-                                f"{trained.get('steps', '-') if trained else '-'} |")
+                    rows.append(
+                        f"| {method} | {i} | {sft.get('examples')} | {'all' if cap is None else cap} | "
+                        f"{trained.get('steps', '-') if trained else '-'} |"
+                    )
         if not rows:
             return ""
         head = "\n## SFT budget per method\n\n| method | iteration | SFT examples | cap | optimizer steps |\n"
@@ -618,10 +866,15 @@ def evaluation_table(runs: list[Path]) -> list[dict[str, Any]]:
     for run in runs:
         summary = json.loads((run / "summary.json").read_text())
         by_turn = summary.get("accuracy_by_turn") or [None]
-        rows.append({
-            "run": run.name, "accuracy": summary.get("accuracy"), "turn1": by_turn[0],
-            "public_pass_rate": summary.get("public_pass_rate"), "tokens": summary.get("completion_tokens"),
-        })
+        rows.append(
+            {
+                "run": run.name,
+                "accuracy": summary.get("accuracy"),
+                "turn1": by_turn[0],
+                "public_pass_rate": summary.get("public_pass_rate"),
+                "tokens": summary.get("completion_tokens"),
+            }
+        )
     return rows
 
 
@@ -630,7 +883,9 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     width = max([len(r["run"]) for r in rows] + [3])
     lines = [f"{'run':<{width}}  accuracy  turn 1  public pass  tokens"]
     for r in rows:
-        lines.append(f"{r['run']:<{width}}  {_pct(r['accuracy']):>8}  {_pct(r['turn1']):>6}  {_pct(r['public_pass_rate']):>11}  {r['tokens'] or 0:>6}")
+        lines.append(
+            f"{r['run']:<{width}}  {_pct(r['accuracy']):>8}  {_pct(r['turn1']):>6}  {_pct(r['public_pass_rate']):>11}  {r['tokens'] or 0:>6}"
+        )
     return "\n".join(lines)
 
 
@@ -666,8 +921,10 @@ def check_rollouts_finished(source: Path, records: list[dict[str, Any]]) -> None
     expected = len(problems) * int(read_yaml_mapping(source / "config.yaml").get("rollouts") or 1)
     found = len({(r.get("problem_id"), r.get("rollout")) for r in records})
     if found < expected:
-        raise ValueError(f"iter0_rollouts: {source} holds {found} of its {expected} trajectories; "
-                         "let its `mucode rollout` finish (re-run it to resume) before `mucode run`")
+        raise ValueError(
+            f"iter0_rollouts: {source} holds {found} of its {expected} trajectories; "
+            "let its `mucode rollout` finish (re-run it to resume) before `mucode run`"
+        )
 
 
 def stage_config(cls: type, own: dict[str, Any], section: dict[str, Any], name: str) -> Any:
@@ -685,7 +942,9 @@ def _check_same_config(config: PipelineConfig, path: Path) -> None:
     current = _resume_view(config_to_dict(config))
     changed = sorted(k for k in current.keys() | previous.keys() if previous.get(k) != current.get(k))
     if changed:
-        raise ValueError(f"{path.parent} holds a run with a different config ({', '.join(changed)} differ); resume with the same settings or choose another --out")
+        raise ValueError(
+            f"{path.parent} holds a run with a different config ({', '.join(changed)} differ); resume with the same settings or choose another --out"
+        )
 
 
 def _resume_view(saved: dict[str, Any]) -> dict[str, Any]:

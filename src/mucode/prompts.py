@@ -22,6 +22,7 @@ from typing import Sequence
 from mucode.generation.base import Message
 from mucode.types import AssertTest, ExecResult, IOTest, Problem, Status, Test, Verdict
 
+
 _TRUNCATION_MARK = "\n[... {n} characters cut ...]\n"
 FEEDBACK_STYLES = ("rich", "reference")
 REFERENCE_PASSED = "Code passed all tests"
@@ -55,7 +56,9 @@ class PromptConfig:
         default="Write a Python program for the following prompt. It reads from standard input and writes to standard output:",
         metadata={"help": "First line for problems whose tests are stdin/stdout pairs."},
     )
-    tests_header: str = field(default="Your code should satisfy these tests:", metadata={"help": "Line before the public tests."})
+    tests_header: str = field(
+        default="Your code should satisfy these tests:", metadata={"help": "Line before the public tests."}
+    )
     instruction: str = field(
         default=(
             "Return only the implementation code, no tests or explanations. "
@@ -64,15 +67,27 @@ class PromptConfig:
         metadata={"help": "Request closing the first message."},
     )
     feedback_prefix: str = field(default="Feedback:", metadata={"help": "First line of every feedback message."})
-    passed_text: str = field(default="Code passed all public tests.", metadata={"help": "Body when every public test passed."})
+    passed_text: str = field(
+        default="Code passed all public tests.", metadata={"help": "Body when every public test passed."}
+    )
     infra_error_text: str = field(
         default="The test harness failed (not a problem with your code).",
         metadata={"help": "Body when the harness itself failed on a test."},
     )
     retry_instruction: str = field(default="", metadata={"help": "Appended after a failure; '' for nothing."})
-    max_failures_shown: int = field(default=1, metadata={"help": "Failing public tests described in the feedback (>= 1)."})
-    max_feedback_chars: int = field(default=2000, metadata={"help": "Feedback body longer than this is cut in the middle (>= 100)."})
-    feedback: str = field(default="rich", metadata={"help": "Feedback wording: rich or reference (the reference code's text).", "choices": list(FEEDBACK_STYLES)})
+    max_failures_shown: int = field(
+        default=1, metadata={"help": "Failing public tests described in the feedback (>= 1)."}
+    )
+    max_feedback_chars: int = field(
+        default=2000, metadata={"help": "Feedback body longer than this is cut in the middle (>= 100)."}
+    )
+    feedback: str = field(
+        default="rich",
+        metadata={
+            "help": "Feedback wording: rich or reference (the reference code's text).",
+            "choices": list(FEEDBACK_STYLES),
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.feedback not in FEEDBACK_STYLES:
@@ -90,7 +105,13 @@ def initial_messages(problem: Problem, config: PromptConfig | None = None) -> li
     """[system?] + the first user message: intro, problem text, public tests, instruction."""
     config = config or PromptConfig()
     intro = config.program_intro if _is_io(problem.public_tests or problem.private_tests) else config.function_intro
-    parts = [intro, problem.prompt.strip(), config.tests_header, render_tests(problem.public_tests), config.instruction]
+    parts = [
+        intro,
+        problem.prompt.strip(),
+        config.tests_header,
+        render_tests(problem.public_tests),
+        config.instruction,
+    ]
     messages = [{"role": "system", "content": config.system_prompt}] if config.system_prompt is not None else []
     return messages + [{"role": "user", "content": "\n\n".join(p for p in parts if p)}]
 
@@ -130,7 +151,9 @@ def render_feedback(result: ExecResult, tests: Sequence[Test], config: PromptCon
     """
     config = config or PromptConfig()
     if len(result.verdicts) != len(tests):
-        raise ValueError(f"got {len(result.verdicts)} verdicts for {len(tests)} tests; pass the tests the result was run on")
+        raise ValueError(
+            f"got {len(result.verdicts)} verdicts for {len(tests)} tests; pass the tests the result was run on"
+        )
     if config.feedback == "reference":
         return f"{config.feedback_prefix} {truncate_middle(_reference_body(result, tests), config.max_feedback_chars)}"
     body = _feedback_body(result, tests, config)

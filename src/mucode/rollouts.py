@@ -19,17 +19,32 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
 from mucode import store as run_folder
-from mucode.engine import SEEDING_ALIASES, SEEDING_CHOICES, EngineSettings, LiveEpisode, episode_seed, run_engine
-from mucode.engine import seeding_name
+from mucode.engine import (
+    SEEDING_ALIASES,
+    SEEDING_CHOICES,
+    EngineSettings,
+    LiveEpisode,
+    episode_seed,
+    run_engine,
+    seeding_name,
+)
 from mucode.episode import ExecutorLike
 from mucode.generation.base import Generator, SamplingParams
 from mucode.problems.prelude import DEFAULT_PREAMBLE, PREAMBLES
 from mucode.prompts import FEEDBACK_STYLES, PromptConfig
-from mucode.store import TrajectoryStore, load_selected_problems
+
 # re-exported: pipeline, training, verifier and the benchmarks import these names from here
-from mucode.store import TRAJECTORIES, complete_lines, package_versions  # noqa: F401
-from mucode.store import read_trajectories, select_problems  # noqa: F401
+from mucode.store import (  # noqa: F401  # noqa: F401
+    TRAJECTORIES,
+    TrajectoryStore,
+    complete_lines,
+    load_selected_problems,
+    package_versions,
+    read_trajectories,
+    select_problems,
+)
 from mucode.types import Problem
+
 
 # Folders written before `seeding` existed used per-step seeds, before `timeout_scope` a limit per test.
 LEGACY_DEFAULTS = {"seeding": "step", "timeout_scope": "test"}
@@ -52,8 +67,13 @@ class RolloutConfig:
         replicas), ray, ray_actors and ray_gpus_per_actor (see docs/scaling.md)
     """
 
-    model: str = field(default="smollm2-135m", metadata={"help": "Preset name, hub id, local folder, GGUF file, or the served model name (openai backend)."})
-    problems: str = field(default="humaneval", metadata={"help": "Problem set, SOURCE[:SPLIT] (e.g. mbpp:train, humaneval)."})
+    model: str = field(
+        default="smollm2-135m",
+        metadata={"help": "Preset name, hub id, local folder, GGUF file, or the served model name (openai backend)."},
+    )
+    problems: str = field(
+        default="humaneval", metadata={"help": "Problem set, SOURCE[:SPLIT] (e.g. mbpp:train, humaneval)."}
+    )
     out: str = field(default="runs/rollouts", metadata={"help": "Output folder."})
     rollouts: int = field(default=1, metadata={"help": "Trajectories per problem."})
     turns: int = field(default=3, metadata={"help": "Most turns per trajectory."})
@@ -61,28 +81,90 @@ class RolloutConfig:
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass."})
     max_new_tokens: int = field(default=1000, metadata={"help": "Most tokens per reply."})
     seed: int = field(default=0, metadata={"help": "Base seed (problem subset, sampling)."})
-    limit: int | None = field(default=None, metadata={"help": "A seeded random subset of this many problems (the seed picks it; see --first)."})
-    first: int | None = field(default=None, metadata={"help": "The first N problems in the set's order (lm-eval's --limit)."})
-    problems_path: str | None = field(default=None, metadata={"help": "MBPP data file or folder (else $MUCODE_MBPP_PATH, then the hub)."})
-    backend: str = field(default="auto", metadata={"help": "Generation backend: auto (OpenVINO on CPU if installed, vLLM on CUDA, else hf) | hf | openvino | openai | vllm.", "choices": ["auto", "hf", "openvino", "openai", "vllm"]})
+    limit: int | None = field(
+        default=None,
+        metadata={"help": "A seeded random subset of this many problems (the seed picks it; see --first)."},
+    )
+    first: int | None = field(
+        default=None, metadata={"help": "The first N problems in the set's order (lm-eval's --limit)."}
+    )
+    problems_path: str | None = field(
+        default=None, metadata={"help": "MBPP data file or folder (else $MUCODE_MBPP_PATH, then the hub)."}
+    )
+    backend: str = field(
+        default="auto",
+        metadata={
+            "help": "Generation backend: auto (OpenVINO on CPU if installed, vLLM on CUDA, else hf) | hf | openvino | openai | vllm.",
+            "choices": ["auto", "hf", "openvino", "openai", "vllm"],
+        },
+    )
     base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible server URL (openai backend)."})
-    dtype: str | None = field(default=None, metadata={"help": "Model dtype (hf / vllm backends); default: bfloat16 where the device computes it natively (AVX512-BF16/AMX CPUs, bf16 GPUs) for hf, bfloat16 for vLLM."})
-    tensor_parallel_size: int = field(default=1, metadata={"help": "GPUs one vLLM engine splits the model over (vllm backend)."})
+    dtype: str | None = field(
+        default=None,
+        metadata={
+            "help": "Model dtype (hf / vllm backends); default: bfloat16 where the device computes it natively (AVX512-BF16/AMX CPUs, bf16 GPUs) for hf, bfloat16 for vLLM."
+        },
+    )
+    tensor_parallel_size: int = field(
+        default=1, metadata={"help": "GPUs one vLLM engine splits the model over (vllm backend)."}
+    )
     max_live: int = field(default=32, metadata={"help": "Episodes advanced together (one generation batch)."})
     workers: int | None = field(default=None, metadata={"help": "Sandbox workers (default: one per core)."})
     timeout_s: float = field(default=3.0, metadata={"help": "Sandbox wall-clock limit per test, in seconds."})
-    timeout_scope: str = field(default="test", metadata={"help": "What timeout_s bounds: each test (and the loading) on its own clock, or the program's whole suite together (the reference code's 10 s per suite).", "choices": ["test", "suite"]})
-    seeding: str | None = field(default=None, metadata={"help": (
-        "Sampling seeds per engine step ('step': one batched call, fastest in-process) or per (problem, rollout, "
-        "turn) ('episode': samples independent of what runs alongside; required by --ray; 'trajectory' is its "
-        "older name). Default: episode with --ray, else step."
-    ), "choices": SEEDING_CHOICES})
-    routing: str = field(default="round-robin", metadata={"help": "How requests are spread over several --base-url replicas (comma-separated).", "choices": ["round-robin", "least-loaded"]})
-    ray: str | None = field(default=None, metadata={"help": "Spread the work over a Ray cluster: 'auto' (RAY_ADDRESS or a running `ray start`), 'local' (start one here) or HOST:PORT."})
-    ray_actors: int | None = field(default=None, metadata={"help": "Ray actors, each with its own generator and sandbox (default: cluster CPUs / CPUs per actor)."})
-    ray_gpus_per_actor: float = field(default=0.0, metadata={"help": "GPUs reserved for each Ray actor (hf or vllm backends on GPU nodes)."})
-    preamble: str = field(default=DEFAULT_PREAMBLE, metadata={"help": "What runs before each program: none, problem (the problem's prelude), reference (the reference code's imports + the prelude).", "choices": list(PREAMBLES)})
-    feedback: str = field(default="rich", metadata={"help": "Feedback wording: rich or reference (the reference code's text).", "choices": list(FEEDBACK_STYLES)})
+    timeout_scope: str = field(
+        default="test",
+        metadata={
+            "help": "What timeout_s bounds: each test (and the loading) on its own clock, or the program's whole suite together (the reference code's 10 s per suite).",
+            "choices": ["test", "suite"],
+        },
+    )
+    seeding: str | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Sampling seeds per engine step ('step': one batched call, fastest in-process) or per (problem, rollout, "
+                "turn) ('episode': samples independent of what runs alongside; required by --ray; 'trajectory' is its "
+                "older name). Default: episode with --ray, else step."
+            ),
+            "choices": SEEDING_CHOICES,
+        },
+    )
+    routing: str = field(
+        default="round-robin",
+        metadata={
+            "help": "How requests are spread over several --base-url replicas (comma-separated).",
+            "choices": ["round-robin", "least-loaded"],
+        },
+    )
+    ray: str | None = field(
+        default=None,
+        metadata={
+            "help": "Spread the work over a Ray cluster: 'auto' (RAY_ADDRESS or a running `ray start`), 'local' (start one here) or HOST:PORT."
+        },
+    )
+    ray_actors: int | None = field(
+        default=None,
+        metadata={
+            "help": "Ray actors, each with its own generator and sandbox (default: cluster CPUs / CPUs per actor)."
+        },
+    )
+    ray_gpus_per_actor: float = field(
+        default=0.0, metadata={"help": "GPUs reserved for each Ray actor (hf or vllm backends on GPU nodes)."}
+    )
+    preamble: str = field(
+        default=DEFAULT_PREAMBLE,
+        metadata={
+            "help": "What runs before each program: none, problem (the problem's prelude), reference (the reference code's imports + the prelude).",
+            "choices": list(PREAMBLES),
+        },
+    )
+    feedback: str = field(
+        default="rich",
+        metadata={
+            "help": "Feedback wording: rich or reference (the reference code's text).",
+            "choices": list(FEEDBACK_STYLES),
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.preamble not in PREAMBLES:
@@ -93,7 +175,9 @@ class RolloutConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"got {name}={getattr(self, name)}; it must be >= 1")
         if self.temperature == 0 and self.rollouts > 1:
-            raise ValueError(f"got rollouts={self.rollouts} with temperature=0: greedy rollouts are identical; use --rollouts 1 or a temperature > 0")
+            raise ValueError(
+                f"got rollouts={self.rollouts} with temperature=0: greedy rollouts are identical; use --rollouts 1 or a temperature > 0"
+            )
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"got limit={self.limit}; it must be >= 1 (or unset for every problem)")
         self.seeding = seeding_name(self.seeding or ("episode" if self.ray else "step"))
@@ -104,10 +188,13 @@ class RolloutConfig:
             )
 
     def sampling(self) -> SamplingParams:
-        return SamplingParams(n=1, temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens, seed=self.seed)
+        return SamplingParams(
+            n=1, temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens, seed=self.seed
+        )
 
 
 # -- engine ----------------------------------------------------------------------------------------
+
 
 @dataclass
 class RolloutStats:
@@ -124,7 +211,9 @@ class RolloutStats:
         return self.completion_tokens / self.wall_s if self.wall_s else 0.0
 
 
-def work_items(problems: Sequence[Problem], rollouts: int, done: set[tuple[str, int]]) -> Iterator[tuple[Problem, int]]:
+def work_items(
+    problems: Sequence[Problem], rollouts: int, done: set[tuple[str, int]]
+) -> Iterator[tuple[Problem, int]]:
     """(problem, rollout index) pairs still to run, rollouts of a problem together."""
     for problem in problems:
         for index in range(rollouts):
@@ -186,8 +275,14 @@ def collect_rollouts(
     conversation, `episode_seed`: what a trajectory samples does not depend on the other live
     episodes, so sharded or resumed runs give the same records; "trajectory" is its older name)."""
     settings = EngineSettings(
-        turns=turns, sampling=replace(params, n=1), selector="random", seeding=seeding_name(seeding),
-        max_live=max_live, overlap=overlap, prompt_config=prompt_config or PromptConfig(), preamble=preamble,
+        turns=turns,
+        sampling=replace(params, n=1),
+        selector="random",
+        seeding=seeding_name(seeding),
+        max_live=max_live,
+        overlap=overlap,
+        prompt_config=prompt_config or PromptConfig(),
+        preamble=preamble,
     )
     stats = RolloutStats()
     started = time.perf_counter()
@@ -210,13 +305,16 @@ def collect_rollouts(
 
 # -- the whole command -----------------------------------------------------------------------------
 
+
 def check_resumable(config: RolloutConfig, out: Path) -> None:
     """Raise ValueError when `out` holds rollouts made with other settings (throughput-only
     settings may differ)."""
     run_folder.check_resumable(config, out, what="rollouts", missing=LEGACY_DEFAULTS, renamed=RENAMED)
 
 
-def write_run_metadata(config: RolloutConfig, out: Path, problem_ids: Sequence[str], extra: dict[str, Any] | None = None) -> None:
+def write_run_metadata(
+    config: RolloutConfig, out: Path, problem_ids: Sequence[str], extra: dict[str, Any] | None = None
+) -> None:
     """config.yaml (resolved config), run.json (seeds, problem ids, versions)."""
     resume = {"what": "rollouts", "missing": LEGACY_DEFAULTS, "renamed": RENAMED}
     run_folder.write_run_metadata(config, out, problem_ids, extra, **resume)
@@ -254,7 +352,9 @@ def _run_rollouts(config: RolloutConfig, progress: bool) -> RolloutStats:
     from mucode.generation.factory import IN_PROCESS, make_generator
 
     out = Path(config.out)
-    problem_set, problems = load_selected_problems(config.problems, config.problems_path, config.limit, config.seed, config.first)
+    problem_set, problems = load_selected_problems(
+        config.problems, config.problems_path, config.limit, config.seed, config.first
+    )
     generator = make_generator(config.backend, config.model, **backend_options(config))
     write_run_metadata(config, out, [p.id for p in problems], {"problems_sha256": problem_set.sha256})
     store = TrajectoryStore(out)
@@ -262,12 +362,23 @@ def _run_rollouts(config: RolloutConfig, progress: bool) -> RolloutStats:
     if bar is not None:
         bar.follow(generator)
     try:
-        with Executor(workers=config.workers, limits=Limits(timeout_s=config.timeout_s, timeout_scope=config.timeout_scope)) as executor:
+        with Executor(
+            workers=config.workers, limits=Limits(timeout_s=config.timeout_s, timeout_scope=config.timeout_scope)
+        ) as executor:
             stats = collect_rollouts(
-                problems, generator, executor, store, rollouts=config.rollouts, turns=config.turns,
-                params=config.sampling(), max_live=config.max_live, model_name=config.model,
-                overlap=config.backend not in IN_PROCESS, seeding=config.seeding or "step",
-                prompt_config=PromptConfig(feedback=config.feedback), preamble=config.preamble,
+                problems,
+                generator,
+                executor,
+                store,
+                rollouts=config.rollouts,
+                turns=config.turns,
+                params=config.sampling(),
+                max_live=config.max_live,
+                model_name=config.model,
+                overlap=config.backend not in IN_PROCESS,
+                seeding=config.seeding or "step",
+                prompt_config=PromptConfig(feedback=config.feedback),
+                preamble=config.preamble,
                 on_trajectory=bar.update if bar else None,
             )
     finally:
@@ -291,7 +402,9 @@ def backend_options(config: RolloutConfig) -> dict[str, Any]:
     if config.backend == "openvino":  # continuous batching, its own weight format: neither batch_size nor dtype
         return {}
     if config.tensor_parallel_size != 1:
-        raise ValueError(f"got tensor_parallel_size={config.tensor_parallel_size} with --backend {config.backend}; it applies to --backend vllm only")
+        raise ValueError(
+            f"got tensor_parallel_size={config.tensor_parallel_size} with --backend {config.backend}; it applies to --backend vllm only"
+        )
     return {**dtype, "batch_size": config.max_live}
 
 

@@ -33,16 +33,30 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from mucode.engine import SEEDING_ALIASES, SEEDING_CHOICES, SELECTORS, VERIFIER_SELECTORS, EngineSettings, LiveEpisode
-from mucode.engine import Scorer, SearchTurn, run_engine, seeding_name
-from mucode.engine import SampledProgram, problem_key, select_candidate  # noqa: F401  # re-exported here
+from mucode.engine import (  # noqa: F401  # re-exported here
+    SEEDING_ALIASES,
+    SEEDING_CHOICES,
+    SELECTORS,
+    VERIFIER_SELECTORS,
+    EngineSettings,
+    LiveEpisode,
+    SampledProgram,
+    Scorer,
+    SearchTurn,
+    problem_key,
+    run_engine,
+    seeding_name,
+    select_candidate,
+)
 from mucode.episode import ExecutorLike
 from mucode.generation.base import Generator, SamplingParams
 from mucode.problems.prelude import DEFAULT_PREAMBLE, PREAMBLES
 from mucode.prompts import FEEDBACK_STYLES, PromptConfig
+
 # re-exported: the search API names them here
 from mucode.store import SEARCHES, SearchStore, read_searches  # noqa: F401
 from mucode.types import Problem
+
 
 STOPPING_RULE = "first selected program that passes the public tests"
 PUBLIC_PRIVATE_RULE = (
@@ -68,34 +82,98 @@ class SearchConfig:
         max_live (searches advanced together), workers and timeout_s (sandbox)
     """
 
-    model: str = field(default="smollm2-135m", metadata={"help": "Preset name, hub id, local folder, GGUF file, or the served model name (openai backend)."})
-    verifier: str | None = field(default=None, metadata={"help": "Trained verifier folder (needed by the lv and pt+lv selectors; else scores are recorded when given)."})
-    problems: str = field(default="humaneval", metadata={"help": "Problem set, SOURCE[:SPLIT] (e.g. mbpp:test, humaneval)."})
+    model: str = field(
+        default="smollm2-135m",
+        metadata={"help": "Preset name, hub id, local folder, GGUF file, or the served model name (openai backend)."},
+    )
+    verifier: str | None = field(
+        default=None,
+        metadata={
+            "help": "Trained verifier folder (needed by the lv and pt+lv selectors; else scores are recorded when given)."
+        },
+    )
+    problems: str = field(
+        default="humaneval", metadata={"help": "Problem set, SOURCE[:SPLIT] (e.g. mbpp:test, humaneval)."}
+    )
     out: str = field(default="runs/search", metadata={"help": "Output folder."})
-    n: int = field(default=5, metadata={"help": "Programs sampled per turn (N); 1 with temperature 0 = greedy. On the command line a list (--n 1,2,4,8) runs one search per N into OUT/n<N>, plus OUT/greedy, with shared seeds, and a report in OUT/report.", "cli_type": str})
-    selector: str = field(default="pt", metadata={"help": "How one of the N programs is kept.", "choices": list(SELECTORS)})
+    n: int = field(
+        default=5,
+        metadata={
+            "help": "Programs sampled per turn (N); 1 with temperature 0 = greedy. On the command line a list (--n 1,2,4,8) runs one search per N into OUT/n<N>, plus OUT/greedy, with shared seeds, and a report in OUT/report.",
+            "cli_type": str,
+        },
+    )
+    selector: str = field(
+        default="pt", metadata={"help": "How one of the N programs is kept.", "choices": list(SELECTORS)}
+    )
     turns: int = field(default=3, metadata={"help": "Most turns per search (T); 1 = single-turn."})
     searches: int = field(default=1, metadata={"help": "Independent searches per problem (S)."})
-    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature; 0.0 = greedy (then n must be 1)."})
+    temperature: float = field(
+        default=0.7, metadata={"help": "Sampling temperature; 0.0 = greedy (then n must be 1)."}
+    )
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass."})
     max_new_tokens: int = field(default=1000, metadata={"help": "Most tokens per reply."})
     seed: int = field(default=0, metadata={"help": "Base seed (problem subset, sampling, selection)."})
-    seeding: str = field(default="episode", metadata={"help": (
-        "episode: one seed per (problem, search, turn) in one batched call (reproducible per search; 'search' is "
-        "its older name); step: one seed per step (faster in-process)."
-    ), "choices": SEEDING_CHOICES})
-    limit: int | None = field(default=None, metadata={"help": "A seeded random subset of this many problems (the seed picks it; see --first)."})
-    first: int | None = field(default=None, metadata={"help": "The first N problems in the set's order (lm-eval's --limit)."})
-    problems_path: str | None = field(default=None, metadata={"help": "MBPP data file or folder (else $MUCODE_MBPP_PATH, then the hub)."})
-    backend: str = field(default="auto", metadata={"help": "Generation backend: auto (OpenVINO on CPU if installed, vLLM on CUDA, else hf) | hf | openvino | openai | vllm.", "choices": ["auto", "hf", "openvino", "openai", "vllm"]})
+    seeding: str = field(
+        default="episode",
+        metadata={
+            "help": (
+                "episode: one seed per (problem, search, turn) in one batched call (reproducible per search; 'search' is "
+                "its older name); step: one seed per step (faster in-process)."
+            ),
+            "choices": SEEDING_CHOICES,
+        },
+    )
+    limit: int | None = field(
+        default=None,
+        metadata={"help": "A seeded random subset of this many problems (the seed picks it; see --first)."},
+    )
+    first: int | None = field(
+        default=None, metadata={"help": "The first N problems in the set's order (lm-eval's --limit)."}
+    )
+    problems_path: str | None = field(
+        default=None, metadata={"help": "MBPP data file or folder (else $MUCODE_MBPP_PATH, then the hub)."}
+    )
+    backend: str = field(
+        default="auto",
+        metadata={
+            "help": "Generation backend: auto (OpenVINO on CPU if installed, vLLM on CUDA, else hf) | hf | openvino | openai | vllm.",
+            "choices": ["auto", "hf", "openvino", "openai", "vllm"],
+        },
+    )
     base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible server URL (openai backend)."})
-    dtype: str | None = field(default=None, metadata={"help": "Model dtype (hf / vllm backends); default: bfloat16 where the device computes it natively (AVX512-BF16/AMX CPUs, bf16 GPUs) for hf, bfloat16 for vLLM."})
-    max_live: int = field(default=32, metadata={"help": "Searches advanced together (each samples n programs per step)."})
+    dtype: str | None = field(
+        default=None,
+        metadata={
+            "help": "Model dtype (hf / vllm backends); default: bfloat16 where the device computes it natively (AVX512-BF16/AMX CPUs, bf16 GPUs) for hf, bfloat16 for vLLM."
+        },
+    )
+    max_live: int = field(
+        default=32, metadata={"help": "Searches advanced together (each samples n programs per step)."}
+    )
     workers: int | None = field(default=None, metadata={"help": "Sandbox workers (default: one per core)."})
     timeout_s: float = field(default=3.0, metadata={"help": "Sandbox wall-clock limit per test, in seconds."})
-    timeout_scope: str = field(default="test", metadata={"help": "What timeout_s bounds: each test (and the loading) on its own clock, or the program's whole suite together (the reference code's 10 s per suite).", "choices": ["test", "suite"]})
-    preamble: str = field(default=DEFAULT_PREAMBLE, metadata={"help": "What runs before each program: none, problem (the problem's prelude: HumanEval's imports and helpers), reference (the reference code's import block + the prelude).", "choices": list(PREAMBLES)})
-    feedback: str = field(default="rich", metadata={"help": "Feedback wording: rich (failed test, expected, actual) or reference (the reference code's raw error text).", "choices": list(FEEDBACK_STYLES)})
+    timeout_scope: str = field(
+        default="test",
+        metadata={
+            "help": "What timeout_s bounds: each test (and the loading) on its own clock, or the program's whole suite together (the reference code's 10 s per suite).",
+            "choices": ["test", "suite"],
+        },
+    )
+    preamble: str = field(
+        default=DEFAULT_PREAMBLE,
+        metadata={
+            "help": "What runs before each program: none, problem (the problem's prelude: HumanEval's imports and helpers), reference (the reference code's import block + the prelude).",
+            "choices": list(PREAMBLES),
+        },
+    )
+    feedback: str = field(
+        default="rich",
+        metadata={
+            "help": "Feedback wording: rich (failed test, expected, actual) or reference (the reference code's raw error text).",
+            "choices": list(FEEDBACK_STYLES),
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.preamble not in PREAMBLES:
@@ -108,10 +186,18 @@ class SearchConfig:
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"got limit={self.limit}; it must be >= 1 (or unset for every problem)")
         self.seeding = seeding_name(self.seeding)
-        check_search_settings(self.n, self.selector, self.temperature, self.searches, self.verifier is not None, self.seeding)
+        check_search_settings(
+            self.n, self.selector, self.temperature, self.searches, self.verifier is not None, self.seeding
+        )
 
     def sampling(self) -> SamplingParams:
-        return SamplingParams(n=self.n, temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens, seed=self.seed)
+        return SamplingParams(
+            n=self.n,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_new_tokens=self.max_new_tokens,
+            seed=self.seed,
+        )
 
 
 def check_search_settings(
@@ -122,14 +208,21 @@ def check_search_settings(
         raise ValueError(f"got selector={selector!r}; choose one of {', '.join(SELECTORS)}")
     seeding_name(seeding)
     if selector in VERIFIER_SELECTORS and not has_verifier:
-        raise ValueError(f"selector {selector!r} ranks programs by a learned verifier; pass --verifier DIR or use --selector pt")
+        raise ValueError(
+            f"selector {selector!r} ranks programs by a learned verifier; pass --verifier DIR or use --selector pt"
+        )
     if temperature == 0 and n > 1:
-        raise ValueError(f"got n={n} with temperature=0: greedy decoding gives one program; use --n 1 or a temperature > 0")
+        raise ValueError(
+            f"got n={n} with temperature=0: greedy decoding gives one program; use --n 1 or a temperature > 0"
+        )
     if temperature == 0 and searches > 1:
-        raise ValueError(f"got searches={searches} with temperature=0: greedy searches are identical; use --searches 1 or a temperature > 0")
+        raise ValueError(
+            f"got searches={searches} with temperature=0: greedy searches are identical; use --searches 1 or a temperature > 0"
+        )
 
 
 # -- records ---------------------------------------------------------------------------------------
+
 
 @dataclass
 class SearchRecord:
@@ -173,18 +266,32 @@ class SearchRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "problem_id": self.problem_id, "search": self.search, "selector": self.selector, "n": self.n,
-            "max_turns": self.max_turns, "turns": [t.to_dict() for t in self.turns],
-            "solved_public": self.solved_public, "answer_turn": self.answer_turn, "correct": self.correct,
-            "completion_tokens": self.completion_tokens, "tokens_saved": self.tokens_saved,
-            "generate_s": round(self.generate_s, 4), "wall_s": round(self.wall_s, 4),
+            "problem_id": self.problem_id,
+            "search": self.search,
+            "selector": self.selector,
+            "n": self.n,
+            "max_turns": self.max_turns,
+            "turns": [t.to_dict() for t in self.turns],
+            "solved_public": self.solved_public,
+            "answer_turn": self.answer_turn,
+            "correct": self.correct,
+            "completion_tokens": self.completion_tokens,
+            "tokens_saved": self.tokens_saved,
+            "generate_s": round(self.generate_s, 4),
+            "wall_s": round(self.wall_s, 4),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SearchRecord:
         return cls(
-            data["problem_id"], data["search"], data["selector"], data["n"], data["max_turns"],
-            [SearchTurn.from_dict(t) for t in data["turns"]], data.get("generate_s", 0.0), data.get("wall_s", 0.0),
+            data["problem_id"],
+            data["search"],
+            data["selector"],
+            data["n"],
+            data["max_turns"],
+            [SearchTurn.from_dict(t) for t in data["turns"]],
+            data.get("generate_s", 0.0),
+            data.get("wall_s", 0.0),
         )
 
 
@@ -230,10 +337,18 @@ def search_problems(
     check_search_settings(n, selector, sampling.temperature, searches, scorer is not None, seeding)
     for problem in problems:
         if not problem.public_tests:
-            raise ValueError(f"problem {problem.id!r} has no public tests; a search needs them for feedback, selection and stopping")
+            raise ValueError(
+                f"problem {problem.id!r} has no public tests; a search needs them for feedback, selection and stopping"
+            )
     settings = EngineSettings(
-        turns=turns, sampling=replace(sampling, n=n, seed=seed), selector=selector, seeding=seeding, max_live=max_live,
-        overlap=overlap, prompt_config=prompt_config or PromptConfig(), preamble=preamble,
+        turns=turns,
+        sampling=replace(sampling, n=n, seed=seed),
+        selector=selector,
+        seeding=seeding,
+        max_live=max_live,
+        overlap=overlap,
+        prompt_config=prompt_config or PromptConfig(),
+        preamble=preamble,
     )
     skipped = set(skip)
     work = ((p, s) for p in problems for s in range(searches) if (p.id, s) not in skipped)
@@ -259,6 +374,7 @@ def _mean(values: Iterable[Any]) -> float:
 
 
 # -- the whole command -----------------------------------------------------------------------------
+
 
 @dataclass
 class SearchSummary:
@@ -302,11 +418,15 @@ def _run_search(config: SearchConfig, progress: bool) -> SearchSummary:
 
     started = time.perf_counter()
     out = Path(config.out)
-    problem_set, problems = load_selected_problems(config.problems, config.problems_path, config.limit, config.seed, config.first)
+    problem_set, problems = load_selected_problems(
+        config.problems, config.problems_path, config.limit, config.seed, config.first
+    )
     scorer = load_scorer(config.verifier)
     generator = make_generator(config.backend, config.model, **generator_options(config))
     metadata = _run_metadata(config, problem_set.sha256)
-    write_run_metadata(config, out, [p.id for p in problems], metadata, what="searches", missing=LEGACY_DEFAULTS, renamed=RENAMED)
+    write_run_metadata(
+        config, out, [p.id for p in problems], metadata, what="searches", missing=LEGACY_DEFAULTS, renamed=RENAMED
+    )
     store = SearchStore(out)
     bar = _progress_bar(len(problems) * config.searches, len(store.done)) if progress else None
     if bar is not None:  # a batch of replies takes minutes: show it moving
@@ -318,15 +438,30 @@ def _run_search(config: SearchConfig, progress: bool) -> SearchSummary:
         run.append(record)
         if bar is not None:
             bar.update(1)
-            bar.set_postfix_str(f"public {_mean(r.solved_public for r in run):.0%}, correct {_mean(r.correct for r in run):.0%}")
+            bar.set_postfix_str(
+                f"public {_mean(r.solved_public for r in run):.0%}, correct {_mean(r.correct for r in run):.0%}"
+            )
 
     try:
-        with Executor(workers=config.workers, limits=Limits(timeout_s=config.timeout_s, timeout_scope=config.timeout_scope)) as executor:
+        with Executor(
+            workers=config.workers, limits=Limits(timeout_s=config.timeout_s, timeout_scope=config.timeout_scope)
+        ) as executor:
             search_problems(
-                problems, generator, executor, n=config.n, selector=config.selector, turns=config.turns,
-                searches=config.searches, sampling=config.sampling(), seed=config.seed, scorer=scorer,
-                seeding=config.seeding, max_live=config.max_live, skip=store.done,
-                prompt_config=PromptConfig(feedback=config.feedback), preamble=config.preamble,
+                problems,
+                generator,
+                executor,
+                n=config.n,
+                selector=config.selector,
+                turns=config.turns,
+                searches=config.searches,
+                sampling=config.sampling(),
+                seed=config.seed,
+                scorer=scorer,
+                seeding=config.seeding,
+                max_live=config.max_live,
+                skip=store.done,
+                prompt_config=PromptConfig(feedback=config.feedback),
+                preamble=config.preamble,
                 on_search=on_search,
             )
     finally:
@@ -400,9 +535,15 @@ def _run_metadata(config: SearchConfig, problems_sha256: str) -> dict[str, Any]:
         "verifier": config.verifier,
         "problems_sha256": problems_sha256,
         "protocol": {
-            "public_private_rule": PUBLIC_PRIVATE_RULE, "stopping_rule": STOPPING_RULE, "n": config.n,
-            "turns": config.turns, "temperature": config.temperature, "timeout_s": config.timeout_s,
-            "selector": config.selector, "searches": config.searches, "preamble": config.preamble,
+            "public_private_rule": PUBLIC_PRIVATE_RULE,
+            "stopping_rule": STOPPING_RULE,
+            "n": config.n,
+            "turns": config.turns,
+            "temperature": config.temperature,
+            "timeout_s": config.timeout_s,
+            "selector": config.selector,
+            "searches": config.searches,
+            "preamble": config.preamble,
             "feedback": config.feedback,
         },
     }
@@ -413,7 +554,9 @@ def load_scorer(verifier: str | None) -> Scorer | None:
     if verifier is None:
         return None
     if not Path(verifier).exists():
-        raise FileNotFoundError(f"verifier folder {verifier} does not exist; train one with `mucode verifier train --out {verifier}`")
+        raise FileNotFoundError(
+            f"verifier folder {verifier} does not exist; train one with `mucode verifier train --out {verifier}`"
+        )
     from mucode.verifier.scoring import VerifierScorer
 
     return VerifierScorer.load(verifier)

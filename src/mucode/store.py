@@ -25,6 +25,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from mucode.types import Problem
 
+
 TRAJECTORIES = "trajectories.jsonl"
 SEARCHES = "searches.jsonl"
 CONFIG_FILE = "config.yaml"

@@ -12,14 +12,28 @@ import click
 
 from mucode import __version__
 
+
 # Packages behind optional extras: a missing one is named with its install line.
-EXTRAS = {"vllm": "vllm", "ray": "ray", "gymnasium": "rl", "openvino_genai": "openvino", "optimum": "openvino",
-          "fastapi": "serve", "uvicorn": "serve"}
+EXTRAS = {
+    "vllm": "vllm",
+    "ray": "ray",
+    "gymnasium": "rl",
+    "openvino_genai": "openvino",
+    "optimum": "openvino",
+    "fastapi": "serve",
+    "uvicorn": "serve",
+}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mucode")
-@click.option("-v", "--verbose", is_flag=True, envvar="MUCODE_VERBOSE", help="Also show library notices, warnings and loading bars (env: MUCODE_VERBOSE=1).")
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    envvar="MUCODE_VERBOSE",
+    help="Also show library notices, warnings and loading bars (env: MUCODE_VERBOSE=1).",
+)
 def app(verbose: bool) -> None:
     """Multi-turn code generation from execution feedback."""
     configure_output(verbose)

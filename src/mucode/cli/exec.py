@@ -10,6 +10,7 @@ import click
 from mucode.execution.asserts import split_assert_file  # noqa: F401  (re-exported for callers of the CLI module)
 from mucode.execution.limits import Limits
 
+
 EXAMPLES = """
 Examples:
 
@@ -20,20 +21,47 @@ Examples:
 
 @click.command("exec", epilog=EXAMPLES)
 @click.argument("program", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--tests", "tests_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="A Python file of assert statements (each top-level assert is one test).")
-@click.option("--timeout", type=float, default=Limits().timeout_s, show_default=True, help="Wall-clock limit per test, in seconds.")
 @click.option(
-    "--timeout-scope", type=click.Choice(["test", "suite"]), default=Limits().timeout_scope, show_default=True,
+    "--tests",
+    "tests_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A Python file of assert statements (each top-level assert is one test).",
+)
+@click.option(
+    "--timeout",
+    type=float,
+    default=Limits().timeout_s,
+    show_default=True,
+    help="Wall-clock limit per test, in seconds.",
+)
+@click.option(
+    "--timeout-scope",
+    type=click.Choice(["test", "suite"]),
+    default=Limits().timeout_scope,
+    show_default=True,
     help="What --timeout bounds: each test, or the program's whole suite (loading and all tests).",
 )
 @click.option(
-    "--memory", type=int, default=Limits().memory_mb, show_default=True,
+    "--memory",
+    type=int,
+    default=Limits().memory_mb,
+    show_default=True,
     help="Memory limit of the program, in MiB (see docs/sandbox.md).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.option("--unsafe-no-isolation", is_flag=True, help="Run the program even where no sandbox isolation is possible (neither root nor user namespaces).")
+@click.option(
+    "--unsafe-no-isolation",
+    is_flag=True,
+    help="Run the program even where no sandbox isolation is possible (neither root nor user namespaces).",
+)
 def exec_command(
-    program: Path, tests_path: Path, timeout: float, timeout_scope: str, memory: int, as_json: bool,
+    program: Path,
+    tests_path: Path,
+    timeout: float,
+    timeout_scope: str,
+    memory: int,
+    as_json: bool,
     unsafe_no_isolation: bool,
 ) -> int:
     """Run PROGRAM in the sandbox against the asserts in --tests. Exit code 0 iff all tests pass."""
@@ -43,9 +71,13 @@ def exec_command(
     try:
         tests = [AssertTest(code) for code in split_assert_file(tests_path.read_text())]
     except SyntaxError as err:
-        raise click.ClickException(f"{tests_path}: line {err.lineno}: {err.msg} (the tests file must be valid Python)") from None
+        raise click.ClickException(
+            f"{tests_path}: line {err.lineno}: {err.msg} (the tests file must be valid Python)"
+        ) from None
     if not tests:
-        raise ValueError(f"{tests_path} contains no tests: no top-level assert statement (each top-level `assert` is one test; functions such as pytest's `def test_*` are not run)")
+        raise ValueError(
+            f"{tests_path} contains no tests: no top-level assert statement (each top-level `assert` is one test; functions such as pytest's `def test_*` are not run)"
+        )
     limits = Limits(timeout_s=timeout, timeout_scope=timeout_scope, memory_mb=memory)
     with Executor(workers=1, limits=limits, unsafe_no_isolation=unsafe_no_isolation or None) as executor:
         result = executor.run(program.read_text(), tests)

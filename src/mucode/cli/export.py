@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+
 EXAMPLES = """
 \b
 Examples:

@@ -18,6 +18,7 @@ from mucode.cli.options import build_config, config_options
 from mucode.training.config import PRESETS, GeneratorTrainConfig, generator_config
 from mucode.training.relabel import RelabelConfig
 
+
 RELABEL_EXAMPLES = """
 \b
 Examples:
@@ -74,11 +75,18 @@ def relabel_command(more: tuple[str, ...], config_file: Path | None, **flags: An
 
 @generator.command("train", epilog=TRAIN_EXAMPLES)
 @click.argument("more", nargs=-1, metavar="[FILE]...")
-@click.option("--preset", type=click.Choice(list(PRESETS)), default=None, help="Start from a preset (file and flags override it): " + ", ".join(PRESETS) + ".")
+@click.option(
+    "--preset",
+    type=click.Choice(list(PRESETS)),
+    default=None,
+    help="Start from a preset (file and flags override it): " + ", ".join(PRESETS) + ".",
+)
 @click.option("--lora", is_flag=True, default=False, help="Shorthand for --finetune lora.")
 @click.option("--overwrite", is_flag=True, default=False, help="Delete OUT and start over instead of resuming.")
 @config_options(GeneratorTrainConfig)
-def train_command(more: tuple[str, ...], preset: str | None, lora: bool, overwrite: bool, config_file: Path | None, **flags: Any) -> int:
+def train_command(
+    more: tuple[str, ...], preset: str | None, lora: bool, overwrite: bool, config_file: Path | None, **flags: Any
+) -> int:
     """SFT the generator on relabeled data with TRL's SFTTrainer."""
     from mucode.training.sft import train_generator
 
@@ -95,5 +103,7 @@ def train_command(more: tuple[str, ...], preset: str | None, lora: bool, overwri
         raise click.UsageError("pass --data FILE.jsonl [FILE ...]: SFT files written by `mucode generator relabel`")
     result = train_generator(config, overwrite=overwrite, say=click.echo)
     if int(os.environ.get("RANK", "0")) == 0:
-        click.echo(f"saved {result.model_dir} after {result.global_step} updates (loss {result.train_loss:.4f}, {result.seconds:.0f} s)")
+        click.echo(
+            f"saved {result.model_dir} after {result.global_step} updates (loss {result.train_loss:.4f}, {result.seconds:.0f} s)"
+        )
     return 0

@@ -10,6 +10,7 @@ import click
 
 from mucode.generation.models import PRESETS, cache_root, cached_preset_dir, preset_dir, pull_preset, read_manifest
 
+
 EXAMPLES = """
 \b
 Examples:
@@ -37,12 +38,18 @@ def list_command(as_json: bool) -> None:
     for name, preset in PRESETS.items():
         folder = cached_preset_dir(name)
         manifest = read_manifest(folder) if folder else None
-        rows.append({
-            "name": name, "hub_id": preset.hub_id, "description": preset.description,
-            "registry": sorted({part.requirement for part in preset.parts}), "gguf_bytes": preset.size,
-            "cached": folder is not None, "path": str(preset_dir(name)),
-            "created": manifest.get("created") if manifest else None,
-        })
+        rows.append(
+            {
+                "name": name,
+                "hub_id": preset.hub_id,
+                "description": preset.description,
+                "registry": sorted({part.requirement for part in preset.parts}),
+                "gguf_bytes": preset.size,
+                "cached": folder is not None,
+                "path": str(preset_dir(name)),
+                "created": manifest.get("created") if manifest else None,
+            }
+        )
     if as_json:
         click.echo(json.dumps({"cache": str(cache_root()), "presets": rows}, indent=2))
         return

@@ -12,6 +12,7 @@ import click
 
 from mucode.config import load_config
 
+
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,12 +33,22 @@ def config_options(cls: type) -> Callable[[F], F]:
             help_text = f.metadata.get("help", "")
             default = f.default if f.default is not dataclasses.MISSING else None
             if hints[f.name] is bool:
-                command = click.option(f"{flag}/--no-{f.name.replace('_', '-')}", f.name, default=None, help=help_text)(command)
+                command = click.option(
+                    f"{flag}/--no-{f.name.replace('_', '-')}", f.name, default=None, help=help_text
+                )(command)
             else:
                 choices = f.metadata.get("choices")
                 kind = click.Choice(choices) if choices else f.metadata.get("cli_type") or _click_type(hints[f.name])
-                command = click.option(flag, f.name, type=kind, default=None, help=f"{help_text}  [default: {default}]")(command)
-        return click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None, help="YAML file of options (flags override it).")(command)
+                command = click.option(
+                    flag, f.name, type=kind, default=None, help=f"{help_text}  [default: {default}]"
+                )(command)
+        return click.option(
+            "--config",
+            "config_file",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            default=None,
+            help="YAML file of options (flags override it).",
+        )(command)
 
     return decorate
 

@@ -11,6 +11,7 @@ import click
 from mucode.problems import ProblemSet, load_problems
 from mucode.types import IOTest, Problem, Test
 
+
 EXAMPLES = """
 \b
 Examples:
@@ -55,8 +56,15 @@ def _split_rows(problem_set: ProblemSet) -> list[tuple[str, int, int, int, int]]
     for split in problem_set.splits():
         members = problem_set.in_split(split)
         skipped = sum(s.split == split for s in problem_set.skipped)
-        rows.append((split, len(members), sum(len(p.public_tests) for p in members),
-                     sum(len(p.private_tests) for p in members), skipped))
+        rows.append(
+            (
+                split,
+                len(members),
+                sum(len(p.public_tests) for p in members),
+                sum(len(p.private_tests) for p in members),
+                skipped,
+            )
+        )
     totals = tuple(sum(row[i] for row in rows) for i in range(1, 5))
     return rows + [("total", *totals)]
 
@@ -71,13 +79,23 @@ def list_command(source: str, path: Path | None, as_json: bool) -> None:
     rows = _split_rows(problem_set)
     if as_json:
         keys = ("problems", "public_tests", "private_tests", "skipped")
-        click.echo(json.dumps({
-            "name": problem_set.name, "split": problem_set.split, "origin": problem_set.origin,
-            "sha256": problem_set.sha256, "splits": {r[0]: dict(zip(keys, r[1:])) for r in rows},
-            "skipped": [{"id": s.id, "split": s.split, "reason": s.reason} for s in problem_set.skipped],
-        }, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "name": problem_set.name,
+                    "split": problem_set.split,
+                    "origin": problem_set.origin,
+                    "sha256": problem_set.sha256,
+                    "splits": {r[0]: dict(zip(keys, r[1:])) for r in rows},
+                    "skipped": [{"id": s.id, "split": s.split, "reason": s.reason} for s in problem_set.skipped],
+                },
+                indent=2,
+            )
+        )
         return
-    click.echo(f"{problem_set.name}: {len(problem_set)} problems from {problem_set.origin} (sha256 {problem_set.sha256[:16]})")
+    click.echo(
+        f"{problem_set.name}: {len(problem_set)} problems from {problem_set.origin} (sha256 {problem_set.sha256[:16]})"
+    )
     click.echo(f"{'split':<12}{'problems':>10}{'public':>10}{'private':>10}{'skipped':>10}")
     for split, *counts in rows:
         click.echo(f"{split:<12}" + "".join(f"{n:>10}" for n in counts))
@@ -129,8 +147,16 @@ def show_command(source: str, problem_id: str | None, path: Path | None, as_json
 @problems.command("verify", epilog=EXAMPLES)
 @click.argument("source")
 @_path_option
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="Sandbox workers (default: one per CPU core).")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True, help="Wall-clock limit per test, in seconds.")
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=None, help="Sandbox workers (default: one per CPU core)."
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Wall-clock limit per test, in seconds.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a summary.")
 def verify_command(source: str, path: Path | None, workers: int | None, timeout: float, as_json: bool) -> int:
     """Run every reference solution of SOURCE[:SPLIT] in the sandbox against its public and private
@@ -149,20 +175,34 @@ def verify_command(source: str, path: Path | None, workers: int | None, timeout:
     elapsed = time.perf_counter() - started
     failures = {
         p.id: next(v for v in r.verdicts if not v.passed) if r.verdicts else None
-        for p, r in zip(with_reference, results) if not r.passed
+        for p, r in zip(with_reference, results)
+        if not r.passed
     }
     summary = {
-        "source": source, "problems": len(problem_set), "with_reference": len(with_reference),
-        "passed": len(with_reference) - len(failures), "seconds": round(elapsed, 2),
-        "isolation": mode, "workers": n_workers,
+        "source": source,
+        "problems": len(problem_set),
+        "with_reference": len(with_reference),
+        "passed": len(with_reference) - len(failures),
+        "seconds": round(elapsed, 2),
+        "isolation": mode,
+        "workers": n_workers,
         "failures": {pid: (v.to_dict() if v else "no tests") for pid, v in failures.items()},
     }
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
-        click.echo(f"{problem_set.name}: {summary['passed']}/{len(with_reference)} reference solutions pass all their tests "
-                   f"({len(problem_set) - len(with_reference)} without a reference) in {elapsed:.1f} s "
-                   f"with {n_workers} sandbox workers (isolation: {mode})")
+        click.echo(
+            f"{problem_set.name}: {summary['passed']}/{len(with_reference)} reference solutions pass all their tests "
+            f"({len(problem_set) - len(with_reference)} without a reference) in {elapsed:.1f} s "
+            f"with {n_workers} sandbox workers (isolation: {mode})"
+        )
         for pid, verdict in failures.items():
-            click.echo(f"  {pid}: " + (f"{verdict.status.value}: {verdict.message.splitlines()[0] if verdict.message else ''}" if verdict else "no tests"))
+            click.echo(
+                f"  {pid}: "
+                + (
+                    f"{verdict.status.value}: {verdict.message.splitlines()[0] if verdict.message else ''}"
+                    if verdict
+                    else "no tests"
+                )
+            )
     return 0 if not failures else 1

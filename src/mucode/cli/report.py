@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+
 EXAMPLES = """
 \b
 Examples:
@@ -17,8 +18,16 @@ Examples:
 
 @click.command("report", epilog=EXAMPLES)
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Report folder (default: DIR/report for a single DIR; required for several).")
-@click.option("--names", default=None, help="Comma-separated method names, one per run in order (default: folder names).")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Report folder (default: DIR/report for a single DIR; required for several).",
+)
+@click.option(
+    "--names", default=None, help="Comma-separated method names, one per run in order (default: folder names)."
+)
 def report_command(run_dirs: tuple[Path, ...], out_dir: Path | None, names: str | None) -> int:
     """Write REPORT_DIR/report.md (results table, accuracy by turn, protocol) and its plots."""
     from mucode.reports import write_report
@@ -41,7 +50,9 @@ Examples:
 
 @click.command("view", epilog=VIEW_EXAMPLES)
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The HTML file to write.")
+@click.option(
+    "--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The HTML file to write."
+)
 @click.option("--names", default=None, help="Comma-separated run names, one per run in order (default: folder names).")
 def view_command(run_dirs: tuple[Path, ...], out_path: Path, names: str | None) -> int:
     """Write a static HTML page of every search/rollout of the runs, turn by turn (opens from disk)."""

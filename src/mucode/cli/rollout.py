@@ -10,6 +10,7 @@ import click
 from mucode.cli.options import build_config, config_options
 from mucode.rollouts import RolloutConfig
 
+
 EXAMPLES = """
 \b
 Examples:

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+
 EXAMPLES = """
 \b
 Examples:
@@ -20,8 +21,19 @@ Examples:
 
 
 @click.command("run", epilog=EXAMPLES)
-@click.option("--preset", type=click.Choice(["paper", "demo", "smoke"]), default=None, help="Named settings (a YAML --config and flags override them).")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None, help="YAML file of PipelineConfig fields.")
+@click.option(
+    "--preset",
+    type=click.Choice(["paper", "demo", "smoke"]),
+    default=None,
+    help="Named settings (a YAML --config and flags override them).",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="YAML file of PipelineConfig fields.",
+)
 @click.option("--out", default=None, help="Run folder (default: runs/<preset>).")
 @click.option("--model", default=None, help="Base generator (preset, hub id, local folder, GGUF).")
 @click.option("--problems-path", default=None, help="MBPP data file or folder (else $MUCODE_MBPP_PATH, then the hub).")
@@ -29,23 +41,39 @@ Examples:
 @click.option("--limit", type=int, default=None, help="Seeded subset of this many training problems.")
 @click.option("--iterations", type=int, default=None, help="Generator iterations after iteration 0.")
 @click.option(
-    "--method", "methods", type=click.Choice(["mucode", "multi-star", "star"]), multiple=True,
+    "--method",
+    "methods",
+    type=click.Choice(["mucode", "multi-star", "star"]),
+    multiple=True,
     help="Generator training data; repeat it to train several methods from one iteration 0.",
 )
 @click.option(
-    "--backend", type=click.Choice(["auto", "hf", "openvino", "openai", "vllm"]), default=None,
+    "--backend",
+    type=click.Choice(["auto", "hf", "openvino", "openai", "vllm"]),
+    default=None,
     help="Generation backend of every rollout and search (the rollout: / search: sections' backend).",
 )
 @click.option("--base-url", default=None, help="OpenAI server URL (openai backend), every rollout and search.")
 @click.option("--eval-limit", type=int, default=None, help="Seeded subset of this many problems per evaluation set.")
-@click.option("--eval-base/--no-eval-base", default=None, help="Also evaluate the base generator (default: the config's eval_base, on).")
+@click.option(
+    "--eval-base/--no-eval-base",
+    default=None,
+    help="Also evaluate the base generator (default: the config's eval_base, on).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option(
     "--check", is_flag=True, help="Validate the settings (every check made before a model loads), list the stages."
 )
 def run_command(
-    preset: str | None, config_file: Path | None, out: str | None, quiet: bool, check: bool,
-    methods: tuple[str, ...], backend: str | None, base_url: str | None, **flags: Any,
+    preset: str | None,
+    config_file: Path | None,
+    out: str | None,
+    quiet: bool,
+    check: bool,
+    methods: tuple[str, ...],
+    backend: str | None,
+    base_url: str | None,
+    **flags: Any,
 ) -> int:
     """Run µCode end to end: base rollouts, verifier, generator iterations (relabel, SFT,
     rollouts, verifier), then greedy and Best-of-N evaluation and a report."""

@@ -14,6 +14,7 @@ from mucode.problems.prelude import DEFAULT_PREAMBLE, PREAMBLES
 from mucode.prompts import FEEDBACK_STYLES
 from mucode.search import SELECTORS, SearchConfig
 
+
 SEARCH_EXAMPLES = """
 \b
 Examples:
@@ -77,6 +78,7 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
 
 # -- solve -----------------------------------------------------------------------------------------
 
+
 def _help(name: str) -> str:
     """The help of a SearchConfig field (one wording for `mucode search` and `mucode solve`)."""
     return SearchConfig.__dataclass_fields__[name].metadata["help"]
@@ -84,28 +86,73 @@ def _help(name: str) -> str:
 
 @click.command("solve", epilog=SOLVE_EXAMPLES)
 @click.argument("statement", required=False)
-@click.option("--tests", "tests_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Python file of assert statements: the public tests (each top-level assert is one test).")
-@click.option("--problem", "problem_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="A JSON or one-line JSONL problem (schema of docs/problems.md) instead of STATEMENT.")
-@click.option("--model", default="smollm2-135m", show_default=True, help="Preset name, hub id, local folder, GGUF file, or served model name.")
+@click.option(
+    "--tests",
+    "tests_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Python file of assert statements: the public tests (each top-level assert is one test).",
+)
+@click.option(
+    "--problem",
+    "problem_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A JSON or one-line JSONL problem (schema of docs/problems.md) instead of STATEMENT.",
+)
+@click.option(
+    "--model",
+    default="smollm2-135m",
+    show_default=True,
+    help="Preset name, hub id, local folder, GGUF file, or served model name.",
+)
 @click.option("--verifier", default=None, help="Trained verifier folder (selectors lv and pt+lv).")
 @click.option("--n", type=int, default=1, show_default=True, help="Programs sampled per turn.")
 @click.option("--turns", type=int, default=3, show_default=True, help="Most turns.")
-@click.option("--selector", type=click.Choice(SELECTORS), default=None, help="How one program per turn is kept  [default: pt+lv with --verifier, else pt]")
-@click.option("--temperature", type=float, default=None, help="Sampling temperature  [default: 0 (greedy) for --n 1, else 0.7]")
+@click.option(
+    "--selector",
+    type=click.Choice(SELECTORS),
+    default=None,
+    help="How one program per turn is kept  [default: pt+lv with --verifier, else pt]",
+)
+@click.option(
+    "--temperature", type=float, default=None, help="Sampling temperature  [default: 0 (greedy) for --n 1, else 0.7]"
+)
 @click.option("--top-p", type=float, default=1.0, show_default=True, help="Nucleus sampling mass.")
 @click.option("--max-new-tokens", type=int, default=512, show_default=True, help="Most tokens per reply.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of sampling and selection.")
-@click.option("--backend", type=click.Choice(["auto", "hf", "openvino", "openai", "vllm"]), default="auto", show_default=True, help="Generation backend (auto: OpenVINO on CPU if installed, vLLM on CUDA, else hf).")
+@click.option(
+    "--backend",
+    type=click.Choice(["auto", "hf", "openvino", "openai", "vllm"]),
+    default="auto",
+    show_default=True,
+    help="Generation backend (auto: OpenVINO on CPU if installed, vLLM on CUDA, else hf).",
+)
 @click.option("--base-url", default=None, help="OpenAI-compatible server URL (openai backend).")
-@click.option("--timeout-s", type=float, default=3.0, show_default=True, help="Sandbox wall-clock limit per test, in seconds.")
-@click.option("--preamble", type=click.Choice(PREAMBLES), default=DEFAULT_PREAMBLE, show_default=True,
-              help=_help("preamble"))
-@click.option("--feedback", type=click.Choice(FEEDBACK_STYLES), default="rich", show_default=True,
-              help=_help("feedback"))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Save the problem, the search record (every turn and candidate) and the final program here.")
-@click.option("--print-unsolved", is_flag=True, help="Print the last kept program on stdout even when it fails the public tests.")
+@click.option(
+    "--timeout-s", type=float, default=3.0, show_default=True, help="Sandbox wall-clock limit per test, in seconds."
+)
+@click.option(
+    "--preamble", type=click.Choice(PREAMBLES), default=DEFAULT_PREAMBLE, show_default=True, help=_help("preamble")
+)
+@click.option(
+    "--feedback", type=click.Choice(FEEDBACK_STYLES), default="rich", show_default=True, help=_help("feedback")
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Save the problem, the search record (every turn and candidate) and the final program here.",
+)
+@click.option(
+    "--print-unsolved", is_flag=True, help="Print the last kept program on stdout even when it fails the public tests."
+)
 def solve_command(
-    statement: str | None, tests_path: Path | None, problem_path: Path | None, out_dir: Path | None, print_unsolved: bool, **options: Any
+    statement: str | None,
+    tests_path: Path | None,
+    problem_path: Path | None,
+    out_dir: Path | None,
+    print_unsolved: bool,
+    **options: Any,
 ) -> int:
     """Search for a program that passes the tests; stream each turn to stderr, print the program
     that passes the public tests on stdout (nothing when none does, unless --print-unsolved).
@@ -155,10 +202,22 @@ def _solve_config(options: dict[str, Any]) -> SearchConfig:
     selector = options["selector"] or ("pt+lv" if options["verifier"] else "pt")
     try:
         return SearchConfig(
-            model=options["model"], verifier=options["verifier"], n=n, selector=selector, turns=options["turns"],
-            temperature=temperature, top_p=options["top_p"], max_new_tokens=options["max_new_tokens"], seed=options["seed"],
-            backend=options["backend"], base_url=options["base_url"], timeout_s=options["timeout_s"], out="", workers=1,
-            preamble=options["preamble"], feedback=options["feedback"],
+            model=options["model"],
+            verifier=options["verifier"],
+            n=n,
+            selector=selector,
+            turns=options["turns"],
+            temperature=temperature,
+            top_p=options["top_p"],
+            max_new_tokens=options["max_new_tokens"],
+            seed=options["seed"],
+            backend=options["backend"],
+            base_url=options["base_url"],
+            timeout_s=options["timeout_s"],
+            out="",
+            workers=1,
+            preamble=options["preamble"],
+            feedback=options["feedback"],
         )
     except ValueError as err:
         raise click.ClickException(str(err)) from None
@@ -168,16 +227,27 @@ def _run_solve(problem: Any, config: SearchConfig) -> Any:
     from mucode.execution import Executor, Limits
     from mucode.generation.factory import make_generator
     from mucode.prompts import PromptConfig
-    from mucode.search import load_scorer, generator_options, search_problems
+    from mucode.search import generator_options, load_scorer, search_problems
 
     scorer = load_scorer(config.verifier)
     generator = make_generator(config.backend, config.model, **generator_options(config))
     try:
-        with Executor(workers=config.workers, limits=Limits(timeout_s=config.timeout_s, timeout_scope=config.timeout_scope)) as executor:
+        with Executor(
+            workers=config.workers, limits=Limits(timeout_s=config.timeout_s, timeout_scope=config.timeout_scope)
+        ) as executor:
             return search_problems(
-                [problem], generator, executor, n=config.n, selector=config.selector, turns=config.turns,
-                sampling=config.sampling(), seed=config.seed, scorer=scorer, on_turn=_stream_turn(config),
-                prompt_config=PromptConfig(feedback=config.feedback), preamble=config.preamble,
+                [problem],
+                generator,
+                executor,
+                n=config.n,
+                selector=config.selector,
+                turns=config.turns,
+                sampling=config.sampling(),
+                seed=config.seed,
+                scorer=scorer,
+                on_turn=_stream_turn(config),
+                prompt_config=PromptConfig(feedback=config.feedback),
+                preamble=config.preamble,
             )[0]
     finally:
         generator.close()
@@ -221,7 +291,9 @@ def _cli_problem(statement: str | None, tests_path: Path | None, problem_path: P
 
         problem = Problem(id="solve", source="cli", prompt=statement, public_tests=tuple(tests), private_tests=())  # type: ignore[arg-type]
     if not problem.public_tests:
-        raise click.ClickException("the problem has no public tests; the search needs them for feedback and stopping (add --tests FILE)")
+        raise click.ClickException(
+            "the problem has no public tests; the search needs them for feedback and stopping (add --tests FILE)"
+        )
     return problem
 
 
@@ -232,7 +304,9 @@ def _public_tests(path: Path) -> list[Any]:
     try:
         tests = [AssertTest(code) for code in split_assert_file(path.read_text())]
     except SyntaxError as err:
-        raise click.ClickException(f"{path}: line {err.lineno}: {err.msg} (the tests file must be valid Python)") from None
+        raise click.ClickException(
+            f"{path}: line {err.lineno}: {err.msg} (the tests file must be valid Python)"
+        ) from None
     if not tests:
         raise click.ClickException(f"{path} contains no tests (expected assert statements)")
     return tests
@@ -254,7 +328,9 @@ def _read_problem_file(path: Path) -> Any:
         except json.JSONDecodeError as err:
             raise click.ClickException(f"{path}: not JSON or JSONL ({err.msg}, line {err.lineno})") from None
     if len(rows) != 1:
-        raise click.ClickException(f"{path} holds {len(rows)} problems; solve takes one (use `mucode search --problems {path}` for a set)")
+        raise click.ClickException(
+            f"{path} holds {len(rows)} problems; solve takes one (use `mucode search --problems {path}` for a set)"
+        )
     row = rows[0]
     has_private = isinstance(row, dict) and bool(row.get("private_tests"))
     if isinstance(row, dict) and not has_private:

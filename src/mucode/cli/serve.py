@@ -10,6 +10,7 @@ import click
 from mucode.cli.options import build_config, config_options
 from mucode.serve.config import ServeConfig
 
+
 EXAMPLES = """
 \b
 Examples:
@@ -31,7 +32,10 @@ def serve_command(config_file: Path | None, **flags: Any) -> int:
 
     config = build_config(ServeConfig, config_file, flags)
     if config.host not in ("127.0.0.1", "localhost", "::1") and not config.api_key:
-        click.echo(f"warning: serving on {config.host} without --api-key: anyone who reaches it can run code in its sandbox", err=True)
+        click.echo(
+            f"warning: serving on {config.host} without --api-key: anyone who reaches it can run code in its sandbox",
+            err=True,
+        )
     check_generator(config.backend, config.model, base_url=config.base_url)
     click.echo(f"mucode serve: loading {config.model}; then listening on http://{config.host}:{config.port}", err=True)
     uvicorn.run(create_app(config), host=config.host, port=config.port, log_level="warning")

@@ -17,6 +17,7 @@ import click
 from mucode.cli.options import build_config, config_options
 from mucode.verifier.config import PRESETS, VerifierEvalConfig, VerifierScoreConfig, VerifierTrainConfig, train_config
 
+
 TRAIN_EXAMPLES = """
 \b
 Examples:
@@ -56,7 +57,12 @@ def verifier() -> None:
 
 
 @verifier.command("train", epilog=TRAIN_EXAMPLES)
-@click.option("--preset", type=click.Choice(list(PRESETS)), default=None, help="Start from a preset (file and flags override it): " + ", ".join(PRESETS) + ".")
+@click.option(
+    "--preset",
+    type=click.Choice(list(PRESETS)),
+    default=None,
+    help="Start from a preset (file and flags override it): " + ", ".join(PRESETS) + ".",
+)
 @click.option("--overwrite", is_flag=True, default=False, help="Delete OUT and start over instead of resuming.")
 @config_options(VerifierTrainConfig)
 def train_command(preset: str | None, overwrite: bool, config_file: Path | None, **flags: Any) -> int:
@@ -70,7 +76,9 @@ def train_command(preset: str | None, overwrite: bool, config_file: Path | None,
         raise click.ClickException(str(err)) from None
     result = train_verifier(config, overwrite=overwrite, say=click.echo)
     if int(os.environ.get("RANK", "0")) == 0:
-        click.echo(f"saved {result.model_dir} after {result.global_step} updates (loss {result.train_loss:.4f}, {result.seconds:.0f} s)")
+        click.echo(
+            f"saved {result.model_dir} after {result.global_step} updates (loss {result.train_loss:.4f}, {result.seconds:.0f} s)"
+        )
     return 0
 
 
@@ -100,5 +108,9 @@ def eval_command(as_json: bool, config_file: Path | None, **flags: Any) -> int:
     report = evaluate_verifier(config, say=None if as_json else click.echo)
     from mucode.verifier.evaluate import json_safe
 
-    click.echo(json.dumps(json_safe(report), indent=2) if as_json else format_report(report) + f"\nreport: {report['written']}")
+    click.echo(
+        json.dumps(json_safe(report), indent=2)
+        if as_json
+        else format_report(report) + f"\nreport: {report['written']}"
+    )
     return 0

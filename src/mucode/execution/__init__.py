@@ -7,4 +7,5 @@ isolation design and `judge.py` for how verdicts are decided.
 from mucode.execution.limits import Limits
 from mucode.execution.pool import Executor, IsolationUnavailable
 
+
 __all__ = ["Executor", "IsolationUnavailable", "Limits"]

@@ -12,6 +12,7 @@ import ast
 import functools
 from typing import Any
 
+
 LEFT, RIGHT, VALUE = "_mucode_l", "_mucode_r", "_mucode_v"
 FAIL = "_mucode_fail"
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+
 V1_CONTROLLERS = ("memory", "pids")
 _PREFIX = "mucode-"
 
@@ -133,7 +134,7 @@ def _folder(mount_root: str, mount_point: str, path: str) -> str | None:
     if mount_root == "/":
         return mount_point + path.rstrip("/") if path != "/" else mount_point
     if path == mount_root or path.startswith(mount_root + "/"):
-        return mount_point + path[len(mount_root):]
+        return mount_point + path[len(mount_root) :]
     return None
 
 
@@ -144,7 +145,7 @@ def _remove_stale(parent: str) -> None:
     except OSError:
         return
     for name in names:
-        pid = name[len(_PREFIX):]
+        pid = name[len(_PREFIX) :]
         if name.startswith(_PREFIX) and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
             try:
                 os.rmdir(os.path.join(parent, name))

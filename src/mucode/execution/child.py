@@ -21,6 +21,7 @@ from mucode.execution import codec, isolation
 from mucode.execution.limits import Limits
 from mucode.execution.wire import recv_frame, send_frame
 
+
 PROGRAM_FILE = "<solution>"
 SETUP_FILE = "<setup>"
 RPC_FD = 3
@@ -35,12 +36,22 @@ def prepare_zygote() -> None:
     # These wrap fds 0-2 by number: each program dup2()s its own pipes there before running.
     sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8", errors="replace")
     sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="backslashreplace")
-    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace", write_through=True)
+    sys.stderr = io.TextIOWrapper(
+        io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace", write_through=True
+    )
 
 
 def enter_sandbox(
-    *, workdir: str, uid: int | None, limits: Limits, n_tests: int, rpc_fd: int, stdin_fd: int, stdout_fd: int,
-    stderr_fd: int, isolated: bool,
+    *,
+    workdir: str,
+    uid: int | None,
+    limits: Limits,
+    n_tests: int,
+    rpc_fd: int,
+    stdin_fd: int,
+    stdout_fd: int,
+    stderr_fd: int,
+    isolated: bool,
 ) -> None:
     """Turn the freshly forked process into the sandbox: own session, clean fds, limits, no root."""
     os.setsid()
@@ -139,7 +150,9 @@ class _Server:
         sys.stdout.flush()
         payload = json.dumps(message, separators=(",", ":")).encode()
         if len(payload) > self.max_bytes:
-            payload = json.dumps(["raise", "ValueError", f"returned value too large ({len(payload)} bytes encoded)", ""]).encode()
+            payload = json.dumps(
+                ["raise", "ValueError", f"returned value too large ({len(payload)} bytes encoded)", ""]
+            ).encode()
         send_frame(RPC_FD, payload)
 
     def receive(self) -> list:
@@ -229,7 +242,9 @@ def run_script_mode(program: str, setup_code: str) -> NoReturn:
         code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
     except BaseException as err:  # noqa: BLE001
         name, message, where = format_exception(err)
-        sys.stderr.write(f"Traceback (program lines):\n{where}\n{name}: {message}\n" if where else f"{name}: {message}\n")
+        sys.stderr.write(
+            f"Traceback (program lines):\n{where}\n{name}: {message}\n" if where else f"{name}: {message}\n"
+        )
         code = 1
     try:
         sys.stdout.flush()

@@ -19,9 +19,13 @@ import json
 import math
 from typing import Any, Callable
 
+
 _SCALARS = (type(None), bool, int, float, str)
 # Builtin types travel by name (a test may pass `int` to the program, as in isinstance checks).
-_BUILTIN_TYPES = {t.__name__: t for t in (bool, bytes, complex, dict, float, frozenset, int, list, object, set, str, tuple, type, range)}
+_BUILTIN_TYPES = {
+    t.__name__: t
+    for t in (bool, bytes, complex, dict, float, frozenset, int, list, object, set, str, tuple, type, range)
+}
 MAX_DEPTH = 200
 # Larger ints travel as hexadecimal text: JSON (and int <-> decimal text) is limited to 4,300 digits
 # and quadratic, while hex conversion is linear.

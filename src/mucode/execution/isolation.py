@@ -21,6 +21,7 @@ from typing import Iterable
 
 from mucode.execution.limits import Limits
 
+
 CLONE_NEWNS = 0x00020000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
@@ -125,7 +126,9 @@ def enter_user_namespace(mapped_uid: int, mapped_gid: int, extra_flags: int = 0)
     _write("/proc/self/gid_map", f"0 {mapped_gid} 1")
 
 
-def enter_worker_namespaces(mode: str, scratch_mb: int, python_dirs: Iterable[str], hidden_dirs: Iterable[str]) -> None:
+def enter_worker_namespaces(
+    mode: str, scratch_mb: int, python_dirs: Iterable[str], hidden_dirs: Iterable[str]
+) -> None:
     """Called once by a worker's sandbox parent (the zygote, PID 1 of its PID namespace unless mode
     is 'none'): private mounts, no network, private IPC, and a new root file system.
 
@@ -181,13 +184,20 @@ def _build_root(root: str, scratch_mb: int, python_dirs: Iterable[str], hidden_d
             bound.append(directory)
     for directory in sorted({os.path.realpath(d) for d in hidden_dirs}):
         if os.path.isdir(root + directory):
-            mount("tmpfs", root + directory, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=0755")
+            mount(
+                "tmpfs", root + directory, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=0755"
+            )
     os.makedirs(root + "/dev", mode=0o755)
     mount("tmpfs", root + "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=0755")
     for node in DEVICE_NODES:
         if os.path.exists("/dev/" + node):
             _bind("/dev/" + node, f"{root}/dev/{node}", MS_NOSUID | MS_NOEXEC)
-    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+    for name, target in (
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ):
         os.symlink(target, f"{root}/dev/{name}")
     os.makedirs(root + "/proc", mode=0o555)
     # Mounted before the pivot: in a user namespace the kernel only allows a new proc mount while a
@@ -249,7 +259,15 @@ def drop_privileges(uid: int | None) -> None:
     prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
     for cap in range(_last_capability() + 1):
         prctl(PR_CAPBSET_DROP, cap)
-    prctl(PR_SET_SECUREBITS, SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP_LOCKED | SECBIT_KEEP_CAPS_LOCKED | SECBIT_NO_CAP_AMBIENT_RAISE | SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED)
+    prctl(
+        PR_SET_SECUREBITS,
+        SECBIT_NOROOT
+        | SECBIT_NOROOT_LOCKED
+        | SECBIT_NO_SETUID_FIXUP_LOCKED
+        | SECBIT_KEEP_CAPS_LOCKED
+        | SECBIT_NO_CAP_AMBIENT_RAISE
+        | SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED,
+    )
     if uid is not None:
         os.setgroups([])
         os.setresgid(uid, uid, uid)

@@ -31,6 +31,7 @@ from mucode.execution.outputs import normalised_lines, outputs_match
 from mucode.execution.wire import HEADER
 from mucode.types import AssertTest, IOTest, Status, Verdict
 
+
 KILL_GRACE_S = 1.5  # how long the sandbox parent gets to report after being asked to kill
 
 
@@ -402,6 +403,7 @@ class Remote:
 
 # -- verdicts --------------------------------------------------------------------------------------
 
+
 def _program_error_message(err: RemoteError, limits: Limits) -> str:
     if err.type_name == "MemoryError":
         text = f"MemoryError: the program ran out of memory (its limit is {limits.memory_mb} MiB)"
@@ -418,7 +420,11 @@ def _ending_verdict(info: dict[str, int], when: str) -> Verdict:
             name = signal.Signals(sig).name
         except ValueError:
             name = f"signal {sig}"
-        reason = {"SIGXCPU": " (CPU time limit)", "SIGXFSZ": " (file size limit)", "SIGSEGV": " (e.g. stack overflow)"}.get(name, "")
+        reason = {
+            "SIGXCPU": " (CPU time limit)",
+            "SIGXFSZ": " (file size limit)",
+            "SIGSEGV": " (e.g. stack overflow)",
+        }.get(name, "")
         if info.get("oom"):
             reason = f" (out of memory: the program and its processes may use {info['oom']} MiB together)"
         return Verdict(Status.CRASHED, f"the program was killed by {name}{reason} {when}")
@@ -447,11 +453,37 @@ class _Alarm:
 # Modules the judge may bind for a test when the program imported them (tests often use the
 # program's `import math`). Nothing else is ever imported on the program's word: importing a module
 # runs its code in the trusted judge (e.g. `venv.__main__` creates virtual environments).
-TEST_MODULES = frozenset({
-    "array", "bisect", "cmath", "collections", "copy", "datetime", "decimal", "fractions", "functools",
-    "heapq", "itertools", "json", "math", "operator", "random", "re", "statistics", "string", "sys",
-    "typing", "unicodedata", "hashlib", "numbers", "time", "textwrap", "enum", "dataclasses",
-})
+TEST_MODULES = frozenset(
+    {
+        "array",
+        "bisect",
+        "cmath",
+        "collections",
+        "copy",
+        "datetime",
+        "decimal",
+        "fractions",
+        "functools",
+        "heapq",
+        "itertools",
+        "json",
+        "math",
+        "operator",
+        "random",
+        "re",
+        "statistics",
+        "string",
+        "sys",
+        "typing",
+        "unicodedata",
+        "hashlib",
+        "numbers",
+        "time",
+        "textwrap",
+        "enum",
+        "dataclasses",
+    }
+)
 
 
 def _namespace(run: SandboxRun, names: Any) -> dict[str, Any]:
@@ -504,14 +536,21 @@ def _run_one_assert(
     except RecursionError:
         return Verdict(Status.ERROR, "RecursionError: maximum recursion depth exceeded", duration_s=took())
     except MemoryError:
-        return Verdict(Status.ERROR, "MemoryError: the test ran out of memory computing on the program's values", duration_s=took())
+        return Verdict(
+            Status.ERROR,
+            "MemoryError: the test ran out of memory computing on the program's values",
+            duration_s=took(),
+        )
     except Exception as err:  # noqa: BLE001 - e.g. NameError for a missing function
         return Verdict(Status.ERROR, f"{type(err).__name__}: {err}"[:1000], duration_s=took())
     return Verdict(Status.PASSED, duration_s=took())
 
 
 def run_assert_tests(
-    run: SandboxRun, tests: Sequence[AssertTest], limits: Limits, progress: Callable[[], None] = lambda: None,
+    run: SandboxRun,
+    tests: Sequence[AssertTest],
+    limits: Limits,
+    progress: Callable[[], None] = lambda: None,
     clock: Clock | None = None,
 ) -> list[Verdict]:
     """Load the program in the sandbox, then run each test here against it (`progress()` after
@@ -574,7 +613,9 @@ def judge_io(run: SandboxRun, test: IOTest, limits: Limits, clock: Clock | None 
         tail = run.stderr.text().strip()[-1500:]
         return Verdict(verdict.status, (verdict.message.strip() + (f"\n{tail}" if tail else "")), duration_s=took)
     if run.stdout.truncated:
-        return Verdict(Status.FAILED, f"the program printed more than {limits.max_output_bytes} bytes", duration_s=took)
+        return Verdict(
+            Status.FAILED, f"the program printed more than {limits.max_output_bytes} bytes", duration_s=took
+        )
     try:
         if outputs_match(test.expected_stdout, run.stdout.text(), test.compare):
             return Verdict(Status.PASSED, duration_s=took)

@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Mapping
 
+
 TIMEOUT_SCOPES = ("test", "suite")
 
 
@@ -13,24 +14,52 @@ TIMEOUT_SCOPES = ("test", "suite")
 class Limits:
     """What one program may use (see docs/sandbox.md for which mechanism applies each limit)."""
 
-    timeout_s: float = field(default=3.0, metadata={"help": "Wall-clock limit per test (and for loading the program), in seconds."})
-    timeout_scope: Literal["test", "suite"] = field(default="test", metadata={"help": (
-        "What timeout_s bounds: 'test' (loading, then each test, each on its own clock) or 'suite' "
-        "(loading and all tests of one program together, as the reference code's 10 s per suite)."
-    )})
-    memory_mb: int = field(default=2048, metadata={"help": (
-        "Memory of the program and all its processes together (cgroup, where the host has one) "
-        "and address space of each process, in MiB."
-    )})
+    timeout_s: float = field(
+        default=3.0, metadata={"help": "Wall-clock limit per test (and for loading the program), in seconds."}
+    )
+    timeout_scope: Literal["test", "suite"] = field(
+        default="test",
+        metadata={
+            "help": (
+                "What timeout_s bounds: 'test' (loading, then each test, each on its own clock) or 'suite' "
+                "(loading and all tests of one program together, as the reference code's 10 s per suite)."
+            )
+        },
+    )
+    memory_mb: int = field(
+        default=2048,
+        metadata={
+            "help": (
+                "Memory of the program and all its processes together (cgroup, where the host has one) "
+                "and address space of each process, in MiB."
+            )
+        },
+    )
     max_processes: int = field(default=32, metadata={"help": "Processes and threads the program may have at once."})
     max_open_files: int = field(default=128, metadata={"help": "Open file descriptors per process."})
     max_file_size_mb: int = field(default=16, metadata={"help": "Largest file the program may write, in MiB."})
-    scratch_mb: int = field(default=64, metadata={"help": "Size of the private temporary file systems (/tmp, /dev/shm, ...), in MiB."})
-    max_output_bytes: int = field(default=64 * 1024, metadata={"help": "Bytes of stdout and of stderr kept (the rest is read and dropped)."})
-    max_message_bytes: int = field(default=32 * 1024 * 1024, metadata={"help": "Largest value a program may return to a test, in bytes once encoded."})
+    scratch_mb: int = field(
+        default=64, metadata={"help": "Size of the private temporary file systems (/tmp, /dev/shm, ...), in MiB."}
+    )
+    max_output_bytes: int = field(
+        default=64 * 1024, metadata={"help": "Bytes of stdout and of stderr kept (the rest is read and dropped)."}
+    )
+    max_message_bytes: int = field(
+        default=32 * 1024 * 1024,
+        metadata={"help": "Largest value a program may return to a test, in bytes once encoded."},
+    )
 
     def __post_init__(self) -> None:
-        for name in ("timeout_s", "memory_mb", "max_processes", "max_open_files", "max_file_size_mb", "scratch_mb", "max_output_bytes", "max_message_bytes"):
+        for name in (
+            "timeout_s",
+            "memory_mb",
+            "max_processes",
+            "max_open_files",
+            "max_file_size_mb",
+            "scratch_mb",
+            "max_output_bytes",
+            "max_message_bytes",
+        ):
             value = getattr(self, name)
             if not value > 0:
                 raise ValueError(f"Limits.{name} must be > 0, got {value!r}")

@@ -21,6 +21,7 @@ import math
 from decimal import Decimal, InvalidOperation
 from typing import Callable
 
+
 CODECONTESTS_TOLERANCE = 1e-5
 APPS_REL_TOL, APPS_ABS_TOL = 1e-5, 1e-8
 

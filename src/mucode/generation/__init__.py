@@ -4,4 +4,5 @@ Backends are imported lazily: importing this package loads neither torch nor vll
 
 from mucode.generation.base import Completion, Generator, SamplingParams
 
+
 __all__ = ["Completion", "Generator", "SamplingParams"]

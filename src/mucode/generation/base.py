@@ -12,6 +12,7 @@ import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
+
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
 
 
@@ -24,7 +25,9 @@ class SamplingParams:
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass, in (0, 1]."})
     max_new_tokens: int = field(default=1000, metadata={"help": "Most tokens generated per reply."})
     seed: int = field(default=0, metadata={"help": "Base seed; backends derive per-request seeds from it."})
-    stop: tuple[str, ...] = field(default=(), metadata={"help": "Extra stop strings (the end-of-turn token always stops)."})
+    stop: tuple[str, ...] = field(
+        default=(), metadata={"help": "Extra stop strings (the end-of-turn token always stops)."}
+    )
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -32,7 +35,9 @@ class SamplingParams:
         if self.temperature < 0:
             raise ValueError(f"got temperature={self.temperature}; it must be >= 0 (0 = greedy)")
         if self.temperature == 0 and self.n > 1:
-            raise ValueError(f"got n={self.n} with temperature=0: greedy decoding gives one reply; use n=1 or temperature > 0")
+            raise ValueError(
+                f"got n={self.n} with temperature=0: greedy decoding gives one reply; use n=1 or temperature > 0"
+            )
         if not 0 < self.top_p <= 1:
             raise ValueError(f"got top_p={self.top_p}; it must be in (0, 1]")
         if self.max_new_tokens < 1:

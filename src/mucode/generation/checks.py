@@ -12,6 +12,7 @@ import importlib.util
 
 import httpx
 
+
 PROBE_TIMEOUT_S = 5.0
 
 
@@ -21,7 +22,9 @@ def check_generator(backend: str, model: str, *, base_url: str | None = None) ->
         check_server(base_url)
         return
     if backend == "vllm" and importlib.util.find_spec("vllm") is None:
-        raise ValueError("--backend vllm needs the vllm package: pip install 'mucode[vllm]' (a CUDA GPU), or use --backend hf")
+        raise ValueError(
+            "--backend vllm needs the vllm package: pip install 'mucode[vllm]' (a CUDA GPU), or use --backend hf"
+        )
     check_model(model)
 
 
@@ -47,6 +50,10 @@ def check_server(base_url: str | None) -> None:
         try:
             answer = httpx.get(models_url, timeout=PROBE_TIMEOUT_S)
         except httpx.HTTPError as err:
-            raise ValueError(f"--base-url {url}: no OpenAI-compatible server answers ({type(err).__name__}: {err}); start it or fix the URL") from None
+            raise ValueError(
+                f"--base-url {url}: no OpenAI-compatible server answers ({type(err).__name__}: {err}); start it or fix the URL"
+            ) from None
         if answer.status_code >= 500 or answer.status_code == 404:
-            raise ValueError(f"--base-url {url}: GET {models_url} answered {answer.status_code}; is this an OpenAI-compatible server?")
+            raise ValueError(
+                f"--base-url {url}: GET {models_url} answered {answer.status_code}; is this an OpenAI-compatible server?"
+            )

@@ -1,10 +1,10 @@
 """Build a generation backend by name; each backend module is imported only when chosen.
 
-    gen = make_generator("auto", "qwen2.5-coder-0.5b")   # says on stderr which backend it picked and why
-    gen = make_generator("hf", "Qwen/Qwen2.5-Coder-0.5B-Instruct", batch_size=8, dtype="bfloat16")
-    gen = make_generator("openvino", "qwen2.5-coder-0.5b", weight_format="int8")
-    gen = make_generator("openai", "Qwen/Qwen2.5-Coder-0.5B-Instruct", base_url="http://127.0.0.1:8000/v1")
-    gen = make_generator("vllm", "Qwen/Qwen2.5-Coder-0.5B-Instruct", tensor_parallel_size=2)
+gen = make_generator("auto", "qwen2.5-coder-0.5b")   # says on stderr which backend it picked and why
+gen = make_generator("hf", "Qwen/Qwen2.5-Coder-0.5B-Instruct", batch_size=8, dtype="bfloat16")
+gen = make_generator("openvino", "qwen2.5-coder-0.5b", weight_format="int8")
+gen = make_generator("openai", "Qwen/Qwen2.5-Coder-0.5B-Instruct", base_url="http://127.0.0.1:8000/v1")
+gen = make_generator("vllm", "Qwen/Qwen2.5-Coder-0.5B-Instruct", tensor_parallel_size=2)
 """
 
 from __future__ import annotations
@@ -15,12 +15,23 @@ from typing import Any
 
 from mucode.generation.base import Generator
 
+
 BACKENDS = ("auto", "hf", "transformers", "openvino", "openai", "vllm")  # "transformers" is an alias of "hf"
 CPU_DEFAULT = "openvino"  # measured fastest on CPU (docs/benchmarks.md, "Generation engines")
 # options that only some backends take: dropped when "auto" picks another one
-_OPTIONS = {"hf": {"dtype", "batch_size", "device"},
-            "openvino": {"weight_format", "threads", "cache_gb", "max_num_batched_tokens", "max_num_seqs", "precision", "progress"},
-            "vllm": {"dtype", "tensor_parallel_size"}}
+_OPTIONS = {
+    "hf": {"dtype", "batch_size", "device"},
+    "openvino": {
+        "weight_format",
+        "threads",
+        "cache_gb",
+        "max_num_batched_tokens",
+        "max_num_seqs",
+        "precision",
+        "progress",
+    },
+    "vllm": {"dtype", "tensor_parallel_size"},
+}
 
 
 def _cuda() -> bool:
@@ -49,7 +60,10 @@ def choose_backend(backend: str, model: str = "", *, base_url: str | None = None
 
     if openvino_installed():
         return CPU_DEFAULT, "no CUDA GPU; OpenVINO GenAI is installed and measured fastest on CPU"
-    return "hf", "no CUDA GPU and OpenVINO GenAI is not installed (pip install 'mucode[openvino]' for ~5x faster generation)"
+    return (
+        "hf",
+        "no CUDA GPU and OpenVINO GenAI is not installed (pip install 'mucode[openvino]' for ~5x faster generation)",
+    )
 
 
 def resolve_backend(backend: str, model: str = "", *, base_url: str | None = None) -> str:
@@ -90,7 +104,9 @@ def make_generator(backend: str, model: str, **options: Any) -> Generator:
         from mucode.generation.openai_api import OpenAIGenerator
 
         if "base_url" not in options:
-            raise ValueError("the openai backend needs base_url=, e.g. make_generator('openai', model, base_url='http://127.0.0.1:8000/v1')")
+            raise ValueError(
+                "the openai backend needs base_url=, e.g. make_generator('openai', model, base_url='http://127.0.0.1:8000/v1')"
+            )
         return OpenAIGenerator(options.pop("base_url"), model, **options)
     if backend == "vllm":
         from mucode.generation.vllm import VLLMGenerator

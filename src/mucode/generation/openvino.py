@@ -37,6 +37,7 @@ from typing import Any
 from mucode.generation.base import Completion, Message, SamplingParams, conversation_seeds, trim_at_stop
 from mucode.generation.chat import encode_prompt, end_of_turn_ids
 
+
 logger = logging.getLogger("mucode.generation")
 
 WEIGHT_FORMATS = ("int8", "fp16", "fp32")
@@ -79,11 +80,15 @@ def export_dir(ref: str, weight_format: str = "int8") -> tuple[Path, str, str]:
     from mucode.generation.models import cache_root, resolve_model
 
     if weight_format not in WEIGHT_FORMATS:
-        raise ValueError(f"got weight_format={weight_format!r}; choose one of {', '.join(WEIGHT_FORMATS)} (int8 = default)")
+        raise ValueError(
+            f"got weight_format={weight_format!r}; choose one of {', '.join(WEIGHT_FORMATS)} (int8 = default)"
+        )
     resolved = resolve_model(ref)
     if resolved.kind == "gguf":
-        raise ValueError(f"the openvino backend cannot export a GGUF file ({resolved.path}/{resolved.gguf_file}); "
-                         "convert it to a Hugging Face folder first (mucode models pull, or save_pretrained), or use --backend hf")
+        raise ValueError(
+            f"the openvino backend cannot export a GGUF file ({resolved.path}/{resolved.gguf_file}); "
+            "convert it to a Hugging Face folder first (mucode models pull, or save_pretrained), or use --backend hf"
+        )
     if resolved.kind == "hub":
         identity = f"hub:{resolved.path}"
     else:
@@ -100,8 +105,12 @@ def _export_complete(folder: Path, identity: str, weight_format: str) -> bool:
     from mucode.generation.models import read_manifest
 
     manifest = read_manifest(folder) or {}
-    return (manifest.get("source_identity") == identity and manifest.get("weight_format") == weight_format
-            and manifest.get("export_format") == EXPORT_FORMAT and (folder / "openvino_model.xml").is_file())
+    return (
+        manifest.get("source_identity") == identity
+        and manifest.get("weight_format") == weight_format
+        and manifest.get("export_format") == EXPORT_FORMAT
+        and (folder / "openvino_model.xml").is_file()
+    )
 
 
 def export_openvino(ref: str, weight_format: str = "int8", *, progress: Callable[[str], None] | None = None) -> Path:
@@ -117,15 +126,33 @@ def export_openvino(ref: str, weight_format: str = "int8", *, progress: Callable
     def build(content: Path) -> dict[str, Any]:
         say(f"exporting {ref} to OpenVINO ({weight_format} weights) into {target}; once per model")
         started = time.perf_counter()
-        command = [sys.executable, "-m", "optimum.commands.optimum_cli", "export", "openvino", "--model", source,
-                   "--task", "text-generation-with-past", "--weight-format", weight_format, str(content)]
+        command = [
+            sys.executable,
+            "-m",
+            "optimum.commands.optimum_cli",
+            "export",
+            "openvino",
+            "--model",
+            source,
+            "--task",
+            "text-generation-with-past",
+            "--weight-format",
+            weight_format,
+            str(content),
+        ]
         done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True)
         if done.returncode != 0:
             tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
             raise RuntimeError(f"`{' '.join(command)}` failed ({tail[0]}); is optimum-intel installed? {INSTALL_HINT}")
-        return {"source": source, "source_identity": identity, "weight_format": weight_format,
-                "export_format": EXPORT_FORMAT, "export_seconds": round(time.perf_counter() - started, 1),
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": _versions()}
+        return {
+            "source": source,
+            "source_identity": identity,
+            "weight_format": weight_format,
+            "export_format": EXPORT_FORMAT,
+            "export_seconds": round(time.perf_counter() - started, 1),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "versions": _versions(),
+        }
 
     populate_cache(target, build, is_complete=lambda f: _export_complete(f, identity, weight_format))
     return target
@@ -135,7 +162,16 @@ def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     found = {}
-    for dist in ("mucode", "openvino", "openvino-genai", "openvino-tokenizers", "optimum-intel", "nncf", "transformers", "torch"):
+    for dist in (
+        "mucode",
+        "openvino",
+        "openvino-genai",
+        "openvino-tokenizers",
+        "optimum-intel",
+        "nncf",
+        "transformers",
+        "torch",
+    ):
         try:
             found[dist] = version(dist)
         except PackageNotFoundError:
@@ -159,9 +195,18 @@ class OpenVINOGenerator:
     progress: called after every scheduler step with (finished conversations, conversations).
     """
 
-    def __init__(self, folder: str | Path, *, threads: int | None = None, cache_gb: int = 2,
-                 max_num_batched_tokens: int = 2048, max_num_seqs: int = 256, device: str = "CPU",
-                 precision: str | None = None, progress: Progress | None = None):
+    def __init__(
+        self,
+        folder: str | Path,
+        *,
+        threads: int | None = None,
+        cache_gb: int = 2,
+        max_num_batched_tokens: int = 2048,
+        max_num_seqs: int = 256,
+        device: str = "CPU",
+        precision: str | None = None,
+        progress: Progress | None = None,
+    ):
         genai = _import_genai()
         from transformers import AutoTokenizer, GenerationConfig
 
@@ -181,7 +226,9 @@ class OpenVINOGenerator:
         generation_config = GenerationConfig.from_pretrained(str(self.folder))
         self.stop_ids = end_of_turn_ids(self.tokenizer, SimpleNamespace(generation_config=generation_config))
         if not self.stop_ids:
-            raise ValueError(f"the tokenizer in {self.folder} has no eos token and its chat template no end-of-turn token")
+            raise ValueError(
+                f"the tokenizer in {self.folder} has no eos token and its chat template no end-of-turn token"
+            )
         self.progress = progress
         self._request_ids = itertools.count()
 
@@ -219,12 +266,18 @@ class OpenVINOGenerator:
         seeds = conversation_seeds(len(conversations), params, seeds)
         prompts = [encode_prompt(self.tokenizer, c) for c in conversations]
         handles = [
-            self.pipeline.add_request(next(self._request_ids), openvino.Tensor(np.array([ids], dtype=np.int64)),
-                                      self.generation_config(params, seed))
+            self.pipeline.add_request(
+                next(self._request_ids),
+                openvino.Tensor(np.array([ids], dtype=np.int64)),
+                self.generation_config(params, seed),
+            )
             for ids, seed in zip(prompts, seeds)
         ]
         self._run(handles)
-        return [[self._completion(out, len(ids), params) for out in handle.read_all()] for ids, handle in zip(prompts, handles)]
+        return [
+            [self._completion(out, len(ids), params) for out in handle.read_all()]
+            for ids, handle in zip(prompts, handles)
+        ]
 
     def _run(self, handles: list[Any]) -> None:
         """Step the pipeline until every request is done, reporting finished conversations."""
@@ -252,4 +305,3 @@ class OpenVINOGenerator:
     def close(self) -> None:
         """Drop the pipeline (its K/V cache and compiled model)."""
         self.pipeline = None
-

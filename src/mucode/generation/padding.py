@@ -22,6 +22,7 @@ from typing import Any, Iterable
 
 from mucode.generation.chat import end_of_turn_ids
 
+
 logger = logging.getLogger("mucode.generation")
 
 PAD_TOKEN = "<|pad|>"  # added only when the vocabulary has no usable pad candidate
@@ -65,7 +66,9 @@ def set_pad_token(tokenizer: Any, model: Any = None, padding_side: str = "right"
         if pad_id != tokenizer.pad_token_id:
             logger.info(
                 "pad token %r is missing or ends a turn (end-of-turn ids %s); padding with %r",
-                tokenizer.pad_token, sorted(stop), tokenizer.convert_ids_to_tokens(pad_id),
+                tokenizer.pad_token,
+                sorted(stop),
+                tokenizer.convert_ids_to_tokens(pad_id),
             )
             tokenizer.pad_token = tokenizer.convert_ids_to_tokens(pad_id)
     tokenizer.padding_side = padding_side

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+
 Routing = Literal["round-robin", "least-loaded"]
 ROUTINGS: tuple[str, ...] = ("round-robin", "least-loaded")
 
@@ -43,7 +44,9 @@ class ReplicaSet:
 
     def __init__(self, urls: Sequence[str], routing: Routing = "round-robin", cooldown_s: float = 30.0):
         if not urls:
-            raise ValueError("got no replica URL; pass at least one, e.g. ['http://127.0.0.1:8000/v1/chat/completions']")
+            raise ValueError(
+                "got no replica URL; pass at least one, e.g. ['http://127.0.0.1:8000/v1/chat/completions']"
+            )
         if routing not in ROUTINGS:
             raise ValueError(f"got routing={routing!r}; choose one of {', '.join(ROUTINGS)}")
         if cooldown_s < 0:
@@ -88,7 +91,10 @@ class ReplicaSet:
     def counts(self) -> dict[str, dict[str, int]]:
         """Requests sent, retryable failures and requests in flight, per replica URL."""
         with self._lock:
-            return {r.url: {"requests": r.requests, "failures": r.failures, "in_flight": r.in_flight} for r in self.replicas}
+            return {
+                r.url: {"requests": r.requests, "failures": r.failures, "in_flight": r.in_flight}
+                for r in self.replicas
+            }
 
     def _in_turn_order(self) -> list[Replica]:
         return self.replicas[self._turn :] + self.replicas[: self._turn]

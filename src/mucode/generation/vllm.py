@@ -24,6 +24,7 @@ from typing import Any
 
 from mucode.generation.base import Completion, Message, SamplingParams, conversation_seeds
 
+
 logger = logging.getLogger("mucode.generation")
 
 INSTALL_HINT = "the vLLM backend needs the vllm package and a CUDA GPU: pip install 'mucode[vllm]'"
@@ -56,12 +57,19 @@ def cpu_engine_kwargs(engine_kwargs: dict[str, Any]) -> dict[str, Any]:
     cores = sorted(os.sched_getaffinity(0))
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, cores)))
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-    options = {"dtype": "bfloat16", "max_model_len": 4096, "enable_prefix_caching": True, "enable_chunked_prefill": False,
-               **engine_kwargs}
+    options = {
+        "dtype": "bfloat16",
+        "max_model_len": 4096,
+        "enable_prefix_caching": True,
+        "enable_chunked_prefill": False,
+        **engine_kwargs,
+    }
     options.setdefault("max_num_batched_tokens", max(options["max_model_len"], 8192))
     if options["enable_chunked_prefill"] is False and options["max_num_batched_tokens"] < options["max_model_len"]:
-        raise ValueError(f"got max_num_batched_tokens={options['max_num_batched_tokens']} < max_model_len={options['max_model_len']} "
-                         "without chunked prefill: a long prompt could never be scheduled; raise max_num_batched_tokens")
+        raise ValueError(
+            f"got max_num_batched_tokens={options['max_num_batched_tokens']} < max_model_len={options['max_model_len']} "
+            "without chunked prefill: a long prompt could never be scheduled; raise max_num_batched_tokens"
+        )
     return options
 
 

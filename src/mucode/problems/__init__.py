@@ -30,13 +30,13 @@ that needs it, and no data is read until a loader is called.
 
 from __future__ import annotations
 
+from mucode.problems.apps import load_apps
 from mucode.problems.base import (
     ProblemDataError,
     ProblemSet,
     ProblemSourceUnavailable,
     Skipped,
 )
-from mucode.problems.apps import load_apps
 from mucode.problems.codecontests import load_codecontests
 from mucode.problems.evalplus import calibrate_time_limits, load_humaneval_plus, load_mbpp_plus
 from mucode.problems.hf import load_hf
@@ -45,6 +45,7 @@ from mucode.problems.jsonl import load_jsonl, write_jsonl
 from mucode.problems.livecodebench import load_livecodebench
 from mucode.problems.mbpp import load_mbpp, load_mbpp_sanitized
 from mucode.problems.registry import load_problems, mbpp_data_path, parse_spec
+
 
 __all__ = [
     "ProblemDataError",

@@ -32,6 +32,7 @@ from mucode.problems.published import (
 )
 from mucode.types import AssertTest, IOTest, Problem, Test
 
+
 SOURCE = Source("apps", "codeparrot/apps", "all", "MUCODE_APPS_PATH")
 DIFFICULTIES = ("introductory", "interview", "competition")
 COMPARE = "apps"

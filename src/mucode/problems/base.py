@@ -19,6 +19,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from mucode.types import Problem
 
+
 logger = logging.getLogger("mucode.problems")
 
 _BUILTIN_NAMES = frozenset(dir(builtins))
@@ -32,9 +33,7 @@ class ProblemDataError(ValueError):
     JSON array, "row" in a hub dataset.
     """
 
-    def __init__(
-        self, where: str, line: int | None, field_name: str | None, message: str, unit: str = "line"
-    ):
+    def __init__(self, where: str, line: int | None, field_name: str | None, message: str, unit: str = "line"):
         self.where = where
         self.line = line
         self.field = field_name
@@ -118,9 +117,7 @@ class ProblemSet:
             return self
         available = self.splits()
         if split not in available:
-            raise ValueError(
-                f"{self.name} has no split {split!r}; choose one of: {', '.join(available) or '(none)'}"
-            )
+            raise ValueError(f"{self.name} has no split {split!r}; choose one of: {', '.join(available) or '(none)'}")
         problems = tuple(self.in_split(split))
         return ProblemSet(
             name=self.name,
@@ -144,9 +141,7 @@ class ProblemSetBuilder:
     skipped: list[Skipped] = field(default_factory=list)
     first_seen: dict[str, str] = field(default_factory=dict)  # id -> "file, line N"
 
-    def add(
-        self, problem: Problem, split: str, line: int | None = None, where: str = "", unit: str = "line"
-    ) -> None:
+    def add(self, problem: Problem, split: str, line: int | None = None, where: str = "", unit: str = "line") -> None:
         where = where or self.where
         if problem.id in self.first_seen:
             raise ProblemDataError(

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from mucode.problems.base import ProblemSet, RowError
-from mucode.problems.published import Source, SkipProblem, load_published, optional, required
+from mucode.problems.published import SkipProblem, Source, load_published, optional, required
 from mucode.types import IOTest, Problem
+
 
 SOURCE = Source("codecontests", "deepmind/code_contests", None, "MUCODE_CODECONTESTS_PATH")
 PYTHON3 = 3

@@ -35,11 +35,14 @@ from typing import Iterator
 
 from mucode.problems.base import parse_python
 
+
 _BUILTINS = frozenset(dir(builtins))
 _SEPARATOR = re.compile(
     r"^\s*(?:#\s*)?(?:==>|=>|->|➞|==|=|should\s+return|returns)(?!=)\s*(?P<expected>.+)$", re.IGNORECASE
 )
-_FOR_OUTPUT = re.compile(r"\bfor\s+(?P<args>.+?),?\s+the\s+(?:output|result)\s+should\s+be\s+(?P<expected>.+)$", re.IGNORECASE)
+_FOR_OUTPUT = re.compile(
+    r"\bfor\s+(?P<args>.+?),?\s+the\s+(?:output|result)\s+should\s+be\s+(?P<expected>.+)$", re.IGNORECASE
+)
 _INPUT_OUTPUT = re.compile(r"^\s*Input\s*:(?P<input>.*?)^\s*Output\s*:(?P<expected>[^\n]*)", re.MULTILINE | re.DOTALL)
 _NAME_COLON_VALUE = re.compile(r"^\s*(?P<name>[A-Za-z_]\w*)\s*:\s*(?P<value>.+)$")
 
@@ -151,7 +154,8 @@ def _valid_call(text: str, function: _Function) -> str | None:
         return None
     names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
     calls = [
-        node for node in ast.walk(tree)
+        node
+        for node in ast.walk(tree)
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == function.name
     ]
     if not calls or not names <= function.allowed_names:
@@ -167,7 +171,7 @@ def _keywords_to_positional(call: ast.Call, params: tuple[str, ...]) -> bool:
     if not call.keywords:
         return True
     given = {kw.arg: kw.value for kw in call.keywords}
-    order = params[len(call.args):]
+    order = params[len(call.args) :]
     if None in given or not set(given) <= set(order):
         return False
     missing = [name for name in order[: len(given)] if name not in given]

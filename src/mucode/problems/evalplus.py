@@ -35,6 +35,7 @@ from mucode.problems.prelude import humaneval_prelude
 from mucode.problems.published import Source, load_published, optional, python_literal, required
 from mucode.types import AssertTest, Problem
 
+
 HUMANEVAL_PLUS = Source("humaneval+", "evalplus/humanevalplus", None, "MUCODE_HUMANEVAL_PLUS_PATH")
 MBPP_PLUS = Source("mbpp+", "evalplus/mbppplus", None, "MUCODE_MBPP_PLUS_PATH")
 MIN_TIME_LIMIT_S = 1.0

@@ -38,6 +38,7 @@ from mucode.problems.docstring_examples import Example, docstring_examples
 from mucode.problems.prelude import humaneval_prelude
 from mucode.types import AssertTest, Problem
 
+
 SET_NAME = "humaneval"
 SPLIT = "test"
 COLUMNS = ("task_id", "prompt", "entry_point", "canonical_solution", "test")
@@ -47,8 +48,7 @@ COLUMNS = ("task_id", "prompt", "entry_point", "canonical_solution", "test")
 KNOWN_BAD_EXAMPLES: dict[str, tuple[tuple[str, ...], str]] = {
     "HumanEval/116": (
         ("sort_array([1, 5, 2, 3, 4])", "sort_array([-2, -3, -4, -5, -6])", "sort_array([1, 0, 2, 3, 4])"),
-        "the docstring's examples sort by value, contradicting the task (sort by number of ones) "
-        "and `check`",
+        "the docstring's examples sort by value, contradicting the task (sort by number of ones) and `check`",
     ),
     "HumanEval/130": (
         ("tri(1)", "tri(2)", "tri(4)"),
@@ -76,8 +76,7 @@ class _CandidateRenamer(ast.NodeTransformer):
 
 def _calls_candidate(node: ast.AST) -> bool:
     return any(
-        isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "candidate"
-        for n in ast.walk(node)
+        isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "candidate" for n in ast.walk(node)
     )
 
 
@@ -132,7 +131,9 @@ def humaneval_problem(row: Mapping[str, Any]) -> Problem:
         setup_code="",
         reference_solution=row["prompt"] + row["canonical_solution"],
         metadata={
-            "task_id": row["task_id"], "split": SPLIT, "public_test_origin": origin,
+            "task_id": row["task_id"],
+            "split": SPLIT,
+            "public_test_origin": origin,
             "prelude": humaneval_prelude(row["prompt"], row["entry_point"]),
         },  # fmt: skip
     )
@@ -151,7 +152,9 @@ def load_humaneval(split: str | None = None, path: str | Path | None = None) -> 
     .jsonl or .jsonl.gz file (default: the bundled copy)."""
     file = Path(path) if path is not None else data_file()
     if not file.is_file():
-        raise FileNotFoundError(f"HumanEval data {file} is not a file; give a HumanEval-format .jsonl or .jsonl.gz file, or no path for the bundled copy")
+        raise FileNotFoundError(
+            f"HumanEval data {file} is not a file; give a HumanEval-format .jsonl or .jsonl.gz file, or no path for the bundled copy"
+        )
     opener = gzip.open if file.suffix == ".gz" else open
     builder = ProblemSetBuilder(SET_NAME, str(file))
     with opener(file, "rt", encoding="utf-8") as handle:

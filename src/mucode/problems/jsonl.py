@@ -33,6 +33,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from mucode.execution.outputs import COMPARE_MODES
 from mucode.problems.base import (
     ProblemDataError,
     ProblemSet,
@@ -41,8 +42,8 @@ from mucode.problems.base import (
     parse_python,
     sha256_of_files,
 )
-from mucode.execution.outputs import COMPARE_MODES
 from mucode.types import AssertTest, IOTest, Problem, Test
+
 
 REQUIRED_FIELDS = ("id", "prompt", "public_tests", "private_tests")
 OPTIONAL_STR_FIELDS = ("entry_point", "setup_code", "reference_solution", "source")
@@ -193,7 +194,10 @@ def _read_lines(path: Path) -> Iterable[tuple[int, Any]]:
                 yield number, json.loads(text)
             except json.JSONDecodeError as err:
                 raise ProblemDataError(
-                    str(path), number, None, f"not valid JSON ({err.msg} at column {err.colno}); each line must be one JSON object"
+                    str(path),
+                    number,
+                    None,
+                    f"not valid JSON ({err.msg} at column {err.colno}); each line must be one JSON object",
                 ) from None
 
 

@@ -51,6 +51,7 @@ from mucode.problems.published import (
 )
 from mucode.types import AssertTest, IOTest, Problem, Test
 
+
 SET_NAME = "livecodebench"
 HUB_ID = "livecodebench/code_generation_lite"
 ENV_VAR = "MUCODE_LIVECODEBENCH_PATH"

@@ -46,6 +46,7 @@ from mucode.problems.base import (
 )
 from mucode.types import AssertTest, Problem
 
+
 Variant = Literal["full", "sanitized"]
 
 HUB_ID = "google-research-datasets/mbpp"
@@ -60,7 +61,14 @@ SPLIT_RANGES: dict[str, tuple[int, int]] = {  # inclusive task-id ranges, as in 
 }
 # column -> expected type, per variant; the prompt column differs ("text" vs "prompt")
 COLUMNS: dict[Variant, dict[str, type]] = {
-    "full": {"task_id": int, "text": str, "code": str, "test_list": list, "test_setup_code": str, "challenge_test_list": list},
+    "full": {
+        "task_id": int,
+        "text": str,
+        "code": str,
+        "test_list": list,
+        "test_setup_code": str,
+        "challenge_test_list": list,
+    },
     "sanitized": {"task_id": int, "prompt": str, "code": str, "test_list": list, "test_imports": list},
 }
 
@@ -78,7 +86,7 @@ def split_of_task(task_id: int) -> str | None:
 
 
 def mbpp_variant(columns: Iterable[str]) -> Variant | None:
-    """"full" or "sanitized" if these columns are MBPP's, else None."""
+    """ "full" or "sanitized" if these columns are MBPP's, else None."""
     names = set(columns)
     for variant, required in COLUMNS.items():
         if set(required) <= names:
@@ -244,7 +252,9 @@ def load_mbpp_variant(variant: Variant, split: str | None = None, path: str | Pa
         found = mbpp_variant(rows[0][1]) if rows and isinstance(rows[0][1], Mapping) else None
         if found not in (None, variant):
             raise ProblemDataError(
-                str(file), rows[0][0], None,
+                str(file),
+                rows[0][0],
+                None,
                 f"has the columns of MBPP {found}, but MBPP {variant} was asked for; "
                 f"point to {FILE_NAMES[variant]} instead",
                 unit,

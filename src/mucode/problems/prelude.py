@@ -17,6 +17,7 @@ from typing import Literal
 
 from mucode.types import Problem
 
+
 Preamble = Literal["none", "problem", "reference"]
 PREAMBLES = ("none", "problem", "reference")
 DEFAULT_PREAMBLE: Preamble = "problem"

@@ -27,6 +27,7 @@ from mucode.problems.base import (
 )
 from mucode.types import Problem
 
+
 DATA_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")
 
 

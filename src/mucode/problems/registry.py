@@ -33,6 +33,7 @@ from mucode.problems.jsonl import load_jsonl
 from mucode.problems.livecodebench import load_livecodebench
 from mucode.problems.mbpp import load_mbpp, load_mbpp_sanitized
 
+
 BENCHMARK_SOURCES = ("codecontests", "livecodebench", "apps", "humaneval+", "mbpp+")
 NAMED_SOURCES = ("mbpp", "mbpp-sanitized", "humaneval") + BENCHMARK_SOURCES
 PATH_SOURCES = ("mbpp", "mbpp-sanitized") + BENCHMARK_SOURCES  # --problems-path is their data location
@@ -61,7 +62,9 @@ def parse_spec(spec: str) -> Spec:
     if spec.startswith("hf:"):
         parts = spec[3:].split(":")
         if not parts[0] or len(parts) > 3:
-            raise ValueError(f"bad Hugging Face source {spec!r}; write hf:ID[:CONFIG[:SPLIT]], e.g. hf:google-research-datasets/mbpp:full:test")
+            raise ValueError(
+                f"bad Hugging Face source {spec!r}; write hf:ID[:CONFIG[:SPLIT]], e.g. hf:google-research-datasets/mbpp:full:test"
+            )
         config, split = (parts[1:] + [None, None])[:2]
         return Spec("hf", parts[0], split or None, config or None)
     name, _, split = spec.partition(":")
@@ -72,7 +75,9 @@ def parse_spec(spec: str) -> Spec:
     head, _, tail = spec.rpartition(":")
     if head and Path(head).exists():
         return Spec("path", head, tail or None)
-    raise ValueError(f"unknown problem source {spec!r}: it names no known source and no existing file or folder; {SPEC_HELP}")
+    raise ValueError(
+        f"unknown problem source {spec!r}: it names no known source and no existing file or folder; {SPEC_HELP}"
+    )
 
 
 _NAMED_LOADERS: dict[str, Callable[..., ProblemSet]] = {
@@ -96,7 +101,9 @@ def load_problems(spec: str, path: str | Path | None = None) -> ProblemSet:
     """
     parsed = parse_spec(spec)
     if path is not None and parsed.kind != "named":
-        raise ValueError(f"path= only applies to {', '.join(NAMED_SOURCES)}; for {spec!r} name the file in the source itself")
+        raise ValueError(
+            f"path= only applies to {', '.join(NAMED_SOURCES)}; for {spec!r} name the file in the source itself"
+        )
     if parsed.kind == "named":
         problems = _NAMED_LOADERS[parsed.target](split=parsed.split, path=path)
     elif parsed.kind == "path":
@@ -106,7 +113,9 @@ def load_problems(spec: str, path: str | Path | None = None) -> ProblemSet:
     if len(problems) == 0:
         where = parsed.target if parsed.kind != "named" else (path or parsed.target)
         split = f" in split {parsed.split!r}" if parsed.split else ""
-        raise ValueError(f"{where}: holds no problems{split}; give at least one problem (the JSONL schema: docs/problems.md)")
+        raise ValueError(
+            f"{where}: holds no problems{split}; give at least one problem (the JSONL schema: docs/problems.md)"
+        )
     return problems
 
 

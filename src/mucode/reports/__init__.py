@@ -16,7 +16,15 @@ from typing import Sequence
 
 from mucode.reports.markdown import render_report
 from mucode.reports.plots import PlotOutcome, draw_plots
-from mucode.reports.runs import RunResult, find_run_folders, load_run, load_runs, summarize_searches, trajectory_as_search
+from mucode.reports.runs import (
+    RunResult,
+    find_run_folders,
+    load_run,
+    load_runs,
+    summarize_searches,
+    trajectory_as_search,
+)
+
 
 __all__ = [
     "PlotOutcome", "RunResult", "default_report_dir", "find_run_folders", "load_run", "load_runs",
@@ -31,7 +39,9 @@ def default_report_dir(run_dirs: Sequence[str | Path]) -> Path:
     return Path(run_dirs[0]) / "report"
 
 
-def write_report(run_dirs: str | Path | Sequence[str | Path], out_dir: str | Path | None = None, names: Sequence[str] | None = None) -> Path:
+def write_report(
+    run_dirs: str | Path | Sequence[str | Path], out_dir: str | Path | None = None, names: Sequence[str] | None = None
+) -> Path:
     """Write out_dir/report.md and its PNG plots for the runs in `run_dirs` (out_dir defaults to
     DIR/report for a single folder); returns the path of report.md."""
     if isinstance(run_dirs, (str, Path)):

@@ -31,6 +31,7 @@ from mucode.folders import read_jsonl
 from mucode.problems.prelude import DEFAULT_PREAMBLE, program_to_run
 from mucode.types import Problem
 
+
 FORMATS = ("evalplus", "humaneval")
 PICKS = ("answer", "turn1")
 DEFAULT_FILES = {"evalplus": "samples.jsonl", "humaneval": "samples-humaneval.jsonl"}

@@ -8,6 +8,7 @@ from mucode.metrics import compare_runs
 from mucode.reports.plots import PlotOutcome
 from mucode.reports.runs import STOPPING_RULE, RunResult
 
+
 DASH = "—"
 
 
@@ -163,7 +164,18 @@ PROTOCOL_HEADER = (
 
 def protocol_row(run: RunResult) -> list[str]:
     p = run.protocol
-    keys = ("problems", "public_private_rule", "n", "selector", "verifier", "temperature", "top_p", "turns", "timeout_s", "searches")
+    keys = (
+        "problems",
+        "public_private_rule",
+        "n",
+        "selector",
+        "verifier",
+        "temperature",
+        "top_p",
+        "turns",
+        "timeout_s",
+        "searches",
+    )
     return [_cell(run.name)] + [_cell(p.get(key)) for key in keys]
 
 
@@ -183,11 +195,15 @@ def _protocol_section(runs: Sequence[RunResult]) -> list[str]:
         if run.protocol.get("stated_public_private_rule"):
             statements.setdefault(run.protocol["stated_public_private_rule"], []).append(run.name)
     for statement, names in statements.items():
-        lines.append(f"- **Public / private tests** as stated by {', '.join(map(_cell, names))} (run.json): {_cell(statement)}.")
+        lines.append(
+            f"- **Public / private tests** as stated by {', '.join(map(_cell, names))} (run.json): {_cell(statement)}."
+        )
     usual = {STOPPING_RULE, "first program that passes the public tests"}
     for run in runs:
         if run.protocol.get("stopping_rule") not in usual:
-            lines.append(f"- **{_cell(run.name)}** states its stopping rule as: {_cell(run.protocol.get('stopping_rule'))}.")
+            lines.append(
+                f"- **{_cell(run.name)}** states its stopping rule as: {_cell(run.protocol.get('stopping_rule'))}."
+            )
     return lines + [""]
 
 

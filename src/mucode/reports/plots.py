@@ -30,7 +30,9 @@ LINESTYLES = ("-", "--", "-.", ":")
 def _style(index: int) -> dict[str, Any]:
     """A distinct colour, marker and line style per series, so that overlapping lines stay apart."""
     return {
-        "color": f"C{index % 10}", "marker": MARKERS[index % len(MARKERS)], "linestyle": LINESTYLES[index % len(LINESTYLES)],
+        "color": f"C{index % 10}",
+        "marker": MARKERS[index % len(MARKERS)],
+        "linestyle": LINESTYLES[index % len(LINESTYLES)],
     }
 
 
@@ -113,7 +115,9 @@ def plot_accuracy_against_n(runs: Sequence[RunResult], path: Path) -> str | None
         plotted += [p[0] - p[1] for p in points] + [p[0] + p[2] for p in points]
     axes.set_xscale("log", base=2)
     axes.set(
-        xlabel="N (candidates per turn)", ylabel="accuracy (%), 95% CI over problems", title="Accuracy against N, by selector",
+        xlabel="N (candidates per turn)",
+        ylabel="accuracy (%), 95% CI over problems",
+        title="Accuracy against N, by selector",
         ylim=accuracy_limits(plotted),
     )
     axes.set_xticks(sizes)

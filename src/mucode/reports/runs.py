@@ -18,8 +18,17 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 from mucode.metrics import summarize_searches, trajectory_as_record
-from mucode.store import RUN_FILE, SEARCHES, SUMMARY_FILE, TRAJECTORIES, read_folder_config, read_json_object
-from mucode.store import read_searches, read_trajectories
+from mucode.store import (
+    RUN_FILE,
+    SEARCHES,
+    SUMMARY_FILE,
+    TRAJECTORIES,
+    read_folder_config,
+    read_json_object,
+    read_searches,
+    read_trajectories,
+)
+
 
 SEARCH_KEYS = ("problem_id", "search", "turns", "correct", "solved_public")
 STOPPING_RULE = "first selected program that passes the public tests"
@@ -123,7 +132,9 @@ def load_run(folder: str | Path, name: str | None = None) -> RunResult:
         return _load_search_run(folder, name, config, meta)
     if (folder / TRAJECTORIES).is_file():
         return _load_rollout_run(folder, name, config, meta)
-    raise ValueError(f"{folder} is not a run folder: it holds neither {SEARCHES} (mucode search) nor {TRAJECTORIES} (mucode rollout)")
+    raise ValueError(
+        f"{folder} is not a run folder: it holds neither {SEARCHES} (mucode search) nor {TRAJECTORIES} (mucode rollout)"
+    )
 
 
 def load_runs(run_dirs: Sequence[str | Path], names: Sequence[str] | None = None) -> list[RunResult]:
@@ -133,7 +144,9 @@ def load_runs(run_dirs: Sequence[str | Path], names: Sequence[str] | None = None
     found = [(Path(d), sub) for d in run_dirs for sub in find_run_folders(d)]
     if names is not None and len(names) != len(found):
         listed = ", ".join(str(sub) for _, sub in found)
-        raise ValueError(f"--names gives {len(names)} names for {len(found)} runs ({listed}); give one name per run, in this order")
+        raise ValueError(
+            f"--names gives {len(names)} names for {len(found)} runs ({listed}); give one name per run, in this order"
+        )
     runs = [load_run(sub, names[i] if names is not None else None) for i, (_, sub) in enumerate(found)]
     if names is None:
         _qualify_clashing_names(runs, [top for top, _ in found])
@@ -161,7 +174,9 @@ def _load_search_run(folder: Path, name: str, config: dict[str, Any], meta: dict
     # the numbers always come from the records (one definition); summary.json is only compared
     agrees = stored is not None and json.loads(json.dumps(summary)) == stored
     protocol = _search_protocol(config, meta, records)
-    return RunResult(name, "search", config, protocol, records, summary, folder, "summary.json" if agrees else "recomputed")
+    return RunResult(
+        name, "search", config, protocol, records, summary, folder, "summary.json" if agrees else "recomputed"
+    )
 
 
 def _load_rollout_run(folder: Path, name: str, config: dict[str, Any], meta: dict[str, Any]) -> RunResult:

@@ -19,6 +19,7 @@ from typing import Any
 
 from mucode.reports.runs import RunResult, load_runs
 
+
 VIEW_FILE = "view.html"  # the page `mucode report` writes next to report.md
 
 PAGE_CSS = """
@@ -93,7 +94,8 @@ def _candidates_table(turn: dict[str, Any]) -> str:
         )
     others = "".join(
         f"<details><summary>candidate {i + 1}</summary>{highlight(c.get('program', ''))}</details>"
-        for i, c in enumerate(turn["candidates"]) if i != turn["selected"]
+        for i, c in enumerate(turn["candidates"])
+        if i != turn["selected"]
     )
     return (
         '<div class="candidates"><table><tr><th>candidate</th><th>verifier score</th><th>public tests</th>'
@@ -106,7 +108,7 @@ def _turn_html(number: int, turn: dict[str, Any]) -> str:
     feedback = turn.get("feedback") or ""
     parts = [
         f'<div class="turn"><h4>turn {number} {_badge("public", chosen.get("public_passed"))}'
-        f'{_badge("hidden", chosen.get("correct"))}</h4>',
+        f"{_badge('hidden', chosen.get('correct'))}</h4>",
         highlight(chosen.get("program", "")),
     ]
     if feedback:
@@ -142,8 +144,7 @@ def page_html(runs: Sequence[RunResult]) -> str:
         solved = sum(bool(r.get("correct")) for r in run.records)
         sections.append(
             f'<h2 class="run-title">{html.escape(run.name)} <small>({solved} of {len(run.records)} correct; '
-            f"{html.escape(str(run.folder))})</small></h2>"
-            + "".join(entry_html(record) for record in run.records)
+            f"{html.escape(str(run.folder))})</small></h2>" + "".join(entry_html(record) for record in run.records)
         )
     filters = (
         '<div class="filters"><label><input type="checkbox" id="f-solved" checked> solved</label>'

@@ -51,6 +51,7 @@ from mucode.rollouts import (
 from mucode.store import TrajectoryStore, folder_lock, load_selected_problems
 from mucode.types import Problem
 
+
 if TYPE_CHECKING:
     from ray.actor import ActorHandle
 
@@ -95,9 +96,16 @@ class WorkerSpec:
     @classmethod
     def from_config(cls, config: RolloutConfig) -> WorkerSpec:
         return cls(
-            backend=config.backend, model=config.model, backend_options=backend_options(config),
-            rollouts=config.rollouts, turns=config.turns, params=config.sampling(), max_live=config.max_live,
-            sandbox_workers=config.workers or 1, timeout_s=config.timeout_s, preamble=config.preamble,
+            backend=config.backend,
+            model=config.model,
+            backend_options=backend_options(config),
+            rollouts=config.rollouts,
+            turns=config.turns,
+            params=config.sampling(),
+            max_live=config.max_live,
+            sandbox_workers=config.workers or 1,
+            timeout_s=config.timeout_s,
+            preamble=config.preamble,
             feedback=config.feedback,
         )
 
@@ -136,7 +144,9 @@ class RolloutWorker:
         wanted = set(keys)
         sink = _StreamingSink({(p.id, r) for p in problems for r in range(self.spec.rollouts)} - wanted)
         failure: list[BaseException] = []
-        engine = threading.Thread(target=self._collect, args=(problems, sink, failure), name="mucode-ray-engine", daemon=True)
+        engine = threading.Thread(
+            target=self._collect, args=(problems, sink, failure), name="mucode-ray-engine", daemon=True
+        )
         engine.start()
         while (record := sink.records.get()) is not None:
             yield record
@@ -150,10 +160,19 @@ class RolloutWorker:
         spec = self.spec
         try:
             collect_rollouts(
-                problems, self.generator, self.executor, sink, rollouts=spec.rollouts, turns=spec.turns,
-                params=spec.params, max_live=spec.max_live, model_name=spec.model,
-                overlap=spec.backend not in IN_PROCESS, seeding="episode",
-                prompt_config=PromptConfig(feedback=spec.feedback), preamble=spec.preamble,
+                problems,
+                self.generator,
+                self.executor,
+                sink,
+                rollouts=spec.rollouts,
+                turns=spec.turns,
+                params=spec.params,
+                max_live=spec.max_live,
+                model_name=spec.model,
+                overlap=spec.backend not in IN_PROCESS,
+                seeding="episode",
+                prompt_config=PromptConfig(feedback=spec.feedback),
+                preamble=spec.preamble,
             )
         except BaseException as err:  # handed to the driver through `run`
             failure.append(err)
@@ -165,13 +184,18 @@ class RolloutWorker:
         self.generator.close()
 
 
-def start_actors(spec: WorkerSpec, n_actors: int, *, cpus_per_actor: float = 1.0, gpus_per_actor: float = 0.0, max_restarts: int = 3) -> list[ActorHandle]:
+def start_actors(
+    spec: WorkerSpec, n_actors: int, *, cpus_per_actor: float = 1.0, gpus_per_actor: float = 0.0, max_restarts: int = 3
+) -> list[ActorHandle]:
     """`n_actors` Ray actors running `RolloutWorker(spec)` (Ray must be initialised)."""
     ray = import_ray()
     if n_actors < 1:
         raise ValueError(f"got n_actors={n_actors}; it must be >= 1")
     actor_class = ray.remote(RolloutWorker).options(
-        num_cpus=cpus_per_actor, num_gpus=gpus_per_actor, max_restarts=max_restarts, max_task_retries=0,
+        num_cpus=cpus_per_actor,
+        num_gpus=gpus_per_actor,
+        max_restarts=max_restarts,
+        max_task_retries=0,
     )
     return [actor_class.remote(spec) for _ in range(n_actors)]
 
@@ -227,7 +251,9 @@ def collect_rollouts_on_ray(
             call = actors[index].run.remote([by_id[pid] for pid in dict.fromkeys(pid for pid, _ in keys)], keys)
             running[call] = (index, chunk)
         if not running and not probes:
-            raise RuntimeError(f"every Ray actor died for good; {sum(len(c.keys) for c in pending)} trajectories not run (rerun to resume)")
+            raise RuntimeError(
+                f"every Ray actor died for good; {sum(len(c.keys) for c in pending)} trajectories not run (rerun to resume)"
+            )
         (ready,), _ = ray.wait([*running, *probes], num_returns=1)
         if ready in probes:
             _actor_back(ray, ready, probes, idle)
@@ -273,12 +299,20 @@ def _requeue(chunk: _Chunk, err: BaseException, done: set[Key], pending: deque[_
     if not left:
         return
     if chunk.attempts >= max_attempts:
-        raise RuntimeError(f"{len(left)} trajectories (first {left[0]}) failed on {chunk.attempts} actor calls; errors: {' | '.join(chunk.errors)}")
+        raise RuntimeError(
+            f"{len(left)} trajectories (first {left[0]}) failed on {chunk.attempts} actor calls; errors: {' | '.join(chunk.errors)}"
+        )
     logger.warning("actor call failed (%s); %d of its trajectories queued again", chunk.errors[-1], len(left))
     pending.appendleft(_Chunk(left, chunk.attempts, chunk.errors))
 
 
-def _store(record: dict[str, Any], store: TrajectoryStore, stats: RolloutStats, started: float, on_trajectory: Callable[[dict[str, Any], RolloutStats], None] | None) -> None:
+def _store(
+    record: dict[str, Any],
+    store: TrajectoryStore,
+    stats: RolloutStats,
+    started: float,
+    on_trajectory: Callable[[dict[str, Any], RolloutStats], None] | None,
+) -> None:
     if (record["problem_id"], record["rollout"]) in store.done:
         logger.warning("trajectory %s came back twice; kept the stored one", (record["problem_id"], record["rollout"]))
         return
@@ -309,7 +343,9 @@ def actor_count(config: RolloutConfig, cpus_per_actor: float) -> int:
     if config.ray_gpus_per_actor > 0:
         fits = min(fits, int(resources.get("GPU", 0) // config.ray_gpus_per_actor))
         if fits < 1:
-            raise ValueError(f"the Ray cluster has {resources.get('GPU', 0)} GPUs; --ray-gpus-per-actor {config.ray_gpus_per_actor} fits no actor")
+            raise ValueError(
+                f"the Ray cluster has {resources.get('GPU', 0)} GPUs; --ray-gpus-per-actor {config.ray_gpus_per_actor} fits no actor"
+            )
     return max(1, fits)
 
 
@@ -328,18 +364,37 @@ def run_rollouts_on_ray(config: RolloutConfig, progress: bool = True) -> Rollout
 def _run_on_ray(config: RolloutConfig, progress: bool) -> RolloutStats:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    problem_set, problems = load_selected_problems(config.problems, config.problems_path, config.limit, config.seed, config.first)
+    problem_set, problems = load_selected_problems(
+        config.problems, config.problems_path, config.limit, config.seed, config.first
+    )
     connect(config.ray)
     cpus_per_actor = float(config.workers or 1)
     n_actors = actor_count(config, cpus_per_actor)
-    write_run_metadata(config, out, [p.id for p in problems], {"problems_sha256": problem_set.sha256, "ray_actors": n_actors})
+    write_run_metadata(
+        config, out, [p.id for p in problems], {"problems_sha256": problem_set.sha256, "ray_actors": n_actors}
+    )
     store = TrajectoryStore(out)
-    logger.info("%d problems x %d rollouts on %d Ray actors (%s CPUs, %s GPUs each)", len(problems), config.rollouts, n_actors, cpus_per_actor, config.ray_gpus_per_actor)
+    logger.info(
+        "%d problems x %d rollouts on %d Ray actors (%s CPUs, %s GPUs each)",
+        len(problems),
+        config.rollouts,
+        n_actors,
+        cpus_per_actor,
+        config.ray_gpus_per_actor,
+    )
     bar = RolloutProgress(len(problems) * config.rollouts, store) if progress else None
-    actors = start_actors(WorkerSpec.from_config(config), n_actors, cpus_per_actor=cpus_per_actor, gpus_per_actor=config.ray_gpus_per_actor)
+    actors = start_actors(
+        WorkerSpec.from_config(config),
+        n_actors,
+        cpus_per_actor=cpus_per_actor,
+        gpus_per_actor=config.ray_gpus_per_actor,
+    )
     try:
         return collect_rollouts_on_ray(
-            problems, store, actors, rollouts=config.rollouts,
+            problems,
+            store,
+            actors,
+            rollouts=config.rollouts,
             on_trajectory=bar.update if bar else None,
         )
     finally:

@@ -10,6 +10,7 @@ The server side needs `pip install 'mucode[serve]'` (FastAPI, uvicorn).
 
 from mucode.serve.config import ServeConfig
 
+
 __all__ = ["ServeConfig", "create_app"]
 
 

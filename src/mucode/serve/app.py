@@ -22,14 +22,16 @@ from starlette.concurrency import run_in_threadpool
 
 from mucode.execution.limits import Limits
 from mucode.search import SELECTORS, VERIFIER_SELECTORS
-from mucode.types import AssertTest, IOTest, Problem
 from mucode.serve.config import ServeConfig
 from mucode.serve.solver import SolveOptions, Solver, problem_id, record_summary
+from mucode.types import AssertTest, IOTest, Problem
+
 
 TESTS_BLOCK = re.compile(r"```tests\n(?P<body>.*?)```", re.S)
 
 
 # -- request schemas -------------------------------------------------------------------------------
+
 
 class IOCase(BaseModel):
     input: str = ""
@@ -87,6 +89,7 @@ class ScoreRequest(BaseModel):
 
 # -- helpers ---------------------------------------------------------------------------------------
 
+
 def bad_request(message: str, status: int = 400) -> HTTPException:
     return HTTPException(status_code=status, detail=message)
 
@@ -133,6 +136,7 @@ def openai_error(status: int, message: str) -> JSONResponse:
 
 # -- the app ---------------------------------------------------------------------------------------
 
+
 @dataclass
 class Services:
     """What the endpoints use; built once at start by `load_services` (or by a test)."""
@@ -156,8 +160,16 @@ def load_services(config: ServeConfig) -> Services:
         from mucode.verifier.scoring import VerifierScorer
 
         scorer = VerifierScorer.load(config.verifier)
-    search_config = SearchConfig(model=config.model, backend=config.backend, base_url=config.base_url, dtype=config.dtype,
-                                 max_live=config.max_batch, n=1, temperature=0.0, out="")
+    search_config = SearchConfig(
+        model=config.model,
+        backend=config.backend,
+        base_url=config.base_url,
+        dtype=config.dtype,
+        max_live=config.max_batch,
+        n=1,
+        temperature=0.0,
+        out="",
+    )
     generator = make_generator(config.backend, config.model, **generator_options(search_config))
     solver = Solver(generator, executor, scorer, max_batch=config.max_batch, batch_window_s=config.batch_window_s)
     return Services(solver, executor, scorer, model_name=config.model)
@@ -203,13 +215,21 @@ def create_app(config: ServeConfig, services: Services | None = None) -> FastAPI
     def health() -> dict[str, Any]:
         loaded = state["services"]
         batches = loaded.solver.batches if loaded.solver is not None else []
-        return {"status": "ok", "model": loaded.model_name, "verifier": config.verifier,
-                "sandbox": getattr(loaded.executor, "mode", None), "solve_batches": len(batches),
-                "largest_batch": max(batches, default=0)}
+        return {
+            "status": "ok",
+            "model": loaded.model_name,
+            "verifier": config.verifier,
+            "sandbox": getattr(loaded.executor, "mode", None),
+            "solve_batches": len(batches),
+            "largest_batch": max(batches, default=0),
+        }
 
     @app.get("/v1/models")
     def models() -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": state["services"].model_name, "object": "model", "owned_by": "mucode"}]}
+        return {
+            "object": "list",
+            "data": [{"id": state["services"].model_name, "object": "model", "owned_by": "mucode"}],
+        }
 
     @app.post("/v1/execute")
     async def execute(body: ExecuteRequest) -> Any:
@@ -220,11 +240,22 @@ def create_app(config: ServeConfig, services: Services | None = None) -> FastAPI
             items = [ExecuteItem(program=body.program, tests=body.tests, setup_code=body.setup_code)]
         if len(items) > config.max_programs:
             raise bad_request(f"{len(items)} programs; the limit is {config.max_programs}", 413)
-        jobs = [(item.program, to_tests(item.tests, config.max_tests, f"batch[{i}]"), item.setup_code) for i, item in enumerate(items)]
+        jobs = [
+            (item.program, to_tests(item.tests, config.max_tests, f"batch[{i}]"), item.setup_code)
+            for i, item in enumerate(items)
+        ]
         executor = state["services"].executor
         results = await asyncio.gather(*(run_in_threadpool(executor.run, *job) for job in jobs))
-        answers = [{**result.to_dict(), "tests": [t.code if isinstance(t, AssertTest) else {"input": t.stdin, "output": t.expected_stdout} for t in job[1]]}
-                   for result, job in zip(results, jobs)]
+        answers = [
+            {
+                **result.to_dict(),
+                "tests": [
+                    t.code if isinstance(t, AssertTest) else {"input": t.stdin, "output": t.expected_stdout}
+                    for t in job[1]
+                ],
+            }
+            for result, job in zip(results, jobs)
+        ]
         return {"results": answers} if body.batch is not None else answers[0]
 
     @app.post("/v1/score")
@@ -246,7 +277,9 @@ def create_app(config: ServeConfig, services: Services | None = None) -> FastAPI
             raise bad_request("this server has no generator", 409)
         problem, options = _solve_request(body, config, loaded)
         if body.stream:
-            return StreamingResponse(_stream(loaded.solver, problem, options, loaded.model_name), media_type="text/event-stream")
+            return StreamingResponse(
+                _stream(loaded.solver, problem, options, loaded.model_name), media_type="text/event-stream"
+            )
         record = await asyncio.wrap_future(loaded.solver.submit(problem, options))
         return _completion(record, loaded.model_name)
 
@@ -260,7 +293,9 @@ def _solve_request(body: ChatRequest, config: ServeConfig, loaded: Services) -> 
     statement, block_tests = tests_from_message(users[-1].content)
     specs = body.tests if body.tests is not None else block_tests
     if not specs:
-        raise bad_request("no tests: give `tests` (a list of assert statements or {input, output} cases) or a ```tests block in the message")
+        raise bad_request(
+            "no tests: give `tests` (a list of assert statements or {input, output} cases) or a ```tests block in the message"
+        )
     public = to_tests(list(specs), config.max_tests, "tests")
     private = to_tests(list(body.private_tests or []), config.max_tests, "private_tests")
     n = body.n or config.n
@@ -276,19 +311,44 @@ def _solve_request(body: ChatRequest, config: ServeConfig, loaded: Services) -> 
     if temperature == 0 and n > 1:
         raise bad_request(f"n={n} with temperature=0: greedy decoding gives one program; use n=1 or a temperature > 0")
     tests_key = [t.code if isinstance(t, AssertTest) else (t.stdin, t.expected_stdout) for t in public]
-    problem = Problem(id=problem_id(statement, tests_key), source="serve", prompt=statement, public_tests=tuple(public), private_tests=tuple(private))
-    options = SolveOptions(n=n, turns=turns, selector=selector, temperature=temperature, top_p=body.top_p,
-                           max_new_tokens=body.max_tokens or config.max_new_tokens, seed=body.mucode.seed)
+    problem = Problem(
+        id=problem_id(statement, tests_key),
+        source="serve",
+        prompt=statement,
+        public_tests=tuple(public),
+        private_tests=tuple(private),
+    )
+    options = SolveOptions(
+        n=n,
+        turns=turns,
+        selector=selector,
+        temperature=temperature,
+        top_p=body.top_p,
+        max_new_tokens=body.max_tokens or config.max_new_tokens,
+        seed=body.mucode.seed,
+    )
     return problem, options
 
 
 def _completion(record: Any, model: str) -> dict[str, Any]:
     program = record.turns[-1].chosen.program
     return {
-        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": program},
-                     "finish_reason": "stop" if record.solved_public else "length"}],
-        "usage": {"prompt_tokens": 0, "completion_tokens": record.completion_tokens, "total_tokens": record.completion_tokens},
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": program},
+                "finish_reason": "stop" if record.solved_public else "length",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": 0,
+            "completion_tokens": record.completion_tokens,
+            "total_tokens": record.completion_tokens,
+        },
         "mucode": record_summary(record),
     }
 
@@ -298,13 +358,21 @@ async def _stream(solver: Solver, problem: Problem, options: SolveOptions, model
     then the final program as the content delta, then [DONE]."""
     loop = asyncio.get_running_loop()
     events: asyncio.Queue = asyncio.Queue()
-    future = solver.submit(problem, options, on_turn=lambda n, t: loop.call_soon_threadsafe(events.put_nowait, turn_event(n, t)))
+    future = solver.submit(
+        problem, options, on_turn=lambda n, t: loop.call_soon_threadsafe(events.put_nowait, turn_event(n, t))
+    )
     future.add_done_callback(lambda f: loop.call_soon_threadsafe(events.put_nowait, None))
     stream_id, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
 
     def chunk(delta: dict[str, Any], finish: str | None, extra: dict[str, Any]) -> str:
-        data = {"id": stream_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], "mucode": extra}
+        data = {
+            "id": stream_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            "mucode": extra,
+        }
         return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
     while (event := await events.get()) is not None:

@@ -18,6 +18,7 @@ from mucode.generation.base import SamplingParams
 from mucode.search import SearchRecord, SearchTurn, search_problems
 from mucode.types import Problem
 
+
 OnTurn = Callable[[int, SearchTurn], None]
 
 
@@ -51,7 +52,9 @@ def problem_id(prompt: str, tests: Any) -> str:
 class Solver:
     """Batches solve requests onto one generator (thread-safe `submit`)."""
 
-    def __init__(self, generator: Any, executor: Any, scorer: Any = None, *, max_batch: int = 16, batch_window_s: float = 0.05):
+    def __init__(
+        self, generator: Any, executor: Any, scorer: Any = None, *, max_batch: int = 16, batch_window_s: float = 0.05
+    ):
         self.generator, self.executor, self.scorer = generator, executor, scorer
         self.max_batch, self.batch_window_s = max_batch, batch_window_s
         self.batches: list[int] = []  # requests per generator batch, for /health and the benchmark
@@ -102,9 +105,19 @@ class Solver:
         self.batches.append(len(jobs))
         try:
             records = search_problems(
-                [job.problem for job in jobs], self.generator, self.executor, n=options.n, selector=options.selector,
-                turns=options.turns, seed=options.seed, scorer=self.scorer, max_live=len(jobs), on_turn=on_turn,
-                sampling=SamplingParams(temperature=options.temperature, top_p=options.top_p, max_new_tokens=options.max_new_tokens),
+                [job.problem for job in jobs],
+                self.generator,
+                self.executor,
+                n=options.n,
+                selector=options.selector,
+                turns=options.turns,
+                seed=options.seed,
+                scorer=self.scorer,
+                max_live=len(jobs),
+                on_turn=on_turn,
+                sampling=SamplingParams(
+                    temperature=options.temperature, top_p=options.top_p, max_new_tokens=options.max_new_tokens
+                ),
             )
         except Exception as err:  # noqa: BLE001  (the request gets the error; the solver thread lives on)
             for job in jobs:
@@ -119,7 +132,9 @@ def _groups(jobs: list[_Job]) -> list[list[_Job]]:
     goes to a later group, so each search keeps its own seeded stream)."""
     groups: list[list[_Job]] = []
     for job in jobs:
-        target = next((g for g in groups if g[0].options == job.options and all(j.problem.id != job.problem.id for j in g)), None)
+        target = next(
+            (g for g in groups if g[0].options == job.options and all(j.problem.id != job.problem.id for j in g)), None
+        )
         if target is None:
             groups.append([job])
         else:

@@ -20,8 +20,24 @@ from mucode.training.relabel import (
 )
 from mucode.training.sft import TrainResult, train_generator
 
+
 __all__ = [
-    "PRESETS", "GeneratorTrainConfig", "generator_config", "RelabelConfig", "RelabelOptions", "RelabelResult",
-    "RelabelStats", "SFTExample", "Trajectory", "build_sft_data", "load_trajectories", "read_scores", "relabel",
-    "run_relabel", "score_final_programs", "write_examples", "TrainResult", "train_generator",
+    "PRESETS",
+    "GeneratorTrainConfig",
+    "generator_config",
+    "RelabelConfig",
+    "RelabelOptions",
+    "RelabelResult",
+    "RelabelStats",
+    "SFTExample",
+    "Trajectory",
+    "build_sft_data",
+    "load_trajectories",
+    "read_scores",
+    "relabel",
+    "run_relabel",
+    "score_final_programs",
+    "write_examples",
+    "TrainResult",
+    "train_generator",
 ]

@@ -36,19 +36,26 @@ class GeneratorTrainConfig(FinetuneConfig):
     )
     max_length: int = field(
         default=1024,
-        metadata={"help": "Most tokens per example (prompt + completion); longer examples lose their oldest "
-                          "attempts, else are left out."},
+        metadata={
+            "help": "Most tokens per example (prompt + completion); longer examples lose their oldest "
+            "attempts, else are left out."
+        },
     )
     data: list[str] = field(
         default_factory=list,
-        metadata={"help": "SFT files of prompt/completion rows (from `mucode generator relabel`); several are "
-                          "concatenated (--data a b, or a,b)."},
+        metadata={
+            "help": "SFT files of prompt/completion rows (from `mucode generator relabel`); several are "
+            "concatenated (--data a b, or a,b)."
+        },
     )
     init_from: str | None = field(
         default=None,
-        metadata={"help": "Warm start: load the weights from this folder instead of --model (the paper restarts "
-                          "from the base)."},
+        metadata={
+            "help": "Warm start: load the weights from this folder instead of --model (the paper restarts "
+            "from the base)."
+        },
     )
+
 
 # Short diffs over the defaults (the paper's hyperparameters). Starting points, not tuned results.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -56,11 +63,21 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"model": "meta-llama/Llama-3.2-1B-Instruct", "mixed_precision": "bf16", "gradient_checkpointing": True},
     # Two CPU cores: smollm2-135m fully fine-tuned on a few hundred examples. The paper's rate
     # moves a 135M model too little in the ~40 updates such a run makes.
-    "cpu": {"model": "smollm2-135m", "learning_rate": 2e-5, "epochs": 1.0, "batch_size": 8, "micro_batch_size": 4, "save_steps": 25, "logging_steps": 5},
+    "cpu": {
+        "model": "smollm2-135m",
+        "learning_rate": 2e-5,
+        "epochs": 1.0,
+        "batch_size": 8,
+        "micro_batch_size": 4,
+        "save_steps": 25,
+        "logging_steps": 5,
+    },
 }
 
 
-def generator_config(preset: str | None = None, path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> GeneratorTrainConfig:
+def generator_config(
+    preset: str | None = None, path: str | Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> GeneratorTrainConfig:
     """Defaults, then the preset, then the YAML file, then `overrides` (unset values skipped)."""
     from mucode.config import load_config
 

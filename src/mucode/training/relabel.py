@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Literal, Mapping, Sequence
 
 from mucode.episode import Episode
 
+
 if TYPE_CHECKING:
     from mucode.verifier.scoring import VerifierScorer
 
@@ -67,9 +68,24 @@ class RelabelOptions:
     seed: breaks ties in the rankings (per problem).
     """
 
-    top_m: int = field(default=3, metadata={"help": "Failed trajectories per folder and problem that are relabeled with the expert program."})
-    expert_rank: ExpertRank = field(default="combined", metadata={"help": "How the expert program is ranked: combined (100 * oracle label + verifier score, paper), verifier (score only) or oracle (label only).", "choices": ["combined", "verifier", "oracle"]})
-    unsolved: Unsolved = field(default="drop", metadata={"help": "Problems with no correct program: drop them, or keep the best-ranked incorrect program as their expert (reference code).", "choices": ["drop", "keep"]})
+    top_m: int = field(
+        default=3,
+        metadata={"help": "Failed trajectories per folder and problem that are relabeled with the expert program."},
+    )
+    expert_rank: ExpertRank = field(
+        default="combined",
+        metadata={
+            "help": "How the expert program is ranked: combined (100 * oracle label + verifier score, paper), verifier (score only) or oracle (label only).",
+            "choices": ["combined", "verifier", "oracle"],
+        },
+    )
+    unsolved: Unsolved = field(
+        default="drop",
+        metadata={
+            "help": "Problems with no correct program: drop them, or keep the best-ranked incorrect program as their expert (reference code).",
+            "choices": ["drop", "keep"],
+        },
+    )
     dedupe: bool = field(default=True, metadata={"help": "Keep one copy of repeated (prompt, completion) examples."})
     seed: int = field(default=0, metadata={"help": "Breaks ties in the rankings (seeded per problem)."})
 
@@ -91,20 +107,44 @@ class RelabelConfig(RelabelOptions):
         out (.jsonl or .parquet)
     """
 
-    trajectories: list[str] = field(default_factory=list, metadata={"help": "Rollout folders holding trajectories.jsonl, one per iteration (--trajectories a b c, or a,b,c)."})
-    method: Method = field(default="mucode", metadata={"help": "mucode (local search expert), multi-star (successful trajectories only) or star (correct first turns only).", "choices": list(METHODS)})
-    verifier: str | None = field(default=None, metadata={"help": "Trained verifier that scores the final programs (method mucode)."})
-    scores: list[str] = field(default_factory=list, metadata={"help": "Instead of --verifier: score files of `mucode verifier score --turns final`, one per folder, same order (comma-separated)."})
+    trajectories: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Rollout folders holding trajectories.jsonl, one per iteration (--trajectories a b c, or a,b,c)."
+        },
+    )
+    method: Method = field(
+        default="mucode",
+        metadata={
+            "help": "mucode (local search expert), multi-star (successful trajectories only) or star (correct first turns only).",
+            "choices": list(METHODS),
+        },
+    )
+    verifier: str | None = field(
+        default=None, metadata={"help": "Trained verifier that scores the final programs (method mucode)."}
+    )
+    scores: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Instead of --verifier: score files of `mucode verifier score --turns final`, one per folder, same order (comma-separated)."
+        },
+    )
     out: str = field(default="sft.jsonl", metadata={"help": "Output file of SFT examples (.jsonl or .parquet)."})
     batch_size: int = field(default=16, metadata={"help": "Verifier: sequences per forward pass."})
-    device: str | None = field(default=None, metadata={"help": "Verifier: torch device (default: cuda if available, else cpu)."})
+    device: str | None = field(
+        default=None, metadata={"help": "Verifier: torch device (default: cuda if available, else cpu)."}
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.verifier and self.scores:
-            raise ValueError("got both verifier and scores; pass --verifier to score now, or --scores for precomputed scores, not both")
+            raise ValueError(
+                "got both verifier and scores; pass --verifier to score now, or --scores for precomputed scores, not both"
+            )
         if self.scores and len(self.scores) != len(self.trajectories):
-            raise ValueError(f"got {len(self.scores)} score files for {len(self.trajectories)} trajectory folders; pass one per folder, in the same order")
+            raise ValueError(
+                f"got {len(self.scores)} score files for {len(self.trajectories)} trajectory folders; pass one per folder, in the same order"
+            )
         if self.batch_size < 1:
             raise ValueError(f"got batch_size={self.batch_size}; it must be >= 1")
 
@@ -149,7 +189,9 @@ class Trajectory:
             raise ValueError(f"trajectory {record.get('problem_id')!r}/{record.get('rollout')!r} has no turns")
         episode = Episode.from_dict(record)
         return cls(
-            folder=folder, problem_id=str(record["problem_id"]), rollout=int(record["rollout"]),
+            folder=folder,
+            problem_id=str(record["problem_id"]),
+            rollout=int(record["rollout"]),
             prompt=tuple(dict(m) for m in record["prompt"]),
             states=tuple(tuple(episode.state(i)) for i in range(len(episode.turns))),
             replies=tuple(t.reply for t in episode.turns),
@@ -180,8 +222,11 @@ class SFTExample:
         return {
             "prompt": [dict(m) for m in self.prompt],
             "completion": [{"role": "assistant", "content": self.completion}],
-            "problem_id": self.problem_id, "folder": self.folder, "rollout": self.rollout,
-            "state": self.state, "source": self.source,
+            "problem_id": self.problem_id,
+            "folder": self.folder,
+            "rollout": self.rollout,
+            "state": self.state,
+            "source": self.source,
         }
 
     def dedupe_key(self) -> tuple[str, str]:
@@ -240,11 +285,15 @@ def load_trajectories(folders: Sequence[str | Path], progress: bool = False) -> 
     from mucode.rollouts import TRAJECTORIES, read_trajectories
 
     if not folders:
-        raise ValueError("no trajectory folders given; pass --trajectories DIR [DIR ...] (folders written by `mucode rollout`)")
+        raise ValueError(
+            "no trajectory folders given; pass --trajectories DIR [DIR ...] (folders written by `mucode rollout`)"
+        )
     records = []
     for index, folder in enumerate(folders):
         if not (Path(folder) / TRAJECTORIES).is_file():
-            raise FileNotFoundError(f"{folder} holds no {TRAJECTORIES}; pass folders written by `mucode rollout --out`")
+            raise FileNotFoundError(
+                f"{folder} holds no {TRAJECTORIES}; pass folders written by `mucode rollout --out`"
+            )
         records += [(index, record) for record in read_trajectories(folder)]
     return [Trajectory.from_record(record, index) for index, record in _bar(records, progress, "loading trajectories")]
 
@@ -256,13 +305,17 @@ def read_scores(paths: Sequence[str | Path]) -> dict[TrajectoryKey, float]:
     for index, path in enumerate(paths):
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"score file {path} does not exist; write it with `mucode verifier score --turns final --out {path}`")
+            raise FileNotFoundError(
+                f"score file {path} does not exist; write it with `mucode verifier score --turns final --out {path}`"
+            )
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if not line.strip():
                 continue
             row = json.loads(line)
             if not {"problem_id", "rollout", "score"} <= row.keys():
-                raise ValueError(f"{path}: line {number} needs problem_id, rollout and score (a `mucode verifier score` output)")
+                raise ValueError(
+                    f"{path}: line {number} needs problem_id, rollout and score (a `mucode verifier score` output)"
+                )
             if row.get("final", True):
                 scores[(index, str(row["problem_id"]), int(row["rollout"]))] = float(row["score"])
     return scores
@@ -352,7 +405,13 @@ def _own_final(group: Sequence[Trajectory]) -> list[SFTExample]:
     return [_example(t, i, t.final_reply, "own") for t in group if t.correct for i in range(len(t.states))]
 
 
-def _mucode(problem_id: str, group: Sequence[Trajectory], scores: Mapping[TrajectoryKey, float] | None, options: RelabelOptions, stats: RelabelStats) -> list[SFTExample]:
+def _mucode(
+    problem_id: str,
+    group: Sequence[Trajectory],
+    scores: Mapping[TrajectoryKey, float] | None,
+    options: RelabelOptions,
+    stats: RelabelStats,
+) -> list[SFTExample]:
     solved = any(t.correct for t in group)
     if not solved and options.unsolved == "drop":
         stats.dropped += 1
@@ -365,7 +424,11 @@ def _mucode(problem_id: str, group: Sequence[Trajectory], scores: Mapping[Trajec
     for folder in sorted({t.folder for t in group}):
         failed = [t for t in group if t.folder == folder and not t.correct]
         chosen += sorted(failed, key=lambda t: (score(t), tiebreak[t.key]), reverse=True)[: options.top_m]
-    relabeled = [_example(t, i, expert.final_reply, "expert") for t in sorted(chosen, key=lambda t: t.key) for i in range(len(t.states))]
+    relabeled = [
+        _example(t, i, expert.final_reply, "expert")
+        for t in sorted(chosen, key=lambda t: t.key)
+        for i in range(len(t.states))
+    ]
     return _own_final(group) + relabeled
 
 
@@ -449,15 +512,33 @@ def run_relabel(config: RelabelConfig, progress: bool = True) -> RelabelStats:
 
     needs_scores = config.method == "mucode" and config.expert_rank != "oracle"
     if needs_scores and not (config.verifier or config.scores):
-        raise ValueError(f"method mucode with expert_rank={config.expert_rank!r} ranks programs by the verifier; pass --verifier DIR or --scores FILE ... (or --expert-rank oracle)")
-    options = RelabelOptions(top_m=config.top_m, expert_rank=config.expert_rank, unsolved=config.unsolved, dedupe=config.dedupe, seed=config.seed)
+        raise ValueError(
+            f"method mucode with expert_rank={config.expert_rank!r} ranks programs by the verifier; pass --verifier DIR or --scores FILE ... (or --expert-rank oracle)"
+        )
+    options = RelabelOptions(
+        top_m=config.top_m,
+        expert_rank=config.expert_rank,
+        unsolved=config.unsolved,
+        dedupe=config.dedupe,
+        seed=config.seed,
+    )
     scorer = None
     if config.verifier and config.method == "mucode":
         from mucode.verifier.scoring import VerifierScorer
 
-        scorer = VerifierScorer.load(config.verifier, batch_size=config.batch_size, device=config.device, progress=progress)
+        scorer = VerifierScorer.load(
+            config.verifier, batch_size=config.batch_size, device=config.device, progress=progress
+        )
     scores = read_scores(config.scores) if config.scores else None
-    stats = build_sft_data(config.method, config.trajectories, config.out, scorer=scorer, scores=scores, options=options, progress=progress)
+    stats = build_sft_data(
+        config.method,
+        config.trajectories,
+        config.out,
+        scorer=scorer,
+        scores=scores,
+        options=options,
+        progress=progress,
+    )
     save_config(config, _sibling(config.out, ".config.yaml"))
     return stats
 

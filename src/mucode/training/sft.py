@@ -32,10 +32,19 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from mucode.finetune import (
-    Say, TrainResult, count_parameters, logged_losses, lora_config, start_run, train_resuming, training_arguments,
-    update_plan, write_run,
+    Say,
+    TrainResult,
+    count_parameters,
+    logged_losses,
+    lora_config,
+    start_run,
+    train_resuming,
+    training_arguments,
+    update_plan,
+    write_run,
 )
 from mucode.training.config import GeneratorTrainConfig
+
 
 DATA_FILE = "data.json"  # the SFT files and their sha256: resuming on changed data is an error
 
@@ -47,16 +56,24 @@ def read_sft_rows(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
     """The prompt/completion pairs of SFT files (JSONL or Parquet, `mucode generator relabel`),
     checked: `prompt` is a list of messages and `completion` one assistant message."""
     if not paths:
-        raise ValueError("no SFT data given; pass --data FILE.jsonl [FILE ...] (written by `mucode generator relabel`)")
+        raise ValueError(
+            "no SFT data given; pass --data FILE.jsonl [FILE ...] (written by `mucode generator relabel`)"
+        )
     rows = []
     for path in map(Path, paths):
         if not path.is_file():
-            raise FileNotFoundError(f"SFT data file {path} does not exist; write it with `mucode generator relabel --out {path}`")
+            raise FileNotFoundError(
+                f"SFT data file {path} does not exist; write it with `mucode generator relabel --out {path}`"
+            )
         for number, row in enumerate(_read_rows(path), 1):
             _check_row(row, path, number)
-            rows.append({"prompt": [dict(m) for m in row["prompt"]], "completion": [dict(m) for m in row["completion"]]})
+            rows.append(
+                {"prompt": [dict(m) for m in row["prompt"]], "completion": [dict(m) for m in row["completion"]]}
+            )
     if not rows:
-        raise ValueError(f"the SFT data ({', '.join(map(str, paths))}) holds no examples; relabel more trajectories or another method")
+        raise ValueError(
+            f"the SFT data ({', '.join(map(str, paths))}) holds no examples; relabel more trajectories or another method"
+        )
     return rows
 
 
@@ -72,18 +89,33 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
 
 def _check_row(row: Mapping[str, Any], path: Path, number: int) -> None:
     prompt, completion = row.get("prompt"), row.get("completion")
-    if not (isinstance(prompt, list) and prompt and all(isinstance(m, dict) and {"role", "content"} <= m.keys() for m in prompt)):
-        raise ValueError(f"{path}: row {number} needs a `prompt` list of {{role, content}} messages (TRL's conversational prompt/completion format)")
-    if not (isinstance(completion, list) and len(completion) == 1 and isinstance(completion[0], dict) and completion[0].get("role") == "assistant"):
+    if not (
+        isinstance(prompt, list)
+        and prompt
+        and all(isinstance(m, dict) and {"role", "content"} <= m.keys() for m in prompt)
+    ):
+        raise ValueError(
+            f"{path}: row {number} needs a `prompt` list of {{role, content}} messages (TRL's conversational prompt/completion format)"
+        )
+    if not (
+        isinstance(completion, list)
+        and len(completion) == 1
+        and isinstance(completion[0], dict)
+        and completion[0].get("role") == "assistant"
+    ):
         raise ValueError(f"{path}: row {number} needs a `completion` of exactly one assistant message")
 
 
 def sequence_length(tokenizer: Any, row: Mapping[str, Any]) -> int:
     """Tokens of prompt + completion as TRL tokenizes a conversational example."""
-    return len(tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=True, return_dict=True)["input_ids"])
+    return len(
+        tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=True, return_dict=True)["input_ids"]
+    )
 
 
-def drop_too_long(rows: Sequence[Mapping[str, Any]], tokenizer: Any, max_length: int) -> tuple[list[Mapping[str, Any]], int]:
+def drop_too_long(
+    rows: Sequence[Mapping[str, Any]], tokenizer: Any, max_length: int
+) -> tuple[list[Mapping[str, Any]], int]:
     """(rows of at most max_length tokens, how many were longer), no row changed."""
     kept = [row for row in rows if sequence_length(tokenizer, row) <= max_length]
     return kept, len(rows) - len(kept)
@@ -145,10 +177,14 @@ def load_generator(ref: str, *, dtype: str = "float32") -> tuple[Any, Any]:
 
     resolved = resolve_model(generator_dir(ref))
     if resolved.kind == "gguf":
-        raise ValueError(f"{ref!r} is a GGUF file; training needs a Hugging Face folder: use a preset name or convert it once (`mucode models pull`)")
+        raise ValueError(
+            f"{ref!r} is a GGUF file; training needs a Hugging Face folder: use a preset name or convert it once (`mucode models pull`)"
+        )
     tokenizer = AutoTokenizer.from_pretrained(resolved.path)
     if not getattr(tokenizer, "chat_template", None):
-        raise ValueError(f"the tokenizer of {ref!r} has no chat template; the generator is trained on chats (use an instruct/chat model)")
+        raise ValueError(
+            f"the tokenizer of {ref!r} has no chat template; the generator is trained on chats (use an instruct/chat model)"
+        )
     model = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=getattr(torch, dtype))
     set_pad_token(tokenizer, model, padding_side="right")
     return model, tokenizer
@@ -162,18 +198,28 @@ def sft_config(config: GeneratorTrainConfig, processes: int, progress: bool = Tr
     from trl import SFTConfig
 
     return training_arguments(
-        SFTConfig, config, processes, progress=progress, checkpointing=config.gradient_checkpointing,
-        completion_only_loss=True, packing=False,
+        SFTConfig,
+        config,
+        processes,
+        progress=progress,
+        checkpointing=config.gradient_checkpointing,
+        completion_only_loss=True,
+        packing=False,
     )
 
 
-def build_trainer(config: GeneratorTrainConfig, args: Any, rows: Sequence[Mapping[str, Any]], model: Any, tokenizer: Any) -> Any:
+def build_trainer(
+    config: GeneratorTrainConfig, args: Any, rows: Sequence[Mapping[str, Any]], model: Any, tokenizer: Any
+) -> Any:
     """An SFTTrainer on conversational prompt/completion rows (tokenized, labels built)."""
     from datasets import Dataset
     from trl import SFTTrainer
 
     return SFTTrainer(
-        model=model, args=args, train_dataset=Dataset.from_list(list(rows)), processing_class=tokenizer,
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(list(rows)),
+        processing_class=tokenizer,
         peft_config=lora_config(config, "CAUSAL_LM") if config.finetune == "lora" else None,
     )
 
@@ -186,7 +232,9 @@ def data_changes(out: Path, data: list[dict[str, Any]]) -> list[str]:
     return []
 
 
-def train_generator(config: GeneratorTrainConfig, *, overwrite: bool = False, progress: bool = True, say: Say | None = None) -> TrainResult:
+def train_generator(
+    config: GeneratorTrainConfig, *, overwrite: bool = False, progress: bool = True, say: Say | None = None
+) -> TrainResult:
     """SFT of `config.model` (or `config.init_from`) on `config.data`; saves OUT/model and
     resumes if OUT has checkpoints of the same config and data (see the module docstring)."""
     from mucode.config import save_config
@@ -195,8 +243,12 @@ def train_generator(config: GeneratorTrainConfig, *, overwrite: bool = False, pr
     rows = read_sft_rows(config.data)
     data = [{"path": str(p), "sha256": file_sha256(Path(p))} for p in config.data]
     run = start_run(
-        config, lambda processes: sft_config(config, processes, progress), kind="generator", overwrite=overwrite,
-        say=say, other_changes=lambda out: data_changes(out, data),
+        config,
+        lambda processes: sft_config(config, processes, progress),
+        kind="generator",
+        overwrite=overwrite,
+        say=say,
+        other_changes=lambda out: data_changes(out, data),
     )
     if run.state.is_main_process:
         run.out.mkdir(parents=True, exist_ok=True)
@@ -206,7 +258,9 @@ def train_generator(config: GeneratorTrainConfig, *, overwrite: bool = False, pr
     model, tokenizer = load_generator(config.init_from or config.model, dtype=config.dtype)
     fit = fit_to_length(rows, tokenizer, config.max_length)
     if not fit.rows:
-        raise ValueError(f"every example is longer than max_length={config.max_length} tokens even without earlier attempts; raise --max-length")
+        raise ValueError(
+            f"every example is longer than max_length={config.max_length} tokens even without earlier attempts; raise --max-length"
+        )
     trainer = build_trainer(config, run.args, fit.rows, model, tokenizer)
     _say_setup(run.say, config, run.args, trainer, run.processes, fit)
     result, last = train_resuming(trainer, run)
@@ -215,13 +269,28 @@ def train_generator(config: GeneratorTrainConfig, *, overwrite: bool = False, pr
     counts = {"examples": len(fit.rows), "too_long": fit.dropped, "truncated": fit.truncated}
     if run.state.is_main_process:
         write_run(
-            run.out, config, global_step=result.global_step, train_loss=result.training_loss, seconds=run.seconds(),
-            resumed=last, base_model=config.model, init_from=config.init_from, finetune=config.finetune, data=data,
-            **counts, losses=losses,
+            run.out,
+            config,
+            global_step=result.global_step,
+            train_loss=result.training_loss,
+            seconds=run.seconds(),
+            resumed=last,
+            base_model=config.model,
+            init_from=config.init_from,
+            finetune=config.finetune,
+            data=data,
+            **counts,
+            losses=losses,
         )
     run.state.wait_for_everyone()
     return TrainResult(
-        model_dir, result.global_step, float(result.training_loss), run.seconds(), last, losses=losses, **counts,
+        model_dir,
+        result.global_step,
+        float(result.training_loss),
+        run.seconds(),
+        last,
+        losses=losses,
+        **counts,
     )
 
 
@@ -248,7 +317,12 @@ def _save_final(trainer: Any, config: GeneratorTrainConfig, out: Path, state: An
 
 
 def _say_setup(
-    say: Say, config: GeneratorTrainConfig, args: Any, trainer: Any, processes: int, fit: LengthFit,
+    say: Say,
+    config: GeneratorTrainConfig,
+    args: Any,
+    trainer: Any,
+    processes: int,
+    fit: LengthFit,
 ) -> None:
     trainable, total = count_parameters(trainer.model)
     say(

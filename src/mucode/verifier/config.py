@@ -15,6 +15,7 @@ from typing import Any, Literal, Mapping
 
 from mucode.finetune import FinetuneConfig
 
+
 ReplyView = Literal["reply", "program"]
 Context = Literal["problem", "history"]
 Loss = Literal["bt", "bce"]
@@ -39,20 +40,53 @@ class VerifierDataConfig:
         seed: seeds the split and the pair sampling.
     """
 
-    trajectories: list[str] = field(default_factory=list, metadata={"help": "Rollout folders holding trajectories.jsonl, one per iteration (comma-separated on the command line)."})
-    pairs_per_problem: int = field(default=32, metadata={"help": "Bradley-Terry pairs sampled per problem that has both a correct and an incorrect program."})
-    pairs_with_replacement: bool = field(default=False, metadata={"help": "Draw exactly pairs_per_problem (positive, negative) pairs per problem with repeats, as the reference code does (default: at most that many distinct pairs)."})
-    reply_view: ReplyView = field(default="reply", metadata={"help": "What the verifier reads of a turn: the raw reply (paper) or the extracted program.", "choices": ["reply", "program"]})
-    context: Context = field(default="problem", metadata={"help": "What comes before it: the original problem only (paper) or the whole history of the turn.", "choices": ["problem", "history"]})
-    dedupe: bool = field(default=False, metadata={"help": "Drop candidates whose text repeats within a problem and class."})
-    holdout_fraction: float = field(default=0.0, metadata={"help": "Share of problems held out for evaluation (split by problem id)."})
-    seed: int = field(default=0, metadata={"help": "Seeds the held-out split, the pair sampling, the head and the data order."})
+    trajectories: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Rollout folders holding trajectories.jsonl, one per iteration (comma-separated on the command line)."
+        },
+    )
+    pairs_per_problem: int = field(
+        default=32,
+        metadata={"help": "Bradley-Terry pairs sampled per problem that has both a correct and an incorrect program."},
+    )
+    pairs_with_replacement: bool = field(
+        default=False,
+        metadata={
+            "help": "Draw exactly pairs_per_problem (positive, negative) pairs per problem with repeats, as the reference code does (default: at most that many distinct pairs)."
+        },
+    )
+    reply_view: ReplyView = field(
+        default="reply",
+        metadata={
+            "help": "What the verifier reads of a turn: the raw reply (paper) or the extracted program.",
+            "choices": ["reply", "program"],
+        },
+    )
+    context: Context = field(
+        default="problem",
+        metadata={
+            "help": "What comes before it: the original problem only (paper) or the whole history of the turn.",
+            "choices": ["problem", "history"],
+        },
+    )
+    dedupe: bool = field(
+        default=False, metadata={"help": "Drop candidates whose text repeats within a problem and class."}
+    )
+    holdout_fraction: float = field(
+        default=0.0, metadata={"help": "Share of problems held out for evaluation (split by problem id)."}
+    )
+    seed: int = field(
+        default=0, metadata={"help": "Seeds the held-out split, the pair sampling, the head and the data order."}
+    )
 
     def __post_init__(self) -> None:
         if self.pairs_per_problem < 1:
             raise ValueError(f"got pairs_per_problem={self.pairs_per_problem}; it must be >= 1")
         if not 0.0 <= self.holdout_fraction < 1.0:
-            raise ValueError(f"got holdout_fraction={self.holdout_fraction}; it must be in [0, 1) (0 = no held-out problems)")
+            raise ValueError(
+                f"got holdout_fraction={self.holdout_fraction}; it must be in [0, 1) (0 = no held-out problems)"
+            )
 
 
 @dataclass
@@ -70,19 +104,25 @@ class VerifierTrainConfig(VerifierDataConfig, FinetuneConfig):
     """
 
     out: str = field(
-        default="runs/verifier", metadata={"help": "Output folder: checkpoints, final model, data, logs."},
+        default="runs/verifier",
+        metadata={"help": "Output folder: checkpoints, final model, data, logs."},
     )
     finetune: Finetune = field(
         default="full",
-        metadata={"help": "full: every weight (paper); lora: LoRA adapters + head; head: the scalar head only "
-                          "(frozen backbone).", "choices": ["full", "lora", "head"]},
+        metadata={
+            "help": "full: every weight (paper); lora: LoRA adapters + head; head: the scalar head only "
+            "(frozen backbone).",
+            "choices": ["full", "lora", "head"],
+        },
     )
     max_length: int = field(
-        default=1024, metadata={"help": "Most tokens per sequence; longer ones keep their last tokens."},
+        default=1024,
+        metadata={"help": "Most tokens per sequence; longer ones keep their last tokens."},
     )
     learning_rate: float = field(default=1e-6, metadata={"help": "Peak learning rate (AdamW)."})
     batch_size: int = field(
-        default=64, metadata={"help": "Pairs (bt) or rows (bce) per optimizer update, over all processes."},
+        default=64,
+        metadata={"help": "Pairs (bt) or rows (bce) per optimizer update, over all processes."},
     )
     micro_batch_size: int = field(
         default=8,
@@ -90,30 +130,41 @@ class VerifierTrainConfig(VerifierDataConfig, FinetuneConfig):
     )
     feature_cache: str | None = field(
         default=None,
-        metadata={"help": "finetune=head: folder of cached backbone features (default OUT/features); share it "
-                          "between runs of one model to encode each turn once."},
+        metadata={
+            "help": "finetune=head: folder of cached backbone features (default OUT/features); share it "
+            "between runs of one model to encode each turn once."
+        },
     )
     loss: Loss = field(
         default="bt",
-        metadata={"help": "bt: Bradley-Terry on pairs (paper); bce: binary cross-entropy on labeled turns.",
-                  "choices": ["bt", "bce"]},
+        metadata={
+            "help": "bt: Bradley-Terry on pairs (paper); bce: binary cross-entropy on labeled turns.",
+            "choices": ["bt", "bce"],
+        },
     )
     l2_coefficient: float = field(
-        default=1e-3, metadata={"help": "BT only: weight of the mean squared reward added to the loss."},
+        default=1e-3,
+        metadata={"help": "BT only: weight of the mean squared reward added to the loss."},
     )
     eval_strategy: Literal["no", "epoch"] = field(
         default="no",
-        metadata={"help": "Also compute loss/accuracy on the held-out problems after each epoch.",
-                  "choices": ["no", "epoch"]},
+        metadata={
+            "help": "Also compute loss/accuracy on the held-out problems after each epoch.",
+            "choices": ["no", "epoch"],
+        },
     )
 
     def __post_init__(self) -> None:
         VerifierDataConfig.__post_init__(self)
         FinetuneConfig.__post_init__(self)
         if self.eval_strategy != "no" and self.finetune == "head":
-            raise ValueError("eval_strategy applies to full and lora training; evaluate a head-only verifier with `mucode verifier eval`")
+            raise ValueError(
+                "eval_strategy applies to full and lora training; evaluate a head-only verifier with `mucode verifier eval`"
+            )
         if self.eval_strategy != "no" and self.holdout_fraction == 0:
-            raise ValueError(f"got eval_strategy={self.eval_strategy!r} with holdout_fraction=0: there is nothing to evaluate on; set --holdout-fraction (e.g. 0.2)")
+            raise ValueError(
+                f"got eval_strategy={self.eval_strategy!r} with holdout_fraction=0: there is nothing to evaluate on; set --holdout-fraction (e.g. 0.2)"
+            )
 
 
 @dataclass
@@ -125,10 +176,18 @@ class VerifierScoreConfig:
     `completion` (or `reply`) fields. out: JSONL written with a `score` per row.
     """
 
-    verifier: str = field(default="runs/verifier", metadata={"help": "Trained verifier: train output folder, its model/ folder, or a checkpoint."})
-    input: str = field(default="", metadata={"help": "Rollout folder (trajectories.jsonl) or JSONL file of rows with prompt and completion."})
+    verifier: str = field(
+        default="runs/verifier",
+        metadata={"help": "Trained verifier: train output folder, its model/ folder, or a checkpoint."},
+    )
+    input: str = field(
+        default="",
+        metadata={"help": "Rollout folder (trajectories.jsonl) or JSONL file of rows with prompt and completion."},
+    )
     out: str = field(default="scores.jsonl", metadata={"help": "Output JSONL: one row per scored item, with `score`."})
-    turns: TurnSelection = field(default="all", metadata={"help": "Rollout input: which turns to score.", "choices": ["all", "final", "first"]})
+    turns: TurnSelection = field(
+        default="all", metadata={"help": "Rollout input: which turns to score.", "choices": ["all", "final", "first"]}
+    )
     batch_size: int = field(default=16, metadata={"help": "Sequences per forward pass (sorted by length)."})
     device: str | None = field(default=None, metadata={"help": "Torch device (default: cuda if available, else cpu)."})
 
@@ -147,9 +206,21 @@ class VerifierEvalConfig:
     seed). bins: reliability bins of the calibration table.
     """
 
-    verifier: str = field(default="runs/verifier", metadata={"help": "Trained verifier: train output folder, its model/ folder, or a checkpoint."})
-    trajectories: list[str] = field(default_factory=list, metadata={"help": "Rollout folders (comma-separated); default: those the verifier was trained on."})
-    split: Split = field(default="heldout", metadata={"help": "Problems to evaluate on: heldout (by the training split), train, or all.", "choices": ["heldout", "train", "all"]})
+    verifier: str = field(
+        default="runs/verifier",
+        metadata={"help": "Trained verifier: train output folder, its model/ folder, or a checkpoint."},
+    )
+    trajectories: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Rollout folders (comma-separated); default: those the verifier was trained on."},
+    )
+    split: Split = field(
+        default="heldout",
+        metadata={
+            "help": "Problems to evaluate on: heldout (by the training split), train, or all.",
+            "choices": ["heldout", "train", "all"],
+        },
+    )
     out: str | None = field(default=None, metadata={"help": "Report file (JSON); default: VERIFIER/eval-SPLIT.json."})
     pairs_per_problem: int = field(default=32, metadata={"help": "Pairs sampled per problem for pairwise accuracy."})
     seed: int = field(default=0, metadata={"help": "Seeds the pair sampling."})
@@ -168,19 +239,36 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Paper scale on GPUs (METHOD.md §2): Llama-3.2-1B-Instruct, full fine-tune, bf16, 64 pairs/update.
     "paper": {"model": "meta-llama/Llama-3.2-1B-Instruct", "mixed_precision": "bf16", "gradient_checkpointing": True},
     # One CPU: a 135M backbone fully fine-tuned; a larger rate makes up for the few updates.
-    "cpu": {"model": "smollm2-135m", "learning_rate": 1e-5, "batch_size": 16, "micro_batch_size": 4, "max_length": 768, "save_steps": 50, "logging_steps": 5},
+    "cpu": {
+        "model": "smollm2-135m",
+        "learning_rate": 1e-5,
+        "batch_size": 16,
+        "micro_batch_size": 4,
+        "max_length": 768,
+        "save_steps": 50,
+        "logging_steps": 5,
+    },
     # One CPU, cheapest: frozen backbone, only the scalar head learns (a linear probe on the
     # last token's hidden state, cached once per turn; epochs then cost milliseconds).
-    "cpu-head": {"model": "smollm2-135m", "finetune": "head", "learning_rate": 1e-3, "epochs": 20.0, "batch_size": 32, "micro_batch_size": 8, "max_length": 768, "logging_steps": 20},
+    "cpu-head": {
+        "model": "smollm2-135m",
+        "finetune": "head",
+        "learning_rate": 1e-3,
+        "epochs": 20.0,
+        "batch_size": 32,
+        "micro_batch_size": 8,
+        "max_length": 768,
+        "logging_steps": 20,
+    },
 }
 
 
-def train_config(preset: str | None = None, path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> VerifierTrainConfig:
+def train_config(
+    preset: str | None = None, path: str | Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> VerifierTrainConfig:
     """Defaults, then the preset, then the YAML file, then `overrides` (unset values skipped)."""
     from mucode.config import load_config
 
     if preset is not None and preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     return load_config(VerifierTrainConfig, path, overrides, base=PRESETS[preset] if preset else None)
-
-

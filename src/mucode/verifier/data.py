@@ -34,6 +34,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from mucode.verifier.config import Context, ReplyView
 
+
 Message = dict[str, str]  # {"role": ..., "content": ...}
 GroupKey = tuple[int, str]  # (folder index, problem id)
 
@@ -143,7 +144,11 @@ def turn_label(turn: int, n_turns: int, correct: bool | None) -> bool | None:
 
 
 def candidates_from_records(
-    records: Iterable[Mapping[str, Any]], *, source: int = 0, reply_view: ReplyView = "reply", context: Context = "problem"
+    records: Iterable[Mapping[str, Any]],
+    *,
+    source: int = 0,
+    reply_view: ReplyView = "reply",
+    context: Context = "problem",
 ) -> list[Candidate]:
     """Every turn of every trajectory record (rollouts.md format), sorted by (problem, rollout, turn)."""
     _check_view(reply_view, context)
@@ -153,8 +158,12 @@ def candidates_from_records(
         for i, turn in enumerate(turns):
             out.append(
                 Candidate(
-                    problem_id=str(record["problem_id"]), source=source, rollout=int(record["rollout"]), turn=i,
-                    n_turns=len(turns), correct=_all_tests(turn),
+                    problem_id=str(record["problem_id"]),
+                    source=source,
+                    rollout=int(record["rollout"]),
+                    turn=i,
+                    n_turns=len(turns),
+                    correct=_all_tests(turn),
                     prompt=tuple(_prompt(record, i, context)),
                     completion=turn["reply"] if reply_view == "reply" else turn["program"],
                 )
@@ -162,17 +171,25 @@ def candidates_from_records(
     return sorted(out, key=lambda c: c.ref)
 
 
-def load_candidates(folders: Sequence[str | Path], *, reply_view: ReplyView = "reply", context: Context = "problem") -> list[Candidate]:
+def load_candidates(
+    folders: Sequence[str | Path], *, reply_view: ReplyView = "reply", context: Context = "problem"
+) -> list[Candidate]:
     """Candidates of several rollout folders; folder i gets source=i."""
     from mucode.rollouts import read_trajectories
 
     if not folders:
-        raise ValueError("no trajectory folders given; pass --trajectories DIR[,DIR...] (folders written by `mucode rollout`)")
+        raise ValueError(
+            "no trajectory folders given; pass --trajectories DIR[,DIR...] (folders written by `mucode rollout`)"
+        )
     out: list[Candidate] = []
     for source, folder in enumerate(folders):
         if not (Path(folder) / "trajectories.jsonl").is_file():
-            raise FileNotFoundError(f"{folder} holds no trajectories.jsonl; pass folders written by `mucode rollout --out`")
-        out += candidates_from_records(read_trajectories(folder), source=source, reply_view=reply_view, context=context)
+            raise FileNotFoundError(
+                f"{folder} holds no trajectories.jsonl; pass folders written by `mucode rollout --out`"
+            )
+        out += candidates_from_records(
+            read_trajectories(folder), source=source, reply_view=reply_view, context=context
+        )
     return out
 
 
@@ -181,7 +198,10 @@ def _prompt(record: Mapping[str, Any], turn: int, context: Context) -> list[Mess
     messages = [dict(m) for m in record["prompt"]]
     if context == "history":
         for earlier in record["turns"][:turn]:
-            messages += [{"role": "assistant", "content": earlier["reply"]}, {"role": "user", "content": earlier.get("feedback") or ""}]
+            messages += [
+                {"role": "assistant", "content": earlier["reply"]},
+                {"role": "user", "content": earlier.get("feedback") or ""},
+            ]
     return messages
 
 
@@ -257,7 +277,13 @@ def build_pairs(
     return pairs, stats
 
 
-def _count(stats: DataStats, group: Sequence[Candidate], positives: Sequence[Candidate], negatives: Sequence[Candidate], duplicates: int) -> None:
+def _count(
+    stats: DataStats,
+    group: Sequence[Candidate],
+    positives: Sequence[Candidate],
+    negatives: Sequence[Candidate],
+    duplicates: int,
+) -> None:
     stats.problems += 1
     stats.both += bool(positives and negatives)
     stats.positive_only += bool(positives and not negatives)
@@ -336,7 +362,9 @@ def pair_records(pairs: Iterable[Pair]) -> list[dict[str, Any]]:
     pairs = list(pairs)
     records = [pair_record(p) for p in pairs]
     if any("prompt" in r for r in records) and not all("prompt" in r for r in records):
-        records = [{**r, "chosen": p.chosen.messages(), "rejected": p.rejected.messages()} for r, p in zip(records, pairs)]
+        records = [
+            {**r, "chosen": p.chosen.messages(), "rejected": p.rejected.messages()} for r, p in zip(records, pairs)
+        ]
         for r in records:
             r.pop("prompt", None)
     return records
@@ -392,7 +420,9 @@ def prepare_data(config: Any, candidates: Sequence[Candidate] | None = None) -> 
         )
         sides.append((pairs, labeled(part, config.dedupe), stats))
     (train_pairs, train_rows, train_stats), (held_pairs, held_rows, held_stats) = sides
-    return PreparedData(train_ids, heldout_ids, train_pairs, train_rows, train_stats, held_pairs, held_rows, held_stats)
+    return PreparedData(
+        train_ids, heldout_ids, train_pairs, train_rows, train_stats, held_pairs, held_rows, held_stats
+    )
 
 
 def export_data(data: PreparedData, folder: str | Path, suffix: str = ".jsonl") -> list[Path]:
@@ -400,7 +430,10 @@ def export_data(data: PreparedData, folder: str | Path, suffix: str = ".jsonl") 
     (prompt/completion/label) and stats.json into `folder`; returns the data files."""
     folder = Path(folder)
     written = []
-    for side, pairs, rows in (("train", data.train_pairs, data.train_rows), ("heldout", data.heldout_pairs, data.heldout_rows)):
+    for side, pairs, rows in (
+        ("train", data.train_pairs, data.train_rows),
+        ("heldout", data.heldout_pairs, data.heldout_rows),
+    ):
         if side == "heldout" and not data.heldout_ids:
             continue
         written.append(write_records(pair_records(pairs), folder / f"{side}_pairs{suffix}"))

@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 from mucode.verifier.config import VerifierEvalConfig
 from mucode.verifier.data import Candidate, build_pairs, group_by_problem, labeled, load_candidates, restrict
 
+
 Say = Callable[[str], None]
 
 
@@ -37,19 +38,36 @@ def evaluate_verifier(config: VerifierEvalConfig, scorer: Any = None, say: Say |
     started = time.perf_counter()
     root = Path(config.verifier)
     folders = config.trajectories or _trained_on(root)
-    scorer = scorer or VerifierScorer.load(str(root), batch_size=config.batch_size, device=config.device, progress=True)
+    scorer = scorer or VerifierScorer.load(
+        str(root), batch_size=config.batch_size, device=config.device, progress=True
+    )
     candidates = load_candidates(folders, reply_view=scorer.spec.reply_view, context=scorer.spec.context)
     candidates = restrict(candidates, problems_of_split(root, config.split, candidates))
     scores = score_candidates(scorer, _to_score(candidates))
     say(f"scored {len(scores)} turns of {len({c.problem_id for c in candidates})} problems")
-    report = report_from_scores(candidates, scores, pairs_per_problem=config.pairs_per_problem, seed=config.seed, bins=config.bins)
-    report.update(verifier=str(root), split=config.split, trajectories=list(folders), spec=asdict(scorer.spec), seconds=round(time.perf_counter() - started, 1))
+    report = report_from_scores(
+        candidates, scores, pairs_per_problem=config.pairs_per_problem, seed=config.seed, bins=config.bins
+    )
+    report.update(
+        verifier=str(root),
+        split=config.split,
+        trajectories=list(folders),
+        spec=asdict(scorer.spec),
+        seconds=round(time.perf_counter() - started, 1),
+    )
     report["calibration"]["is_probability"] = scorer.spec.loss == "bce"
     _write(config, root, report, candidates, scores)
     return report
 
 
-def report_from_scores(candidates: Sequence[Candidate], scores: dict[tuple, float], *, pairs_per_problem: int = 32, seed: int = 0, bins: int = 10) -> dict[str, Any]:
+def report_from_scores(
+    candidates: Sequence[Candidate],
+    scores: dict[tuple, float],
+    *,
+    pairs_per_problem: int = 32,
+    seed: int = 0,
+    bins: int = 10,
+) -> dict[str, Any]:
     """Every metric of the report from candidates and their scores (keyed by `Candidate.ref`)."""
     from mucode.verifier.metrics import best_of_n_curve, calibration, pairwise_accuracy, roc_auc, sigmoid
 
@@ -59,7 +77,9 @@ def report_from_scores(candidates: Sequence[Candidate], scores: dict[tuple, floa
     row_labels = [bool(c.label) for c in rows]
     return {
         "data": stats.to_dict(),
-        "pairwise_accuracy": pairwise_accuracy([scores[p.chosen.ref] for p in pairs], [scores[p.rejected.ref] for p in pairs]),
+        "pairwise_accuracy": pairwise_accuracy(
+            [scores[p.chosen.ref] for p in pairs], [scores[p.rejected.ref] for p in pairs]
+        ),
         "roc_auc": roc_auc(row_scores, row_labels),
         "calibration": calibration(sigmoid(row_scores), row_labels, bins).to_dict(),
         "best_of_n": {
@@ -69,7 +89,9 @@ def report_from_scores(candidates: Sequence[Candidate], scores: dict[tuple, floa
     }
 
 
-def bon_groups(candidates: Sequence[Candidate], which: str, scores: dict[tuple, float]) -> list[tuple[list[float], list[bool]]]:
+def bon_groups(
+    candidates: Sequence[Candidate], which: str, scores: dict[tuple, float]
+) -> list[tuple[list[float], list[bool]]]:
     """Per (folder, problem): (scores, correct) of each trajectory's first or final turn."""
     groups = []
     for group in group_by_problem(candidates).values():
@@ -103,10 +125,14 @@ def problems_of_split(root: Path, split: str, candidates: Sequence[Candidate]) -
         )
     chosen = set(json.loads(path.read_text())[split])
     if not chosen:
-        raise ValueError(f"{path} holds no {split} problems; train with --holdout-fraction > 0, or evaluate with --split all")
+        raise ValueError(
+            f"{path} holds no {split} problems; train with --holdout-fraction > 0, or evaluate with --split all"
+        )
     missing = chosen - set(ids)
     if missing == chosen:
-        raise ValueError(f"none of the {len(chosen)} {split} problems of {path} is in the trajectories given; pass the folders the verifier was trained on")
+        raise ValueError(
+            f"none of the {len(chosen)} {split} problems of {path} is in the trajectories given; pass the folders the verifier was trained on"
+        )
     return sorted(chosen & set(ids))
 
 
@@ -121,14 +147,29 @@ def _trained_on(root: Path) -> list[str]:
     raise ValueError(f"{root} does not say which trajectories it was trained on; pass --trajectories DIR[,DIR...]")
 
 
-def _write(config: VerifierEvalConfig, root: Path, report: dict[str, Any], candidates: Sequence[Candidate], scores: dict[tuple, float]) -> None:
+def _write(
+    config: VerifierEvalConfig,
+    root: Path,
+    report: dict[str, Any],
+    candidates: Sequence[Candidate],
+    scores: dict[tuple, float],
+) -> None:
     out = Path(config.out) if config.out else root / f"eval-{config.split}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(json_safe(report), indent=2))
     with open(out.with_name(out.stem + "-scores.jsonl"), "w", encoding="utf-8") as handle:
         for c in candidates:
             if c.ref in scores:
-                row = {"source": c.source, "problem_id": c.problem_id, "rollout": c.rollout, "turn": c.turn, "final": c.final, "correct": c.correct, "label": c.label, "score": scores[c.ref]}
+                row = {
+                    "source": c.source,
+                    "problem_id": c.problem_id,
+                    "rollout": c.rollout,
+                    "turn": c.turn,
+                    "final": c.final,
+                    "correct": c.correct,
+                    "label": c.label,
+                    "score": scores[c.ref],
+                }
                 handle.write(json.dumps(row) + "\n")
     report["written"] = str(out)
 
@@ -154,6 +195,11 @@ def format_report(report: dict[str, Any]) -> str:
         f"pairwise accuracy {report['pairwise_accuracy']:.3f}   ROC-AUC {report['roc_auc']:.3f}   ECE {cal['ece']:.3f}   Brier {cal['brier']:.3f}{note}",
     ]
     for name, curve in report["best_of_n"].items():
-        lines.append(f"Best-of-N over {name.replace('_', ' ')}s (verifier / random / oracle, ± s.e. of the margin over problems):")
-        lines += [f"  n={p['n']:<3d} {p['verifier']:.3f} / {p['random']:.3f} / {p['oracle']:.3f}  ±{p['margin_se']:.3f}  ({p['problems']} problems)" for p in curve]
+        lines.append(
+            f"Best-of-N over {name.replace('_', ' ')}s (verifier / random / oracle, ± s.e. of the margin over problems):"
+        )
+        lines += [
+            f"  n={p['n']:<3d} {p['verifier']:.3f} / {p['random']:.3f} / {p['oracle']:.3f}  ±{p['margin_se']:.3f}  ({p['problems']} problems)"
+            for p in curve
+        ]
     return "\n".join(lines)

@@ -85,13 +85,23 @@ def last_hidden(model: Any, ids: Any, mask: Any) -> Any:
     return hidden[torch.arange(ids.shape[0], device=ids.device), mask.sum(-1) - 1]
 
 
-def extract_features(model: Any, sequences: Sequence[Sequence[int]], store: FeatureStore, *, pad_id: int, batch_size: int = 8, progress: bool = True) -> Any:
+def extract_features(
+    model: Any,
+    sequences: Sequence[Sequence[int]],
+    store: FeatureStore,
+    *,
+    pad_id: int,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> Any:
     """(N, D) float32 features of `sequences` (input order): taken from `store`, the missing ones
     computed longest first in batches and added to it."""
     import torch
 
     keys = [sequence_key(s) for s in sequences]
-    missing = sorted({k: i for i, k in enumerate(keys) if k not in store}.values(), key=lambda i: len(sequences[i]), reverse=True)
+    missing = sorted(
+        {k: i for i, k in enumerate(keys) if k not in store}.values(), key=lambda i: len(sequences[i]), reverse=True
+    )
     device = next(model.parameters()).device
     bar = _bar(len(missing), progress)
     model.eval()
@@ -163,7 +173,13 @@ def fit_head(
         optimizer.step()
         scheduler.step()
         if logging:
-            entry = {"step": step, "epoch": step / per_epoch, "loss": loss.item(), "learning_rate": scheduler.get_last_lr()[0], **metrics}
+            entry = {
+                "step": step,
+                "epoch": step / per_epoch,
+                "loss": loss.item(),
+                "learning_rate": scheduler.get_last_lr()[0],
+                **metrics,
+            }
             history.append(entry)
             if log is not None:
                 log(step, entry)
@@ -174,7 +190,9 @@ def fit_head(
     return weight.detach(), history
 
 
-def _head_loss(features: Any, weight: Any, config: Any, batch: Any, pairs: Any, labels: Any, metrics: bool) -> tuple[Any, dict[str, float]]:
+def _head_loss(
+    features: Any, weight: Any, config: Any, batch: Any, pairs: Any, labels: Any, metrics: bool
+) -> tuple[Any, dict[str, float]]:
     """The batch loss, and (when `metrics`) its accuracy (and BT margin)."""
     import torch
 
@@ -185,7 +203,10 @@ def _head_loss(features: Any, weight: Any, config: Any, batch: Any, pairs: Any, 
         if not metrics:
             return loss, {}
         with torch.no_grad():
-            return loss, {"accuracy": (chosen > rejected).float().mean().item(), "margin": (chosen - rejected).mean().item()}
+            return loss, {
+                "accuracy": (chosen > rejected).float().mean().item(),
+                "margin": (chosen - rejected).mean().item(),
+            }
     logits = (features[batch] @ weight.T).squeeze(-1)  # (b,)
     loss = bce_loss(logits, labels[batch])
     if not metrics:

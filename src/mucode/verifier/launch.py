@@ -18,6 +18,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+
 CONFIGS = {"zero3": "deepspeed_zero3.yaml", "fsdp": "fsdp.yaml", "ddp": "multi_gpu.yaml"}
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+
 L2_COEFFICIENT = 1e-3  # the paper's weight on mean(r^2): keeps rewards near 0 (BT is shift-invariant)
 
 
@@ -27,7 +28,9 @@ def bradley_terry_loss(chosen: Any, rejected: Any, l2: float = L2_COEFFICIENT) -
     from torch.nn import functional as F
 
     if chosen.shape != rejected.shape:
-        raise ValueError(f"chosen and rejected rewards differ in shape: {tuple(chosen.shape)} vs {tuple(rejected.shape)}")
+        raise ValueError(
+            f"chosen and rejected rewards differ in shape: {tuple(chosen.shape)} vs {tuple(rejected.shape)}"
+        )
     rewards = torch.cat([chosen, rejected])  # (2B,)
     return F.softplus(rejected - chosen).mean() + l2 * rewards.pow(2).mean()
 

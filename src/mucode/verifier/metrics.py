@@ -165,7 +165,9 @@ class BestOfNPoint:
     margin_se: float
 
 
-def best_of_n_curve(groups: Sequence[tuple[Sequence[float], Sequence[bool]]], max_n: int | None = None) -> list[BestOfNPoint]:
+def best_of_n_curve(
+    groups: Sequence[tuple[Sequence[float], Sequence[bool]]], max_n: int | None = None
+) -> list[BestOfNPoint]:
     """Best-of-N accuracy for n = 1..max_n (default: the largest group) over problems, each a
     (scores, labels) group; a problem enters the average at n only if it has >= n candidates."""
     sizes = [len(s) for s, _ in groups]
@@ -180,5 +182,7 @@ def best_of_n_curve(groups: Sequence[tuple[Sequence[float], Sequence[bool]]], ma
         oracle = np.array([oracle_selection(y, n) for _, y in eligible])
         diff = verifier - rand
         se = float(diff.std(ddof=1) / math.sqrt(diff.size)) if diff.size > 1 else float("nan")
-        points.append(BestOfNPoint(n, len(eligible), float(verifier.mean()), float(rand.mean()), float(oracle.mean()), se))
+        points.append(
+            BestOfNPoint(n, len(eligible), float(verifier.mean()), float(rand.mean()), float(oracle.mean()), se)
+        )
     return points

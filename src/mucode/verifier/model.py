@@ -22,6 +22,7 @@ from typing import Any, Sequence
 
 from mucode.generation.padding import set_pad_token
 
+
 __all__ = ["VerifierSpec", "encode", "pad_right", "set_pad_token", "load_backbone", "load_verifier", "verifier_dir"]
 logger = logging.getLogger("mucode.verifier")
 
@@ -57,7 +58,9 @@ class VerifierSpec:
         none, e.g. for a reward model not trained by mucode."""
         path = Path(folder, SPEC_FILE)
         if not path.is_file():
-            logger.warning("%s has no %s; reading raw replies with the original problem, at most 1024 tokens", folder, SPEC_FILE)
+            logger.warning(
+                "%s has no %s; reading raw replies with the original problem, at most 1024 tokens", folder, SPEC_FILE
+            )
             return cls()
         data = json.loads(path.read_text())
         known = {f.name for f in fields(cls)}
@@ -151,7 +154,9 @@ def load_backbone(ref: str, *, dtype: str = "float32", seed: int = 0) -> tuple[A
     tokenizer = AutoTokenizer.from_pretrained(resolved.path)
     torch.manual_seed(seed)  # seed before from_pretrained: the score head is randomly initialised
     with _quiet_head_warnings():
-        model = AutoModelForSequenceClassification.from_pretrained(resolved.path, num_labels=1, dtype=getattr(torch, dtype))
+        model = AutoModelForSequenceClassification.from_pretrained(
+            resolved.path, num_labels=1, dtype=getattr(torch, dtype)
+        )
     set_pad_token(tokenizer, model)
     return model, tokenizer
 
@@ -174,7 +179,9 @@ def head(model: Any) -> Any:
         module = getattr(model, name, None)
         if module is not None:
             return module
-    raise ValueError(f"{type(model).__name__} has no `score` or `classifier` head; load it with AutoModelForSequenceClassification")
+    raise ValueError(
+        f"{type(model).__name__} has no `score` or `classifier` head; load it with AutoModelForSequenceClassification"
+    )
 
 
 def freeze_backbone(model: Any) -> None:
@@ -189,10 +196,14 @@ def verifier_dir(path: str | Path) -> Path:
     for folder in (path / "model", path):
         if (folder / "config.json").is_file() or (folder / "adapter_config.json").is_file():
             return folder
-    raise FileNotFoundError(f"{path} holds no verifier: expected a `mucode verifier train` output folder, its model/ folder, or a checkpoint")
+    raise FileNotFoundError(
+        f"{path} holds no verifier: expected a `mucode verifier train` output folder, its model/ folder, or a checkpoint"
+    )
 
 
-def load_verifier(path: str | Path, *, dtype: str | None = None, device: str | None = None) -> tuple[Any, Any, VerifierSpec]:
+def load_verifier(
+    path: str | Path, *, dtype: str | None = None, device: str | None = None
+) -> tuple[Any, Any, VerifierSpec]:
     """(model in eval mode, tokenizer, spec) of a trained verifier, in `dtype` (default: the dtype
     it was trained in). LoRA adapters are merged."""
     import torch
@@ -206,9 +217,13 @@ def load_verifier(path: str | Path, *, dtype: str | None = None, device: str | N
         from peft import AutoPeftModelForSequenceClassification
 
         with _quiet_head_warnings():
-            model = AutoPeftModelForSequenceClassification.from_pretrained(str(folder), num_labels=1, dtype=getattr(torch, dtype)).merge_and_unload()
+            model = AutoPeftModelForSequenceClassification.from_pretrained(
+                str(folder), num_labels=1, dtype=getattr(torch, dtype)
+            ).merge_and_unload()
     else:
-        model = AutoModelForSequenceClassification.from_pretrained(str(folder), num_labels=1, dtype=getattr(torch, dtype))
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(folder), num_labels=1, dtype=getattr(torch, dtype)
+        )
     set_pad_token(tokenizer, model)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return model.to(device).eval(), tokenizer, spec

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 from mucode.verifier.model import VerifierSpec, encode, load_verifier, pad_right
 
+
 Message = dict[str, str]
 Prompt = str | Sequence[Message]
 Reply = str | Sequence[Message]
@@ -29,12 +30,21 @@ class VerifierScorer:
     """Holds a verifier model (eval mode), its tokenizer and its spec; scores in batches."""
 
     def __init__(
-        self, model: Any, tokenizer: Any, spec: VerifierSpec | None = None, *, batch_size: int = 16, progress: bool = False, features: Any = None
+        self,
+        model: Any,
+        tokenizer: Any,
+        spec: VerifierSpec | None = None,
+        *,
+        batch_size: int = 16,
+        progress: bool = False,
+        features: Any = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"got batch_size={batch_size}; it must be >= 1")
         if tokenizer.pad_token_id is None:
-            raise ValueError("the tokenizer has no pad token; load the model with mucode.verifier.model.load_verifier (it sets one)")
+            raise ValueError(
+                "the tokenizer has no pad token; load the model with mucode.verifier.model.load_verifier (it sets one)"
+            )
         self.model = model
         self.tokenizer = tokenizer
         self.spec = spec or VerifierSpec()
@@ -44,7 +54,14 @@ class VerifierScorer:
 
     @classmethod
     def load(
-        cls, path: str, *, batch_size: int = 16, device: str | None = None, dtype: str | None = None, progress: bool = False, use_features: bool = True
+        cls,
+        path: str,
+        *,
+        batch_size: int = 16,
+        device: str | None = None,
+        dtype: str | None = None,
+        progress: bool = False,
+        use_features: bool = True,
     ) -> VerifierScorer:
         """A scorer for a trained verifier folder (see `load_verifier`; dtype defaults to the one it
         was trained in); a head-only verifier reuses its cached backbone features unless
@@ -116,7 +133,9 @@ class VerifierScorer:
             index = order[start : start + self.batch_size]
             ids, mask = pad_right([sequences[i] for i in index], self.tokenizer.pad_token_id)
             with torch.inference_mode():
-                logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits  # (b, 1)
+                logits = self.model(
+                    input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False
+                ).logits  # (b, 1)
             for i, value in zip(index, logits.float().squeeze(-1).tolist()):
                 scores[i] = value
 
@@ -140,7 +159,9 @@ def _maybe_progress(batches: range, progress: bool, total: int, batch_size: int)
         return batches
     from tqdm.auto import tqdm
 
-    return tqdm(batches, desc="scoring", unit="batch", total=len(batches), postfix=f"{total} sequences, {batch_size} per batch")
+    return tqdm(
+        batches, desc="scoring", unit="batch", total=len(batches), postfix=f"{total} sequences, {batch_size} per batch"
+    )
 
 
 def score_inputs(config: Any, scorer: VerifierScorer | None = None) -> tuple[Any, int]:
@@ -151,13 +172,17 @@ def score_inputs(config: Any, scorer: VerifierScorer | None = None) -> tuple[Any
     from pathlib import Path
 
     source = Path(config.input)
-    scorer = scorer or VerifierScorer.load(config.verifier, batch_size=config.batch_size, device=config.device, progress=True)
+    scorer = scorer or VerifierScorer.load(
+        config.verifier, batch_size=config.batch_size, device=config.device, progress=True
+    )
     if (source / "trajectories.jsonl").is_file():
         rows = _score_rollouts(scorer, source, config.turns)
     elif source.is_file():
         rows = _score_rows(scorer, source)
     else:
-        raise FileNotFoundError(f"--input {source} is neither a rollout folder (with trajectories.jsonl) nor a JSONL file")
+        raise FileNotFoundError(
+            f"--input {source} is neither a rollout folder (with trajectories.jsonl) nor a JSONL file"
+        )
     out = Path(config.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
@@ -172,7 +197,15 @@ def _score_rollouts(scorer: VerifierScorer, folder: Any, turns: str) -> list[dic
         candidates = [c for c in candidates if (c.turn == 0 if turns == "first" else c.final)]
     values = scorer.score_messages([c.messages() for c in candidates])
     return [
-        {"problem_id": c.problem_id, "rollout": c.rollout, "turn": c.turn, "final": c.final, "correct": c.correct, "label": c.label, "score": v}
+        {
+            "problem_id": c.problem_id,
+            "rollout": c.rollout,
+            "turn": c.turn,
+            "final": c.final,
+            "correct": c.correct,
+            "label": c.label,
+            "score": v,
+        }
         for c, v in zip(candidates, values)
     ]
 
@@ -184,5 +217,7 @@ def _score_rows(scorer: VerifierScorer, path: Any) -> list[dict[str, Any]]:
     for number, row in enumerate(rows, 1):
         if "prompt" not in row or not ("completion" in row or "reply" in row):
             raise ValueError(f"{path}: row {number} needs a `prompt` and a `completion` (or `reply`) field")
-    values = scorer.score([r["prompt"] for r in rows], [r["completion"] if "completion" in r else r["reply"] for r in rows])
+    values = scorer.score(
+        [r["prompt"] for r in rows], [r["completion"] if "completion" in r else r["reply"] for r in rows]
+    )
     return [{**row, "score": v} for row, v in zip(rows, values)]

@@ -27,13 +27,24 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from mucode.finetune import (
-    RESUMABLE_CHANGES, RunStart, Say, TrainResult, count_parameters, launched_processes, lora_config, start_run,
-    train_resuming, training_arguments, update_plan, write_run,
+    RESUMABLE_CHANGES,
+    RunStart,
+    Say,
+    TrainResult,
+    count_parameters,
+    launched_processes,
+    lora_config,
+    start_run,
+    train_resuming,
+    training_arguments,
+    update_plan,
+    write_run,
 )
 from mucode.verifier.config import VerifierTrainConfig
 from mucode.verifier.data import Candidate, Pair, PreparedData, export_data, prepare_data
 from mucode.verifier.losses import bce_loss, bradley_terry_loss
 from mucode.verifier.model import FittedIds, VerifierSpec, encode, fit_ids, length_fit_counts, pad_right
+
 
 # Besides the shared ones, settings that change neither the data nor the model.
 VERIFIER_RESUMABLE = RESUMABLE_CHANGES | {"feature_cache", "eval_strategy"}
@@ -59,7 +70,9 @@ def _trainer_classes() -> tuple[type, type]:
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             # TRL's forward pass and its accuracy / margin / reward logs; the loss is recomputed
             # with the tested function (its BT part equals TRL's, plus the L2 term).
-            _, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+            _, outputs = super().compute_loss(
+                model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
+            )
             chosen, rejected = outputs.logits.squeeze(-1).chunk(2)  # the collator stacks chosen then rejected
             loss = bradley_terry_loss(chosen, rejected, self.l2_coefficient)
             return (loss, outputs) if return_outputs else loss
@@ -85,8 +98,12 @@ def _trainer_classes() -> tuple[type, type]:
             with torch.no_grad():
                 accuracy = ((logits > 0).float() == labels).float().mean()
                 self._metrics[mode]["accuracy"].append(self.accelerator.gather_for_metrics(accuracy).mean().item())
-                self._metrics[mode]["mean_reward"].append(self.accelerator.gather_for_metrics(logits.detach().mean()).mean().item())
-                self._metrics[mode]["mean_probability"].append(self.accelerator.gather_for_metrics(torch.sigmoid(logits).mean()).mean().item())
+                self._metrics[mode]["mean_reward"].append(
+                    self.accelerator.gather_for_metrics(logits.detach().mean()).mean().item()
+                )
+                self._metrics[mode]["mean_probability"].append(
+                    self.accelerator.gather_for_metrics(torch.sigmoid(logits).mean()).mean().item()
+                )
             return (loss, outputs) if return_outputs else loss
 
     return BradleyTerryTrainer, BCETrainer
@@ -127,20 +144,24 @@ def pair_dataset(pairs: Sequence[Pair], tokenizer: Any, max_length: int) -> Any:
     """A datasets.Dataset of `chosen_ids` / `rejected_ids` (RewardTrainer's tokenized format)."""
     from datasets import Dataset
 
-    return Dataset.from_dict({
-        "chosen_ids": [encode(tokenizer, p.chosen.messages(), max_length) for p in pairs],
-        "rejected_ids": [encode(tokenizer, p.rejected.messages(), max_length) for p in pairs],
-    })
+    return Dataset.from_dict(
+        {
+            "chosen_ids": [encode(tokenizer, p.chosen.messages(), max_length) for p in pairs],
+            "rejected_ids": [encode(tokenizer, p.rejected.messages(), max_length) for p in pairs],
+        }
+    )
 
 
 def row_dataset(rows: Sequence[Candidate], tokenizer: Any, max_length: int) -> Any:
     """A datasets.Dataset of `input_ids` and `label` (1 = correct)."""
     from datasets import Dataset
 
-    return Dataset.from_dict({
-        "input_ids": [encode(tokenizer, c.messages(), max_length) for c in rows],
-        "label": [int(bool(c.label)) for c in rows],
-    })
+    return Dataset.from_dict(
+        {
+            "input_ids": [encode(tokenizer, c.messages(), max_length) for c in rows],
+            "label": [int(bool(c.label)) for c in rows],
+        }
+    )
 
 
 # ------------------------------------------------------------------------------------ training
@@ -151,7 +172,10 @@ def reward_config(config: VerifierTrainConfig, processes: int, progress: bool = 
     from trl import RewardConfig
 
     return training_arguments(
-        RewardConfig, config, processes, progress=progress,
+        RewardConfig,
+        config,
+        processes,
+        progress=progress,
         # a frozen backbone keeps no activations
         checkpointing=config.gradient_checkpointing and config.finetune != "head",
         per_device_eval_batch_size=config.micro_batch_size,
@@ -160,14 +184,22 @@ def reward_config(config: VerifierTrainConfig, processes: int, progress: bool = 
     )
 
 
-def train_verifier(config: VerifierTrainConfig, *, overwrite: bool = False, progress: bool = True, say: Say | None = None) -> TrainResult:
+def train_verifier(
+    config: VerifierTrainConfig, *, overwrite: bool = False, progress: bool = True, say: Say | None = None
+) -> TrainResult:
     """Build the data from `config.trajectories`, train, save OUT/model; resume if OUT has
     checkpoints of the same config (see the module docstring)."""
     if config.finetune == "head" and launched_processes() > 1:
-        raise ValueError("finetune=head trains from cached features in one process; run it without accelerate launch / torchrun")
+        raise ValueError(
+            "finetune=head trains from cached features in one process; run it without accelerate launch / torchrun"
+        )
     run = start_run(
-        config, lambda processes: reward_config(config, processes, progress), kind="verifier", overwrite=overwrite,
-        say=say, resumable=VERIFIER_RESUMABLE,
+        config,
+        lambda processes: reward_config(config, processes, progress),
+        kind="verifier",
+        overwrite=overwrite,
+        say=say,
+        resumable=VERIFIER_RESUMABLE,
     )
     data = prepare_data(config)
     _check_enough(config, data)
@@ -183,7 +215,11 @@ def train_verifier(config: VerifierTrainConfig, *, overwrite: bool = False, prog
     trainer = _build_trainer(config, run.args, data)
     examples = len(trainer.train_dataset)
     _say_setup(run.say, config, run.args, trainer, run.processes, examples)
-    fits = _length_fits(run, config, [fit_ids(trainer.processing_class, c.messages(), config.max_length) for c in _train_candidates(config, data)])
+    fits = _length_fits(
+        run,
+        config,
+        [fit_ids(trainer.processing_class, c.messages(), config.max_length) for c in _train_candidates(config, data)],
+    )
     result, last = train_resuming(trainer, run)
     model_dir = run.out / "model"
     trainer.save_model(str(model_dir))  # weights (or LoRA adapter) + tokenizer, gathered under ZeRO-3 / FSDP
@@ -203,7 +239,10 @@ def _train_head(config: VerifierTrainConfig, data: PreparedData, run: RunStart, 
 
     out = run.out
     model, tokenizer = load_backbone(config.model, dtype=config.dtype, seed=config.seed)
-    store = FeatureStore(Path(config.feature_cache) if config.feature_cache else out / "features", backbone_key(config.model, config.dtype))
+    store = FeatureStore(
+        Path(config.feature_cache) if config.feature_cache else out / "features",
+        backbone_key(config.model, config.dtype),
+    )
     bt = config.loss == "bt"
     train = _train_candidates(config, data)
     candidates = _unique(train + list(data.heldout_rows))  # held-out turns too: `eval` reuses their features
@@ -215,7 +254,9 @@ def _train_head(config: VerifierTrainConfig, data: PreparedData, run: RunStart, 
         f"model {config.model} (head only, {head(model).weight.numel():,} parameters trained): "
         f"features of {len(sequences)} distinct turns, {cached} cached"
     )
-    features = extract_features(model, sequences, store, pad_id=tokenizer.pad_token_id, batch_size=config.micro_batch_size, progress=progress)
+    features = extract_features(
+        model, sequences, store, pad_id=tokenizer.pad_token_id, batch_size=config.micro_batch_size, progress=progress
+    )
     row = {c.ref: i for i, c in enumerate(candidates)}
     writer = _tensorboard(config, out)
     pairs = torch.tensor([[row[p.chosen.ref], row[p.rejected.ref]] for p in data.train_pairs]) if bt else None
@@ -223,8 +264,15 @@ def _train_head(config: VerifierTrainConfig, data: PreparedData, run: RunStart, 
     if not bt:
         features = features[torch.tensor([row[c.ref] for c in data.train_rows])]  # (rows, D)
     weight, history = fit_head(
-        features, config, head(model).weight, pairs=pairs, labels=labels, progress=progress,
-        log=(lambda step, entry: [writer.add_scalar(f"train/{k}", v, step) for k, v in entry.items() if k != "step"]) if writer else None,
+        features,
+        config,
+        head(model).weight,
+        pairs=pairs,
+        labels=labels,
+        progress=progress,
+        log=(lambda step, entry: [writer.add_scalar(f"train/{k}", v, step) for k, v in entry.items() if k != "step"])
+        if writer
+        else None,
     )
     if writer is not None:
         writer.close()
@@ -242,7 +290,13 @@ def _train_head(config: VerifierTrainConfig, data: PreparedData, run: RunStart, 
 
 
 def _result(
-    data: PreparedData, run: RunStart, model_dir: Path, steps: int, loss: float, resumed: str | None, examples: int,
+    data: PreparedData,
+    run: RunStart,
+    model_dir: Path,
+    steps: int,
+    loss: float,
+    resumed: str | None,
+    examples: int,
 ) -> TrainResult:
     pairs, rows = len(data.train_pairs), len(data.train_rows)
     return TrainResult(model_dir, steps, loss, run.seconds(), resumed, examples, pairs=pairs, rows=rows)
@@ -302,7 +356,10 @@ def _build_trainer(config: VerifierTrainConfig, args: Any, data: PreparedData) -
         freeze_backbone(model)
     bt_trainer, bce_trainer = _trainer_classes()
     common = dict(
-        model=model, args=args, processing_class=tokenizer, callbacks=[_spec_callback(_spec(config))],
+        model=model,
+        args=args,
+        processing_class=tokenizer,
+        callbacks=[_spec_callback(_spec(config))],
         peft_config=lora_config(config, "SEQ_CLS", modules_to_save=["score"]) if config.finetune == "lora" else None,
     )
     evaluating = config.eval_strategy != "no"
@@ -310,13 +367,15 @@ def _build_trainer(config: VerifierTrainConfig, args: Any, data: PreparedData) -
         trainer = bt_trainer(
             train_dataset=pair_dataset(data.train_pairs, tokenizer, config.max_length),
             eval_dataset=pair_dataset(data.heldout_pairs, tokenizer, config.max_length) if evaluating else None,
-            l2_coefficient=config.l2_coefficient, **common,
+            l2_coefficient=config.l2_coefficient,
+            **common,
         )
     else:
         trainer = bce_trainer(
             train_dataset=row_dataset(data.train_rows, tokenizer, config.max_length),
             eval_dataset=row_dataset(data.heldout_rows, tokenizer, config.max_length) if evaluating else None,
-            data_collator=LabeledCollator(tokenizer.pad_token_id), **common,
+            data_collator=LabeledCollator(tokenizer.pad_token_id),
+            **common,
         )
     return trainer
 
@@ -325,8 +384,14 @@ def _spec(config: VerifierTrainConfig) -> VerifierSpec:
     from mucode import __version__
 
     return VerifierSpec(
-        loss=config.loss, reply_view=config.reply_view, context=config.context, max_length=config.max_length,
-        base_model=config.model, finetune=config.finetune, mucode_version=__version__, dtype=config.dtype,
+        loss=config.loss,
+        reply_view=config.reply_view,
+        context=config.context,
+        max_length=config.max_length,
+        base_model=config.model,
+        finetune=config.finetune,
+        mucode_version=__version__,
+        dtype=config.dtype,
     )
 
 
@@ -344,17 +409,35 @@ def _write_inputs(config: VerifierTrainConfig, data: PreparedData, out: Path) ->
 
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out / "config.yaml")
-    split = {"holdout_fraction": config.holdout_fraction, "seed": config.seed, "train": data.train_ids, "heldout": data.heldout_ids}
+    split = {
+        "holdout_fraction": config.holdout_fraction,
+        "seed": config.seed,
+        "train": data.train_ids,
+        "heldout": data.heldout_ids,
+    }
     (out / "split.json").write_text(json.dumps(split, indent=2))
     export_data(data, out / "data")
 
 
 def _write_run(
-    config: VerifierTrainConfig, data: PreparedData, run: RunStart, steps: int, loss: float, resumed: str | None,
+    config: VerifierTrainConfig,
+    data: PreparedData,
+    run: RunStart,
+    steps: int,
+    loss: float,
+    resumed: str | None,
     fits: dict[str, int],
 ) -> None:
     write_run(
-        run.out, config, global_step=steps, train_loss=loss, seconds=run.seconds(), resumed=resumed,
-        train_problems=len(data.train_ids), heldout_problems=len(data.heldout_ids),
-        train_pairs=len(data.train_pairs), train_rows=len(data.train_rows), length_fit=fits,
+        run.out,
+        config,
+        global_step=steps,
+        train_loss=loss,
+        seconds=run.seconds(),
+        resumed=resumed,
+        train_problems=len(data.train_ids),
+        heldout_problems=len(data.heldout_ids),
+        train_pairs=len(data.train_pairs),
+        train_rows=len(data.train_rows),
+        length_fit=fits,
     )
