@@ -141,7 +141,7 @@ def main() -> None:
     from mucode.generation.base import SamplingParams
     from mucode.generation.factory import choose_backend
     from mucode.problems import load_problems
-    from mucode.rollouts import select_problems
+    from mucode.store import select_problems
 
     torch.set_num_threads(args.threads)
     engines = [e for e in args.engines.split(",") if engine_installed(e)]

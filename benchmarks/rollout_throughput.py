@@ -30,12 +30,8 @@ from mucode.execution import Executor, Limits
 from mucode.generation.base import SamplingParams
 from mucode.generation.hf import TransformersGenerator
 from mucode.problems import load_problems
-from mucode.rollouts import (
-    TrajectoryStore,
-    collect_rollouts,
-    read_trajectories,
-    select_problems,
-)
+from mucode.rollouts import collect_rollouts
+from mucode.store import TrajectoryStore, read_trajectories, select_problems
 
 
 def naive(problems, generator, executor, rollouts: int, turns: int, params: SamplingParams):

@@ -1,4 +1,4 @@
-"""One writer per output folder (mucode.folders): a second rollout / search / run is refused."""
+"""One writer per output folder (mucode.store): a second rollout / search / run is refused."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from mucode.folders import FolderInUse, folder_lock
+from mucode.store import FolderInUse, folder_lock
 
 
-HOLD = "import sys, time; from mucode.folders import folder_lock\nwith folder_lock(sys.argv[1], 'test'):\n    print('held', flush=True); time.sleep(60)"
+HOLD = "import sys, time; from mucode.store import folder_lock\nwith folder_lock(sys.argv[1], 'test'):\n    print('held', flush=True); time.sleep(60)"
 
 
 @pytest.fixture

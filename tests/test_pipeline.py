@@ -186,7 +186,7 @@ def _reference_rollouts(folder: Path, mbpp_dir: Path, limit: int, seed: int) -> 
     Run through real episodes and the real sandbox; returns the reference replies."""
     from mucode.episode import run_episodes
     from mucode.execution import Executor
-    from mucode.rollouts import load_selected_problems
+    from mucode.store import load_selected_problems
 
     _, problems = load_selected_problems("mbpp:train", str(mbpp_dir), limit, seed)
     references = {p.id: f"```python\n{p.reference_solution}\n```" for p in problems}

@@ -18,8 +18,9 @@ import pytest
 from mucode.cli import main
 from mucode.config import load_config
 from mucode.execution import Executor, Limits
-from mucode.rollouts import RolloutConfig, TrajectoryStore, collect_rollouts, read_trajectories, run_rollouts
+from mucode.rollouts import RolloutConfig, collect_rollouts, run_rollouts
 from mucode.scaling.ray_rollouts import RolloutWorker, WorkerSpec, collect_rollouts_on_ray, start_actors
+from mucode.store import TrajectoryStore, read_trajectories
 
 
 N_PROBLEMS, ROLLOUTS, TURNS = 3, 2, 2
@@ -175,7 +176,7 @@ def test_ray_needs_per_episode_seeds():
 
 def mbpp_problems(cfg: RolloutConfig) -> list:
     from mucode.problems import load_problems
-    from mucode.rollouts import select_problems
+    from mucode.store import select_problems
 
     return select_problems(list(load_problems(cfg.problems, path=cfg.problems_path)), cfg.limit, cfg.seed)
 

@@ -137,7 +137,7 @@ def test_a_dead_replica_is_skipped_after_its_first_failure(two_servers):
 
 def test_rollout_command_spreads_requests_over_replicas(two_servers, mbpp_dir, tmp_path):
     from mucode.cli import main
-    from mucode.rollouts import read_trajectories
+    from mucode.store import read_trajectories
 
     urls, name, logs = two_servers
     before = [log.read_text().count("POST /v1/chat/completions") for log in logs]

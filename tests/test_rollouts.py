@@ -14,7 +14,8 @@ import pytest
 
 from mucode.execution import Executor, Limits
 from mucode.generation.base import SamplingParams
-from mucode.rollouts import RolloutConfig, collect_rollouts, summarize, write_run_metadata
+from mucode.metrics import summarize_trajectories as summarize
+from mucode.rollouts import RolloutConfig, collect_rollouts, write_run_metadata
 from mucode.store import TrajectoryStore, read_trajectories
 
 

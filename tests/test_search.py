@@ -11,19 +11,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mucode.engine import SampledProgram, select_candidate
 from mucode.execution import Executor, Limits
 from mucode.generation.base import SamplingParams
+from mucode.metrics import summarize_searches
 from mucode.prompts import initial_messages
-from mucode.search import (
-    SampledProgram,
-    SearchConfig,
-    SearchStore,
-    read_searches,
-    run_search,
-    search_problems,
-    select_candidate,
-    summarize_searches,
-)
+from mucode.search import SearchConfig, run_search, search_problems
+from mucode.store import SearchStore, read_searches
 from mucode.types import AssertTest, Problem
 
 
@@ -448,7 +442,8 @@ def stored(
     pid: str, search: int, turns: list[list[tuple[bool, bool]]], selected: list[int], max_turns: int = 3
 ) -> dict:
     """A record in the searches.jsonl format: turns of (public_passed, correct) candidates."""
-    from mucode.search import SearchRecord, SearchTurn
+    from mucode.engine import SearchTurn
+    from mucode.search import SearchRecord
 
     built = [
         SearchTurn([SampledProgram("r", "p", pub, cor, None, 10) for pub, cor in cands], sel, "fb")

@@ -439,7 +439,7 @@ class Pipeline:
         return info
 
     def prepare(self) -> None:
-        from mucode.rollouts import package_versions
+        from mucode.store import package_versions
 
         if not self.progress:  # also the weight-loading bars of transformers
             from transformers.utils import logging as hf_logging
@@ -466,7 +466,7 @@ class Pipeline:
     # -- the method
 
     def run(self) -> PipelineResult:
-        from mucode.folders import check_not_in_use, folder_lock
+        from mucode.store import check_not_in_use, folder_lock
 
         check_not_in_use(self.out, "`mucode run`")
         self.preflight()
@@ -612,9 +612,8 @@ class Pipeline:
         """Every check that bad input fails, before the run folder is written or a model loads:
         the stage configs (presets, overrides, `rollout:` / `search:` sections), the problem sets,
         the base model."""
-        from mucode.folders import read_jsonl
         from mucode.generation.checks import check_generator
-        from mucode.rollouts import TRAJECTORIES, load_selected_problems
+        from mucode.store import TRAJECTORIES, load_selected_problems, read_jsonl
 
         c = self.config
         _check_same_config(c, self.out / "config.yaml")
@@ -649,7 +648,9 @@ class Pipeline:
     # -- stages
 
     def rollouts(self, model: str, folder: Path) -> dict[str, Any]:
-        from mucode.rollouts import read_trajectories, run_rollouts, summarize
+        from mucode.metrics import summarize_trajectories as summarize
+        from mucode.rollouts import run_rollouts
+        from mucode.store import read_trajectories
 
         stats = run_rollouts(self.rollout_config(model, folder), progress=self.progress)
         summary = summarize(read_trajectories(folder))
@@ -665,8 +666,8 @@ class Pipeline:
     def import_rollouts(self, folder: Path) -> dict[str, Any]:
         """Copy the complete trajectories of `iter0_rollouts` (a folder another process may still be
         writing: only whole lines are taken) into `folder`."""
-        from mucode.folders import read_jsonl
-        from mucode.rollouts import TRAJECTORIES, complete_lines, summarize
+        from mucode.metrics import summarize_trajectories as summarize
+        from mucode.store import TRAJECTORIES, complete_lines, read_jsonl
 
         source = Path(self.config.iter0_rollouts)
         if not (source / TRAJECTORIES).is_file():

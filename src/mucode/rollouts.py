@@ -32,16 +32,9 @@ from mucode.episode import ExecutorLike
 from mucode.generation.base import Generator, SamplingParams
 from mucode.problems.prelude import DEFAULT_PREAMBLE, PREAMBLES
 from mucode.prompts import FEEDBACK_STYLES, PromptConfig
-
-# re-exported: pipeline, training, verifier and the benchmarks import these names from here
-from mucode.store import (  # noqa: F401  # noqa: F401
-    TRAJECTORIES,
+from mucode.store import (
     TrajectoryStore,
-    complete_lines,
     load_selected_problems,
-    package_versions,
-    read_trajectories,
-    select_problems,
 )
 from mucode.types import Problem
 
@@ -434,12 +427,3 @@ class RolloutProgress:
 
     def close(self) -> None:
         self.bar.close()
-
-
-def __getattr__(name: str) -> Any:
-    # summarize (mucode.metrics.summarize_trajectories, numpy) loads on first use, not at CLI start
-    if name == "summarize":
-        from mucode.metrics import summarize_trajectories
-
-        return summarize_trajectories
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -33,28 +33,23 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from mucode.engine import (  # noqa: F401  # re-exported here
+from mucode.engine import (
     SEEDING_ALIASES,
     SEEDING_CHOICES,
     SELECTORS,
     VERIFIER_SELECTORS,
     EngineSettings,
     LiveEpisode,
-    SampledProgram,
     Scorer,
     SearchTurn,
-    problem_key,
     run_engine,
     seeding_name,
-    select_candidate,
 )
 from mucode.episode import ExecutorLike
 from mucode.generation.base import Generator, SamplingParams
 from mucode.problems.prelude import DEFAULT_PREAMBLE, PREAMBLES
 from mucode.prompts import FEEDBACK_STYLES, PromptConfig
-
-# re-exported: the search API names them here
-from mucode.store import SEARCHES, SearchStore, read_searches  # noqa: F401
+from mucode.store import SearchStore, read_searches
 from mucode.types import Problem
 
 
@@ -569,12 +564,3 @@ def _progress_bar(total: int, done: int):
     if done:
         bar.set_postfix_str(f"resumed {done}")
     return bar
-
-
-def __getattr__(name: str) -> Any:
-    # summarize_searches lives in mucode.metrics (numpy): loaded on first use, not at CLI start
-    if name == "summarize_searches":
-        from mucode.metrics import summarize_searches
-
-        return summarize_searches
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

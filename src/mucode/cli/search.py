@@ -10,9 +10,10 @@ from typing import Any
 import click
 
 from mucode.cli.options import build_config, config_options
+from mucode.engine import SELECTORS
 from mucode.problems.prelude import DEFAULT_PREAMBLE, PREAMBLES
 from mucode.prompts import FEEDBACK_STYLES
-from mucode.search import SELECTORS, SearchConfig
+from mucode.search import SearchConfig
 
 
 SEARCH_EXAMPLES = """

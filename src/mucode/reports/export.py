@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from mucode.folders import read_jsonl
 from mucode.problems.prelude import DEFAULT_PREAMBLE, program_to_run
+from mucode.store import read_jsonl
 from mucode.types import Problem
 
 

@@ -20,8 +20,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from mucode.engine import SELECTORS, VERIFIER_SELECTORS
 from mucode.execution.limits import Limits
-from mucode.search import SELECTORS, VERIFIER_SELECTORS
 from mucode.serve.config import ServeConfig
 from mucode.serve.solver import SolveOptions, Solver, problem_id, record_summary
 from mucode.types import AssertTest, IOTest, Problem

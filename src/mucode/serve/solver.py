@@ -14,8 +14,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from mucode.engine import SearchTurn
 from mucode.generation.base import SamplingParams
-from mucode.search import SearchRecord, SearchTurn, search_problems
+from mucode.search import SearchRecord, search_problems
 from mucode.types import Problem
 
 

@@ -282,7 +282,7 @@ class RelabelResult:
 
 def load_trajectories(folders: Sequence[str | Path], progress: bool = False) -> list[Trajectory]:
     """Every trajectory of several rollout folders; folder i gets index i."""
-    from mucode.rollouts import TRAJECTORIES, read_trajectories
+    from mucode.store import TRAJECTORIES, read_trajectories
 
     if not folders:
         raise ValueError(

@@ -82,7 +82,7 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
         import datasets
 
         return datasets.Dataset.from_parquet(str(path)).to_list()
-    from mucode.folders import read_jsonl
+    from mucode.store import read_jsonl
 
     return read_jsonl(path)
 

@@ -175,7 +175,7 @@ def load_candidates(
     folders: Sequence[str | Path], *, reply_view: ReplyView = "reply", context: Context = "problem"
 ) -> list[Candidate]:
     """Candidates of several rollout folders; folder i gets source=i."""
-    from mucode.rollouts import read_trajectories
+    from mucode.store import read_trajectories
 
     if not folders:
         raise ValueError(

@@ -211,7 +211,7 @@ def _score_rollouts(scorer: VerifierScorer, folder: Any, turns: str) -> list[dic
 
 
 def _score_rows(scorer: VerifierScorer, path: Any) -> list[dict[str, Any]]:
-    from mucode.folders import read_jsonl
+    from mucode.store import read_jsonl
 
     rows = read_jsonl(path)
     for number, row in enumerate(rows, 1):
