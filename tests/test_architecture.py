@@ -208,3 +208,32 @@ def test_no_private_name_is_imported_across_packages():
 
 if __name__ == "__main__":
     pytest.main([__file__, "-q"])
+
+
+def documented_layers() -> dict[str, int]:
+    """docs/architecture.md's layer table: unit (mucode.X) -> layer."""
+    text = (SRC.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    layers: dict[str, int] = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 2 and cells[0].isdigit():
+            for name in cells[1].split(","):
+                layers[f"mucode.{name.strip().strip('`')}"] = int(cells[0])
+    return layers
+
+
+def test_every_import_goes_down_the_documented_layers():
+    """docs/architecture.md names every top-level unit once, and a unit imports only lower layers."""
+    layers = documented_layers()
+    units = {unit(module_name(path)) for path in PACKAGE.rglob("*.py")} - {"mucode"}
+    assert set(layers) == units, f"not in docs/architecture.md: {units - set(layers)}; gone: {set(layers) - units}"
+    upward = sorted(
+        f"{imp.where}: {unit(imp.importer)} (layer {layers[unit(imp.importer)]}) imports {unit(imp.target)} "
+        f"(layer {layers[unit(imp.target)]})"
+        for imp in all_imports()
+        if unit(imp.importer) in layers
+        and unit(imp.target) in layers
+        and unit(imp.importer) != unit(imp.target)
+        and layers[unit(imp.target)] >= layers[unit(imp.importer)]
+    )
+    assert not upward, "\n".join(upward)
