@@ -230,9 +230,10 @@ def test_vllm_tensor_parallel_size_reaches_the_engine_options():
         RolloutConfig(backend="vllm", tensor_parallel_size=0)
 
 
-def test_a_ray_actor_runs_with_the_configs_preamble_and_feedback(tiny_model_dir, mbpp_dir, tmp_path):
-    """The body of each Ray actor (run here without Ray) gets --preamble and --feedback; it used to run
-    with the defaults whatever the config said. Its records equal those of a local run."""
+def test_a_ray_actor_runs_with_the_configs_preamble_feedback_and_time_limits(tiny_model_dir, mbpp_dir, tmp_path):
+    """The body of each Ray actor (run here without Ray) gets --preamble, --feedback and the sandbox's
+    --timeout-s / --timeout-scope; it used to run with the defaults whatever the config said. Its
+    records equal those of a local run."""
     cfg = config(
         tmp_path / "local",
         tiny_model_dir,
@@ -243,12 +244,14 @@ def test_a_ray_actor_runs_with_the_configs_preamble_and_feedback(tiny_model_dir,
         backend="hf",
         preamble="none",
         feedback="reference",
+        timeout_scope="suite",
     )
     run_rollouts(cfg, progress=False)
     local = read_trajectories(cfg.out)
     spec = WorkerSpec.from_config(cfg)
     assert (spec.preamble, spec.feedback) == ("none", "reference")
     worker = RolloutWorker(spec)
+    assert (worker.executor.limits.timeout_s, worker.executor.limits.timeout_scope) == (cfg.timeout_s, "suite")
     try:
         problems = mbpp_problems(cfg)
         streamed = list(worker.run(problems, [(problems[0].id, 0)]))

@@ -31,10 +31,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
 from mucode.episode import Episode, ExecutorLike, split_result
+from mucode.execution.limits import Limits
 from mucode.extraction import extract_code
 from mucode.generation.base import Completion, Generator, Message, SamplingParams, derive_seed
-from mucode.problems.prelude import DEFAULT_PREAMBLE
-from mucode.prompts import PromptConfig
+from mucode.problems.prelude import DEFAULT_PREAMBLE, PREAMBLES
+from mucode.prompts import FEEDBACK_STYLES, PromptConfig
 from mucode.types import ExecResult, Problem
 
 
@@ -46,6 +47,102 @@ VERIFIER_SELECTORS = ("lv", "pt+lv")
 MAX_INFRA_ATTEMPTS = 3  # sandbox runs of one program while the harness reports its own failure
 SELECT_STREAM = 1  # seed part that separates the selector's random stream from the sampler's
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EpisodeConfig:
+    """The parameters rollouts and searches share (`RolloutConfig`, `SearchConfig` extend it; a
+    subclass redeclares a field to change its default or help, and the field keeps its place).
+
+    The model and its engine: model, backend, base_url, dtype. The problems: problems
+    (SOURCE[:SPLIT]), problems_path, limit, first. Sampling and episodes: turns, temperature,
+    top_p, max_new_tokens, seed. The protocol: preamble, feedback, timeout_s, timeout_scope.
+    Throughput: max_live (episodes advanced together), workers (sandbox). Outputs: out.
+    """
+
+    model: str = field(
+        default="smollm2-135m",
+        metadata={"help": "Preset name, hub id, local folder, GGUF file, or the served model name (openai backend)."},
+    )
+    problems: str = field(
+        default="humaneval", metadata={"help": "Problem set, SOURCE[:SPLIT] (e.g. mbpp:train, mbpp:test, humaneval)."}
+    )
+    out: str = field(default="runs/episodes", metadata={"help": "Output folder."})
+    turns: int = field(default=3, metadata={"help": "Most turns per episode (T); 1 = single-turn."})
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature; 0.0 = greedy."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass."})
+    max_new_tokens: int = field(default=1000, metadata={"help": "Most tokens per reply."})
+    seed: int = field(default=0, metadata={"help": "Base seed (problem subset, sampling, selection)."})
+    limit: int | None = field(
+        default=None,
+        metadata={"help": "A seeded random subset of this many problems (the seed picks it; see --first)."},
+    )
+    first: int | None = field(
+        default=None, metadata={"help": "The first N problems in the set's order (lm-eval's --limit)."}
+    )
+    problems_path: str | None = field(
+        default=None, metadata={"help": "MBPP data file or folder (else $MUCODE_MBPP_PATH, then the hub)."}
+    )
+    backend: str = field(
+        default="auto",
+        metadata={
+            "help": "Generation backend: auto (OpenVINO on CPU if installed, vLLM on CUDA, else hf) | hf | openvino | openai | vllm.",
+            "choices": ["auto", "hf", "openvino", "openai", "vllm"],
+        },
+    )
+    base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible server URL (openai backend)."})
+    dtype: str | None = field(
+        default=None,
+        metadata={
+            "help": "Model dtype (hf / vllm backends); default: bfloat16 where the device computes it natively (AVX512-BF16/AMX CPUs, bf16 GPUs) for hf, bfloat16 for vLLM."
+        },
+    )
+    max_live: int = field(
+        default=32,
+        metadata={"help": "Episodes advanced together (one generation batch; a search samples n for each)."},
+    )
+    workers: int | None = field(default=None, metadata={"help": "Sandbox workers (default: one per core)."})
+    timeout_s: float = field(default=3.0, metadata={"help": "Sandbox wall-clock limit per test, in seconds."})
+    timeout_scope: str = field(
+        default="test",
+        metadata={
+            "help": "What timeout_s bounds: each test (and the loading) on its own clock, or the program's whole suite together (the reference code's 10 s per suite).",
+            "choices": ["test", "suite"],
+        },
+    )
+    preamble: str = field(
+        default=DEFAULT_PREAMBLE,
+        metadata={
+            "help": "What runs before each program: none, problem (the problem's prelude: HumanEval's imports and helpers), reference (the reference code's import block + the prelude).",
+            "choices": list(PREAMBLES),
+        },
+    )
+    feedback: str = field(
+        default="rich",
+        metadata={
+            "help": "Feedback wording: rich (failed test, expected, actual) or reference (the reference code's raw error text).",
+            "choices": list(FEEDBACK_STYLES),
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.preamble not in PREAMBLES:
+            raise ValueError(f"got preamble={self.preamble!r}; choose one of {', '.join(PREAMBLES)}")
+        if self.feedback not in FEEDBACK_STYLES:
+            raise ValueError(f"got feedback={self.feedback!r}; choose one of {', '.join(FEEDBACK_STYLES)}")
+        for name in ("turns", "max_new_tokens", "max_live"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"got {name}={getattr(self, name)}; it must be >= 1")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"got limit={self.limit}; it must be >= 1 (or unset for every problem)")
+
+    def limits(self) -> Limits:
+        """What one program may use in the sandbox."""
+        return Limits(timeout_s=self.timeout_s, timeout_scope=self.timeout_scope)
+
+    def dtype_option(self) -> dict[str, Any]:
+        """The dtype for `make_generator`; none when unset (the backend's default)."""
+        return {"dtype": self.dtype} if self.dtype else {}
 
 
 def seeding_name(name: str) -> str:

@@ -23,6 +23,7 @@ from mucode.engine import (
     SEEDING_ALIASES,
     SEEDING_CHOICES,
     EngineSettings,
+    EpisodeConfig,
     LiveEpisode,
     episode_seed,
     run_engine,
@@ -30,8 +31,8 @@ from mucode.engine import (
 )
 from mucode.episode import ExecutorLike
 from mucode.generation.base import Generator, SamplingParams
-from mucode.problems.prelude import DEFAULT_PREAMBLE, PREAMBLES
-from mucode.prompts import FEEDBACK_STYLES, PromptConfig
+from mucode.problems.prelude import DEFAULT_PREAMBLE
+from mucode.prompts import PromptConfig
 from mucode.store import (
     TrajectoryStore,
     load_selected_problems,
@@ -46,70 +47,16 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class RolloutConfig:
-    """Parameters of `mucode rollout` (saved as `config.yaml` next to the trajectories).
-
-    Parameters that control the model:
-        model, backend, base_url, dtype, tensor_parallel_size
-    Parameters that control the data:
-        problems (SOURCE[:SPLIT]), problems_path (MBPP file or folder), limit
-    Parameters that control sampling and episodes:
-        rollouts, turns, temperature, top_p, max_new_tokens, seed
-    Parameters that control throughput:
-        max_live (episodes advanced together), workers and timeout_s (sandbox), routing (openai
-        replicas), ray, ray_actors and ray_gpus_per_actor (see docs/scaling.md)
+class RolloutConfig(EpisodeConfig):
+    """Parameters of `mucode rollout` (saved as `config.yaml` next to the trajectories): those of
+    `EpisodeConfig`, and rollouts (trajectories per problem), seeding, tensor_parallel_size (vllm),
+    routing (openai replicas), ray, ray_actors and ray_gpus_per_actor (see docs/scaling.md).
     """
 
-    model: str = field(
-        default="smollm2-135m",
-        metadata={"help": "Preset name, hub id, local folder, GGUF file, or the served model name (openai backend)."},
-    )
-    problems: str = field(
-        default="humaneval", metadata={"help": "Problem set, SOURCE[:SPLIT] (e.g. mbpp:train, humaneval)."}
-    )
     out: str = field(default="runs/rollouts", metadata={"help": "Output folder."})
     rollouts: int = field(default=1, metadata={"help": "Trajectories per problem."})
-    turns: int = field(default=3, metadata={"help": "Most turns per trajectory."})
-    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature; 0.0 = greedy."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass."})
-    max_new_tokens: int = field(default=1000, metadata={"help": "Most tokens per reply."})
-    seed: int = field(default=0, metadata={"help": "Base seed (problem subset, sampling)."})
-    limit: int | None = field(
-        default=None,
-        metadata={"help": "A seeded random subset of this many problems (the seed picks it; see --first)."},
-    )
-    first: int | None = field(
-        default=None, metadata={"help": "The first N problems in the set's order (lm-eval's --limit)."}
-    )
-    problems_path: str | None = field(
-        default=None, metadata={"help": "MBPP data file or folder (else $MUCODE_MBPP_PATH, then the hub)."}
-    )
-    backend: str = field(
-        default="auto",
-        metadata={
-            "help": "Generation backend: auto (OpenVINO on CPU if installed, vLLM on CUDA, else hf) | hf | openvino | openai | vllm.",
-            "choices": ["auto", "hf", "openvino", "openai", "vllm"],
-        },
-    )
-    base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible server URL (openai backend)."})
-    dtype: str | None = field(
-        default=None,
-        metadata={
-            "help": "Model dtype (hf / vllm backends); default: bfloat16 where the device computes it natively (AVX512-BF16/AMX CPUs, bf16 GPUs) for hf, bfloat16 for vLLM."
-        },
-    )
     tensor_parallel_size: int = field(
         default=1, metadata={"help": "GPUs one vLLM engine splits the model over (vllm backend)."}
-    )
-    max_live: int = field(default=32, metadata={"help": "Episodes advanced together (one generation batch)."})
-    workers: int | None = field(default=None, metadata={"help": "Sandbox workers (default: one per core)."})
-    timeout_s: float = field(default=3.0, metadata={"help": "Sandbox wall-clock limit per test, in seconds."})
-    timeout_scope: str = field(
-        default="test",
-        metadata={
-            "help": "What timeout_s bounds: each test (and the loading) on its own clock, or the program's whole suite together (the reference code's 10 s per suite).",
-            "choices": ["test", "suite"],
-        },
     )
     seeding: str | None = field(
         default=None,
@@ -144,35 +91,16 @@ class RolloutConfig:
     ray_gpus_per_actor: float = field(
         default=0.0, metadata={"help": "GPUs reserved for each Ray actor (hf or vllm backends on GPU nodes)."}
     )
-    preamble: str = field(
-        default=DEFAULT_PREAMBLE,
-        metadata={
-            "help": "What runs before each program: none, problem (the problem's prelude), reference (the reference code's imports + the prelude).",
-            "choices": list(PREAMBLES),
-        },
-    )
-    feedback: str = field(
-        default="rich",
-        metadata={
-            "help": "Feedback wording: rich or reference (the reference code's text).",
-            "choices": list(FEEDBACK_STYLES),
-        },
-    )
 
     def __post_init__(self) -> None:
-        if self.preamble not in PREAMBLES:
-            raise ValueError(f"got preamble={self.preamble!r}; choose one of {', '.join(PREAMBLES)}")
-        if self.feedback not in FEEDBACK_STYLES:
-            raise ValueError(f"got feedback={self.feedback!r}; choose one of {', '.join(FEEDBACK_STYLES)}")
-        for name in ("rollouts", "turns", "max_new_tokens", "max_live", "tensor_parallel_size"):
+        super().__post_init__()
+        for name in ("rollouts", "tensor_parallel_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"got {name}={getattr(self, name)}; it must be >= 1")
         if self.temperature == 0 and self.rollouts > 1:
             raise ValueError(
                 f"got rollouts={self.rollouts} with temperature=0: greedy rollouts are identical; use --rollouts 1 or a temperature > 0"
             )
-        if self.limit is not None and self.limit < 1:
-            raise ValueError(f"got limit={self.limit}; it must be >= 1 (or unset for every problem)")
         self.seeding = seeding_name(self.seeding or ("episode" if self.ray else "step"))
         if self.ray and self.seeding != "episode":
             raise ValueError(
@@ -341,7 +269,7 @@ def run_rollouts(config: RolloutConfig, progress: bool = True) -> RolloutStats:
 
 
 def _run_rollouts(config: RolloutConfig, progress: bool) -> RolloutStats:
-    from mucode.execution import Executor, Limits
+    from mucode.execution import Executor
     from mucode.generation.factory import IN_PROCESS, make_generator
 
     out = Path(config.out)
@@ -355,9 +283,7 @@ def _run_rollouts(config: RolloutConfig, progress: bool) -> RolloutStats:
     if bar is not None:
         bar.follow(generator)
     try:
-        with Executor(
-            workers=config.workers, limits=Limits(timeout_s=config.timeout_s, timeout_scope=config.timeout_scope)
-        ) as executor:
+        with Executor(workers=config.workers, limits=config.limits()) as executor:
             stats = collect_rollouts(
                 problems,
                 generator,
@@ -389,16 +315,15 @@ def backend_options(config: RolloutConfig) -> dict[str, Any]:
             raise ValueError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
         # every live episode may wait on a request at once: the default of 8 in flight would starve several replicas
         return {"base_url": config.base_url, "routing": config.routing, "max_concurrency": config.max_live}
-    dtype = {"dtype": config.dtype} if config.dtype else {}  # None: the backend's default
     if config.backend == "vllm":  # vLLM batches by itself: no batch_size
-        return {**dtype, "tensor_parallel_size": config.tensor_parallel_size}
+        return {**config.dtype_option(), "tensor_parallel_size": config.tensor_parallel_size}
     if config.backend == "openvino":  # continuous batching, its own weight format: neither batch_size nor dtype
         return {}
     if config.tensor_parallel_size != 1:
         raise ValueError(
             f"got tensor_parallel_size={config.tensor_parallel_size} with --backend {config.backend}; it applies to --backend vllm only"
         )
-    return {**dtype, "batch_size": config.max_live}
+    return {**config.dtype_option(), "batch_size": config.max_live}
 
 
 class RolloutProgress:

@@ -39,6 +39,7 @@ from mucode.engine import (
     SELECTORS,
     VERIFIER_SELECTORS,
     EngineSettings,
+    EpisodeConfig,
     LiveEpisode,
     Scorer,
     SearchTurn,
@@ -47,8 +48,8 @@ from mucode.engine import (
 )
 from mucode.episode import ExecutorLike
 from mucode.generation.base import Generator, SamplingParams
-from mucode.problems.prelude import DEFAULT_PREAMBLE, PREAMBLES
-from mucode.prompts import FEEDBACK_STYLES, PromptConfig
+from mucode.problems.prelude import DEFAULT_PREAMBLE
+from mucode.prompts import PromptConfig
 from mucode.store import SearchStore, read_searches
 from mucode.types import Problem
 
@@ -64,31 +65,16 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class SearchConfig:
-    """Parameters of `mucode search` (saved as `config.yaml` next to the searches).
-
-    Parameters that control the models:
-        model, backend, base_url, dtype, verifier
-    Parameters that control the data:
-        problems (SOURCE[:SPLIT]), problems_path (MBPP file or folder), limit
-    Parameters that control the search:
-        n, selector, turns, searches, temperature, top_p, max_new_tokens, seed, seeding
-    Parameters that control throughput:
-        max_live (searches advanced together), workers and timeout_s (sandbox)
+class SearchConfig(EpisodeConfig):
+    """Parameters of `mucode search` (saved as `config.yaml` next to the searches): those of
+    `EpisodeConfig`, and verifier, n (programs per turn), selector, searches (per problem), seeding.
     """
 
-    model: str = field(
-        default="smollm2-135m",
-        metadata={"help": "Preset name, hub id, local folder, GGUF file, or the served model name (openai backend)."},
-    )
     verifier: str | None = field(
         default=None,
         metadata={
             "help": "Trained verifier folder (needed by the lv and pt+lv selectors; else scores are recorded when given)."
         },
-    )
-    problems: str = field(
-        default="humaneval", metadata={"help": "Problem set, SOURCE[:SPLIT] (e.g. mbpp:test, humaneval)."}
     )
     out: str = field(default="runs/search", metadata={"help": "Output folder."})
     n: int = field(
@@ -101,14 +87,7 @@ class SearchConfig:
     selector: str = field(
         default="pt", metadata={"help": "How one of the N programs is kept.", "choices": list(SELECTORS)}
     )
-    turns: int = field(default=3, metadata={"help": "Most turns per search (T); 1 = single-turn."})
     searches: int = field(default=1, metadata={"help": "Independent searches per problem (S)."})
-    temperature: float = field(
-        default=0.7, metadata={"help": "Sampling temperature; 0.0 = greedy (then n must be 1)."}
-    )
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass."})
-    max_new_tokens: int = field(default=1000, metadata={"help": "Most tokens per reply."})
-    seed: int = field(default=0, metadata={"help": "Base seed (problem subset, sampling, selection)."})
     seeding: str = field(
         default="episode",
         metadata={
@@ -119,67 +98,12 @@ class SearchConfig:
             "choices": SEEDING_CHOICES,
         },
     )
-    limit: int | None = field(
-        default=None,
-        metadata={"help": "A seeded random subset of this many problems (the seed picks it; see --first)."},
-    )
-    first: int | None = field(
-        default=None, metadata={"help": "The first N problems in the set's order (lm-eval's --limit)."}
-    )
-    problems_path: str | None = field(
-        default=None, metadata={"help": "MBPP data file or folder (else $MUCODE_MBPP_PATH, then the hub)."}
-    )
-    backend: str = field(
-        default="auto",
-        metadata={
-            "help": "Generation backend: auto (OpenVINO on CPU if installed, vLLM on CUDA, else hf) | hf | openvino | openai | vllm.",
-            "choices": ["auto", "hf", "openvino", "openai", "vllm"],
-        },
-    )
-    base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible server URL (openai backend)."})
-    dtype: str | None = field(
-        default=None,
-        metadata={
-            "help": "Model dtype (hf / vllm backends); default: bfloat16 where the device computes it natively (AVX512-BF16/AMX CPUs, bf16 GPUs) for hf, bfloat16 for vLLM."
-        },
-    )
-    max_live: int = field(
-        default=32, metadata={"help": "Searches advanced together (each samples n programs per step)."}
-    )
-    workers: int | None = field(default=None, metadata={"help": "Sandbox workers (default: one per core)."})
-    timeout_s: float = field(default=3.0, metadata={"help": "Sandbox wall-clock limit per test, in seconds."})
-    timeout_scope: str = field(
-        default="test",
-        metadata={
-            "help": "What timeout_s bounds: each test (and the loading) on its own clock, or the program's whole suite together (the reference code's 10 s per suite).",
-            "choices": ["test", "suite"],
-        },
-    )
-    preamble: str = field(
-        default=DEFAULT_PREAMBLE,
-        metadata={
-            "help": "What runs before each program: none, problem (the problem's prelude: HumanEval's imports and helpers), reference (the reference code's import block + the prelude).",
-            "choices": list(PREAMBLES),
-        },
-    )
-    feedback: str = field(
-        default="rich",
-        metadata={
-            "help": "Feedback wording: rich (failed test, expected, actual) or reference (the reference code's raw error text).",
-            "choices": list(FEEDBACK_STYLES),
-        },
-    )
 
     def __post_init__(self) -> None:
-        if self.preamble not in PREAMBLES:
-            raise ValueError(f"got preamble={self.preamble!r}; choose one of {', '.join(PREAMBLES)}")
-        if self.feedback not in FEEDBACK_STYLES:
-            raise ValueError(f"got feedback={self.feedback!r}; choose one of {', '.join(FEEDBACK_STYLES)}")
-        for name in ("n", "turns", "searches", "max_new_tokens", "max_live"):
+        super().__post_init__()
+        for name in ("n", "searches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"got {name}={getattr(self, name)}; it must be >= 1")
-        if self.limit is not None and self.limit < 1:
-            raise ValueError(f"got limit={self.limit}; it must be >= 1 (or unset for every problem)")
         self.seeding = seeding_name(self.seeding)
         check_search_settings(
             self.n, self.selector, self.temperature, self.searches, self.verifier is not None, self.seeding
@@ -404,7 +328,7 @@ def run_search(config: SearchConfig, progress: bool = True) -> SearchSummary:
 
 
 def _run_search(config: SearchConfig, progress: bool) -> SearchSummary:
-    from mucode.execution import Executor, Limits
+    from mucode.execution import Executor
     from mucode.generation.base import attach_progress
     from mucode.generation.factory import make_generator, resolve_backend
     from mucode.store import SUMMARY_FILE, load_selected_problems, write_json, write_run_metadata
@@ -438,9 +362,7 @@ def _run_search(config: SearchConfig, progress: bool) -> SearchSummary:
             )
 
     try:
-        with Executor(
-            workers=config.workers, limits=Limits(timeout_s=config.timeout_s, timeout_scope=config.timeout_scope)
-        ) as executor:
+        with Executor(workers=config.workers, limits=config.limits()) as executor:
             search_problems(
                 problems,
                 generator,
@@ -516,12 +438,11 @@ def generator_options(config: SearchConfig) -> dict[str, Any]:
             raise ValueError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
         # every live search may wait on n requests at once; several replicas split them
         return {"base_url": config.base_url, "max_concurrency": config.max_live * config.n}
-    dtype = {"dtype": config.dtype} if config.dtype else {}  # None: the backend's default
     if config.backend == "vllm":  # vLLM batches by itself: no batch_size
-        return dtype
+        return config.dtype_option()
     if config.backend == "openvino":  # continuous batching, its own weight format: neither batch_size nor dtype
         return {}
-    return {**dtype, "batch_size": max(config.max_live, config.n)}
+    return {**config.dtype_option(), "batch_size": max(config.max_live, config.n)}
 
 
 def _run_metadata(config: SearchConfig, problems_sha256: str) -> dict[str, Any]:

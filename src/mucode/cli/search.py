@@ -225,7 +225,7 @@ def _solve_config(options: dict[str, Any]) -> SearchConfig:
 
 
 def _run_solve(problem: Any, config: SearchConfig) -> Any:
-    from mucode.execution import Executor, Limits
+    from mucode.execution import Executor
     from mucode.generation.factory import make_generator
     from mucode.prompts import PromptConfig
     from mucode.search import generator_options, load_scorer, search_problems
@@ -233,9 +233,7 @@ def _run_solve(problem: Any, config: SearchConfig) -> Any:
     scorer = load_scorer(config.verifier)
     generator = make_generator(config.backend, config.model, **generator_options(config))
     try:
-        with Executor(
-            workers=config.workers, limits=Limits(timeout_s=config.timeout_s, timeout_scope=config.timeout_scope)
-        ) as executor:
+        with Executor(workers=config.workers, limits=config.limits()) as executor:
             return search_problems(
                 [problem],
                 generator,

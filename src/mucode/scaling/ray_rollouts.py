@@ -90,6 +90,7 @@ class WorkerSpec:
     max_live: int = 32
     sandbox_workers: int = 1
     timeout_s: float = 3.0
+    timeout_scope: str = "test"
     preamble: str = DEFAULT_PREAMBLE
     feedback: str = "rich"
 
@@ -105,6 +106,7 @@ class WorkerSpec:
             max_live=config.max_live,
             sandbox_workers=config.workers or 1,
             timeout_s=config.timeout_s,
+            timeout_scope=config.timeout_scope,
             preamble=config.preamble,
             feedback=config.feedback,
         )
@@ -132,7 +134,9 @@ class RolloutWorker:
 
         self.spec = spec
         self.generator = make_generator(spec.backend, spec.model, **spec.backend_options)
-        self.executor = Executor(workers=spec.sandbox_workers, limits=Limits(timeout_s=spec.timeout_s))
+        self.executor = Executor(
+            workers=spec.sandbox_workers, limits=Limits(timeout_s=spec.timeout_s, timeout_scope=spec.timeout_scope)
+        )
 
     def pid(self) -> int:
         import os
