@@ -343,3 +343,21 @@ def test_generators_take_their_own_dtype_unless_one_is_asked_for():
         assert "dtype" not in generator_options(SearchConfig(backend=backend))
         assert backend_options(RolloutConfig(backend=backend, dtype="float32"))["dtype"] == "float32"
         assert generator_options(SearchConfig(backend=backend, dtype="float32"))["dtype"] == "float32"
+
+
+def test_rollouts_and_searches_build_generator_options_by_one_rule():
+    """One rule (EpisodeConfig.generator_options): requests in flight are the replies a step may ask
+    for (a search: n per live search), replicas are routed alike, tensor parallelism is vLLM's only."""
+    from mucode.search import SearchConfig
+
+    url = "http://127.0.0.1:1/v1,http://127.0.0.1:2/v1"
+    search = SearchConfig(backend="openai", base_url=url, routing="least-loaded", n=5, max_live=4)
+    assert search.generator_options() == {"base_url": url, "routing": "least-loaded", "max_concurrency": 20}
+    rollout = RolloutConfig(backend="openai", base_url=url, max_live=4)
+    assert rollout.generator_options() == {"base_url": url, "routing": "round-robin", "max_concurrency": 4}
+    assert SearchConfig(backend="hf", n=5, max_live=4).generator_options() == {"batch_size": 5}
+    assert SearchConfig(backend="vllm", tensor_parallel_size=2).generator_options() == {"tensor_parallel_size": 2}
+    with pytest.raises(ValueError, match="--backend vllm only"):
+        SearchConfig(backend="hf", tensor_parallel_size=2).generator_options()
+    with pytest.raises(ValueError, match="needs --base-url"):
+        SearchConfig(backend="openai").generator_options()

@@ -97,6 +97,16 @@ class EpisodeConfig:
             "help": "Model dtype (hf / vllm backends); default: bfloat16 where the device computes it natively (AVX512-BF16/AMX CPUs, bf16 GPUs) for hf, bfloat16 for vLLM."
         },
     )
+    tensor_parallel_size: int = field(
+        default=1, metadata={"help": "GPUs one vLLM engine splits the model over (vllm backend)."}
+    )
+    routing: str = field(
+        default="round-robin",
+        metadata={
+            "help": "How requests are spread over several --base-url replicas (comma-separated).",
+            "choices": ["round-robin", "least-loaded"],
+        },
+    )
     max_live: int = field(
         default=32,
         metadata={"help": "Episodes advanced together (one generation batch; a search samples n for each)."},
@@ -130,7 +140,7 @@ class EpisodeConfig:
             raise ValueError(f"got preamble={self.preamble!r}; choose one of {', '.join(PREAMBLES)}")
         if self.feedback not in FEEDBACK_STYLES:
             raise ValueError(f"got feedback={self.feedback!r}; choose one of {', '.join(FEEDBACK_STYLES)}")
-        for name in ("turns", "max_new_tokens", "max_live"):
+        for name in ("turns", "max_new_tokens", "max_live", "tensor_parallel_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"got {name}={getattr(self, name)}; it must be >= 1")
         if self.limit is not None and self.limit < 1:
@@ -140,9 +150,31 @@ class EpisodeConfig:
         """What one program may use in the sandbox."""
         return Limits(timeout_s=self.timeout_s, timeout_scope=self.timeout_scope)
 
-    def dtype_option(self) -> dict[str, Any]:
-        """The dtype for `make_generator`; none when unset (the backend's default)."""
-        return {"dtype": self.dtype} if self.dtype else {}
+    def replies_per_step(self) -> int:
+        """Replies one engine step may ask for at once (a search overrides it: n per episode)."""
+        return self.max_live
+
+    def batch_size(self) -> int:
+        """Rows per `generate` call of the hf backend."""
+        return self.max_live
+
+    def generator_options(self) -> dict[str, Any]:
+        """Options of `make_generator(config.backend, config.model, **options)` for this config."""
+        dtype = {"dtype": self.dtype} if self.dtype else {}  # unset: the backend's default
+        if self.backend == "openai":
+            if not self.base_url:
+                raise ValueError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+            # every live episode may wait on its requests at once: the default of 8 in flight would starve replicas
+            return {"base_url": self.base_url, "routing": self.routing, "max_concurrency": self.replies_per_step()}
+        if self.backend == "vllm":  # vLLM batches by itself: no batch_size
+            return {**dtype, "tensor_parallel_size": self.tensor_parallel_size}
+        if self.backend == "openvino":  # continuous batching, its own weight format: neither batch_size nor dtype
+            return {}
+        if self.tensor_parallel_size != 1:
+            raise ValueError(
+                f"got tensor_parallel_size={self.tensor_parallel_size} with --backend {self.backend}; it applies to --backend vllm only"
+            )
+        return {**dtype, "batch_size": self.batch_size()}
 
 
 def seeding_name(name: str) -> str:

@@ -49,15 +49,12 @@ logger = logging.getLogger(__name__)
 @dataclass
 class RolloutConfig(EpisodeConfig):
     """Parameters of `mucode rollout` (saved as `config.yaml` next to the trajectories): those of
-    `EpisodeConfig`, and rollouts (trajectories per problem), seeding, tensor_parallel_size (vllm),
-    routing (openai replicas), ray, ray_actors and ray_gpus_per_actor (see docs/scaling.md).
+    `EpisodeConfig`, and rollouts (trajectories per problem), seeding, ray, ray_actors and
+    ray_gpus_per_actor (see docs/scaling.md).
     """
 
     out: str = field(default="runs/rollouts", metadata={"help": "Output folder."})
     rollouts: int = field(default=1, metadata={"help": "Trajectories per problem."})
-    tensor_parallel_size: int = field(
-        default=1, metadata={"help": "GPUs one vLLM engine splits the model over (vllm backend)."}
-    )
     seeding: str | None = field(
         default=None,
         metadata={
@@ -67,13 +64,6 @@ class RolloutConfig(EpisodeConfig):
                 "older name). Default: episode with --ray, else step."
             ),
             "choices": SEEDING_CHOICES,
-        },
-    )
-    routing: str = field(
-        default="round-robin",
-        metadata={
-            "help": "How requests are spread over several --base-url replicas (comma-separated).",
-            "choices": ["round-robin", "least-loaded"],
         },
     )
     ray: str | None = field(
@@ -94,9 +84,8 @@ class RolloutConfig(EpisodeConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("rollouts", "tensor_parallel_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"got {name}={getattr(self, name)}; it must be >= 1")
+        if self.rollouts < 1:
+            raise ValueError(f"got rollouts={self.rollouts}; it must be >= 1")
         if self.temperature == 0 and self.rollouts > 1:
             raise ValueError(
                 f"got rollouts={self.rollouts} with temperature=0: greedy rollouts are identical; use --rollouts 1 or a temperature > 0"
@@ -310,20 +299,7 @@ def _run_rollouts(config: RolloutConfig, progress: bool) -> RolloutStats:
 
 def backend_options(config: RolloutConfig) -> dict[str, Any]:
     """Backend options of `make_generator` for this config (local and Ray runs)."""
-    if config.backend == "openai":
-        if not config.base_url:
-            raise ValueError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
-        # every live episode may wait on a request at once: the default of 8 in flight would starve several replicas
-        return {"base_url": config.base_url, "routing": config.routing, "max_concurrency": config.max_live}
-    if config.backend == "vllm":  # vLLM batches by itself: no batch_size
-        return {**config.dtype_option(), "tensor_parallel_size": config.tensor_parallel_size}
-    if config.backend == "openvino":  # continuous batching, its own weight format: neither batch_size nor dtype
-        return {}
-    if config.tensor_parallel_size != 1:
-        raise ValueError(
-            f"got tensor_parallel_size={config.tensor_parallel_size} with --backend {config.backend}; it applies to --backend vllm only"
-        )
-    return {**config.dtype_option(), "batch_size": config.max_live}
+    return config.generator_options()
 
 
 class RolloutProgress:

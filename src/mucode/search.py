@@ -60,7 +60,8 @@ PUBLIC_PRIVATE_RULE = (
     "public and private (the paper's rule)"
 )
 RENAMED = {"seeding": SEEDING_ALIASES}  # folders written under the older names resume
-LEGACY_DEFAULTS = {"timeout_scope": "test"}  # folders written before timeout_scope existed
+# folders written before these fields existed
+LEGACY_DEFAULTS = {"timeout_scope": "test", "tensor_parallel_size": 1, "routing": "round-robin"}
 logger = logging.getLogger(__name__)
 
 
@@ -108,6 +109,12 @@ class SearchConfig(EpisodeConfig):
         check_search_settings(
             self.n, self.selector, self.temperature, self.searches, self.verifier is not None, self.seeding
         )
+
+    def replies_per_step(self) -> int:
+        return self.max_live * self.n  # every live search may wait on n requests at once
+
+    def batch_size(self) -> int:
+        return max(self.max_live, self.n)
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(
@@ -433,16 +440,7 @@ def run_search_sweep(config: SearchConfig, ns: Sequence[int], progress: bool = T
 
 def generator_options(config: SearchConfig) -> dict[str, Any]:
     """Backend options of `make_generator` for this config."""
-    if config.backend == "openai":
-        if not config.base_url:
-            raise ValueError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
-        # every live search may wait on n requests at once; several replicas split them
-        return {"base_url": config.base_url, "max_concurrency": config.max_live * config.n}
-    if config.backend == "vllm":  # vLLM batches by itself: no batch_size
-        return config.dtype_option()
-    if config.backend == "openvino":  # continuous batching, its own weight format: neither batch_size nor dtype
-        return {}
-    return {**config.dtype_option(), "batch_size": max(config.max_live, config.n)}
+    return config.generator_options()
 
 
 def _run_metadata(config: SearchConfig, problems_sha256: str) -> dict[str, Any]:
