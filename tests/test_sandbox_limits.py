@@ -45,7 +45,7 @@ MEMORY_SPREAD = (
     "    for _ in range(3):\n"
     "        pid = os.fork()\n"
     "        if pid == 0:\n"
-    "            hold(120)\n"
+    "            block = hold(120)  # kept while the others allocate\n"
     "            time.sleep(2)\n"
     "            os._exit(0)\n"
     "        children.append(pid)\n"
