@@ -62,3 +62,19 @@ def test_the_commands_refuse_a_folder_in_use_with_a_one_line_error(held, command
     assert f"is in use by another `mucode {command}` (pid {holder.pid})" in result.stderr
     assert "Traceback" not in result.stderr
     assert time.monotonic() - started < 60  # refused at once, no model loaded
+
+
+def test_run_check_lists_the_stages_of_a_folder_in_use_and_says_it_is(held, mbpp_dir):
+    """`mucode run --check` is how one follows a running run: it lists the stages and says that the
+    folder is in use (by whom), where a second run would be refused."""
+    folder, holder = held
+    result = subprocess.run(
+        [sys.executable, "-m", "mucode", "run", "--preset", "smoke", "--problems-path", str(mbpp_dir)]
+        + ["--out", str(folder), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "iter0/rollouts" in result.stdout
+    assert f"note: {folder} is in use by another `mucode run` (pid {holder.pid})" in result.stdout

@@ -78,6 +78,7 @@ def run_command(
     """Run µCode end to end: base rollouts, verifier, generator iterations (relabel, SFT,
     rollouts, verifier), then greedy and Best-of-N evaluation and a report."""
     from mucode.pipeline import Pipeline, format_table, pipeline_config, run_pipeline
+    from mucode.store import FolderInUse, check_not_in_use
 
     if preset is None and config_file is None:
         raise click.UsageError("give --preset NAME or --config FILE")
@@ -94,6 +95,10 @@ def run_command(
         click.echo(f"settings valid; the stages of {config.out}:")
         for name in [*pipeline.plan(), "report"]:
             click.echo(f"  {'[done] ' if (pipeline.out / name / '.done.json').is_file() else ''}{name}")
+        try:
+            check_not_in_use(pipeline.out, "`mucode run`")
+        except FolderInUse as running:  # --check still lists the stages: it is how one follows a run
+            click.echo(f"note: {running}")
         return 0
     result = run_pipeline(config, say=lambda message: click.echo(message, err=True), progress=not quiet)
     total = sum(s.get("seconds", 0) for s in result.stages.values() if not s.get("skipped"))
