@@ -38,6 +38,8 @@ from typing import Any
 
 from mucode import __version__
 from mucode.config import config_to_dict, load_config, read_yaml_mapping, save_config
+from mucode.problems.prelude import PREAMBLES
+from mucode.prompts import FEEDBACK_STYLES
 
 
 Say = Callable[[str], None]
@@ -221,14 +223,14 @@ class PipelineConfig:
         default="problem",
         metadata={
             "help": "What runs before each program in rollouts and searches: none, problem, reference.",
-            "choices": ["none", "problem", "reference"],
+            "choices": list(PREAMBLES),
         },
     )
     feedback: str = field(
         default="rich",
         metadata={
             "help": "Feedback wording in rollouts and searches: rich or reference.",
-            "choices": ["rich", "reference"],
+            "choices": list(FEEDBACK_STYLES),
         },
     )
     max_sft_examples: int | None = field(
