@@ -91,3 +91,24 @@ def test_no_candidate_adds_a_pad_token_and_grows_the_embeddings_for_generation()
     assert set_pad_token(tokenizer, model, padding_side="left") == PAD_TOKEN
     assert tokenizer.pad_token_id == 3 == model.config.pad_token_id == model.generation_config.pad_token_id
     assert model.get_input_embeddings().weight.shape[0] == 4
+
+
+def test_a_pad_marker_in_the_plain_vocabulary_is_used_before_adding_a_token():
+    # a tokenizer converted from GGUF (the registry copy of qwen2.5-coder-0.5b) keeps <|vision_pad|> and
+    # <|fim_pad|> as plain vocabulary entries; adding <|pad|> instead grew the embeddings and made every
+    # LoRA checkpoint carry the embedding and output matrices (~1.1 GB for the 0.5B model)
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    vocab = {"a": 0, "pad": 1, "<|fim_pad|>": 2, "<|vision_pad|>": 3, "<eos>": 4}
+    raw = Tokenizer(models.WordLevel(vocab, unk_token=None))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<eos>", pad_token="<eos>")
+    config = LlamaConfig(
+        vocab_size=5, hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2, eos_token_id=4
+    )
+    model = LlamaForCausalLM(config)
+    assert set_pad_token(tokenizer, model) == "<|fim_pad|>"  # the lowest id of the markers; the word "pad" is none
+    assert tokenizer.pad_token_id == 2 == model.config.pad_token_id
+    assert model.get_input_embeddings().weight.shape[0] == 5 == len(tokenizer)
+    assert pad_candidate(tokenizer, [2, 4]) == 3

@@ -8,8 +8,10 @@ would make "finished" and "padding" indistinguishable in a decoding batch. Many 
 pad = eos (SmolLM2: `<|im_end|>`), so the pad is chosen, in this order:
 
     the tokenizer's own pad token, its unk token, an added special token whose name holds "pad"
-    (Llama 3's <|finetune_right_pad_id|>, Qwen's <|vision_pad|>), its bos token;
-    else a new <|pad|> token (the embeddings grow by one row).
+    (Llama 3's <|finetune_right_pad_id|>, Qwen's <|vision_pad|>), a marker-shaped vocabulary entry
+    whose name holds "pad" (a tokenizer converted from GGUF keeps Qwen's <|vision_pad|> and
+    <|fim_pad|> as plain entries), its bos token; else a new <|pad|> token (the embeddings grow by
+    one row, and a LoRA checkpoint must then carry the whole embedding and output matrices).
 
     set_pad_token(tokenizer, model, padding_side="left")   # generation; "right" for training
     pad_id = choose_pad_id(tokenizer, stop_ids)             # the same choice, changing nothing
@@ -18,6 +20,7 @@ pad = eos (SmolLM2: `<|im_end|>`), so the pad is chosen, in this order:
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, Iterable
 
 from mucode.generation.chat import end_of_turn_ids
@@ -26,6 +29,8 @@ from mucode.generation.chat import end_of_turn_ids
 logger = logging.getLogger("mucode.generation")
 
 PAD_TOKEN = "<|pad|>"  # added only when the vocabulary has no usable pad candidate
+# <|vision_pad|>, <|fim_pad|>, <|finetune_right_pad_id|>, <pad>, [PAD]: a marker, never a word piece
+PAD_MARKER = re.compile(r"^(<\|?[A-Za-z_]*pad[A-Za-z_]*\|?>|\[PAD\])$", re.IGNORECASE)
 
 
 def pad_candidate(tokenizer: Any, stop_ids: Iterable[int]) -> int | None:
@@ -35,7 +40,11 @@ def pad_candidate(tokenizer: Any, stop_ids: Iterable[int]) -> int | None:
     named_pad = [
         i for i, tok in sorted(decoder.items()) if getattr(tok, "special", False) and "pad" in str(tok).lower()
     ]
-    for candidate in [tokenizer.pad_token_id, tokenizer.unk_token_id, *named_pad, tokenizer.bos_token_id]:
+    for candidate in [tokenizer.pad_token_id, tokenizer.unk_token_id, *named_pad]:
+        if candidate is not None and candidate not in stop:
+            return candidate
+    vocab_pad = sorted(i for token, i in tokenizer.get_vocab().items() if PAD_MARKER.match(token))
+    for candidate in [*vocab_pad, tokenizer.bos_token_id]:
         if candidate is not None and candidate not in stop:
             return candidate
     return None
