@@ -158,6 +158,9 @@ def test_head_only_training_leaves_the_backbone_unchanged_and_reuses_features(tm
     trained, _, spec = load_verifier(out, device="cpu")
     start, _ = load_backbone(str(tiny_model_dir), seed=0)
     assert spec.finetune == "head" and spec.features.startswith(str(cache))
+    # the head alone is saved, not a copy of the backbone
+    assert (out / "model" / "head.safetensors").is_file() and not list((out / "model").glob("model*.safetensors"))
+    assert spec.base_model == str(tiny_model_dir.resolve())
     before, after = start.state_dict(), trained.state_dict()
     assert not torch.equal(before["score.weight"], after["score.weight"])
     assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("score."))
@@ -175,6 +178,23 @@ def test_head_only_training_leaves_the_backbone_unchanged_and_reuses_features(tm
     assert cached.features is not None and forward.features is None
     conversations = [c.messages() for c in turns]
     assert cached.score_messages(conversations) == pytest.approx(forward.score_messages(conversations), abs=1e-4)
+
+
+def test_a_head_only_verifier_whose_backbone_is_gone_names_it(tmp_path, rollout_dir, tiny_model_dir):
+    import shutil
+
+    from mucode.verifier.model import load_verifier
+
+    backbone = tmp_path / "backbone"
+    shutil.copytree(tiny_model_dir, backbone)
+    out = tmp_path / "head"
+    train_verifier(
+        tiny_config(out, rollout_dir, backbone, finetune="head", max_steps=-1, epochs=1.0), progress=False, say=print
+    )
+    assert load_verifier(out, device="cpu")[2].base_model == str(backbone.resolve())
+    shutil.rmtree(backbone)
+    with pytest.raises(FileNotFoundError, match="backbone .*verifier.json base_model"):
+        load_verifier(out, device="cpu")
 
 
 def test_a_verifier_scores_in_the_dtype_it_was_trained_in(tmp_path, rollout_dir, tiny_model_dir):

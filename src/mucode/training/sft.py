@@ -27,6 +27,7 @@ an error; --overwrite starts over). Output folder:
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -306,13 +307,37 @@ def _save_final(trainer: Any, config: GeneratorTrainConfig, out: Path, state: An
     trainer.save_model(str(adapter_dir))
     state.wait_for_everyone()
     if state.is_main_process:
-        from peft import PeftModel
-
-        base, tokenizer = load_generator(config.init_from or config.model, dtype=config.dtype)
-        merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
-        merged.save_pretrained(model_dir)
-        tokenizer.save_pretrained(model_dir)
+        merge_adapter(adapter_dir, config.init_from or config.model, model_dir, dtype=config.dtype)
     state.wait_for_everyone()
+    return model_dir
+
+
+def merge_adapter(adapter_dir: Path, base: str, model_dir: Path, *, dtype: str = "float32") -> Path:
+    """Write `base` with the LoRA adapter merged in to `model_dir` (weights and tokenizer)."""
+    from peft import PeftModel
+
+    model, tokenizer = load_generator(base, dtype=dtype)
+    merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    merged.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    return model_dir
+
+
+def restore_model(out: str | Path) -> Path:
+    """OUT/model of a finished training run; when only OUT/adapter is left (a kept or copied run folder
+    may drop the merged copy: it is as large as the base), it is merged again from the adapter and
+    the base named in OUT/config.yaml, as the run wrote it."""
+    from mucode.config import load_config
+
+    out = Path(out)
+    model_dir = out / "model"
+    if (model_dir / "config.json").is_file() or not (out / "adapter" / "adapter_config.json").is_file():
+        return model_dir
+    config = load_config(GeneratorTrainConfig, out / "config.yaml")
+    partial = model_dir.with_name("model.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    merge_adapter(out / "adapter", config.init_from or config.model, partial, dtype=config.dtype)
+    partial.rename(model_dir)
     return model_dir
 
 

@@ -23,10 +23,13 @@ from typing import Any, Sequence
 from mucode.generation.padding import set_pad_token
 
 
-__all__ = ["VerifierSpec", "encode", "pad_right", "set_pad_token", "load_backbone", "load_verifier", "verifier_dir"]
+__all__ = [
+    "VerifierSpec", "encode", "pad_right", "set_pad_token", "load_backbone", "load_verifier", "save_head", "verifier_dir"
+]  # fmt: skip
 logger = logging.getLogger("mucode.verifier")
 
 SPEC_FILE = "verifier.json"
+HEAD_FILE = "head.safetensors"  # finetune="head": the trained head alone; the backbone is spec.base_model
 
 
 @dataclass
@@ -194,7 +197,7 @@ def verifier_dir(path: str | Path) -> Path:
     """The folder holding the weights: PATH/model for a `mucode verifier train` output, else PATH."""
     path = Path(path)
     for folder in (path / "model", path):
-        if (folder / "config.json").is_file() or (folder / "adapter_config.json").is_file():
+        if any((folder / name).is_file() for name in ("config.json", "adapter_config.json", HEAD_FILE)):
             return folder
     raise FileNotFoundError(
         f"{path} holds no verifier: expected a `mucode verifier train` output folder, its model/ folder, or a checkpoint"
@@ -212,6 +215,10 @@ def load_verifier(
     folder = verifier_dir(path)
     spec = VerifierSpec.load(folder)
     dtype = dtype or spec.dtype
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if (folder / HEAD_FILE).is_file():
+        model, tokenizer = _load_head(folder, spec, dtype)
+        return model.to(device).eval(), tokenizer, spec
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     if (folder / "adapter_config.json").is_file():
         from peft import AutoPeftModelForSequenceClassification
@@ -225,5 +232,34 @@ def load_verifier(
             str(folder), num_labels=1, dtype=getattr(torch, dtype)
         )
     set_pad_token(tokenizer, model)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return model.to(device).eval(), tokenizer, spec
+
+
+def save_head(model: Any, tokenizer: Any, spec: VerifierSpec, folder: str | Path) -> Path:
+    """A head-only verifier: the head's weights, the tokenizer and verifier.json, whose base_model
+    names the frozen backbone (made absolute when it is a local folder). A copy of the backbone
+    would be the base model's size again (~1 GB for a 0.5B model in bf16) for one row of weights."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in head(model).state_dict().items()}, folder / HEAD_FILE)
+    tokenizer.save_pretrained(folder)
+    if Path(spec.base_model).exists():
+        spec.base_model = str(Path(spec.base_model).resolve())
+    spec.save(folder)
+    return folder
+
+
+def _load_head(folder: Path, spec: VerifierSpec, dtype: str) -> tuple[Any, Any]:
+    from safetensors.torch import load_file
+
+    try:
+        model, tokenizer = load_backbone(spec.base_model, dtype=dtype)
+    except (OSError, ValueError) as err:
+        raise FileNotFoundError(
+            f"{folder}: the head-only verifier's backbone {spec.base_model!r} (verifier.json base_model) "
+            f"cannot be loaded: {err}"
+        ) from err
+    head(model).load_state_dict(load_file(str(folder / HEAD_FILE)))
+    return model, tokenizer

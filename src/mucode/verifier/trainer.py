@@ -15,7 +15,8 @@ feature already cached. Output folder:
     OUT/data/                    pairs and rows in TRL formats (JSONL), stats.json
     OUT/checkpoint-N/            resumable Hugging Face checkpoints (weights, tokenizer, optimizer)
     OUT/runs/                    TensorBoard logs (loss, accuracy, margin, learning rate)
-    OUT/model/                   the final verifier: weights (or LoRA adapter), tokenizer, verifier.json
+    OUT/model/                   the final verifier: weights (or LoRA adapter; head only: head.safetensors, whose
+                                 backbone verifier.json's base_model names), tokenizer, verifier.json
     OUT/features/, head_log.jsonl  head only: cached backbone features (or --feature-cache), the fit's log
 """
 
@@ -43,7 +44,7 @@ from mucode.finetune import (
 from mucode.verifier.config import VerifierTrainConfig
 from mucode.verifier.data import Candidate, Pair, PreparedData, export_data, prepare_data
 from mucode.verifier.losses import bce_loss, bradley_terry_loss
-from mucode.verifier.model import FittedIds, VerifierSpec, encode, fit_ids, length_fit_counts, pad_right
+from mucode.verifier.model import FittedIds, VerifierSpec, encode, fit_ids, length_fit_counts, pad_right, save_head
 
 
 # Besides the shared ones, settings that change neither the data nor the model.
@@ -277,12 +278,9 @@ def _train_head(config: VerifierTrainConfig, data: PreparedData, run: RunStart, 
     if writer is not None:
         writer.close()
     head(model).weight.data.copy_(weight.to(head(model).weight.dtype))
-    model_dir = out / "model"
-    model.save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
     spec = _spec(config)
     spec.features = str(store.path.resolve())
-    spec.save(model_dir)
+    model_dir = save_head(model, tokenizer, spec, out / "model")
     (out / "head_log.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
     steps, loss = history[-1]["step"], sum(h["loss"] for h in history) / len(history)
     _write_run(config, data, run, steps, loss, None, fits)
