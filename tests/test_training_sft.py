@@ -243,6 +243,16 @@ def test_cli_lora_run_saves_a_merged_model(tiny_model_dir, tmp_path):
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     name = "model.layers.0.self_attn.q_proj.weight"
     assert not (merged.state_dict()[name] == base.state_dict()[name]).all(), "the adapter was not merged"
+    # a run folder that kept only the adapter gets the same merged model back
+    import torch
+
+    from mucode.training.sft import restore_model
+
+    assert restore_model(out) == out / "model"  # present: nothing is done
+    shutil.rmtree(out / "model")
+    again = AutoModelForCausalLM.from_pretrained(restore_model(out))
+    assert all(torch.equal(again.state_dict()[k], v) for k, v in merged.state_dict().items())
+    assert not (out / "model.partial").exists()
     conflict = CliRunner().invoke(app, [*args, "--finetune", "full"], standalone_mode=False)
     assert conflict.exception is not None and "--lora conflicts" in str(conflict.exception)
 

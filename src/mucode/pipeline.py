@@ -492,6 +492,8 @@ class Pipeline:
 
     def run_method(self, method: str) -> tuple[str, str]:
         """Iterations 1..K of one method; returns its final generator and the verifier that evaluates it."""
+        from mucode.training.sft import restore_model
+
         k = self.config.iterations
         generator = self.base_model
         for i in range(1, k + 1):
@@ -503,7 +505,9 @@ class Pipeline:
                 )
             else:
                 trained = self.stage(self.folder(method, i, "generator"), partial(self.train_generator, method, i))
-                generator = trained["model"]
+                generator = str(
+                    restore_model(Path(trained["model"]).parent)
+                )  # a kept folder may hold the adapter only
             if i < k or self.config.last_rollouts:
                 self.stage(self.folder(method, i, "rollouts"), partial(self.rollouts, generator))
                 self.stage(self.folder(method, i, "verifier"), partial(self.train_verifier, method, i))
