@@ -171,7 +171,7 @@ def gradient_accumulation(config: FinetuneConfig, processes: int) -> int:
 def training_arguments(
     args_class: type, config: FinetuneConfig, processes: int, *, progress: bool, checkpointing: bool, **own: Any
 ) -> Any:
-    """TRL's `args_class` (SFTConfig, RewardConfig) for `config`, plus the trainer's `own`
+    """TRL's `args_class` (SFTConfig, RewardConfig, GRPOConfig) for `config`, plus the trainer's `own`
     arguments. Created before the model is loaded: under DeepSpeed ZeRO-3 it is what makes
     `from_pretrained` partition the weights while loading."""
     import dataclasses
@@ -179,7 +179,10 @@ def training_arguments(
     import torch
 
     # transformers >= 5.23 renamed gradient_checkpointing (TRL defaults the old name to True, which warns)
-    if "activation_checkpointing" in {f.name for f in dataclasses.fields(args_class)}:
+    known = {f.name for f in dataclasses.fields(args_class)}
+    if "max_length" in known:  # every example is fitted to config.max_length beforehand, by the trainer's own rule
+        own = {"max_length": None, **own}
+    if "activation_checkpointing" in known:
         checkpointing_args = {"activation_checkpointing": checkpointing, "gradient_checkpointing": None}
     else:
         checkpointing_args = {"gradient_checkpointing": checkpointing}
@@ -202,7 +205,6 @@ def training_arguments(
         logging_steps=config.logging_steps,
         report_to=config.report_targets() or "none",
         seed=config.seed,
-        max_length=None,  # every example is fitted to config.max_length beforehand, by the trainer's own rule
         disable_tqdm=not progress,
         dataloader_pin_memory=torch.cuda.is_available(),
         # several processes without GPUs: torch.distributed over gloo (accelerate's MULTI_CPU); bf16

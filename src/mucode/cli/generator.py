@@ -1,5 +1,5 @@
-"""`mucode generator relabel | train`: SFT data from stored trajectories, and generator training on
-it (a thin layer over mucode.training).
+"""`mucode generator relabel | train | grpo`: SFT data from stored trajectories, generator training on
+it, and the GRPO baseline (a thin layer over mucode.training).
 
 Also runnable as a module, which is what `accelerate launch` needs:
 
@@ -16,6 +16,7 @@ import click
 
 from mucode.cli.options import build_config, config_options
 from mucode.training.config import PRESETS, GeneratorTrainConfig, generator_config
+from mucode.training.grpo import GRPOTrainConfig
 from mucode.training.relabel import RelabelConfig
 
 
@@ -42,6 +43,16 @@ The final model is OUT/model: pass it to `mucode rollout --model OUT/model`.
 """
 
 
+GRPO_EXAMPLES = """
+\b
+Examples:
+  mucode generator grpo --model smollm2-135m --problems mbpp:train --limit 64 --lora --out runs/grpo
+  mucode generator grpo --model qwen2.5-coder-0.5b --num-generations 8 --batch-size 16 --max-steps 50 --out runs/grpo
+The reward is the real sandbox on each problem's public tests; `rewards/correct` (all tests) is
+logged only. Rerun the same command to resume; the final model is OUT/model, as for `train`.
+"""
+
+
 def _gather(flags: dict[str, Any], name: str, more: Sequence[str]) -> None:
     """--NAME a,b c d -> [a, b, c, d]: commas split, extra values after the flag are appended."""
     value = flags.get(name)
@@ -52,7 +63,7 @@ def _gather(flags: dict[str, Any], name: str, more: Sequence[str]) -> None:
 
 @click.group("generator")
 def generator() -> None:
-    """Relabel trajectories into SFT data (µCode expert, STaR, Multi-STaR) and train the generator."""
+    """Relabel trajectories into SFT data (µCode expert, STaR, Multi-STaR) and train the generator; GRPO baseline."""
 
 
 @generator.command("relabel", epilog=RELABEL_EXAMPLES)
@@ -106,4 +117,23 @@ def train_command(
         click.echo(
             f"saved {result.model_dir} after {result.global_step} updates (loss {result.train_loss:.4f}, {result.seconds:.0f} s)"
         )
+    return 0
+
+
+@generator.command("grpo", epilog=GRPO_EXAMPLES)
+@click.option("--lora", is_flag=True, default=False, help="Shorthand for --finetune lora.")
+@click.option("--overwrite", is_flag=True, default=False, help="Delete OUT and start over instead of resuming.")
+@config_options(GRPOTrainConfig)
+def grpo_command(lora: bool, overwrite: bool, config_file: Path | None, **flags: Any) -> int:
+    """Online RL baseline: TRL's GRPOTrainer, single turn, rewarded by the sandbox's public tests."""
+    from mucode.training.grpo import train_grpo
+
+    if lora:
+        if flags.get("finetune") not in (None, "lora"):
+            raise click.UsageError(f"--lora conflicts with --finetune {flags['finetune']}; keep one of them")
+        flags["finetune"] = "lora"
+    config = build_config(GRPOTrainConfig, config_file, flags)
+    result = train_grpo(config, overwrite=overwrite, say=click.echo)
+    if int(os.environ.get("RANK", "0")) == 0:
+        click.echo(f"saved {result.model_dir} after {result.global_step} updates ({result.seconds:.0f} s)")
     return 0

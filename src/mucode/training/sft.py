@@ -265,7 +265,8 @@ def train_generator(
     trainer = build_trainer(config, run.args, fit.rows, model, tokenizer)
     _say_setup(run.say, config, run.args, trainer, run.processes, fit)
     result, last = train_resuming(trainer, run)
-    model_dir = _save_final(trainer, config, run.out, run.state)
+    base = config.init_from or config.model
+    model_dir = save_final(trainer, run.out, run.state, finetune=config.finetune, base=base, dtype=config.dtype)
     losses = logged_losses(trainer)
     counts = {"examples": len(fit.rows), "too_long": fit.dropped, "truncated": fit.truncated}
     if run.state.is_main_process:
@@ -295,19 +296,19 @@ def train_generator(
     )
 
 
-def _save_final(trainer: Any, config: GeneratorTrainConfig, out: Path, state: Any) -> Path:
+def save_final(trainer: Any, out: Path, state: Any, *, finetune: str, base: str, dtype: str) -> Path:
     """OUT/model: the trained weights and tokenizer. A LoRA adapter is saved to OUT/adapter and
-    merged into a fresh copy of the base there (merging the live model would not work with
-    weights partitioned by ZeRO-3), so generation loads OUT/model like any other folder."""
+    merged into a fresh copy of `base` there (merging the live model would not work with weights
+    partitioned by ZeRO-3), so generation loads OUT/model like any other folder."""
     model_dir = out / "model"
-    if config.finetune == "full":
+    if finetune == "full":
         trainer.save_model(str(model_dir))  # gathered under ZeRO-3 / FSDP
         return model_dir
     adapter_dir = out / "adapter"
     trainer.save_model(str(adapter_dir))
     state.wait_for_everyone()
     if state.is_main_process:
-        merge_adapter(adapter_dir, config.init_from or config.model, model_dir, dtype=config.dtype)
+        merge_adapter(adapter_dir, base, model_dir, dtype=dtype)
     state.wait_for_everyone()
     return model_dir
 
@@ -327,16 +328,16 @@ def restore_model(out: str | Path) -> Path:
     """OUT/model of a finished training run; when only OUT/adapter is left (a kept or copied run folder
     may drop the merged copy: it is as large as the base), it is merged again from the adapter and
     the base named in OUT/config.yaml, as the run wrote it."""
-    from mucode.config import load_config
+    from mucode.config import read_yaml_mapping
 
     out = Path(out)
     model_dir = out / "model"
     if (model_dir / "config.json").is_file() or not (out / "adapter" / "adapter_config.json").is_file():
         return model_dir
-    config = load_config(GeneratorTrainConfig, out / "config.yaml")
+    config = read_yaml_mapping(out / "config.yaml")  # of `generator train` or `generator grpo`
     partial = model_dir.with_name("model.partial")
     shutil.rmtree(partial, ignore_errors=True)
-    merge_adapter(out / "adapter", config.init_from or config.model, partial, dtype=config.dtype)
+    merge_adapter(out / "adapter", config.get("init_from") or config["model"], partial, dtype=config["dtype"])
     partial.rename(model_dir)
     return model_dir
 

@@ -1,0 +1,246 @@
+"""The online-RL baseline: TRL's `GRPOTrainer` on the training problems, rewarded by the sandbox.
+
+    mucode generator grpo --model qwen2.5-coder-0.5b --problems mbpp:train --limit 64 --lora --out runs/grpo
+
+Each prompt is a problem's first message (the rollouts' prompt, `mucode.prompts`); TRL samples
+`num_generations` completions of it, and each completion's program (its ```python block, run
+with the problem's preamble) is run by the real sandbox against the problem's **public** tests:
+reward 1.0 when every public test passes, else 0.0. The private tests never reach training; a
+second reward function with weight 0, `correct` (public and private tests: the paper's rule), is
+only logged (TRL logs every reward function's mean). Evaluate the result like any generator:
+`mucode search --model OUT/model`.
+
+Single turn only. TRL 1.16's multi-turn path (`environment_factory`) runs tool-calling
+environments: the model must call the environment's methods as tools, while mucode's feedback
+turns are plain user messages; a multi-turn GRPO baseline would need TRL's `rollout_func` hook
+and is not built.
+
+The output layout is `mucode generator train`'s (OUT/config.yaml, run.json, checkpoint-N,
+runs/, model/ — LoRA merged — and adapter/), and rerunning the same command resumes from the
+last checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from mucode.episode import split_result
+from mucode.execution import Executor, Limits
+from mucode.extraction import extract_code
+from mucode.finetune import (
+    FinetuneConfig,
+    Say,
+    TrainResult,
+    count_parameters,
+    logged_losses,
+    lora_config,
+    start_run,
+    train_resuming,
+    training_arguments,
+    update_plan,
+    write_run,
+)
+from mucode.problems.prelude import DEFAULT_PREAMBLE, PREAMBLES, program_to_run
+from mucode.prompts import PromptConfig, initial_messages
+from mucode.store import load_selected_problems
+from mucode.training.sft import load_generator, save_final
+from mucode.types import Problem
+
+
+LOSS_TYPES = ["grpo", "dr_grpo", "dapo", "bnpo"]
+
+
+@dataclass
+class GRPOTrainConfig(FinetuneConfig):
+    """Parameters of `mucode generator grpo` (saved as OUT/config.yaml); the shared ones are
+    described in `FinetuneConfig`. `batch_size` counts completions per update (a multiple of
+    `num_generations`: each prompt's group is one advantage baseline)."""
+
+    out: str = field(
+        default="runs/grpo",
+        metadata={"help": "Output folder: checkpoints, final model (OUT/model, LoRA merged), logs."},
+    )
+    learning_rate: float = field(default=1e-6, metadata={"help": "Peak learning rate (AdamW; TRL's GRPO default)."})
+    epochs: float = field(default=1.0, metadata={"help": "Passes over the training problems."})
+    problems: str = field(default="mbpp:train", metadata={"help": "Training problems, SOURCE[:SPLIT]."})
+    problems_path: str | None = field(
+        default=None, metadata={"help": "MBPP data file or folder (else $MUCODE_MBPP_PATH, then the hub)."}
+    )
+    limit: int | None = field(
+        default=None, metadata={"help": "A seeded subset of this many training problems (all if unset)."}
+    )
+    num_generations: int = field(default=8, metadata={"help": "Completions sampled per prompt (the GRPO group)."})
+    max_new_tokens: int = field(default=512, metadata={"help": "Most tokens per completion."})
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature of the completions."})
+    beta: float = field(
+        default=0.0, metadata={"help": "KL coefficient against the base model (0: no reference model)."}
+    )
+    loss_type: str = field(
+        default="dapo", metadata={"help": "TRL's loss formulation (its default: dapo).", "choices": LOSS_TYPES}
+    )
+    timeout_s: float = field(default=3.0, metadata={"help": "Sandbox wall-clock limit per test, in seconds."})
+    workers: int | None = field(default=None, metadata={"help": "Sandbox workers (default: one per core)."})
+    preamble: str = field(
+        default=DEFAULT_PREAMBLE,
+        metadata={"help": "What runs before each program: none, problem, reference.", "choices": list(PREAMBLES)},
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("num_generations", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"got {name}={getattr(self, name)}; it must be >= 1")
+        if self.num_generations < 2:
+            raise ValueError("got num_generations=1; GRPO compares the completions of one prompt: use >= 2")
+        if self.batch_size % self.num_generations:
+            raise ValueError(
+                f"got batch_size={self.batch_size} and num_generations={self.num_generations}; batch_size counts "
+                "completions per update and must be a multiple of num_generations"
+            )
+
+
+class SandboxReward:
+    """The reward functions of one run: `public` (1.0 iff the program passes the problem's public
+    tests) and `correct` (public and private: logged only). Both read one sandbox run per
+    completion against every test, kept for the call that comes next with the same completions."""
+
+    def __init__(self, problems: Sequence[Problem], executor: Executor, preamble: str) -> None:
+        self.problems = {p.id: p for p in problems}
+        self.executor = executor
+        self.preamble = preamble
+        self._last: tuple[tuple[tuple[str, str], ...], list[tuple[bool, bool]]] | None = None
+
+    def public(self, completions: list[Any], problem_id: list[str], **_: Any) -> list[float]:
+        return [float(public) for public, _ in self.verdicts(completions, problem_id)]
+
+    def correct(self, completions: list[Any], problem_id: list[str], **_: Any) -> list[float]:
+        return [float(public and private) for public, private in self.verdicts(completions, problem_id)]
+
+    def verdicts(self, completions: list[Any], problem_ids: list[str]) -> list[tuple[bool, bool]]:
+        """(passes the public tests, passes the private tests) of each completion."""
+        programs = [extract_code(_text(c)) for c in completions]
+        key = tuple(zip(problem_ids, programs))
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
+        problems = [self.problems[i] for i in problem_ids]
+        jobs = [
+            (program_to_run(program, p, self.preamble), p.public_tests + p.private_tests, p.setup_code)
+            for program, p in zip(programs, problems)
+        ]
+        verdicts = []
+        for p, result in zip(problems, self.executor.run_many(jobs)):
+            public, private = split_result(result, len(p.public_tests))
+            verdicts.append((public.passed, private.passed))
+        self._last = (key, verdicts)
+        return verdicts
+
+
+def _text(completion: Any) -> str:
+    """A completion's text: conversational ([{"role": "assistant", "content": ...}]) or plain."""
+    if isinstance(completion, list):
+        return "".join(m.get("content") or "" for m in completion if m.get("role") == "assistant")
+    return str(completion)
+
+
+def prompt_dataset(problems: Sequence[Problem]) -> Any:
+    """A datasets.Dataset of conversational prompts (the first message of every episode) and ids."""
+    from datasets import Dataset
+
+    config = PromptConfig()
+    return Dataset.from_list([{"prompt": initial_messages(p, config), "problem_id": p.id} for p in problems])
+
+
+def grpo_arguments(config: GRPOTrainConfig, processes: int, progress: bool = True) -> Any:
+    from trl import GRPOConfig
+
+    return training_arguments(
+        GRPOConfig,
+        config,
+        processes,
+        progress=progress,
+        checkpointing=config.gradient_checkpointing,
+        num_generations=config.num_generations,
+        max_completion_length=config.max_new_tokens,
+        temperature=config.temperature,
+        beta=config.beta,
+        loss_type=config.loss_type,
+        reward_weights=[1.0, 0.0],  # `public` trains; `correct` is logged only
+        shuffle_dataset=True,
+    )
+
+
+def train_grpo(
+    config: GRPOTrainConfig, *, overwrite: bool = False, progress: bool = True, say: Say | None = None
+) -> TrainResult:
+    """GRPO of `config.model` on the selected problems; saves OUT/model and resumes if OUT has
+    checkpoints of the same config (see the module docstring)."""
+    from trl import GRPOTrainer
+
+    from mucode.config import save_config
+
+    _, problems = load_selected_problems(config.problems, config.problems_path, config.limit, config.seed)
+    run = start_run(
+        config,
+        lambda processes: grpo_arguments(config, processes, progress),
+        kind="GRPO generator",
+        overwrite=overwrite,
+        say=say,
+    )
+    if run.state.is_main_process:
+        run.out.mkdir(parents=True, exist_ok=True)
+        save_config(config, run.out / "config.yaml")
+    model, tokenizer = load_generator(config.model, dtype=config.dtype)
+    with Executor(workers=config.workers, limits=Limits(timeout_s=config.timeout_s)) as executor:
+        reward = SandboxReward(problems, executor, config.preamble)
+        trainer = GRPOTrainer(
+            model=model,
+            reward_funcs=[reward.public, reward.correct],
+            args=run.args,
+            train_dataset=prompt_dataset(problems),
+            processing_class=tokenizer,
+            peft_config=lora_config(config, "CAUSAL_LM") if config.finetune == "lora" else None,
+        )
+        trainable, total = count_parameters(trainer.model)
+        plan = update_plan(config, run.args, run.processes, len(problems) * config.num_generations)
+        run.say(
+            f"model {config.model} ({config.finetune}): {trainable:,} of {total:,} parameters trained; "
+            f"{len(problems)} problems x {config.num_generations} completions; {plan}"
+        )
+        result, last = train_resuming(trainer, run)
+    model_dir = save_final(
+        trainer, run.out, run.state, finetune=config.finetune, base=config.model, dtype=config.dtype
+    )
+    rewards = _reward_history(trainer)
+    losses = logged_losses(trainer)
+    if run.state.is_main_process:
+        write_run(
+            run.out,
+            config,
+            global_step=result.global_step,
+            train_loss=result.training_loss,
+            seconds=run.seconds(),
+            resumed=last,
+            base_model=config.model,
+            finetune=config.finetune,
+            problems=[p.id for p in problems],
+            rewards=rewards,
+            losses=losses,
+        )
+    run.state.wait_for_everyone()
+    return TrainResult(
+        model_dir, result.global_step, float(result.training_loss), run.seconds(), last, len(problems), losses=losses
+    )
+
+
+def _reward_history(trainer: Any) -> list[dict[str, float]]:
+    """Every logged step's mean rewards (public tests, all tests)."""
+    names = {"rewards/public/mean": "public", "rewards/correct/mean": "correct"}
+    return [
+        {"step": entry["step"], **{short: float(entry[name]) for name, short in names.items() if name in entry}}
+        for entry in trainer.state.log_history
+        if any(name in entry for name in names)
+    ]
+
+
+__all__ = ["GRPOTrainConfig", "SandboxReward", "prompt_dataset", "train_grpo"]
