@@ -130,6 +130,7 @@ def test_smoke_preset_end_to_end_resumes_after_kill_and_skips_finished_stages(tm
     ]
     for name in result.stages:
         assert (out / name / ".done.json").is_file(), name
+    assert json.loads((out / "iter0/verifier/.done.json").read_text())["finished_on"]["cores"] >= 1
 
     records = [json.loads(line) for line in (out / "iter0/rollouts/trajectories.jsonl").read_text().splitlines()]
     assert len({(r["problem_id"], r["rollout"]) for r in records}) == len(records) == 6  # 3 problems x 2 rollouts

@@ -173,6 +173,8 @@ def test_resuming_with_other_settings_is_refused(tmp_path, problems_file, tiny_m
     write_run_metadata(
         RolloutConfig(model=str(tiny_model_dir), problems=str(problems_file), out=str(out)), out, ["p0"]
     )
+    machine = json.loads((out / "run.json").read_text())["machine"]  # wall times are read against it
+    assert machine["cores"] >= 1 and machine["cpu"] and isinstance(machine["isa"], list)
     changed = RolloutConfig(model=str(tiny_model_dir), problems=str(problems_file), out=str(out), temperature=0.2)
     with pytest.raises(ValueError, match="temperature"):
         write_run_metadata(changed, out, ["p0"])

