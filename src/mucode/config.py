@@ -82,6 +82,13 @@ RANGES: dict[str, tuple[float | None, float | None, bool | None, bool | None]] =
 }
 
 
+def report_targets(report_to: str) -> list[str]:
+    """`--report-to tensorboard,wandb` as a list ([] for "none" or nothing): the trainers' switch,
+    shared by the rollout, search and pipeline stages for their final metrics."""
+    targets = [t.strip() for t in report_to.split(",") if t.strip()]
+    return [] if targets in ([], ["none"]) else targets
+
+
 def check_range(name: str, value: Any, where: str | None = None) -> None:
     """Raise ValueError `WHERE: got VALUE; it must be RULE` when `value` is outside `RANGES[name]`."""
     rule = RANGES.get(name)

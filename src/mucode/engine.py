@@ -135,7 +135,15 @@ class EpisodeConfig:
         },
     )
 
+    report_to: str = field(
+        default="none",
+        metadata={
+            "help": "Where the final metrics go too, comma-separated: tensorboard (OUT/runs/), wandb (set WANDB_PROJECT), none."
+        },
+    )
+
     def __post_init__(self) -> None:
+        check_report_to(self.report_to)
         if self.preamble not in PREAMBLES:
             raise ValueError(f"got preamble={self.preamble!r}; choose one of {', '.join(PREAMBLES)}")
         if self.feedback not in FEEDBACK_STYLES:
@@ -175,6 +183,21 @@ class EpisodeConfig:
                 f"got tensor_parallel_size={self.tensor_parallel_size} with --backend {self.backend}; it applies to --backend vllm only"
             )
         return {**dtype, "batch_size": self.batch_size()}
+
+
+def check_report_to(report_to: str) -> None:
+    """A `report_to` of episode stages names only tensorboard and wandb, and wandb only when it
+    is installed (said before any model loads, not after the run)."""
+    import importlib.util
+
+    from mucode.config import report_targets
+
+    targets = report_targets(report_to)
+    unknown = [t for t in targets if t not in ("tensorboard", "wandb")]
+    if unknown:
+        raise ValueError(f"got report_to={report_to!r}; choose from tensorboard, wandb, none (comma-separated)")
+    if "wandb" in targets and importlib.util.find_spec("wandb") is None:
+        raise ValueError("report_to=wandb: the wandb package is not installed (pip install wandb), or drop wandb")
 
 
 def seeding_name(name: str) -> str:

@@ -121,8 +121,9 @@ class FinetuneConfig:
 
     def report_targets(self) -> list[str]:
         """`report_to` as the list transformers expects."""
-        targets = [t.strip() for t in self.report_to.split(",") if t.strip()]
-        return [] if targets in ([], ["none"]) else targets
+        from mucode.config import report_targets
+
+        return report_targets(self.report_to)
 
 
 # ----------------------------------------------------------------------------------- results

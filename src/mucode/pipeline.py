@@ -660,13 +660,11 @@ class Pipeline:
     # -- stages
 
     def rollouts(self, model: str, folder: Path) -> dict[str, Any]:
-        from mucode.metrics import summarize_trajectories as summarize
-        from mucode.rollouts import run_rollouts
-        from mucode.store import read_trajectories
+        from mucode.rollouts import run_rollouts, write_summary
 
-        stats = run_rollouts(self.rollout_config(model, folder), progress=self.progress)
-        summary = summarize(read_trajectories(folder))
-        _write_json(folder / "summary.json", summary)
+        config = self.rollout_config(model, folder)
+        stats = run_rollouts(config, progress=self.progress)
+        summary = write_summary(config)
         return {
             "model": model,
             "trajectories": summary["trajectories"],

@@ -240,6 +240,18 @@ def check_before_run(config: RolloutConfig) -> None:
     load_selected_problems(config.problems, config.problems_path, config.limit, config.seed, config.first)
 
 
+def write_summary(config: RolloutConfig) -> dict[str, Any]:
+    """The summary of every trajectory in `config.out` (`summarize_trajectories`): written to
+    OUT/summary.json and sent to `config.report_to`."""
+    from mucode.metrics import summarize_trajectories
+    from mucode.reports.tracking import report_metrics
+
+    summary = summarize_trajectories(run_folder.read_trajectories(config.out))
+    run_folder.write_json(Path(config.out) / run_folder.SUMMARY_FILE, summary)
+    report_metrics(config.report_to, config.out, summary, tag="rollouts")
+    return summary
+
+
 def run_rollouts(config: RolloutConfig, progress: bool = True) -> RolloutStats:
     """Resolve the problems, the model and the sandbox from `config`, then collect in this process
     (resuming). Raises FolderInUse if another process is writing into `config.out`. A config with

@@ -394,9 +394,11 @@ def _run_search(config: SearchConfig, progress: bool) -> SearchSummary:
         if bar is not None:
             bar.close()
     from mucode.metrics import summarize_searches
+    from mucode.reports.tracking import report_metrics
 
     metrics = summarize_searches(read_searches(out), config.turns)
     write_json(out / SUMMARY_FILE, metrics)
+    report_metrics(config.report_to, out, metrics, tag="search")
     return SearchSummary(out, metrics, len(run), time.perf_counter() - started)
 
 

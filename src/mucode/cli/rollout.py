@@ -27,9 +27,7 @@ Examples:
 @config_options(RolloutConfig)
 def rollout_command(config_file: Path | None, **flags: Any) -> int:
     """Collect R trajectories of up to T turns per problem into OUT/trajectories.jsonl."""
-    from mucode.metrics import summarize_trajectories
-    from mucode.rollouts import run_rollouts
-    from mucode.store import SUMMARY_FILE, read_trajectories, write_json
+    from mucode.rollouts import run_rollouts, write_summary
 
     config = build_config(RolloutConfig, config_file, flags)
     if config.ray:  # the caller chooses: the engine knows nothing of Ray
@@ -38,8 +36,7 @@ def rollout_command(config_file: Path | None, **flags: Any) -> int:
         stats = run_rollouts_on_ray(config)
     else:
         stats = run_rollouts(config)
-    summary = summarize_trajectories(read_trajectories(config.out))
-    write_json(Path(config.out) / SUMMARY_FILE, summary)
+    summary = write_summary(config)
     click.echo(
         f"{summary['trajectories']} trajectories over {summary.get('problems', 0)} problems in {config.out} "
         f"(this run: {stats.trajectories} in {stats.wall_s:.1f} s, {stats.tokens_per_s:.0f} generated tokens/s)"
