@@ -30,7 +30,8 @@ def readme_commands() -> dict[str, str]:
 
 def test_the_readme_marks_an_install_and_run_command_and_a_test_command():
     commands = readme_commands()
-    assert set(commands) == {"main", "test"}
+    assert set(commands) == {"main", "test", "engines"}
+    assert "openvino" in commands["engines"] and "pytest tests/test_generation_openvino.py" in commands["engines"]
     assert commands["main"].startswith(
         "python3 -m venv .venv && . .venv/bin/activate && pip install -e . && mucode run --preset demo"
     )
@@ -39,7 +40,7 @@ def test_the_readme_marks_an_install_and_run_command_and_a_test_command():
 
 def test_ci_runs_the_extracted_readme_commands_and_installs_nothing_else():
     ci = (ROOT / ".ci" / "run").read_text()
-    assert "readme_commands.py main" in ci and "readme_commands.py test" in ci
+    assert all(f"readme_commands.py {name}" in ci for name in ("main", "test", "engines"))
     assert "pip install" not in ci  # every install is in the README's own commands
 
 

@@ -22,6 +22,7 @@ up to MAX_INFRA_ATTEMPTS runs; an episode whose kept program still has one ends 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import random
@@ -50,63 +51,33 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class EpisodeConfig:
-    """The parameters rollouts and searches share (`RolloutConfig`, `SearchConfig` extend it; a
-    subclass redeclares a field to change its default or help, and the field keeps its place).
+class EpisodeOptions:
+    """The episode settings of every stage that runs episodes: rollouts and searches
+    (`EpisodeConfig`), and the pipeline, which hands them to both (`episode_options()`).
 
-    The model and its engine: model, backend, base_url, dtype. The problems: problems
-    (SOURCE[:SPLIT]), problems_path, limit, first. Sampling and episodes: turns, temperature,
-    top_p, max_new_tokens, seed. The protocol: preamble, feedback, timeout_s, timeout_scope.
-    Throughput: max_live (episodes advanced together), workers (sandbox). Outputs: out.
+    Sampling and episodes: turns, temperature, top_p, max_new_tokens, seed, dtype. The problems:
+    problems_path, limit. The protocol: preamble, feedback, timeout_s, timeout_scope. Throughput:
+    max_live (episodes advanced together), workers (sandbox).
     """
 
-    model: str = field(
-        default="smollm2-135m",
-        metadata={"help": "Preset name, hub id, local folder, GGUF file, or the served model name (openai backend)."},
-    )
-    problems: str = field(
-        default="humaneval", metadata={"help": "Problem set, SOURCE[:SPLIT] (e.g. mbpp:train, mbpp:test, humaneval)."}
-    )
-    out: str = field(default="runs/episodes", metadata={"help": "Output folder."})
-    turns: int = field(default=3, metadata={"help": "Most turns per episode (T); 1 = single-turn."})
-    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature; 0.0 = greedy."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass."})
-    max_new_tokens: int = field(default=1000, metadata={"help": "Most tokens per reply."})
     seed: int = field(default=0, metadata={"help": "Base seed (problem subset, sampling, selection)."})
+    problems_path: str | None = field(
+        default=None, metadata={"help": "MBPP data file or folder (else $MUCODE_MBPP_PATH, then the hub)."}
+    )
     limit: int | None = field(
         default=None,
         metadata={"help": "A seeded random subset of this many problems (the seed picks it; see --first)."},
     )
-    first: int | None = field(
-        default=None, metadata={"help": "The first N problems in the set's order (lm-eval's --limit)."}
-    )
-    problems_path: str | None = field(
-        default=None, metadata={"help": "MBPP data file or folder (else $MUCODE_MBPP_PATH, then the hub)."}
-    )
-    backend: str = field(
-        default="auto",
-        metadata={
-            "help": "Generation backend: auto (OpenVINO on CPU if installed, vLLM on CUDA, else hf) | hf | openvino | openai | vllm.",
-            "choices": ["auto", "hf", "openvino", "openai", "vllm"],
-        },
-    )
-    base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible server URL (openai backend)."})
     dtype: str | None = field(
         default=None,
         metadata={
             "help": "Model dtype (hf / vllm backends); default: bfloat16 where the device computes it natively (AVX512-BF16/AMX CPUs, bf16 GPUs) for hf, bfloat16 for vLLM."
         },
     )
-    tensor_parallel_size: int = field(
-        default=1, metadata={"help": "GPUs one vLLM engine splits the model over (vllm backend)."}
-    )
-    routing: str = field(
-        default="round-robin",
-        metadata={
-            "help": "How requests are spread over several --base-url replicas (comma-separated).",
-            "choices": ["round-robin", "least-loaded"],
-        },
-    )
+    turns: int = field(default=3, metadata={"help": "Most turns per episode (T); 1 = single-turn."})
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature; 0.0 = greedy."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass."})
+    max_new_tokens: int = field(default=1000, metadata={"help": "Most tokens per reply."})
     max_live: int = field(
         default=32,
         metadata={"help": "Episodes advanced together (one generation batch; a search samples n for each)."},
@@ -135,6 +106,60 @@ class EpisodeConfig:
         },
     )
 
+    def __post_init__(self) -> None:
+        if self.preamble not in PREAMBLES:
+            raise ValueError(f"got preamble={self.preamble!r}; choose one of {', '.join(PREAMBLES)}")
+        if self.feedback not in FEEDBACK_STYLES:
+            raise ValueError(f"got feedback={self.feedback!r}; choose one of {', '.join(FEEDBACK_STYLES)}")
+        for name in ("turns", "max_new_tokens", "max_live"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"got {name}={getattr(self, name)}; it must be >= 1")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"got limit={self.limit}; it must be >= 1 (or unset for every problem)")
+
+    def episode_options(self) -> dict[str, Any]:
+        """These settings by name (what the pipeline passes on to its rollout and search stages)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(EpisodeOptions)}
+
+
+@dataclass
+class EpisodeConfig(EpisodeOptions):
+    """The parameters rollouts and searches share (`RolloutConfig`, `SearchConfig` extend it; a
+    subclass redeclares a field to change its default or help, and the field keeps its place):
+    the `EpisodeOptions`, and the model and its engine (model, backend, base_url,
+    tensor_parallel_size, routing), the problems (problems: SOURCE[:SPLIT], first), outputs (out,
+    report_to).
+    """
+
+    model: str = field(
+        default="smollm2-135m",
+        metadata={"help": "Preset name, hub id, local folder, GGUF file, or the served model name (openai backend)."},
+    )
+    problems: str = field(
+        default="humaneval", metadata={"help": "Problem set, SOURCE[:SPLIT] (e.g. mbpp:train, mbpp:test, humaneval)."}
+    )
+    out: str = field(default="runs/episodes", metadata={"help": "Output folder."})
+    first: int | None = field(
+        default=None, metadata={"help": "The first N problems in the set's order (lm-eval's --limit)."}
+    )
+    backend: str = field(
+        default="auto",
+        metadata={
+            "help": "Generation backend: auto (OpenVINO on CPU if installed, vLLM on CUDA, else hf) | hf | openvino | openai | vllm.",
+            "choices": ["auto", "hf", "openvino", "openai", "vllm"],
+        },
+    )
+    base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible server URL (openai backend)."})
+    tensor_parallel_size: int = field(
+        default=1, metadata={"help": "GPUs one vLLM engine splits the model over (vllm backend)."}
+    )
+    routing: str = field(
+        default="round-robin",
+        metadata={
+            "help": "How requests are spread over several --base-url replicas (comma-separated).",
+            "choices": ["round-robin", "least-loaded"],
+        },
+    )
     report_to: str = field(
         default="none",
         metadata={
@@ -143,16 +168,10 @@ class EpisodeConfig:
     )
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_report_to(self.report_to)
-        if self.preamble not in PREAMBLES:
-            raise ValueError(f"got preamble={self.preamble!r}; choose one of {', '.join(PREAMBLES)}")
-        if self.feedback not in FEEDBACK_STYLES:
-            raise ValueError(f"got feedback={self.feedback!r}; choose one of {', '.join(FEEDBACK_STYLES)}")
-        for name in ("turns", "max_new_tokens", "max_live", "tensor_parallel_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"got {name}={getattr(self, name)}; it must be >= 1")
-        if self.limit is not None and self.limit < 1:
-            raise ValueError(f"got limit={self.limit}; it must be >= 1 (or unset for every problem)")
+        if self.tensor_parallel_size < 1:
+            raise ValueError(f"got tensor_parallel_size={self.tensor_parallel_size}; it must be >= 1")
 
     def limits(self) -> Limits:
         """What one program may use in the sandbox."""

@@ -25,6 +25,7 @@ and stages.json (per-stage timings).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import random
@@ -38,8 +39,8 @@ from typing import Any
 
 from mucode import __version__
 from mucode.config import config_to_dict, load_config, read_yaml_mapping, save_config
-from mucode.problems.prelude import PREAMBLES
-from mucode.prompts import FEEDBACK_STYLES
+from mucode.engine import EpisodeOptions
+from mucode.training.relabel import RelabelOptions
 
 
 Say = Callable[[str], None]
@@ -91,9 +92,12 @@ SEARCH_SET = {
 
 
 @dataclass
-class PipelineConfig:
+class PipelineConfig(RelabelOptions, EpisodeOptions):
     """One µCode run: iteration 0 (base rollouts -> verifier), `iterations` generator iterations,
-    then evaluation. Defaults are the paper's schedule (METHOD.md §2) with the default model."""
+    then evaluation. Defaults are the paper's schedule (METHOD.md §2) with the default model. The
+    episode settings (`EpisodeOptions`: turns, temperature, max_new_tokens, preamble, feedback,
+    timeouts, ...) go to every rollout and search stage; the expert settings (`RelabelOptions`:
+    top_m, expert_rank, unsolved, dedupe) to every relabeling."""
 
     out: str = field(default="runs/mucode", metadata={"help": "Run folder (re-run the same command to resume)."})
     seed: int = field(
@@ -105,19 +109,7 @@ class PipelineConfig:
             "help": "Base generator (a preset, hub id, local folder or GGUF; `tiny-random` builds a tiny random model)."
         },
     )
-    dtype: str | None = field(
-        default=None,
-        metadata={
-            "help": "Dtype of the generator for rollouts and searches (default: each backend's, bfloat16 where the device has it)."
-        },
-    )
     problems: str = field(default="mbpp:train", metadata={"help": "Training problems, SOURCE[:SPLIT]."})
-    problems_path: str | None = field(
-        default=None, metadata={"help": "MBPP data file or folder (else $MUCODE_MBPP_PATH, then the hub)."}
-    )
-    limit: int | None = field(
-        default=None, metadata={"help": "Seeded subset of this many training problems (all if unset)."}
-    )
     iter0_rollouts: str | None = field(
         default=None,
         metadata={
@@ -125,22 +117,6 @@ class PipelineConfig:
         },
     )
     rollouts: int = field(default=15, metadata={"help": "Trajectories per training problem and iteration."})
-    turns: int = field(default=3, metadata={"help": "Most turns per trajectory and per search."})
-    temperature: float = field(default=0.7, metadata={"help": "Rollout sampling temperature."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass (rollouts and Best-of-N)."})
-    max_new_tokens: int = field(default=1000, metadata={"help": "Most tokens per reply."})
-    max_live: int = field(
-        default=32, metadata={"help": "Episodes or searches advanced together (one generation batch)."}
-    )
-    workers: int | None = field(default=None, metadata={"help": "Sandbox workers (default: one per core)."})
-    timeout_s: float = field(default=3.0, metadata={"help": "Sandbox wall-clock limit per test, in seconds."})
-    timeout_scope: str = field(
-        default="test",
-        metadata={
-            "help": "What timeout_s bounds: each test (and the loading) on its own clock, or the program's whole suite together (the reference code's 10 s per suite).",
-            "choices": ["test", "suite"],
-        },
-    )
     iterations: int = field(default=2, metadata={"help": "Generator iterations after iteration 0 (paper: 2)."})
     last_rollouts: bool = field(
         default=True,
@@ -189,48 +165,11 @@ class PipelineConfig:
         default_factory=dict,
         metadata={"help": "Overrides of the generator SFT config (e.g. finetune, learning_rate, max_steps)."},
     )
-    top_m: int = field(
-        default=3, metadata={"help": "Failed trajectories per problem relabeled with the expert program."}
-    )
-    expert_rank: str = field(
-        default="combined",
-        metadata={
-            "help": "Expert program: combined (100*oracle + verifier), verifier, oracle.",
-            "choices": ["combined", "verifier", "oracle"],
-        },
-    )
-    unsolved: str = field(
-        default="drop",
-        metadata={
-            "help": "Problems without a correct program: drop, or keep the verifier's best.",
-            "choices": ["drop", "keep"],
-        },
-    )
-    dedupe: bool = field(
-        default=True,
-        metadata={
-            "help": "Keep one copy of repeated (prompt, completion) SFT examples (the reference keeps every copy)."
-        },
-    )
     union: str = field(
         default="paper",
         metadata={
             "help": "paper: D_{I-1} (rollouts of iteration I-1 relabeled by verifier I-1) joins the earlier iterations' data unchanged; relabel-all: every earlier iteration's rollouts relabeled again by the latest verifier, the expert chosen across iterations.",
             "choices": list(UNIONS),
-        },
-    )
-    preamble: str = field(
-        default="problem",
-        metadata={
-            "help": "What runs before each program in rollouts and searches: none, problem, reference.",
-            "choices": list(PREAMBLES),
-        },
-    )
-    feedback: str = field(
-        default="rich",
-        metadata={
-            "help": "Feedback wording in rollouts and searches: rich or reference.",
-            "choices": list(FEEDBACK_STYLES),
         },
     )
     max_sft_examples: int | None = field(
@@ -260,6 +199,7 @@ class PipelineConfig:
     eval_base: bool = field(default=True, metadata={"help": "Also evaluate the base generator (the baseline rows)."})
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for method in [self.method, *self.methods]:
             if method not in METHODS:
                 raise ValueError(f"method: got {method!r}; choose one of {', '.join(METHODS)}")
@@ -281,7 +221,7 @@ class PipelineConfig:
                 raise ValueError(f"eval_extra_selectors: {name}: expected a list of selectors, got {selectors!r}")
         if self.union not in UNIONS:
             raise ValueError(f"union: got {self.union!r}; choose one of {', '.join(UNIONS)}")
-        for name in ("rollouts", "turns", "max_new_tokens", "max_live", "eval_n", "eval_searches", "top_m"):
+        for name in ("rollouts", "eval_n", "eval_searches", "top_m"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: got {getattr(self, name)}; it must be >= 1")
         if self.iterations < 0:
@@ -555,51 +495,24 @@ class Pipeline:
         from mucode.rollouts import RolloutConfig
 
         c = self.config
-        own = dict(
-            model=model,
-            problems=c.problems,
-            problems_path=c.problems_path,
-            limit=c.limit,
-            rollouts=c.rollouts,
-            turns=c.turns,
-            temperature=c.temperature,
-            top_p=c.top_p,
-            max_new_tokens=c.max_new_tokens,
-            seed=c.seed,
-            dtype=c.dtype,
-            max_live=c.max_live,
-            workers=c.workers,
-            timeout_s=c.timeout_s,
-            timeout_scope=c.timeout_scope,
-            out=str(folder),
-            preamble=c.preamble,
-            feedback=c.feedback,
-        )
+        own = {
+            **c.episode_options(),
+            "model": model,
+            "problems": c.problems,
+            "rollouts": c.rollouts,
+            "out": str(folder),
+        }
         return stage_config(RolloutConfig, own, c.rollout, "rollout")
 
     def search_config(self, model: str, problems: str, mode: dict[str, Any], folder: Path) -> Any:
         from mucode.search import SearchConfig
 
         c = self.config
-        own = dict(
-            model=model,
-            problems=problems,
-            problems_path=c.problems_path,
-            limit=c.eval_limit,
-            seed=c.seed,
-            turns=c.turns,
-            top_p=c.top_p,
-            max_new_tokens=c.eval_max_new_tokens or c.max_new_tokens,
-            dtype=c.dtype,
-            max_live=c.max_live,
-            workers=c.workers,
-            timeout_s=c.timeout_s,
-            timeout_scope=c.timeout_scope,
-            out=str(folder),
-            preamble=c.preamble,
-            feedback=c.feedback,
-            **mode,
-        )
+        own = {
+            **c.episode_options(),
+            "model": model, "problems": problems, "limit": c.eval_limit, "out": str(folder),
+            "max_new_tokens": c.eval_max_new_tokens or c.max_new_tokens, "temperature": c.eval_temperature, **mode,
+        }  # fmt: skip
         return stage_config(SearchConfig, own, c.search, "search")
 
     def verifier_config(self, method: str, iteration: int, folder: Path) -> Any:
@@ -717,7 +630,7 @@ class Pipeline:
 
     def relabel(self, method: str, iteration: int, folder: Path) -> dict[str, Any]:
         """iterI/sft/all.jsonl (see `union`), then its seeded subsample sft.jsonl."""
-        from mucode.training.relabel import RelabelOptions, build_sft_data
+        from mucode.training.relabel import build_sft_data
 
         c = self.config
         verifier = self.out / self.folder(method, iteration - 1, "verifier")
@@ -726,9 +639,7 @@ class Pipeline:
             from mucode.verifier import VerifierScorer
 
             scorer = VerifierScorer.load(str(verifier), progress=self.progress)
-        options = RelabelOptions(
-            top_m=c.top_m, expert_rank=c.expert_rank, unsolved=c.unsolved, dedupe=c.dedupe, seed=c.seed
-        )
+        options = RelabelOptions(**{f.name: getattr(c, f.name) for f in dataclasses.fields(RelabelOptions)})
         if c.union == "relabel-all":
             rollouts = [self.out / self.folder(method, i, "rollouts") for i in range(iteration)]
             stats = build_sft_data(

@@ -90,6 +90,9 @@ class RelabelOptions:
     seed: int = field(default=0, metadata={"help": "Breaks ties in the rankings (seeded per problem)."})
 
     def __post_init__(self) -> None:
+        parent = getattr(super(), "__post_init__", None)  # a config that also extends another options class
+        if parent is not None:
+            parent()
         if self.top_m < 0:
             raise ValueError(f"got top_m={self.top_m}; it must be >= 0 (0 = no failed trajectory is relabeled)")
 
