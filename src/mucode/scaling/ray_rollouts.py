@@ -98,7 +98,7 @@ class WorkerSpec:
     def from_config(cls, config: RolloutConfig) -> WorkerSpec:
         return cls(
             backend=config.backend,
-            model=config.model,
+            model=driver_path(config.model),
             backend_options=backend_options(config),
             rollouts=config.rollouts,
             turns=config.turns,
@@ -110,6 +110,14 @@ class WorkerSpec:
             preamble=config.preamble,
             feedback=config.feedback,
         )
+
+
+def driver_path(ref: str) -> str:
+    """A model reference as actors must see it: a local path that exists on the driver becomes
+    absolute (an actor starts in its raylet's folder, where `runs/g0/model` names nothing); preset
+    names, hub ids and absolute paths pass unchanged."""
+    path = Path(ref).expanduser()
+    return str(path.resolve()) if not path.is_absolute() and path.exists() else ref
 
 
 class _StreamingSink:
