@@ -229,6 +229,17 @@ def test_execute_returns_the_exec_json_and_a_hostile_program_blocks_nothing(serv
             "the limit is 20000",
         ),
         ("/v1/score", {"pairs": [{"problem": "p", "program": "x = 1"}]}, 409, "no verifier"),
+        ("/v1/score", {"pairs": [{"problem": "p"}]}, 400, "give problem and program, or messages and reply"),
+        (
+            "/v1/score",
+            {
+                "pairs": [
+                    {"problem": "p", "program": "x", "messages": [{"role": "user", "content": "p"}], "reply": "x"}
+                ]
+            },
+            400,
+            "not both",
+        ),
     ],
 )
 def test_malformed_requests_get_a_clear_4xx_and_the_server_stays_up(server, path, body, status, message):

@@ -74,7 +74,7 @@ class SearchConfig(EpisodeConfig):
     verifier: str | None = field(
         default=None,
         metadata={
-            "help": "Trained verifier folder (needed by the lv and pt+lv selectors; else scores are recorded when given)."
+            "help": "Trained verifier folder, or the URL of a `mucode serve --verifier` server (needed by the lv and pt+lv selectors; else scores are recorded when given)."
         },
     )
     out: str = field(default="runs/search", metadata={"help": "Output folder."})
@@ -325,8 +325,12 @@ def run_search(config: SearchConfig, progress: bool = True) -> SearchSummary:
     load_selected_problems(config.problems, config.problems_path, config.limit, config.seed, config.first)
     if config.verifier is not None:
         from mucode.verifier.model import verifier_dir
+        from mucode.verifier.remote import RemoteScorer, is_url
 
-        verifier_dir(config.verifier)
+        if is_url(config.verifier):
+            RemoteScorer(config.verifier).check()
+        else:
+            verifier_dir(config.verifier)
     check_generator(config.backend, config.model, base_url=config.base_url)
     config = replace(config, backend=resolve_backend(config.backend, config.model, base_url=config.base_url))
     check_resumable(config, config.out, what="searches", missing=LEGACY_DEFAULTS, renamed=RENAMED)
@@ -466,16 +470,18 @@ def _run_metadata(config: SearchConfig, problems_sha256: str) -> dict[str, Any]:
 
 
 def load_scorer(verifier: str | None) -> Scorer | None:
-    """The verifier of a trained verifier folder (None without one), with the fix when the folder is missing."""
+    """The verifier of a trained verifier folder or of a `mucode serve --verifier` URL (None without
+    one), with the fix when the folder is missing."""
+    from mucode.verifier.remote import is_url
+    from mucode.verifier.remote import load_scorer as load_verifier_scorer
+
     if verifier is None:
         return None
-    if not Path(verifier).exists():
+    if not is_url(verifier) and not Path(verifier).exists():
         raise FileNotFoundError(
             f"verifier folder {verifier} does not exist; train one with `mucode verifier train --out {verifier}`"
         )
-    from mucode.verifier.scoring import VerifierScorer
-
-    return VerifierScorer.load(verifier)
+    return load_verifier_scorer(verifier)
 
 
 def _progress_bar(total: int, done: int):

@@ -17,7 +17,7 @@ from typing import Any, Literal, Union
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from starlette.concurrency import run_in_threadpool
 
 from mucode.engine import SELECTORS, VERIFIER_SELECTORS
@@ -79,8 +79,26 @@ class ExecuteRequest(BaseModel):
 
 
 class ScorePair(BaseModel):
-    problem: str
-    program: str
+    """A program for a problem (`problem`, `program`), or a conversation state and the reply to
+    score (`messages`, `reply`: what a remote `mucode search --verifier URL` sends)."""
+
+    problem: str | None = None
+    program: str | None = None
+    messages: list[Message] | None = Field(default=None, min_length=1)
+    reply: str | None = None
+
+    @model_validator(mode="after")
+    def one_form(self) -> ScorePair:
+        if (self.problem is None) != (self.program is None) or (self.messages is None) != (self.reply is None):
+            raise ValueError("give problem and program, or messages and reply")
+        if (self.problem is None) == (self.messages is None):
+            raise ValueError("give either problem and program, or messages and reply, not both")
+        return self
+
+    def prompt_and_reply(self) -> tuple[Any, str]:
+        if self.messages is not None:
+            return [m.model_dump() for m in self.messages], self.reply
+        return self.problem, f"```python\n{self.program}\n```"
 
 
 class ScoreRequest(BaseModel):
@@ -265,9 +283,8 @@ def create_app(config: ServeConfig, services: Services | None = None) -> FastAPI
             raise bad_request("this server has no verifier; start it with --verifier DIR", 409)
         if len(body.pairs) > config.max_programs:
             raise bad_request(f"{len(body.pairs)} pairs; the limit is {config.max_programs}", 413)
-        prompts = [p.problem for p in body.pairs]
-        replies = [f"```python\n{p.program}\n```" for p in body.pairs]
-        scores = await run_in_threadpool(scorer.score, prompts, replies)
+        prompts, replies = zip(*(pair.prompt_and_reply() for pair in body.pairs))
+        scores = await run_in_threadpool(scorer.score, list(prompts), list(replies))
         return {"scores": scores}
 
     @app.post("/v1/chat/completions")

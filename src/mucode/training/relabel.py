@@ -34,6 +34,7 @@ was, plus D1 relabeled by V1): `mucode.pipeline` builds that one from one folder
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections import defaultdict
@@ -124,7 +125,10 @@ class RelabelConfig(RelabelOptions):
         },
     )
     verifier: str | None = field(
-        default=None, metadata={"help": "Trained verifier that scores the final programs (method mucode)."}
+        default=None,
+        metadata={
+            "help": "Trained verifier folder, or a `mucode serve --verifier` URL, that scores the final programs (method mucode)."
+        },
     )
     scores: list[str] = field(
         default_factory=list,
@@ -518,20 +522,12 @@ def run_relabel(config: RelabelConfig, progress: bool = True) -> RelabelStats:
         raise ValueError(
             f"method mucode with expert_rank={config.expert_rank!r} ranks programs by the verifier; pass --verifier DIR or --scores FILE ... (or --expert-rank oracle)"
         )
-    options = RelabelOptions(
-        top_m=config.top_m,
-        expert_rank=config.expert_rank,
-        unsolved=config.unsolved,
-        dedupe=config.dedupe,
-        seed=config.seed,
-    )
+    options = RelabelOptions(**{f.name: getattr(config, f.name) for f in dataclasses.fields(RelabelOptions)})
     scorer = None
     if config.verifier and config.method == "mucode":
-        from mucode.verifier.scoring import VerifierScorer
+        from mucode.verifier.remote import load_scorer
 
-        scorer = VerifierScorer.load(
-            config.verifier, batch_size=config.batch_size, device=config.device, progress=progress
-        )
+        scorer = load_scorer(config.verifier, batch_size=config.batch_size, device=config.device, progress=progress)
     scores = read_scores(config.scores) if config.scores else None
     stats = build_sft_data(
         config.method,
