@@ -545,3 +545,31 @@ def test_search_with_a_list_of_n_runs_one_search_per_n_and_reports_accuracy_agai
     assert "| n1 |" in report and "| n2 |" in report and "| greedy |" in report
     assert main(["search", "--n", "1,x", "--out", str(tmp_path / "bad")]) != 0
     assert "Error: got --n '1,x'" in capsys.readouterr().err
+
+
+def test_pass_at_k_with_many_single_turn_samples_reports_the_ks_asked_for(tmp_path, tiny_model_dir, problems_file):
+    """`mucode search --turns 1 --n K --k ...`: Codex-style pass@k, the unbiased estimator over each
+    problem's N x S turn-1 samples; a k above them is refused before anything runs."""
+    from mucode.cli import main
+    from mucode.metrics import candidate_correct, mean_pass_at_k
+
+    out = tmp_path / "passk"
+    code = main([
+        "search", "--model", str(tiny_model_dir), "--problems", str(problems_file), "--n", "3", "--selector", "random",
+        "--turns", "1", "--searches", "2", "--temperature", "1.0", "--max-new-tokens", "4", "--workers", "1",
+        "--k", "1,4,6", "--out", str(out),
+    ])  # fmt: skip
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["pass_at_k"]) == ["1", "4", "6"]
+    by_problem: dict[str, list[bool]] = {}
+    for record in read_searches(out):
+        by_problem.setdefault(record["problem_id"], []).extend(
+            candidate_correct(c) for c in record["turns"][0]["candidates"]
+        )
+    samples, correct = [len(v) for v in by_problem.values()], [sum(v) for v in by_problem.values()]
+    assert samples == [6] * len(by_problem)
+    for k in (1, 4, 6):
+        assert summary["pass_at_k"][str(k)] == pytest.approx(mean_pass_at_k(samples, correct, k))
+    assert main(["search", "--n", "3", "--k", "1,7", "--out", str(tmp_path / "bad")]) != 0
+    assert not (tmp_path / "bad").exists()

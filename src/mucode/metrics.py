@@ -218,7 +218,9 @@ def _private_passed(turn: Mapping[str, Any]) -> bool | None:
     return None if not private else bool(private.get("passed"))
 
 
-def summarize_records(records: Iterable[Mapping[str, Any]], max_turns: int | None = None) -> dict[str, Any]:
+def summarize_records(
+    records: Iterable[Mapping[str, Any]], max_turns: int | None = None, ks: Sequence[int] | None = None
+) -> dict[str, Any]:
     """The numbers of summary.json from search records (searches.jsonl rows, or trajectories
     through `trajectory_as_record`). The one definition used by `mucode search`, `mucode rollout`
     and `mucode report`.
@@ -229,7 +231,7 @@ def summarize_records(records: Iterable[Mapping[str, Any]], max_turns: int | Non
     Student-t interval over the S search indices (the spread between repeated searches, not an
     interval over problems); private_only_accuracy: the final answer passes the private tests
     (records that store it only, else None); pass_at_k: unbiased, from each problem's turn-1
-    candidates pooled over its searches, for k in PASS_AT_K_VALUES up to N and k = N.
+    candidates pooled over its searches, for `ks` (default: PASS_AT_K_VALUES up to N, and k = N).
     """
     rows = [dict(r) for r in records]
     if not rows:
@@ -261,17 +263,19 @@ def summarize_records(records: Iterable[Mapping[str, Any]], max_turns: int | Non
         "private_only_accuracy": _private_only_accuracy(rows),
         "public_pass_rate": _share(row["solved_public"] for row in rows),
         "any_of_s_accuracy": _share(any(record_correct(r) for r in group) for group in by_problem.values()),
-        "pass_at_k": first_turn_pass_at_k(by_problem),
+        "pass_at_k": first_turn_pass_at_k(by_problem, ks),
         "completion_tokens": sum(row.get("completion_tokens") or 0 for row in rows),
         "tokens_saved": _sum_or_none(row.get("tokens_saved") for row in rows),
         "wall_s": _sum_or_none([row.get("wall_s") for row in rows], digits=3),
     }
 
 
-def summarize_searches(records: Iterable[Any], max_turns: int | None = None) -> dict[str, Any]:
+def summarize_searches(
+    records: Iterable[Any], max_turns: int | None = None, ks: Sequence[int] | None = None
+) -> dict[str, Any]:
     """`summarize_records` of search records given as dicts (searches.jsonl rows) or as objects
     with `to_dict()` (`mucode.search.SearchRecord`): summary.json of `mucode search`."""
-    return summarize_records((r.to_dict() if hasattr(r, "to_dict") else r for r in records), max_turns)
+    return summarize_records((r.to_dict() if hasattr(r, "to_dict") else r for r in records), max_turns, ks)
 
 
 def summarize_trajectories(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
@@ -302,14 +306,17 @@ def per_problem_accuracy(records: Iterable[Mapping[str, Any]]) -> dict[str, floa
     return {pid: sum(v) / len(v) for pid, v in outcomes.items()}
 
 
-def first_turn_pass_at_k(by_problem: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, float]:
+def first_turn_pass_at_k(
+    by_problem: Mapping[str, Sequence[Mapping[str, Any]]], ks: Sequence[int] | None = None
+) -> dict[str, float]:
     """Unbiased pass@k of the turn-1 candidates, pooled over a problem's searches (the
-    single-turn sampling baseline); k runs over PASS_AT_K_VALUES up to the smallest N, and N."""
+    single-turn sampling baseline); k runs over `ks`, by default PASS_AT_K_VALUES up to the
+    smallest N, and N. A k above a problem's sample count is an error (`pass_at_k`)."""
     firsts = [[c for r in group if r["turns"] for c in r["turns"][0]["candidates"]] for group in by_problem.values()]
     n_min = min(len(r["turns"][0]["candidates"]) for group in by_problem.values() for r in group if r["turns"])
     samples = [len(f) for f in firsts]
     correct = [sum(candidate_correct(c) for c in f) for f in firsts]
-    ks = sorted({k for k in PASS_AT_K_VALUES if k <= n_min} | {n_min})
+    ks = sorted(ks) if ks else sorted({k for k in PASS_AT_K_VALUES if k <= n_min} | {n_min})
     return {str(k): mean_pass_at_k(samples, correct, k) for k in ks}
 
 

@@ -89,6 +89,12 @@ class SearchConfig(EpisodeConfig):
         default="pt", metadata={"help": "How one of the N programs is kept.", "choices": list(SELECTORS)}
     )
     searches: int = field(default=1, metadata={"help": "Independent searches per problem (S)."})
+    k: str | None = field(
+        default=None,
+        metadata={
+            "help": "pass@k values of the turn-1 samples to report (unbiased estimator), comma-separated, each <= N*S, e.g. --turns 1 --n 200 --k 1,10,100; default 1, 2, 5, 10, 20, 50, 100 up to N, and N."
+        },
+    )
     seeding: str = field(
         default="episode",
         metadata={
@@ -106,9 +112,25 @@ class SearchConfig(EpisodeConfig):
             if getattr(self, name) < 1:
                 raise ValueError(f"got {name}={getattr(self, name)}; it must be >= 1")
         self.seeding = seeding_name(self.seeding)
+        self.k_values()  # checked now, used when the summary is written
         check_search_settings(
             self.n, self.selector, self.temperature, self.searches, self.verifier is not None, self.seeding
         )
+
+    def k_values(self) -> list[int] | None:
+        """`k` as a sorted list of ints (None: the default values)."""
+        if self.k is None:
+            return None
+        try:
+            values = sorted({int(part) for part in str(self.k).split(",") if part.strip()})
+        except ValueError:
+            raise ValueError(f"got k={self.k!r}; give comma-separated integers such as 1,10,100") from None
+        if not values or values[0] < 1 or values[-1] > self.n * self.searches:
+            raise ValueError(
+                f"got k={self.k!r}; each k must be >= 1 and at most the {self.n * self.searches} turn-1 samples per "
+                f"problem (N={self.n} x {self.searches} searches)"
+            )
+        return values
 
     def replies_per_step(self) -> int:
         return self.max_live * self.n  # every live search may wait on n requests at once
@@ -400,7 +422,7 @@ def _run_search(config: SearchConfig, progress: bool) -> SearchSummary:
     from mucode.metrics import summarize_searches
     from mucode.reports.tracking import report_metrics
 
-    metrics = summarize_searches(read_searches(out), config.turns)
+    metrics = summarize_searches(read_searches(out), config.turns, ks=config.k_values())
     write_json(out / SUMMARY_FILE, metrics)
     report_metrics(config.report_to, out, metrics, tag="search")
     return SearchSummary(out, metrics, len(run), time.perf_counter() - started)

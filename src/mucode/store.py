@@ -44,6 +44,7 @@ THROUGHPUT_ONLY = frozenset(
         "ray_gpus_per_actor",
         "tensor_parallel_size",
         "report_to",
+        "k",  # which pass@k the summary reports
         "base_url",  # the servers' addresses change after every scheduler restart; the served `model` is checked
     }
 )
