@@ -8,6 +8,7 @@ The per-trajectory seeding they rely on is checked without Ray in the default ru
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -287,3 +288,41 @@ def test_a_relative_model_path_reaches_the_actors_absolute(tiny_model_dir, mbpp_
         assert len(list(worker.run(problems, [(problems[0].id, 0)]))) == 1
     finally:
         worker.close()
+
+
+def pipeline_config_for(tiny_model_dir, mbpp_dir, out: Path, **rollout):
+    from mucode.pipeline import PipelineConfig
+
+    return PipelineConfig(
+        out=str(out), model=str(tiny_model_dir), problems="mbpp:train", problems_path=str(mbpp_dir),
+        limit=N_PROBLEMS, rollouts=ROLLOUTS, turns=TURNS, temperature=1.0, max_new_tokens=24, seed=5, timeout_s=2.0,
+        rollout={"seeding": "episode", "workers": 1, **rollout},
+    )  # fmt: skip
+
+
+def test_a_pipeline_rollout_stage_with_ray_set_needs_the_callers_ray_runner(tiny_model_dir, mbpp_dir, tmp_path):
+    from mucode.pipeline import Pipeline
+
+    config = pipeline_config_for(tiny_model_dir, mbpp_dir, tmp_path / "run", ray="auto")
+    with pytest.raises(ValueError, match="mucode run --ray ADDRESS"):
+        Pipeline(config, progress=False).rollouts(str(tiny_model_dir), tmp_path / "run" / "iter0" / "rollouts")
+
+
+@pytest.mark.slow
+def test_the_pipelines_rollout_stages_run_on_ray_with_the_records_of_one_process(
+    ray_cluster, tiny_model_dir, mbpp_dir, tmp_path
+):
+    """`mucode run --ray ADDRESS`: the pipeline's rollout stages go to the Ray actors through the
+    runner the CLI passes; the stage's trajectories equal a one-process pipeline's."""
+    from mucode.pipeline import Pipeline
+    from mucode.scaling.ray_rollouts import run_rollouts_on_ray
+
+    local_cfg = pipeline_config_for(tiny_model_dir, mbpp_dir, tmp_path / "local")
+    ray_cfg = pipeline_config_for(tiny_model_dir, mbpp_dir, tmp_path / "ray", ray="auto", ray_actors=2)
+    local = Pipeline(local_cfg, progress=False)
+    on_ray = Pipeline(ray_cfg, progress=False, run_rollouts=run_rollouts_on_ray)
+    local_info = local.rollouts(str(tiny_model_dir), tmp_path / "local" / "stage")
+    ray_info = on_ray.rollouts(str(tiny_model_dir), tmp_path / "ray" / "stage")
+    assert local_info["trajectories"] == ray_info["trajectories"] == N_PROBLEMS * ROLLOUTS
+    assert outcomes(tmp_path / "ray" / "stage") == outcomes(tmp_path / "local" / "stage")
+    assert json.loads((tmp_path / "ray" / "stage" / "run.json").read_text())["ray_actors"] == 2

@@ -54,6 +54,7 @@ THROUGHPUT_ONLY = {"max_live", "workers"}
 # Keys of the `rollout:` / `search:` sections that may change on resume (a stage already under way
 # is checked again by the stage itself: rollouts.check_resumable).
 SECTION_THROUGHPUT_ONLY = {
+    "ray",
     "backend",
     "base_url",
     "max_live",
@@ -63,6 +64,7 @@ SECTION_THROUGHPUT_ONLY = {
     "ray_actors",
     "ray_gpus_per_actor",
 }
+RolloutRunner = Callable[..., Any]  # (RolloutConfig, progress=bool) -> RolloutStats
 # Section keys the pipeline sets itself, and how to set them.
 PIPELINE_SET = {
     "model": "the top-level 'model' and each iteration's generator",
@@ -352,8 +354,17 @@ class PipelineResult:
 class Pipeline:
     """Runs the stages of one run folder in order, skipping finished ones."""
 
-    def __init__(self, config: PipelineConfig, say: Say | None = None, progress: bool = True) -> None:
+    def __init__(
+        self,
+        config: PipelineConfig,
+        say: Say | None = None,
+        progress: bool = True,
+        run_rollouts: RolloutRunner | None = None,
+    ) -> None:
+        """`run_rollouts`: what collects a rollout stage whose section sets `ray` (the caller
+        chooses, e.g. `mucode.scaling.ray_rollouts.run_rollouts_on_ray`; the pipeline imports no Ray)."""
         self.config = config
+        self.run_rollouts = run_rollouts
         self.out = Path(config.out)
         self.say = say or print
         self.progress = progress
@@ -576,7 +587,13 @@ class Pipeline:
         from mucode.rollouts import run_rollouts, write_summary
 
         config = self.rollout_config(model, folder)
-        stats = run_rollouts(config, progress=self.progress)
+        if config.ray and self.run_rollouts is None:
+            raise ValueError(
+                "rollout: ray is set, but this pipeline has no Ray runner: run it with `mucode run --ray ADDRESS` "
+                "(or pass run_rollouts=run_rollouts_on_ray)"
+            )
+        runner = self.run_rollouts if config.ray else run_rollouts
+        stats = runner(config, progress=self.progress)
         summary = write_summary(config)
         return {
             "model": model,
@@ -774,9 +791,11 @@ class Pipeline:
         return head + "\n".join(rows) + "\n"
 
 
-def run_pipeline(config: PipelineConfig, say: Say | None = None, progress: bool = True) -> PipelineResult:
+def run_pipeline(
+    config: PipelineConfig, say: Say | None = None, progress: bool = True, run_rollouts: RolloutRunner | None = None
+) -> PipelineResult:
     """Run (or resume) the whole method in `config.out`; see the module docstring for the stages."""
-    return Pipeline(config, say=say, progress=progress).run()
+    return Pipeline(config, say=say, progress=progress, run_rollouts=run_rollouts).run()
 
 
 # ------------------------------------------------------------------------------------------ helpers

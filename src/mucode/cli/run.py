@@ -54,6 +54,11 @@ Examples:
     help="Generation backend of every rollout and search (the rollout: / search: sections' backend).",
 )
 @click.option("--base-url", default=None, help="OpenAI server URL (openai backend), every rollout and search.")
+@click.option(
+    "--ray",
+    default=None,
+    help="Ray cluster address (auto, HOST:PORT): every rollout stage runs on its actors (the rollout: section's ray).",
+)
 @click.option("--eval-limit", type=int, default=None, help="Seeded subset of this many problems per evaluation set.")
 @click.option(
     "--eval-base/--no-eval-base",
@@ -73,6 +78,7 @@ def run_command(
     methods: tuple[str, ...],
     backend: str | None,
     base_url: str | None,
+    ray: str | None,
     **flags: Any,
 ) -> int:
     """Run µCode end to end: base rollouts, verifier, generator iterations (relabel, SFT,
@@ -89,8 +95,16 @@ def run_command(
     engine = {k: v for k, v in (("backend", backend), ("base_url", base_url)) if v is not None}
     if engine:
         config = replace(config, rollout={**config.rollout, **engine}, search={**config.search, **engine})
+    if ray is not None:
+        config = replace(config, rollout={**config.rollout, "ray": ray})
+    runner = None
+    if config.rollout.get("ray"):  # the caller chooses Ray; the pipeline imports none of it
+        from mucode.scaling.ray_rollouts import check_ray_installed, run_rollouts_on_ray
+
+        check_ray_installed()
+        runner = run_rollouts_on_ray
     if check:
-        pipeline = Pipeline(config, say=lambda message: click.echo(message, err=True))
+        pipeline = Pipeline(config, say=lambda message: click.echo(message, err=True), run_rollouts=runner)
         pipeline.preflight()
         click.echo(f"settings valid; the stages of {config.out}:")
         for name in [*pipeline.plan(), "report"]:
@@ -100,7 +114,9 @@ def run_command(
         except FolderInUse as running:  # --check still lists the stages: it is how one follows a run
             click.echo(f"note: {running}")
         return 0
-    result = run_pipeline(config, say=lambda message: click.echo(message, err=True), progress=not quiet)
+    result = run_pipeline(
+        config, say=lambda message: click.echo(message, err=True), progress=not quiet, run_rollouts=runner
+    )
     total = sum(s.get("seconds", 0) for s in result.stages.values() if not s.get("skipped"))
     click.echo(format_table(result.table))
     click.echo(f"report: {result.report}")
