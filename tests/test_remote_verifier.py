@@ -5,15 +5,11 @@ with the conversation state and the reply)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 from click.testing import CliRunner
+from serving import start_server, stop_server
 
 
 pytest.importorskip("fastapi")
@@ -40,32 +36,6 @@ def verifier_dir(tiny_model_dir, tmp_path_factory) -> Path:
     return folder
 
 
-def start_server(args: list[str], log: Path) -> tuple[subprocess.Popen, str]:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    sink = open(log, "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mucode", "serve", *args, "--port", str(port)],
-        stdout=sink,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(240):
-        if process.poll() is not None:
-            pytest.fail(f"server exited: {log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                return process, base
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    process.kill()
-    pytest.fail(f"server did not start: {log.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def servers(tiny_model_dir, verifier_dir, tmp_path_factory):
     logs = tmp_path_factory.mktemp("serve")
@@ -74,8 +44,7 @@ def servers(tiny_model_dir, verifier_dir, tmp_path_factory):
     without = start_server(model, logs / "plain.log")
     yield with_verifier[1], without[1]
     for process, _ in (with_verifier, without):
-        process.terminate()
-        process.wait(timeout=30)
+        stop_server(process)
 
 
 def test_remote_scores_equal_the_folders_in_process_scores(servers, verifier_dir):

@@ -5,8 +5,6 @@ a hostile program in /v1/execute that blocks nothing else, every kind of malform
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from serving import start_server, stop_server
 
 from mucode.prompts import initial_messages
 from mucode.serve.solver import problem_id
@@ -26,12 +25,6 @@ TESTS = ["assert f(1) == 1", "assert f(5) == 5"]
 IDENTITY = "def f(x):\n    return x"
 
 openai = pytest.importorskip("openai")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -53,53 +46,11 @@ def identity_model(tiny_model_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(identity_model, tmp_path_factory):
-    port = free_port()
-    log = tmp_path_factory.mktemp("serve") / "server.log"
-    with open(log, "w") as sink:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mucode",
-                "serve",
-                "--model",
-                str(identity_model),
-                "--port",
-                str(port),
-                "--max-new-tokens",
-                "16",
-                "--workers",
-                "2",
-                "--timeout-s",
-                "2",
-                "--max-tests",
-                "8",
-                "--max-n-turns",
-                "12",
-                "--max-body-bytes",
-                "20000",
-                "--batch-window-s",
-                "0.5",
-            ],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "OMP_NUM_THREADS": "1"},
-        )
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(240):
-            if process.poll() is not None:
-                pytest.fail(f"server exited: {log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        else:
-            process.kill()
-            pytest.fail(f"server did not start: {log.read_text()[-3000:]}")
-        yield base
-        process.terminate()
-        process.wait(timeout=30)
+    args = ["--model", str(identity_model), "--max-new-tokens", "16", "--workers", "2", "--timeout-s", "2",
+            "--max-tests", "8", "--max-n-turns", "12", "--max-body-bytes", "20000", "--batch-window-s", "0.5"]  # fmt: skip
+    process, base = start_server(args, tmp_path_factory.mktemp("serve") / "server.log")
+    yield base
+    stop_server(process)
 
 
 def client(base: str):
