@@ -88,11 +88,12 @@ class GRPOTrainConfig(FinetuneConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("num_generations", "max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"got {name}={getattr(self, name)}; it must be >= 1")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"got max_new_tokens={self.max_new_tokens}; it must be >= 1")
         if self.num_generations < 2:
-            raise ValueError("got num_generations=1; GRPO compares the completions of one prompt: use >= 2")
+            raise ValueError(
+                f"got num_generations={self.num_generations}; GRPO compares the completions of one prompt: use >= 2"
+            )
         if self.batch_size % self.num_generations:
             raise ValueError(
                 f"got batch_size={self.batch_size} and num_generations={self.num_generations}; batch_size counts "
