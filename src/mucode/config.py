@@ -1,6 +1,10 @@
 """Configs: typed dataclasses that load from YAML, take command-line overrides, and are saved next
 to every output.
 
+    @dataclass
+    class RolloutConfig:
+        rollouts: int = option(8, "Trajectories per problem.")
+
     config = load_config(RolloutConfig, "rollout.yaml", overrides={"temperature": 0.2})
     save_config(config, out_dir / "config.yaml")
 
@@ -109,6 +113,27 @@ def _describe(rule: tuple[float | None, float | None, bool | None, bool | None])
     if high is not None:
         parts.append(f"{'<=' if high_ok else '<'} {high}")
     return " and ".join(parts)
+
+
+def option(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    choices: typing.Iterable[str] | None = None,
+    factory: typing.Callable[[], Any] | None = None,
+    cli_type: Any = None,
+) -> Any:
+    """A config field and its command-line help (`mucode.cli.options` makes the flag from it):
+    `option(8, "Trajectories per problem.")`; `factory` for a mutable default, `choices` for the
+    allowed strings, `cli_type` for a flag type other than the annotation's."""
+    metadata: dict[str, Any] = {"help": help}
+    if choices is not None:
+        metadata["choices"] = list(choices)
+    if cli_type is not None:
+        metadata["cli_type"] = cli_type
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def check_ranges(config: Any) -> None:

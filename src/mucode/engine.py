@@ -31,6 +31,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
+from mucode.config import option
 from mucode.episode import Episode, ExecutorLike, split_result
 from mucode.execution.limits import Limits
 from mucode.extraction import extract_code
@@ -60,50 +61,34 @@ class EpisodeOptions:
     max_live (episodes advanced together), workers (sandbox).
     """
 
-    seed: int = field(default=0, metadata={"help": "Base seed (problem subset, sampling, selection)."})
-    problems_path: str | None = field(
-        default=None, metadata={"help": "MBPP data file or folder (else $MUCODE_MBPP_PATH, then the hub)."}
+    seed: int = option(0, "Base seed (problem subset, sampling, selection).")
+    problems_path: str | None = option(None, "MBPP data file or folder (else $MUCODE_MBPP_PATH, then the hub).")
+    limit: int | None = option(None, "A seeded random subset of this many problems (the seed picks it; see --first).")
+    dtype: str | None = option(
+        None,
+        "Model dtype (hf / vllm backends); default: bfloat16 where the device computes it natively (AVX512-BF16/AMX CPUs, bf16 GPUs) for hf, bfloat16 for vLLM.",
     )
-    limit: int | None = field(
-        default=None,
-        metadata={"help": "A seeded random subset of this many problems (the seed picks it; see --first)."},
+    turns: int = option(3, "Most turns per episode (T); 1 = single-turn.")
+    temperature: float = option(0.7, "Sampling temperature; 0.0 = greedy.")
+    top_p: float = option(1.0, "Nucleus sampling mass.")
+    max_new_tokens: int = option(1000, "Most tokens per reply.")
+    max_live: int = option(32, "Episodes advanced together (one generation batch; a search samples n for each).")
+    workers: int | None = option(None, "Sandbox workers (default: one per core).")
+    timeout_s: float = option(3.0, "Sandbox wall-clock limit per test, in seconds.")
+    timeout_scope: str = option(
+        "test",
+        "What timeout_s bounds: each test (and the loading) on its own clock, or the program's whole suite together (the reference code's 10 s per suite).",
+        choices=["test", "suite"],
     )
-    dtype: str | None = field(
-        default=None,
-        metadata={
-            "help": "Model dtype (hf / vllm backends); default: bfloat16 where the device computes it natively (AVX512-BF16/AMX CPUs, bf16 GPUs) for hf, bfloat16 for vLLM."
-        },
+    preamble: str = option(
+        DEFAULT_PREAMBLE,
+        "What runs before each program: none, problem (the problem's prelude: HumanEval's imports and helpers), reference (the reference code's import block + the prelude).",
+        choices=PREAMBLES,
     )
-    turns: int = field(default=3, metadata={"help": "Most turns per episode (T); 1 = single-turn."})
-    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature; 0.0 = greedy."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass."})
-    max_new_tokens: int = field(default=1000, metadata={"help": "Most tokens per reply."})
-    max_live: int = field(
-        default=32,
-        metadata={"help": "Episodes advanced together (one generation batch; a search samples n for each)."},
-    )
-    workers: int | None = field(default=None, metadata={"help": "Sandbox workers (default: one per core)."})
-    timeout_s: float = field(default=3.0, metadata={"help": "Sandbox wall-clock limit per test, in seconds."})
-    timeout_scope: str = field(
-        default="test",
-        metadata={
-            "help": "What timeout_s bounds: each test (and the loading) on its own clock, or the program's whole suite together (the reference code's 10 s per suite).",
-            "choices": ["test", "suite"],
-        },
-    )
-    preamble: str = field(
-        default=DEFAULT_PREAMBLE,
-        metadata={
-            "help": "What runs before each program: none, problem (the problem's prelude: HumanEval's imports and helpers), reference (the reference code's import block + the prelude).",
-            "choices": list(PREAMBLES),
-        },
-    )
-    feedback: str = field(
-        default="rich",
-        metadata={
-            "help": "Feedback wording: rich (failed test, expected, actual) or reference (the reference code's raw error text).",
-            "choices": list(FEEDBACK_STYLES),
-        },
+    feedback: str = option(
+        "rich",
+        "Feedback wording: rich (failed test, expected, actual) or reference (the reference code's raw error text).",
+        choices=FEEDBACK_STYLES,
     )
 
     def __post_init__(self) -> None:
@@ -131,40 +116,27 @@ class EpisodeConfig(EpisodeOptions):
     report_to).
     """
 
-    model: str = field(
-        default="smollm2-135m",
-        metadata={"help": "Preset name, hub id, local folder, GGUF file, or the served model name (openai backend)."},
+    model: str = option(
+        "smollm2-135m", "Preset name, hub id, local folder, GGUF file, or the served model name (openai backend)."
     )
-    problems: str = field(
-        default="humaneval", metadata={"help": "Problem set, SOURCE[:SPLIT] (e.g. mbpp:train, mbpp:test, humaneval)."}
+    problems: str = option("humaneval", "Problem set, SOURCE[:SPLIT] (e.g. mbpp:train, mbpp:test, humaneval).")
+    out: str = option("runs/episodes", "Output folder.")
+    first: int | None = option(None, "The first N problems in the set's order (lm-eval's --limit).")
+    backend: str = option(
+        "auto",
+        "Generation backend: auto (OpenVINO on CPU if installed, vLLM on CUDA, else hf) | hf | openvino | openai | vllm.",
+        choices=["auto", "hf", "openvino", "openai", "vllm"],
     )
-    out: str = field(default="runs/episodes", metadata={"help": "Output folder."})
-    first: int | None = field(
-        default=None, metadata={"help": "The first N problems in the set's order (lm-eval's --limit)."}
+    base_url: str | None = option(None, "OpenAI-compatible server URL (openai backend).")
+    tensor_parallel_size: int = option(1, "GPUs one vLLM engine splits the model over (vllm backend).")
+    routing: str = option(
+        "round-robin",
+        "How requests are spread over several --base-url replicas (comma-separated).",
+        choices=["round-robin", "least-loaded"],
     )
-    backend: str = field(
-        default="auto",
-        metadata={
-            "help": "Generation backend: auto (OpenVINO on CPU if installed, vLLM on CUDA, else hf) | hf | openvino | openai | vllm.",
-            "choices": ["auto", "hf", "openvino", "openai", "vllm"],
-        },
-    )
-    base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible server URL (openai backend)."})
-    tensor_parallel_size: int = field(
-        default=1, metadata={"help": "GPUs one vLLM engine splits the model over (vllm backend)."}
-    )
-    routing: str = field(
-        default="round-robin",
-        metadata={
-            "help": "How requests are spread over several --base-url replicas (comma-separated).",
-            "choices": ["round-robin", "least-loaded"],
-        },
-    )
-    report_to: str = field(
-        default="none",
-        metadata={
-            "help": "Where the final metrics go too, comma-separated: tensorboard (OUT/runs/), wandb (set WANDB_PROJECT), none."
-        },
+    report_to: str = option(
+        "none",
+        "Where the final metrics go too, comma-separated: tensorboard (OUT/runs/), wandb (set WANDB_PROJECT), none.",
     )
 
     def __post_init__(self) -> None:

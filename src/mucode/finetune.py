@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
+from mucode.config import option
+
 
 Say = Callable[[str], None]
 
@@ -50,60 +52,40 @@ class FinetuneConfig:
     help (the field keeps its place, so flags, YAML keys and saved configs keep their names).
     """
 
-    out: str = field(default="runs/finetune", metadata={"help": "Output folder: checkpoints, final model, logs."})
-    model: str = field(
-        default="smollm2-135m",
-        metadata={"help": "Base causal LM: a preset, hub id or local Hugging Face folder."},
+    out: str = option("runs/finetune", "Output folder: checkpoints, final model, logs.")
+    model: str = option("smollm2-135m", "Base causal LM: a preset, hub id or local Hugging Face folder.")
+    dtype: str = option("float32", "Dtype the weights are loaded in.", choices=DTYPES)
+    finetune: Literal["full", "lora"] = option(
+        "full", "full: every weight (paper); lora: LoRA adapters.", choices=["full", "lora"]
     )
-    dtype: str = field(
-        default="float32",
-        metadata={"help": "Dtype the weights are loaded in.", "choices": DTYPES},
+    lora_r: int = option(16, "LoRA rank (finetune=lora).")
+    lora_alpha: int = option(32, "LoRA alpha (finetune=lora).")
+    lora_dropout: float = option(0.0, "LoRA dropout (finetune=lora).")
+    lora_target_modules: str = option(
+        "all-linear", "LoRA target modules: 'all-linear' or comma-separated module names."
     )
-    finetune: Literal["full", "lora"] = field(
-        default="full",
-        metadata={"help": "full: every weight (paper); lora: LoRA adapters.", "choices": ["full", "lora"]},
+    max_length: int = option(1024, "Most tokens per example.")
+    learning_rate: float = option(5e-7, "Peak learning rate (AdamW).")
+    epochs: float = option(2.0, "Passes over the training data.")
+    max_steps: int = option(-1, "Stop after this many optimizer updates (-1: from epochs).")
+    batch_size: int = option(16, "Examples per optimizer update, over all processes.")
+    micro_batch_size: int = option(
+        4, "Examples per process and forward pass; gradient accumulation makes up the rest."
     )
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank (finetune=lora)."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (finetune=lora)."})
-    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout (finetune=lora)."})
-    lora_target_modules: str = field(
-        default="all-linear",
-        metadata={"help": "LoRA target modules: 'all-linear' or comma-separated module names."},
+    lr_scheduler: str = option("linear", "Learning-rate schedule (a transformers scheduler name).", choices=SCHEDULERS)
+    warmup: float = option(0.0, "Warmup updates, or a fraction of all updates if < 1.")
+    weight_decay: float = option(0.0, "AdamW weight decay.")
+    mixed_precision: MixedPrecision = option(
+        "no", "Mixed precision: no | bf16 | fp16 (GPU).", choices=["no", "bf16", "fp16"]
     )
-    max_length: int = field(default=1024, metadata={"help": "Most tokens per example."})
-    learning_rate: float = field(default=5e-7, metadata={"help": "Peak learning rate (AdamW)."})
-    epochs: float = field(default=2.0, metadata={"help": "Passes over the training data."})
-    max_steps: int = field(default=-1, metadata={"help": "Stop after this many optimizer updates (-1: from epochs)."})
-    batch_size: int = field(default=16, metadata={"help": "Examples per optimizer update, over all processes."})
-    micro_batch_size: int = field(
-        default=4,
-        metadata={"help": "Examples per process and forward pass; gradient accumulation makes up the rest."},
+    gradient_checkpointing: bool = option(
+        False, "Recompute activations in the backward pass (less memory, ~20% slower)."
     )
-    lr_scheduler: str = field(
-        default="linear",
-        metadata={"help": "Learning-rate schedule (a transformers scheduler name).", "choices": SCHEDULERS},
-    )
-    warmup: float = field(default=0.0, metadata={"help": "Warmup updates, or a fraction of all updates if < 1."})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
-    mixed_precision: MixedPrecision = field(
-        default="no",
-        metadata={"help": "Mixed precision: no | bf16 | fp16 (GPU).", "choices": ["no", "bf16", "fp16"]},
-    )
-    gradient_checkpointing: bool = field(
-        default=False,
-        metadata={"help": "Recompute activations in the backward pass (less memory, ~20% slower)."},
-    )
-    seed: int = field(default=0, metadata={"help": "Seeds the data order, LoRA initialisation and dropout."})
-    save_steps: int = field(
-        default=100,
-        metadata={"help": "Save a resumable checkpoint every this many updates (and at the end)."},
-    )
-    save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept (the oldest are deleted)."})
-    logging_steps: int = field(default=10, metadata={"help": "Log the loss and metrics every this many updates."})
-    report_to: str = field(
-        default="tensorboard",
-        metadata={"help": "Loggers, comma-separated: tensorboard, wandb (set WANDB_PROJECT), none."},
-    )
+    seed: int = option(0, "Seeds the data order, LoRA initialisation and dropout.")
+    save_steps: int = option(100, "Save a resumable checkpoint every this many updates (and at the end).")
+    save_total_limit: int = option(2, "Checkpoints kept (the oldest are deleted).")
+    logging_steps: int = option(10, "Log the loss and metrics every this many updates.")
+    report_to: str = option("tensorboard", "Loggers, comma-separated: tensorboard, wandb (set WANDB_PROJECT), none.")
 
     def __post_init__(self) -> None:
         positive = ("max_length", "batch_size", "micro_batch_size", "save_steps", "save_total_limit", "logging_steps")

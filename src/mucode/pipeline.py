@@ -31,14 +31,14 @@ import platform
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from mucode import __version__
-from mucode.config import config_to_dict, load_config, read_yaml_mapping, save_config
+from mucode.config import config_to_dict, load_config, option, read_yaml_mapping, save_config
 from mucode.engine import EpisodeOptions
 from mucode.training.relabel import RelabelOptions
 
@@ -101,104 +101,68 @@ class PipelineConfig(RelabelOptions, EpisodeOptions):
     timeouts, ...) go to every rollout and search stage; the expert settings (`RelabelOptions`:
     top_m, expert_rank, unsolved, dedupe) to every relabeling."""
 
-    out: str = field(default="runs/mucode", metadata={"help": "Run folder (re-run the same command to resume)."})
-    seed: int = field(
-        default=0, metadata={"help": "Base seed: problem subsets, sampling, verifier pairs, relabel ties, training."}
+    out: str = option("runs/mucode", "Run folder (re-run the same command to resume).")
+    seed: int = option(0, "Base seed: problem subsets, sampling, verifier pairs, relabel ties, training.")
+    model: str = option(
+        "smollm2-135m",
+        "Base generator (a preset, hub id, local folder or GGUF; `tiny-random` builds a tiny random model).",
     )
-    model: str = field(
-        default="smollm2-135m",
-        metadata={
-            "help": "Base generator (a preset, hub id, local folder or GGUF; `tiny-random` builds a tiny random model)."
-        },
+    problems: str = option("mbpp:train", "Training problems, SOURCE[:SPLIT].")
+    iter0_rollouts: str | None = option(
+        None,
+        "A `mucode rollout` folder of the base generator to copy as iteration 0 instead of collecting rollouts (lets runs of several --method share one iteration 0).",
     )
-    problems: str = field(default="mbpp:train", metadata={"help": "Training problems, SOURCE[:SPLIT]."})
-    iter0_rollouts: str | None = field(
-        default=None,
-        metadata={
-            "help": "A `mucode rollout` folder of the base generator to copy as iteration 0 instead of collecting rollouts (lets runs of several --method share one iteration 0)."
-        },
+    rollouts: int = option(15, "Trajectories per training problem and iteration.")
+    iterations: int = option(2, "Generator iterations after iteration 0 (paper: 2).")
+    last_rollouts: bool = option(
+        True,
+        "Run the last iteration's rollouts and verifier (paper); off: evaluate with the previous verifier (saves a rollout stage).",
     )
-    rollouts: int = field(default=15, metadata={"help": "Trajectories per training problem and iteration."})
-    iterations: int = field(default=2, metadata={"help": "Generator iterations after iteration 0 (paper: 2)."})
-    last_rollouts: bool = field(
-        default=True,
-        metadata={
-            "help": "Run the last iteration's rollouts and verifier (paper); off: evaluate with the previous verifier (saves a rollout stage)."
-        },
+    method: str = option(
+        "mucode",
+        "Generator training data: mucode (relabeled by the verifier), multi-star (successful trajectories), star (correct first turns).",
+        choices=METHODS,
     )
-    method: str = field(
-        default="mucode",
-        metadata={
-            "help": "Generator training data: mucode (relabeled by the verifier), multi-star (successful trajectories), star (correct first turns).",
-            "choices": list(METHODS),
-        },
+    methods: list[str] = option(
+        help="Several methods from one iteration 0 in one run folder (iterI/<method>/...); empty: `method` alone.",
+        factory=list,
     )
-    methods: list[str] = field(
-        default_factory=list,
-        metadata={
-            "help": "Several methods from one iteration 0 in one run folder (iterI/<method>/...); empty: `method` alone."
-        },
+    rollout: dict[str, Any] = option(
+        help="RolloutConfig fields of every rollout stage (backend, base_url, seeding, ...), over the top level.",
+        factory=dict,
     )
-    rollout: dict[str, Any] = field(
-        default_factory=dict,
-        metadata={
-            "help": "RolloutConfig fields of every rollout stage (backend, base_url, seeding, ...), over the top level."
-        },
+    search: dict[str, Any] = option(
+        help="SearchConfig fields of every evaluation (backend, base_url, seeding, ...), over the top level.",
+        factory=dict,
     )
-    search: dict[str, Any] = field(
-        default_factory=dict,
-        metadata={
-            "help": "SearchConfig fields of every evaluation (backend, base_url, seeding, ...), over the top level."
-        },
+    verifier_preset: str = option("paper", "Verifier training preset (mucode.verifier.config.PRESETS).")
+    verifier: dict[str, Any] = option(
+        help="Overrides of the verifier training config (e.g. loss, finetune, learning_rate); its model defaults to the base generator.",
+        factory=dict,
     )
-    verifier_preset: str = field(
-        default="paper", metadata={"help": "Verifier training preset (mucode.verifier.config.PRESETS)."}
+    generator_preset: str = option("paper", "Generator SFT preset (mucode.training.config.PRESETS).")
+    generator: dict[str, Any] = option(
+        help="Overrides of the generator SFT config (e.g. finetune, learning_rate, max_steps).", factory=dict
     )
-    verifier: dict[str, Any] = field(
-        default_factory=dict,
-        metadata={
-            "help": "Overrides of the verifier training config (e.g. loss, finetune, learning_rate); its model defaults to the base generator."
-        },
+    union: str = option(
+        "paper",
+        "paper: D_{I-1} (rollouts of iteration I-1 relabeled by verifier I-1) joins the earlier iterations' data unchanged; relabel-all: every earlier iteration's rollouts relabeled again by the latest verifier, the expert chosen across iterations.",
+        choices=UNIONS,
     )
-    generator_preset: str = field(
-        default="paper", metadata={"help": "Generator SFT preset (mucode.training.config.PRESETS)."}
+    max_sft_examples: int | None = option(
+        None, "Seeded subsample of the relabeled examples (a CPU budget); all if unset."
     )
-    generator: dict[str, Any] = field(
-        default_factory=dict,
-        metadata={"help": "Overrides of the generator SFT config (e.g. finetune, learning_rate, max_steps)."},
+    eval_problems: list[str] = option(help="Evaluation problem sets.", factory=lambda: ["mbpp:test", "humaneval"])
+    eval_limit: int | None = option(None, "Seeded subset of this many problems per evaluation set.")
+    eval_n: int = option(5, "Programs per turn in multi-turn Best-of-N.")
+    eval_selectors: list[str] = option(help="Best-of-N selectors to evaluate.", factory=lambda: ["pt+lv"])
+    eval_extra_selectors: dict[str, list[str]] = option(
+        help="More Best-of-N selectors for some generators only, e.g. {mucode: [random, lv, pt]}.", factory=dict
     )
-    union: str = field(
-        default="paper",
-        metadata={
-            "help": "paper: D_{I-1} (rollouts of iteration I-1 relabeled by verifier I-1) joins the earlier iterations' data unchanged; relabel-all: every earlier iteration's rollouts relabeled again by the latest verifier, the expert chosen across iterations.",
-            "choices": list(UNIONS),
-        },
-    )
-    max_sft_examples: int | None = field(
-        default=None, metadata={"help": "Seeded subsample of the relabeled examples (a CPU budget); all if unset."}
-    )
-    eval_problems: list[str] = field(
-        default_factory=lambda: ["mbpp:test", "humaneval"], metadata={"help": "Evaluation problem sets."}
-    )
-    eval_limit: int | None = field(
-        default=None, metadata={"help": "Seeded subset of this many problems per evaluation set."}
-    )
-    eval_n: int = field(default=5, metadata={"help": "Programs per turn in multi-turn Best-of-N."})
-    eval_selectors: list[str] = field(
-        default_factory=lambda: ["pt+lv"], metadata={"help": "Best-of-N selectors to evaluate."}
-    )
-    eval_extra_selectors: dict[str, list[str]] = field(
-        default_factory=dict,
-        metadata={"help": "More Best-of-N selectors for some generators only, e.g. {mucode: [random, lv, pt]}."},
-    )
-    eval_searches: int = field(default=1, metadata={"help": "Independent Best-of-N searches per problem (paper: 10)."})
-    eval_temperature: float = field(
-        default=0.7, metadata={"help": "Best-of-N sampling temperature (greedy runs use 0)."}
-    )
-    eval_max_new_tokens: int | None = field(
-        default=None, metadata={"help": "Most tokens per reply in evaluation (default: max_new_tokens)."}
-    )
-    eval_base: bool = field(default=True, metadata={"help": "Also evaluate the base generator (the baseline rows)."})
+    eval_searches: int = option(1, "Independent Best-of-N searches per problem (paper: 10).")
+    eval_temperature: float = option(0.7, "Best-of-N sampling temperature (greedy runs use 0).")
+    eval_max_new_tokens: int | None = option(None, "Most tokens per reply in evaluation (default: max_new_tokens).")
+    eval_base: bool = option(True, "Also evaluate the base generator (the baseline rows).")
 
     def __post_init__(self) -> None:
         super().__post_init__()

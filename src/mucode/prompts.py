@@ -16,9 +16,10 @@ error (for a failed assert: the assert line and `AssertionError`) or "Code execu
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
+from mucode.config import option
 from mucode.generation.base import Message
 from mucode.types import AssertTest, ExecResult, IOTest, Problem, Status, Test, Verdict
 
@@ -47,46 +48,31 @@ class PromptConfig:
         max_feedback_chars: the body is cut in the middle, keeping head and tail, beyond this.
     """
 
-    system_prompt: str | None = field(default=None, metadata={"help": "System message; None for none."})
-    function_intro: str = field(
-        default="Write a Python function implementation for the following prompt:",
-        metadata={"help": "First line for problems whose tests are asserts."},
+    system_prompt: str | None = option(None, "System message; None for none.")
+    function_intro: str = option(
+        "Write a Python function implementation for the following prompt:",
+        "First line for problems whose tests are asserts.",
     )
-    program_intro: str = field(
-        default="Write a Python program for the following prompt. It reads from standard input and writes to standard output:",
-        metadata={"help": "First line for problems whose tests are stdin/stdout pairs."},
+    program_intro: str = option(
+        "Write a Python program for the following prompt. It reads from standard input and writes to standard output:",
+        "First line for problems whose tests are stdin/stdout pairs.",
     )
-    tests_header: str = field(
-        default="Your code should satisfy these tests:", metadata={"help": "Line before the public tests."}
+    tests_header: str = option("Your code should satisfy these tests:", "Line before the public tests.")
+    instruction: str = option(
+        "Return only the implementation code, no tests or explanations. "
+        "Be sure to include the relevant import statements:\n```python\ncode\n```",
+        "Request closing the first message.",
     )
-    instruction: str = field(
-        default=(
-            "Return only the implementation code, no tests or explanations. "
-            "Be sure to include the relevant import statements:\n```python\ncode\n```"
-        ),
-        metadata={"help": "Request closing the first message."},
+    feedback_prefix: str = option("Feedback:", "First line of every feedback message.")
+    passed_text: str = option("Code passed all public tests.", "Body when every public test passed.")
+    infra_error_text: str = option(
+        "The test harness failed (not a problem with your code).", "Body when the harness itself failed on a test."
     )
-    feedback_prefix: str = field(default="Feedback:", metadata={"help": "First line of every feedback message."})
-    passed_text: str = field(
-        default="Code passed all public tests.", metadata={"help": "Body when every public test passed."}
-    )
-    infra_error_text: str = field(
-        default="The test harness failed (not a problem with your code).",
-        metadata={"help": "Body when the harness itself failed on a test."},
-    )
-    retry_instruction: str = field(default="", metadata={"help": "Appended after a failure; '' for nothing."})
-    max_failures_shown: int = field(
-        default=1, metadata={"help": "Failing public tests described in the feedback (>= 1)."}
-    )
-    max_feedback_chars: int = field(
-        default=2000, metadata={"help": "Feedback body longer than this is cut in the middle (>= 100)."}
-    )
-    feedback: str = field(
-        default="rich",
-        metadata={
-            "help": "Feedback wording: rich or reference (the reference code's text).",
-            "choices": list(FEEDBACK_STYLES),
-        },
+    retry_instruction: str = option("", "Appended after a failure; '' for nothing.")
+    max_failures_shown: int = option(1, "Failing public tests described in the feedback (>= 1).")
+    max_feedback_chars: int = option(2000, "Feedback body longer than this is cut in the middle (>= 100).")
+    feedback: str = option(
+        "rich", "Feedback wording: rich or reference (the reference code's text).", choices=FEEDBACK_STYLES
     )
 
     def __post_init__(self) -> None:

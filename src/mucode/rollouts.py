@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
 from mucode import store as run_folder
+from mucode.config import option
 from mucode.engine import (
     SEEDING_ALIASES,
     SEEDING_CHOICES,
@@ -53,34 +54,23 @@ class RolloutConfig(EpisodeConfig):
     ray_gpus_per_actor (see docs/scaling.md).
     """
 
-    out: str = field(default="runs/rollouts", metadata={"help": "Output folder."})
-    rollouts: int = field(default=1, metadata={"help": "Trajectories per problem."})
-    seeding: str | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "Sampling seeds per engine step ('step': one batched call, fastest in-process) or per (problem, rollout, "
-                "turn) ('episode': samples independent of what runs alongside; required by --ray; 'trajectory' is its "
-                "older name). Default: episode with --ray, else step."
-            ),
-            "choices": SEEDING_CHOICES,
-        },
+    out: str = option("runs/rollouts", "Output folder.")
+    rollouts: int = option(1, "Trajectories per problem.")
+    seeding: str | None = option(
+        None,
+        "Sampling seeds per engine step ('step': one batched call, fastest in-process) or per (problem, rollout, "
+        "turn) ('episode': samples independent of what runs alongside; required by --ray; 'trajectory' is its "
+        "older name). Default: episode with --ray, else step.",
+        choices=SEEDING_CHOICES,
     )
-    ray: str | None = field(
-        default=None,
-        metadata={
-            "help": "Spread the work over a Ray cluster: 'auto' (RAY_ADDRESS or a running `ray start`), 'local' (start one here) or HOST:PORT."
-        },
+    ray: str | None = option(
+        None,
+        "Spread the work over a Ray cluster: 'auto' (RAY_ADDRESS or a running `ray start`), 'local' (start one here) or HOST:PORT.",
     )
-    ray_actors: int | None = field(
-        default=None,
-        metadata={
-            "help": "Ray actors, each with its own generator and sandbox (default: cluster CPUs / CPUs per actor)."
-        },
+    ray_actors: int | None = option(
+        None, "Ray actors, each with its own generator and sandbox (default: cluster CPUs / CPUs per actor)."
     )
-    ray_gpus_per_actor: float = field(
-        default=0.0, metadata={"help": "GPUs reserved for each Ray actor (hf or vllm backends on GPU nodes)."}
-    )
+    ray_gpus_per_actor: float = option(0.0, "GPUs reserved for each Ray actor (hf or vllm backends on GPU nodes).")
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -29,10 +29,11 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from mucode.config import option
 from mucode.engine import (
     SEEDING_ALIASES,
     SEEDING_CHOICES,
@@ -71,39 +72,27 @@ class SearchConfig(EpisodeConfig):
     `EpisodeConfig`, and verifier, n (programs per turn), selector, searches (per problem), seeding.
     """
 
-    verifier: str | None = field(
-        default=None,
-        metadata={
-            "help": "Trained verifier folder, or the URL of a `mucode serve --verifier` server (needed by the lv and pt+lv selectors; else scores are recorded when given)."
-        },
+    verifier: str | None = option(
+        None,
+        "Trained verifier folder, or the URL of a `mucode serve --verifier` server (needed by the lv and pt+lv selectors; else scores are recorded when given).",
     )
-    out: str = field(default="runs/search", metadata={"help": "Output folder."})
-    n: int = field(
-        default=5,
-        metadata={
-            "help": "Programs sampled per turn (N); 1 with temperature 0 = greedy. On the command line a list (--n 1,2,4,8) runs one search per N into OUT/n<N>, plus OUT/greedy, with shared seeds, and a report in OUT/report.",
-            "cli_type": str,
-        },
+    out: str = option("runs/search", "Output folder.")
+    n: int = option(
+        5,
+        "Programs sampled per turn (N); 1 with temperature 0 = greedy. On the command line a list (--n 1,2,4,8) runs one search per N into OUT/n<N>, plus OUT/greedy, with shared seeds, and a report in OUT/report.",
+        cli_type=str,
     )
-    selector: str = field(
-        default="pt", metadata={"help": "How one of the N programs is kept.", "choices": list(SELECTORS)}
+    selector: str = option("pt", "How one of the N programs is kept.", choices=SELECTORS)
+    searches: int = option(1, "Independent searches per problem (S).")
+    k: str | None = option(
+        None,
+        "pass@k values of the turn-1 samples to report (unbiased estimator), comma-separated, each <= N*S, e.g. --turns 1 --n 200 --k 1,10,100; default 1, 2, 5, 10, 20, 50, 100 up to N, and N.",
     )
-    searches: int = field(default=1, metadata={"help": "Independent searches per problem (S)."})
-    k: str | None = field(
-        default=None,
-        metadata={
-            "help": "pass@k values of the turn-1 samples to report (unbiased estimator), comma-separated, each <= N*S, e.g. --turns 1 --n 200 --k 1,10,100; default 1, 2, 5, 10, 20, 50, 100 up to N, and N."
-        },
-    )
-    seeding: str = field(
-        default="episode",
-        metadata={
-            "help": (
-                "episode: one seed per (problem, search, turn) in one batched call (reproducible per search; 'search' is "
-                "its older name); step: one seed per step (faster in-process)."
-            ),
-            "choices": SEEDING_CHOICES,
-        },
+    seeding: str = option(
+        "episode",
+        "episode: one seed per (problem, search, turn) in one batched call (reproducible per search; 'search' is "
+        "its older name); step: one seed per step (faster in-process).",
+        choices=SEEDING_CHOICES,
     )
 
     def __post_init__(self) -> None:

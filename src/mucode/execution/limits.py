@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Literal, Mapping
+
+from mucode.config import option
 
 
 TIMEOUT_SCOPES = ("test", "suite")
@@ -14,39 +16,24 @@ TIMEOUT_SCOPES = ("test", "suite")
 class Limits:
     """What one program may use (see docs/sandbox.md for which mechanism applies each limit)."""
 
-    timeout_s: float = field(
-        default=3.0, metadata={"help": "Wall-clock limit per test (and for loading the program), in seconds."}
+    timeout_s: float = option(3.0, "Wall-clock limit per test (and for loading the program), in seconds.")
+    timeout_scope: Literal["test", "suite"] = option(
+        "test",
+        "What timeout_s bounds: 'test' (loading, then each test, each on its own clock) or 'suite' "
+        "(loading and all tests of one program together, as the reference code's 10 s per suite).",
     )
-    timeout_scope: Literal["test", "suite"] = field(
-        default="test",
-        metadata={
-            "help": (
-                "What timeout_s bounds: 'test' (loading, then each test, each on its own clock) or 'suite' "
-                "(loading and all tests of one program together, as the reference code's 10 s per suite)."
-            )
-        },
+    memory_mb: int = option(
+        2048,
+        "Memory of the program and all its processes together (cgroup, where the host has one) "
+        "and address space of each process, in MiB.",
     )
-    memory_mb: int = field(
-        default=2048,
-        metadata={
-            "help": (
-                "Memory of the program and all its processes together (cgroup, where the host has one) "
-                "and address space of each process, in MiB."
-            )
-        },
-    )
-    max_processes: int = field(default=32, metadata={"help": "Processes and threads the program may have at once."})
-    max_open_files: int = field(default=128, metadata={"help": "Open file descriptors per process."})
-    max_file_size_mb: int = field(default=16, metadata={"help": "Largest file the program may write, in MiB."})
-    scratch_mb: int = field(
-        default=64, metadata={"help": "Size of the private temporary file systems (/tmp, /dev/shm, ...), in MiB."}
-    )
-    max_output_bytes: int = field(
-        default=64 * 1024, metadata={"help": "Bytes of stdout and of stderr kept (the rest is read and dropped)."}
-    )
-    max_message_bytes: int = field(
-        default=32 * 1024 * 1024,
-        metadata={"help": "Largest value a program may return to a test, in bytes once encoded."},
+    max_processes: int = option(32, "Processes and threads the program may have at once.")
+    max_open_files: int = option(128, "Open file descriptors per process.")
+    max_file_size_mb: int = option(16, "Largest file the program may write, in MiB.")
+    scratch_mb: int = option(64, "Size of the private temporary file systems (/tmp, /dev/shm, ...), in MiB.")
+    max_output_bytes: int = option(64 * 1024, "Bytes of stdout and of stderr kept (the rest is read and dropped).")
+    max_message_bytes: int = option(
+        32 * 1024 * 1024, "Largest value a program may return to a test, in bytes once encoded."
     )
 
     def __post_init__(self) -> None:

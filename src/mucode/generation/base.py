@@ -9,8 +9,10 @@ conversations.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
+
+from mucode.config import option
 
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
@@ -20,14 +22,12 @@ Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content":
 class SamplingParams:
     """How replies are sampled. `temperature == 0` means greedy decoding (then n must be 1)."""
 
-    n: int = field(default=1, metadata={"help": "Samples per conversation."})
-    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature; 0.0 = greedy."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass, in (0, 1]."})
-    max_new_tokens: int = field(default=1000, metadata={"help": "Most tokens generated per reply."})
-    seed: int = field(default=0, metadata={"help": "Base seed; backends derive per-request seeds from it."})
-    stop: tuple[str, ...] = field(
-        default=(), metadata={"help": "Extra stop strings (the end-of-turn token always stops)."}
-    )
+    n: int = option(1, "Samples per conversation.")
+    temperature: float = option(0.7, "Sampling temperature; 0.0 = greedy.")
+    top_p: float = option(1.0, "Nucleus sampling mass, in (0, 1].")
+    max_new_tokens: int = option(1000, "Most tokens generated per reply.")
+    seed: int = option(0, "Base seed; backends derive per-request seeds from it.")
+    stop: tuple[str, ...] = option((), "Extra stop strings (the end-of-turn token always stops).")
 
     def __post_init__(self) -> None:
         if self.n < 1:

@@ -8,10 +8,11 @@ that are short diffs over them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from mucode.config import option
 from mucode.finetune import FinetuneConfig
 
 
@@ -30,30 +31,19 @@ class GeneratorTrainConfig(FinetuneConfig):
             iteration's generator. finetune=lora adapters are merged into OUT/model at the end.
     """
 
-    out: str = field(
-        default="runs/generator",
-        metadata={"help": "Output folder: checkpoints, final model (OUT/model, LoRA merged), logs."},
+    out: str = option("runs/generator", "Output folder: checkpoints, final model (OUT/model, LoRA merged), logs.")
+    max_length: int = option(
+        1024,
+        "Most tokens per example (prompt + completion); longer examples lose their oldest "
+        "attempts, else are left out.",
     )
-    max_length: int = field(
-        default=1024,
-        metadata={
-            "help": "Most tokens per example (prompt + completion); longer examples lose their oldest "
-            "attempts, else are left out."
-        },
+    data: list[str] = option(
+        help="SFT files of prompt/completion rows (from `mucode generator relabel`); several are "
+        "concatenated (--data a b, or a,b).",
+        factory=list,
     )
-    data: list[str] = field(
-        default_factory=list,
-        metadata={
-            "help": "SFT files of prompt/completion rows (from `mucode generator relabel`); several are "
-            "concatenated (--data a b, or a,b)."
-        },
-    )
-    init_from: str | None = field(
-        default=None,
-        metadata={
-            "help": "Warm start: load the weights from this folder instead of --model (the paper restarts "
-            "from the base)."
-        },
+    init_from: str | None = option(
+        None, "Warm start: load the weights from this folder instead of --model (the paper restarts from the base)."
     )
 
 

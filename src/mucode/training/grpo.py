@@ -22,9 +22,10 @@ last checkpoint.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
+from mucode.config import option
 from mucode.episode import split_result
 from mucode.execution import Executor, Limits
 from mucode.extraction import extract_code
@@ -57,33 +58,21 @@ class GRPOTrainConfig(FinetuneConfig):
     described in `FinetuneConfig`. `batch_size` counts completions per update (a multiple of
     `num_generations`: each prompt's group is one advantage baseline)."""
 
-    out: str = field(
-        default="runs/grpo",
-        metadata={"help": "Output folder: checkpoints, final model (OUT/model, LoRA merged), logs."},
-    )
-    learning_rate: float = field(default=1e-6, metadata={"help": "Peak learning rate (AdamW; TRL's GRPO default)."})
-    epochs: float = field(default=1.0, metadata={"help": "Passes over the training problems."})
-    problems: str = field(default="mbpp:train", metadata={"help": "Training problems, SOURCE[:SPLIT]."})
-    problems_path: str | None = field(
-        default=None, metadata={"help": "MBPP data file or folder (else $MUCODE_MBPP_PATH, then the hub)."}
-    )
-    limit: int | None = field(
-        default=None, metadata={"help": "A seeded subset of this many training problems (all if unset)."}
-    )
-    num_generations: int = field(default=8, metadata={"help": "Completions sampled per prompt (the GRPO group)."})
-    max_new_tokens: int = field(default=512, metadata={"help": "Most tokens per completion."})
-    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature of the completions."})
-    beta: float = field(
-        default=0.0, metadata={"help": "KL coefficient against the base model (0: no reference model)."}
-    )
-    loss_type: str = field(
-        default="dapo", metadata={"help": "TRL's loss formulation (its default: dapo).", "choices": LOSS_TYPES}
-    )
-    timeout_s: float = field(default=3.0, metadata={"help": "Sandbox wall-clock limit per test, in seconds."})
-    workers: int | None = field(default=None, metadata={"help": "Sandbox workers (default: one per core)."})
-    preamble: str = field(
-        default=DEFAULT_PREAMBLE,
-        metadata={"help": "What runs before each program: none, problem, reference.", "choices": list(PREAMBLES)},
+    out: str = option("runs/grpo", "Output folder: checkpoints, final model (OUT/model, LoRA merged), logs.")
+    learning_rate: float = option(1e-6, "Peak learning rate (AdamW; TRL's GRPO default).")
+    epochs: float = option(1.0, "Passes over the training problems.")
+    problems: str = option("mbpp:train", "Training problems, SOURCE[:SPLIT].")
+    problems_path: str | None = option(None, "MBPP data file or folder (else $MUCODE_MBPP_PATH, then the hub).")
+    limit: int | None = option(None, "A seeded subset of this many training problems (all if unset).")
+    num_generations: int = option(8, "Completions sampled per prompt (the GRPO group).")
+    max_new_tokens: int = option(512, "Most tokens per completion.")
+    temperature: float = option(0.7, "Sampling temperature of the completions.")
+    beta: float = option(0.0, "KL coefficient against the base model (0: no reference model).")
+    loss_type: str = option("dapo", "TRL's loss formulation (its default: dapo).", choices=LOSS_TYPES)
+    timeout_s: float = option(3.0, "Sandbox wall-clock limit per test, in seconds.")
+    workers: int | None = option(None, "Sandbox workers (default: one per core).")
+    preamble: str = option(
+        DEFAULT_PREAMBLE, "What runs before each program: none, problem, reference.", choices=PREAMBLES
     )
 
     def __post_init__(self) -> None:

@@ -38,10 +38,11 @@ import dataclasses
 import json
 import random
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Literal, Mapping, Sequence
 
+from mucode.config import option
 from mucode.episode import Episode
 
 
@@ -69,26 +70,19 @@ class RelabelOptions:
     seed: breaks ties in the rankings (per problem).
     """
 
-    top_m: int = field(
-        default=3,
-        metadata={"help": "Failed trajectories per folder and problem that are relabeled with the expert program."},
+    top_m: int = option(3, "Failed trajectories per folder and problem that are relabeled with the expert program.")
+    expert_rank: ExpertRank = option(
+        "combined",
+        "How the expert program is ranked: combined (100 * oracle label + verifier score, paper), verifier (score only) or oracle (label only).",
+        choices=["combined", "verifier", "oracle"],
     )
-    expert_rank: ExpertRank = field(
-        default="combined",
-        metadata={
-            "help": "How the expert program is ranked: combined (100 * oracle label + verifier score, paper), verifier (score only) or oracle (label only).",
-            "choices": ["combined", "verifier", "oracle"],
-        },
+    unsolved: Unsolved = option(
+        "drop",
+        "Problems with no correct program: drop them, or keep the best-ranked incorrect program as their expert (reference code).",
+        choices=["drop", "keep"],
     )
-    unsolved: Unsolved = field(
-        default="drop",
-        metadata={
-            "help": "Problems with no correct program: drop them, or keep the best-ranked incorrect program as their expert (reference code).",
-            "choices": ["drop", "keep"],
-        },
-    )
-    dedupe: bool = field(default=True, metadata={"help": "Keep one copy of repeated (prompt, completion) examples."})
-    seed: int = field(default=0, metadata={"help": "Breaks ties in the rankings (seeded per problem)."})
+    dedupe: bool = option(True, "Keep one copy of repeated (prompt, completion) examples.")
+    seed: int = option(0, "Breaks ties in the rankings (seeded per problem).")
 
     def __post_init__(self) -> None:
         parent = getattr(super(), "__post_init__", None)  # a config that also extends another options class
@@ -111,36 +105,26 @@ class RelabelConfig(RelabelOptions):
         out (.jsonl or .parquet)
     """
 
-    trajectories: list[str] = field(
-        default_factory=list,
-        metadata={
-            "help": "Rollout folders holding trajectories.jsonl, one per iteration (--trajectories a b c, or a,b,c)."
-        },
+    trajectories: list[str] = option(
+        help="Rollout folders holding trajectories.jsonl, one per iteration (--trajectories a b c, or a,b,c).",
+        factory=list,
     )
-    method: Method = field(
-        default="mucode",
-        metadata={
-            "help": "mucode (local search expert), multi-star (successful trajectories only) or star (correct first turns only).",
-            "choices": list(METHODS),
-        },
+    method: Method = option(
+        "mucode",
+        "mucode (local search expert), multi-star (successful trajectories only) or star (correct first turns only).",
+        choices=METHODS,
     )
-    verifier: str | None = field(
-        default=None,
-        metadata={
-            "help": "Trained verifier folder, or a `mucode serve --verifier` URL, that scores the final programs (method mucode)."
-        },
+    verifier: str | None = option(
+        None,
+        "Trained verifier folder, or a `mucode serve --verifier` URL, that scores the final programs (method mucode).",
     )
-    scores: list[str] = field(
-        default_factory=list,
-        metadata={
-            "help": "Instead of --verifier: score files of `mucode verifier score --turns final`, one per folder, same order (comma-separated)."
-        },
+    scores: list[str] = option(
+        help="Instead of --verifier: score files of `mucode verifier score --turns final`, one per folder, same order (comma-separated).",
+        factory=list,
     )
-    out: str = field(default="sft.jsonl", metadata={"help": "Output file of SFT examples (.jsonl or .parquet)."})
-    batch_size: int = field(default=16, metadata={"help": "Verifier: sequences per forward pass."})
-    device: str | None = field(
-        default=None, metadata={"help": "Verifier: torch device (default: cuda if available, else cpu)."}
-    )
+    out: str = option("sft.jsonl", "Output file of SFT examples (.jsonl or .parquet).")
+    batch_size: int = option(16, "Verifier: sequences per forward pass.")
+    device: str | None = option(None, "Verifier: torch device (default: cuda if available, else cpu).")
 
     def __post_init__(self) -> None:
         super().__post_init__()

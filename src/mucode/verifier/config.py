@@ -9,10 +9,11 @@ per update, full fine-tune, 32 pairs per problem). `PRESETS` are short diffs ove
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
+from mucode.config import option
 from mucode.finetune import FinetuneConfig
 
 
@@ -40,45 +41,30 @@ class VerifierDataConfig:
         seed: seeds the split and the pair sampling.
     """
 
-    trajectories: list[str] = field(
-        default_factory=list,
-        metadata={
-            "help": "Rollout folders holding trajectories.jsonl, one per iteration (comma-separated on the command line)."
-        },
+    trajectories: list[str] = option(
+        help="Rollout folders holding trajectories.jsonl, one per iteration (comma-separated on the command line).",
+        factory=list,
     )
-    pairs_per_problem: int = field(
-        default=32,
-        metadata={"help": "Bradley-Terry pairs sampled per problem that has both a correct and an incorrect program."},
+    pairs_per_problem: int = option(
+        32, "Bradley-Terry pairs sampled per problem that has both a correct and an incorrect program."
     )
-    pairs_with_replacement: bool = field(
-        default=False,
-        metadata={
-            "help": "Draw exactly pairs_per_problem (positive, negative) pairs per problem with repeats, as the reference code does (default: at most that many distinct pairs)."
-        },
+    pairs_with_replacement: bool = option(
+        False,
+        "Draw exactly pairs_per_problem (positive, negative) pairs per problem with repeats, as the reference code does (default: at most that many distinct pairs).",
     )
-    reply_view: ReplyView = field(
-        default="reply",
-        metadata={
-            "help": "What the verifier reads of a turn: the raw reply (paper) or the extracted program.",
-            "choices": ["reply", "program"],
-        },
+    reply_view: ReplyView = option(
+        "reply",
+        "What the verifier reads of a turn: the raw reply (paper) or the extracted program.",
+        choices=["reply", "program"],
     )
-    context: Context = field(
-        default="problem",
-        metadata={
-            "help": "What comes before it: the original problem only (paper) or the whole history of the turn.",
-            "choices": ["problem", "history"],
-        },
+    context: Context = option(
+        "problem",
+        "What comes before it: the original problem only (paper) or the whole history of the turn.",
+        choices=["problem", "history"],
     )
-    dedupe: bool = field(
-        default=False, metadata={"help": "Drop candidates whose text repeats within a problem and class."}
-    )
-    holdout_fraction: float = field(
-        default=0.0, metadata={"help": "Share of problems held out for evaluation (split by problem id)."}
-    )
-    seed: int = field(
-        default=0, metadata={"help": "Seeds the held-out split, the pair sampling, the head and the data order."}
-    )
+    dedupe: bool = option(False, "Drop candidates whose text repeats within a problem and class.")
+    holdout_fraction: float = option(0.0, "Share of problems held out for evaluation (split by problem id).")
+    seed: int = option(0, "Seeds the held-out split, the pair sampling, the head and the data order.")
 
     def __post_init__(self) -> None:
         if self.pairs_per_problem < 1:
@@ -103,55 +89,29 @@ class VerifierTrainConfig(VerifierDataConfig, FinetuneConfig):
         batch_size (pairs or rows per optimizer update, over all processes), eval_strategy
     """
 
-    out: str = field(
-        default="runs/verifier",
-        metadata={"help": "Output folder: checkpoints, final model, data, logs."},
+    out: str = option("runs/verifier", "Output folder: checkpoints, final model, data, logs.")
+    finetune: Finetune = option(
+        "full",
+        "full: every weight (paper); lora: LoRA adapters + head; head: the scalar head only (frozen backbone).",
+        choices=["full", "lora", "head"],
     )
-    finetune: Finetune = field(
-        default="full",
-        metadata={
-            "help": "full: every weight (paper); lora: LoRA adapters + head; head: the scalar head only "
-            "(frozen backbone).",
-            "choices": ["full", "lora", "head"],
-        },
+    max_length: int = option(1024, "Most tokens per sequence; longer ones keep their last tokens.")
+    learning_rate: float = option(1e-6, "Peak learning rate (AdamW).")
+    batch_size: int = option(64, "Pairs (bt) or rows (bce) per optimizer update, over all processes.")
+    micro_batch_size: int = option(
+        8, "Pairs or rows per process and forward pass; gradient accumulation makes up the rest."
     )
-    max_length: int = field(
-        default=1024,
-        metadata={"help": "Most tokens per sequence; longer ones keep their last tokens."},
+    feature_cache: str | None = option(
+        None,
+        "finetune=head: folder of cached backbone features (default OUT/features); share it "
+        "between runs of one model to encode each turn once.",
     )
-    learning_rate: float = field(default=1e-6, metadata={"help": "Peak learning rate (AdamW)."})
-    batch_size: int = field(
-        default=64,
-        metadata={"help": "Pairs (bt) or rows (bce) per optimizer update, over all processes."},
+    loss: Loss = option(
+        "bt", "bt: Bradley-Terry on pairs (paper); bce: binary cross-entropy on labeled turns.", choices=["bt", "bce"]
     )
-    micro_batch_size: int = field(
-        default=8,
-        metadata={"help": "Pairs or rows per process and forward pass; gradient accumulation makes up the rest."},
-    )
-    feature_cache: str | None = field(
-        default=None,
-        metadata={
-            "help": "finetune=head: folder of cached backbone features (default OUT/features); share it "
-            "between runs of one model to encode each turn once."
-        },
-    )
-    loss: Loss = field(
-        default="bt",
-        metadata={
-            "help": "bt: Bradley-Terry on pairs (paper); bce: binary cross-entropy on labeled turns.",
-            "choices": ["bt", "bce"],
-        },
-    )
-    l2_coefficient: float = field(
-        default=1e-3,
-        metadata={"help": "BT only: weight of the mean squared reward added to the loss."},
-    )
-    eval_strategy: Literal["no", "epoch"] = field(
-        default="no",
-        metadata={
-            "help": "Also compute loss/accuracy on the held-out problems after each epoch.",
-            "choices": ["no", "epoch"],
-        },
+    l2_coefficient: float = option(1e-3, "BT only: weight of the mean squared reward added to the loss.")
+    eval_strategy: Literal["no", "epoch"] = option(
+        "no", "Also compute loss/accuracy on the held-out problems after each epoch.", choices=["no", "epoch"]
     )
 
     def __post_init__(self) -> None:
@@ -176,20 +136,14 @@ class VerifierScoreConfig:
     `completion` (or `reply`) fields. out: JSONL written with a `score` per row.
     """
 
-    verifier: str = field(
-        default="runs/verifier",
-        metadata={"help": "Trained verifier: train output folder, its model/ folder, or a checkpoint."},
+    verifier: str = option(
+        "runs/verifier", "Trained verifier: train output folder, its model/ folder, or a checkpoint."
     )
-    input: str = field(
-        default="",
-        metadata={"help": "Rollout folder (trajectories.jsonl) or JSONL file of rows with prompt and completion."},
-    )
-    out: str = field(default="scores.jsonl", metadata={"help": "Output JSONL: one row per scored item, with `score`."})
-    turns: TurnSelection = field(
-        default="all", metadata={"help": "Rollout input: which turns to score.", "choices": ["all", "final", "first"]}
-    )
-    batch_size: int = field(default=16, metadata={"help": "Sequences per forward pass (sorted by length)."})
-    device: str | None = field(default=None, metadata={"help": "Torch device (default: cuda if available, else cpu)."})
+    input: str = option("", "Rollout folder (trajectories.jsonl) or JSONL file of rows with prompt and completion.")
+    out: str = option("scores.jsonl", "Output JSONL: one row per scored item, with `score`.")
+    turns: TurnSelection = option("all", "Rollout input: which turns to score.", choices=["all", "final", "first"])
+    batch_size: int = option(16, "Sequences per forward pass (sorted by length).")
+    device: str | None = option(None, "Torch device (default: cuda if available, else cpu).")
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -206,27 +160,23 @@ class VerifierEvalConfig:
     seed). bins: reliability bins of the calibration table.
     """
 
-    verifier: str = field(
-        default="runs/verifier",
-        metadata={"help": "Trained verifier: train output folder, its model/ folder, or a checkpoint."},
+    verifier: str = option(
+        "runs/verifier", "Trained verifier: train output folder, its model/ folder, or a checkpoint."
     )
-    trajectories: list[str] = field(
-        default_factory=list,
-        metadata={"help": "Rollout folders (comma-separated); default: those the verifier was trained on."},
+    trajectories: list[str] = option(
+        help="Rollout folders (comma-separated); default: those the verifier was trained on.", factory=list
     )
-    split: Split = field(
-        default="heldout",
-        metadata={
-            "help": "Problems to evaluate on: heldout (by the training split), train, or all.",
-            "choices": ["heldout", "train", "all"],
-        },
+    split: Split = option(
+        "heldout",
+        "Problems to evaluate on: heldout (by the training split), train, or all.",
+        choices=["heldout", "train", "all"],
     )
-    out: str | None = field(default=None, metadata={"help": "Report file (JSON); default: VERIFIER/eval-SPLIT.json."})
-    pairs_per_problem: int = field(default=32, metadata={"help": "Pairs sampled per problem for pairwise accuracy."})
-    seed: int = field(default=0, metadata={"help": "Seeds the pair sampling."})
-    bins: int = field(default=10, metadata={"help": "Reliability bins for calibration."})
-    batch_size: int = field(default=16, metadata={"help": "Sequences per forward pass (sorted by length)."})
-    device: str | None = field(default=None, metadata={"help": "Torch device (default: cuda if available, else cpu)."})
+    out: str | None = option(None, "Report file (JSON); default: VERIFIER/eval-SPLIT.json.")
+    pairs_per_problem: int = option(32, "Pairs sampled per problem for pairwise accuracy.")
+    seed: int = option(0, "Seeds the pair sampling.")
+    bins: int = option(10, "Reliability bins for calibration.")
+    batch_size: int = option(16, "Sequences per forward pass (sorted by length).")
+    device: str | None = option(None, "Torch device (default: cuda if available, else cpu).")
 
     def __post_init__(self) -> None:
         for name in ("pairs_per_problem", "bins", "batch_size"):
