@@ -152,14 +152,17 @@ def gradient_accumulation(config: FinetuneConfig, processes: int) -> int:
 
 
 def training_arguments(
-    args_class: type, config: FinetuneConfig, processes: int, *, progress: bool, checkpointing: bool, **own: Any
+    args_name: str, config: FinetuneConfig, processes: int, *, progress: bool, checkpointing: bool, **own: Any
 ) -> Any:
-    """TRL's `args_class` (SFTConfig, RewardConfig, GRPOConfig) for `config`, plus the trainer's `own`
-    arguments. Created before the model is loaded: under DeepSpeed ZeRO-3 it is what makes
-    `from_pretrained` partition the weights while loading."""
+    """TRL's arguments class `args_name` (SFTConfig, RewardConfig, GRPOConfig) for `config`, plus the
+    trainer's `own` arguments. Created before the model is loaded: under DeepSpeed ZeRO-3 it is what
+    makes `from_pretrained` partition the weights while loading."""
     import dataclasses
 
     import torch
+    import trl
+
+    args_class = getattr(trl, args_name)
 
     # transformers >= 5.23 renamed gradient_checkpointing (TRL defaults the old name to True, which warns)
     known = {f.name for f in dataclasses.fields(args_class)}
@@ -283,6 +286,41 @@ class RunStart:
 
     def seconds(self) -> float:
         return time.perf_counter() - self.started
+
+    def save_config(self, config: FinetuneConfig, **files: str) -> None:
+        """OUT/config.yaml and the run's other input `files` (name -> text), by the main process."""
+        from mucode.config import save_config
+
+        if self.state.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_config(config, self.out / "config.yaml")
+            for name, text in files.items():
+                (self.out / name).write_text(text)
+        self.state.wait_for_everyone()
+
+    def say_setup(self, config: FinetuneConfig, model: str, trainer: Any, examples: int, what: str) -> None:
+        """The setup line: what is trained of `model`, on `what`, batched how."""
+        trainable, total = count_parameters(trainer.model)
+        self.say(
+            f"model {model} ({config.finetune}): {trainable:,} of {total:,} parameters trained; {what}, "
+            f"{update_plan(config, self.args, self.processes, examples)}"
+        )
+
+    def finish(self, config: FinetuneConfig, result: TrainResult, **details: Any) -> TrainResult:
+        """Write OUT/run.json of `result` and the trainer's `details` (the main process), wait for
+        every process, and return `result`."""
+        if self.state.is_main_process:
+            write_run(
+                self.out,
+                config,
+                global_step=result.global_step,
+                train_loss=result.train_loss,
+                seconds=result.seconds,
+                resumed=result.resumed_from,
+                **details,
+            )
+        self.state.wait_for_everyone()
+        return result
 
 
 def start_run(

@@ -450,40 +450,35 @@ class _Alarm:
         signal.setitimer(signal.ITIMER_REAL, 0)
 
 
+# Modules the worker imports before it forks a program (a program's `import math` costs nothing).
+PRELOADED_MODULES = (
+    "array",
+    "bisect",
+    "cmath",
+    "collections",
+    "copy",
+    "datetime",
+    "decimal",
+    "fractions",
+    "functools",
+    "hashlib",
+    "heapq",
+    "itertools",
+    "json",
+    "math",
+    "operator",
+    "random",
+    "re",
+    "statistics",
+    "string",
+    "sys",
+    "typing",
+    "unicodedata",
+)
 # Modules the judge may bind for a test when the program imported them (tests often use the
 # program's `import math`). Nothing else is ever imported on the program's word: importing a module
 # runs its code in the trusted judge (e.g. `venv.__main__` creates virtual environments).
-TEST_MODULES = frozenset(
-    {
-        "array",
-        "bisect",
-        "cmath",
-        "collections",
-        "copy",
-        "datetime",
-        "decimal",
-        "fractions",
-        "functools",
-        "heapq",
-        "itertools",
-        "json",
-        "math",
-        "operator",
-        "random",
-        "re",
-        "statistics",
-        "string",
-        "sys",
-        "typing",
-        "unicodedata",
-        "hashlib",
-        "numbers",
-        "time",
-        "textwrap",
-        "enum",
-        "dataclasses",
-    }
-)
+TEST_MODULES = frozenset(PRELOADED_MODULES) | {"numbers", "time", "textwrap", "enum", "dataclasses"}
 
 
 def _namespace(run: SandboxRun, names: Any) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Sequence
 
 from mucode.execution.limits import Limits
-from mucode.execution.wire import HEADER, send_frame
+from mucode.execution.wire import HEADER, read_exact, send_frame
 from mucode.types import ExecResult, Status, Test, Verdict, test_to_dict
 
 
@@ -95,17 +95,14 @@ class _Worker:
         self.limits_mechanism = str(hello.get("limits_mechanism", "rlimit"))
 
     def _read_exact(self, size: int, end: float) -> bytes:
-        fd, chunks, remaining = self.process.stdout.fileno(), [], size
-        while remaining:
+        fd = self.process.stdout.fileno()
+
+        def wait_readable() -> None:
             left = end - time.monotonic()
             if left <= 0 or not select.select([fd], [], [], left)[0]:
                 raise _JudgeStalled()
-            chunk = os.read(fd, min(remaining, 1 << 20))
-            if not chunk:
-                raise EOFError("connection closed")
-            chunks.append(chunk)
-            remaining -= len(chunk)
-        return b"".join(chunks)
+
+        return read_exact(fd, size, wait_readable)
 
     def _receive(self, end: float) -> dict:
         (size,) = HEADER.unpack(self._read_exact(HEADER.size, end))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import struct
+from typing import Callable
 
 
 HEADER = struct.Struct(">I")
@@ -17,9 +18,12 @@ def send_frame(fd: int, payload: bytes) -> None:
         view = view[written:]
 
 
-def read_exact(fd: int, size: int) -> bytes:
+def read_exact(fd: int, size: int, before_read: Callable[[], None] | None = None) -> bytes:
+    """`size` bytes from `fd`; `before_read()` runs before every read (to wait with a deadline)."""
     chunks, remaining = [], size
     while remaining:
+        if before_read is not None:
+            before_read()
         chunk = os.read(fd, min(remaining, 1 << 20))
         if not chunk:
             raise EOFError("connection closed")

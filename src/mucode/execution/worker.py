@@ -33,36 +33,12 @@ from typing import Any, Callable
 
 from mucode.execution import child, isolation
 from mucode.execution.cgroups import ProgramCgroup, open_program_cgroup
-from mucode.execution.judge import Clock, InfraError, SandboxRun, judge_io, run_assert_tests
+from mucode.execution.judge import PRELOADED_MODULES, Clock, InfraError, SandboxRun, judge_io, run_assert_tests
 from mucode.execution.limits import Limits
 from mucode.execution.wire import HEADER, recv_frame, send_frame
 from mucode.types import AssertTest, ExecResult, IOTest, Status, Verdict, test_from_dict
 
 
-PRELOADED_MODULES = (
-    "array",
-    "bisect",
-    "cmath",
-    "collections",
-    "copy",
-    "datetime",
-    "decimal",
-    "fractions",
-    "functools",
-    "hashlib",
-    "heapq",
-    "itertools",
-    "json",
-    "math",
-    "operator",
-    "random",
-    "re",
-    "statistics",
-    "string",
-    "sys",
-    "typing",
-    "unicodedata",
-)
 SANDBOX_UID_BASE = int(os.environ.get("MUCODE_SANDBOX_UID_BASE", "61000"))
 SANDBOX_UID_SPAN = 4096  # root mode: each worker on the host holds one uid of SANDBOX_UID_BASE + [0, span)
 UID_LOCK_DIR = os.path.join("/run" if os.path.isdir("/run") else tempfile.gettempdir(), "mucode-sandbox-uids")

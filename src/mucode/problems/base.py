@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import gzip
 import hashlib
 import json
 import logging
@@ -237,6 +238,31 @@ def parse_python(code: str) -> ast.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", (DeprecationWarning, SyntaxWarning))
         return ast.parse(code)
+
+
+def checked_python(code: str, field_name: str) -> str:
+    """`code` when it parses, else a RowError naming the field, the error and its line."""
+    try:
+        parse_python(code)
+    except SyntaxError as err:
+        raise RowError(field_name, f"is not valid Python ({err.msg}, line {err.lineno}): {code[:200]!r}") from None
+    return code
+
+
+def json_lines(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, decoded value) of every non-blank line of a .jsonl (or .jsonl.gz) file; a line
+    that is not JSON is a ProblemDataError naming the file, the line and the column."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        for number, text in enumerate(handle, start=1):
+            if not text.strip():
+                continue
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as err:
+                message = f"not valid JSON ({err.msg} at column {err.colno}); each line must be one JSON value"
+                raise ProblemDataError(str(path), number, None, message) from None
+            yield number, value
 
 
 def normalise_newlines(text: str) -> str:

@@ -29,7 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from mucode.problems.base import ProblemSet, RowError, called_function, defined_functions, parse_python
+from mucode.problems.base import ProblemSet, RowError, called_function, checked_python, defined_functions, parse_python
 from mucode.problems.humaneval import public_test
 from mucode.problems.prelude import humaneval_prelude
 from mucode.problems.published import Source, load_published, optional, python_literal, required
@@ -162,19 +162,11 @@ def plus_tests(row: Mapping[str, Any], entry_point: str, reference: str) -> tupl
     return tests
 
 
-def _check_python(code: str, field_name: str) -> str:
-    try:
-        parse_python(code)
-    except SyntaxError as err:
-        raise RowError(field_name, f"is not valid Python ({err.msg}, line {err.lineno})") from None
-    return code
-
-
 def humaneval_plus_problem(row: Mapping[str, Any], split: str) -> Problem:
     task_id = required(row, "task_id", str)
     prompt = required(row, "prompt", str)
     entry_point = required(row, "entry_point", str)
-    reference = _check_python(prompt + required(row, "canonical_solution", str), "canonical_solution")
+    reference = checked_python(prompt + required(row, "canonical_solution", str), "canonical_solution")
     tests = plus_tests(row, entry_point, reference)
     try:
         public, origin = public_test({"task_id": task_id, "prompt": prompt, "entry_point": entry_point, "test": ""})
@@ -192,11 +184,11 @@ def mbpp_plus_problem(row: Mapping[str, Any], split: str) -> Problem:
     task_id = required(row, "task_id", (str, int))
     task_id = task_id if isinstance(task_id, str) else f"Mbpp/{task_id}"
     prompt = required(row, "prompt", str)
-    reference = _check_python(row.get("code") or required(row, "canonical_solution", str), "code")
+    reference = checked_python(row.get("code") or required(row, "canonical_solution", str), "code")
     entry_point = optional(row, "entry_point", str) or _entry_from_asserts(row)
     tests = plus_tests(row, entry_point, reference)
     asserts = [t for t in (row.get("test_list") or []) if isinstance(t, str)]
-    public = AssertTest(_check_python(asserts[0], "test_list[0]")) if asserts else tests[0]
+    public = AssertTest(checked_python(asserts[0], "test_list[0]")) if asserts else tests[0]
     setup = "\n".join(row.get("test_imports") or [])
     return Problem(
         id=task_id, source=MBPP_PLUS.name, prompt=prompt, public_tests=(public,), private_tests=tests,

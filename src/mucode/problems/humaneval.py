@@ -21,8 +21,6 @@ reference solution fails them); they are never used as public tests.
 from __future__ import annotations
 
 import ast
-import gzip
-import json
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
@@ -32,6 +30,7 @@ from mucode.problems.base import (
     ProblemSet,
     ProblemSetBuilder,
     RowError,
+    json_lines,
     sha256_of_files,
 )
 from mucode.problems.docstring_examples import Example, docstring_examples
@@ -155,22 +154,15 @@ def load_humaneval(split: str | None = None, path: str | Path | None = None) -> 
         raise FileNotFoundError(
             f"HumanEval data {file} is not a file; give a HumanEval-format .jsonl or .jsonl.gz file, or no path for the bundled copy"
         )
-    opener = gzip.open if file.suffix == ".gz" else open
     builder = ProblemSetBuilder(SET_NAME, str(file))
-    with opener(file, "rt", encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                _check_row(row)
-                problem = humaneval_problem(row)
-            except json.JSONDecodeError as err:
-                raise ProblemDataError(str(file), number, None, f"not valid JSON ({err.msg})") from None
-            except RowError as err:
-                raise ProblemDataError(str(file), number, err.field, err.message) from None
-            except (ValueError, SyntaxError) as err:
-                builder.skip(row["task_id"], SPLIT, f"no public test could be derived: {err}")
-                continue
-            builder.add(problem, SPLIT, number)
+    for number, row in json_lines(file):
+        try:
+            _check_row(row)
+            problem = humaneval_problem(row)
+        except RowError as err:
+            raise ProblemDataError(str(file), number, err.field, err.message) from None
+        except (ValueError, SyntaxError) as err:
+            builder.skip(row["task_id"], SPLIT, f"no public test could be derived: {err}")
+            continue
+        builder.add(problem, SPLIT, number)
     return builder.build(origin=str(file), sha256=sha256_of_files([file])).select(split)

@@ -39,7 +39,8 @@ from mucode.problems.base import (
     ProblemSet,
     ProblemSetBuilder,
     RowError,
-    parse_python,
+    checked_python,
+    json_lines,
     sha256_of_files,
 )
 from mucode.types import AssertTest, IOTest, Problem, Test
@@ -62,7 +63,7 @@ def _type_name(value: Any) -> str:
 def _parse_test(value: Any, field_name: str) -> Test:
     """One element of public_tests/private_tests -> AssertTest or IOTest."""
     if isinstance(value, str):
-        return AssertTest(_checked_python(value, field_name))
+        return AssertTest(checked_python(value, field_name))
     if not isinstance(value, Mapping):
         raise RowError(
             field_name,
@@ -88,7 +89,7 @@ def _parse_test(value: Any, field_name: str) -> Test:
             )
     timeout_s = _checked_timeout(test.get("timeout_s"), f"{field_name}.timeout_s")
     if kind == "assert":
-        return AssertTest(_checked_python(test["code"], f"{field_name}.code"), timeout_s=timeout_s)
+        return AssertTest(checked_python(test["code"], f"{field_name}.code"), timeout_s=timeout_s)
     compare = test.get("compare", "lines")
     if compare not in COMPARE_MODES:
         raise RowError(
@@ -103,14 +104,6 @@ def _checked_timeout(value: Any, field_name: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise RowError(field_name, f"must be a number of seconds > 0 or null, got {_type_name(value)} {value!r}")
     return float(value)
-
-
-def _checked_python(code: str, field_name: str) -> str:
-    try:
-        parse_python(code)
-    except SyntaxError as err:
-        raise RowError(field_name, f"test code is not valid Python ({err.msg}, line {err.lineno}): {code!r}") from None
-    return code
 
 
 def _parse_tests(row: Mapping[str, Any], field_name: str) -> tuple[Test, ...]:
@@ -184,23 +177,6 @@ def add_rows(
         builder.add(problem, split, line, where, unit)
 
 
-def _read_lines(path: Path) -> Iterable[tuple[int, Any]]:
-    """(line number, decoded object) for each non-blank line; bad JSON -> ProblemDataError."""
-    with path.open(encoding="utf-8") as handle:
-        for number, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                yield number, json.loads(text)
-            except json.JSONDecodeError as err:
-                raise ProblemDataError(
-                    str(path),
-                    number,
-                    None,
-                    f"not valid JSON ({err.msg} at column {err.colno}); each line must be one JSON object",
-                ) from None
-
-
 def jsonl_files(path: Path) -> list[Path]:
     """The files a path stands for: itself, or the `*.jsonl` files of a folder (sorted)."""
     if path.is_dir():
@@ -224,7 +200,7 @@ def load_jsonl(path: str | Path, split: str | None = None, name: str | None = No
     set_name = name or f"jsonl:{path}"
     builder = ProblemSetBuilder(set_name, str(path))
     for file in files:
-        add_rows(builder, _read_lines(file), file.stem, str(file), set_name)
+        add_rows(builder, json_lines(file), file.stem, str(file), set_name)
     return builder.build(origin=str(path), sha256=sha256_of_files(files)).select(split)
 
 

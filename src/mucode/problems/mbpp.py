@@ -39,6 +39,7 @@ from mucode.problems.base import (
     called_function,
     defined_functions,
     error_chain,
+    json_lines,
     normalise_newlines,
     parse_python,
     sha256_of_files,
@@ -212,23 +213,15 @@ def locate_file(variant: Variant, path: str | Path | None = None) -> Path | None
 
 def read_rows(path: Path) -> tuple[list[tuple[int, Any]], str]:
     """Numbered rows of a .jsonl file (line numbers) or a .json array (item numbers) and the unit."""
-    text = path.read_text(encoding="utf-8")
     if path.suffix == ".json":
         try:
-            data = json.loads(text)
+            data = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
             raise ProblemDataError(str(path), err.lineno, None, f"not valid JSON ({err.msg})") from None
         if not isinstance(data, list):
             raise ProblemDataError(str(path), None, None, f"must hold a JSON array of rows, got {type(data).__name__}")
         return list(enumerate(data, start=1)), "item"
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                rows.append((number, json.loads(line)))
-            except json.JSONDecodeError as err:
-                raise ProblemDataError(str(path), number, None, f"not valid JSON ({err.msg})") from None
-    return rows, "line"
+    return list(json_lines(path)), "line"
 
 
 def hub_rows(variant: Variant) -> tuple[dict[str, list[dict[str, Any]]], str]:

@@ -8,7 +8,6 @@ cannot use raises `SkipProblem` (listed in `ProblemSet.skipped`), a malformed on
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import os
@@ -22,6 +21,7 @@ from mucode.problems.base import (
     ProblemSetBuilder,
     ProblemSourceUnavailable,
     RowError,
+    json_lines,
     sha256_of_files,
     sha256_of_rows,
 )
@@ -118,18 +118,8 @@ def data_files(path: Path) -> list[Path]:
 
 
 def _json_lines(path: Path) -> Iterator[Record]:
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        for number, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise ProblemDataError(
-                    str(path), number, None, f"not valid JSON ({err.msg} at column {err.colno})"
-                ) from None
-            yield Record(str(path), number, "line", split_of_file(path), row)
+    for number, row in json_lines(path):
+        yield Record(str(path), number, "line", split_of_file(path), row)
 
 
 def _json_array(path: Path) -> Iterator[Record]:

@@ -33,14 +33,11 @@ from mucode.finetune import (
     FinetuneConfig,
     Say,
     TrainResult,
-    count_parameters,
     logged_losses,
     lora_config,
     start_run,
     train_resuming,
     training_arguments,
-    update_plan,
-    write_run,
 )
 from mucode.problems.prelude import DEFAULT_PREAMBLE, PREAMBLES, program_to_run
 from mucode.prompts import PromptConfig, initial_messages
@@ -142,10 +139,8 @@ def prompt_dataset(problems: Sequence[Problem]) -> Any:
 
 
 def grpo_arguments(config: GRPOTrainConfig, processes: int, progress: bool = True) -> Any:
-    from trl import GRPOConfig
-
     return training_arguments(
-        GRPOConfig,
+        "GRPOConfig",
         config,
         processes,
         progress=progress,
@@ -167,8 +162,6 @@ def train_grpo(
     checkpoints of the same config (see the module docstring)."""
     from trl import GRPOTrainer
 
-    from mucode.config import save_config
-
     _, problems = load_selected_problems(config.problems, config.problems_path, config.limit, config.seed)
     run = start_run(
         config,
@@ -177,9 +170,7 @@ def train_grpo(
         overwrite=overwrite,
         say=say,
     )
-    if run.state.is_main_process:
-        run.out.mkdir(parents=True, exist_ok=True)
-        save_config(config, run.out / "config.yaml")
+    run.save_config(config)
     model, tokenizer = load_generator(config.model, dtype=config.dtype)
     with Executor(workers=config.workers, limits=Limits(timeout_s=config.timeout_s)) as executor:
         reward = SandboxReward(problems, executor, config.preamble)
@@ -191,36 +182,20 @@ def train_grpo(
             processing_class=tokenizer,
             peft_config=lora_config(config, "CAUSAL_LM") if config.finetune == "lora" else None,
         )
-        trainable, total = count_parameters(trainer.model)
-        plan = update_plan(config, run.args, run.processes, len(problems) * config.num_generations)
-        run.say(
-            f"model {config.model} ({config.finetune}): {trainable:,} of {total:,} parameters trained; "
-            f"{len(problems)} problems x {config.num_generations} completions; {plan}"
-        )
-        result, last = train_resuming(trainer, run)
+        completions = len(problems) * config.num_generations
+        what = f"{len(problems)} problems x {config.num_generations} completions"
+        run.say_setup(config, config.model, trainer, completions, what)
+        output, last = train_resuming(trainer, run)
     model_dir = save_final(
         trainer, run.out, run.state, finetune=config.finetune, base=config.model, dtype=config.dtype
     )
-    rewards = _reward_history(trainer)
     losses = logged_losses(trainer)
-    if run.state.is_main_process:
-        write_run(
-            run.out,
-            config,
-            global_step=result.global_step,
-            train_loss=result.training_loss,
-            seconds=run.seconds(),
-            resumed=last,
-            base_model=config.model,
-            finetune=config.finetune,
-            problems=[p.id for p in problems],
-            rewards=rewards,
-            losses=losses,
-        )
-    run.state.wait_for_everyone()
-    return TrainResult(
-        model_dir, result.global_step, float(result.training_loss), run.seconds(), last, len(problems), losses=losses
+    result = TrainResult(
+        model_dir, output.global_step, float(output.training_loss), run.seconds(), last, len(problems), losses
     )
+    problem_ids = [p.id for p in problems]
+    details = {"problems": problem_ids, "rewards": _reward_history(trainer), "losses": losses}
+    return run.finish(config, result, base_model=config.model, finetune=config.finetune, **details)
 
 
 def _reward_history(trainer: Any) -> list[dict[str, float]]:

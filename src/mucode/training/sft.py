@@ -35,14 +35,11 @@ from typing import Any, Mapping, Sequence
 from mucode.finetune import (
     Say,
     TrainResult,
-    count_parameters,
     logged_losses,
     lora_config,
     start_run,
     train_resuming,
     training_arguments,
-    update_plan,
-    write_run,
 )
 from mucode.training.config import GeneratorTrainConfig
 
@@ -196,10 +193,8 @@ def load_generator(ref: str, *, dtype: str = "float32") -> tuple[Any, Any]:
 
 def sft_config(config: GeneratorTrainConfig, processes: int, progress: bool = True) -> Any:
     """TRL's SFTConfig for `config` (see `mucode.finetune.training_arguments`)."""
-    from trl import SFTConfig
-
     return training_arguments(
-        SFTConfig,
+        "SFTConfig",
         config,
         processes,
         progress=progress,
@@ -238,7 +233,6 @@ def train_generator(
 ) -> TrainResult:
     """SFT of `config.model` (or `config.init_from`) on `config.data`; saves OUT/model and
     resumes if OUT has checkpoints of the same config and data (see the module docstring)."""
-    from mucode.config import save_config
     from mucode.generation.models import file_sha256
 
     rows = read_sft_rows(config.data)
@@ -251,49 +245,37 @@ def train_generator(
         say=say,
         other_changes=lambda out: data_changes(out, data),
     )
-    if run.state.is_main_process:
-        run.out.mkdir(parents=True, exist_ok=True)
-        save_config(config, run.out / "config.yaml")
-        (run.out / DATA_FILE).write_text(json.dumps(data, indent=2))
+    run.save_config(config, **{DATA_FILE: json.dumps(data, indent=2)})
 
-    model, tokenizer = load_generator(config.init_from or config.model, dtype=config.dtype)
+    base = config.init_from or config.model
+    model, tokenizer = load_generator(base, dtype=config.dtype)
     fit = fit_to_length(rows, tokenizer, config.max_length)
     if not fit.rows:
         raise ValueError(
             f"every example is longer than max_length={config.max_length} tokens even without earlier attempts; raise --max-length"
         )
     trainer = build_trainer(config, run.args, fit.rows, model, tokenizer)
-    _say_setup(run.say, config, run.args, trainer, run.processes, fit)
-    result, last = train_resuming(trainer, run)
-    base = config.init_from or config.model
+    what = (
+        f"{len(fit.rows)} examples ({fit.truncated} shortened to {config.max_length} tokens by removing their "
+        f"oldest attempts, {fit.dropped} still longer left out)"
+    )
+    run.say_setup(config, base, trainer, len(fit.rows), what)
+    output, last = train_resuming(trainer, run)
     model_dir = save_final(trainer, run.out, run.state, finetune=config.finetune, base=base, dtype=config.dtype)
     losses = logged_losses(trainer)
-    counts = {"examples": len(fit.rows), "too_long": fit.dropped, "truncated": fit.truncated}
-    if run.state.is_main_process:
-        write_run(
-            run.out,
-            config,
-            global_step=result.global_step,
-            train_loss=result.training_loss,
-            seconds=run.seconds(),
-            resumed=last,
-            base_model=config.model,
-            init_from=config.init_from,
-            finetune=config.finetune,
-            data=data,
-            **counts,
-            losses=losses,
-        )
-    run.state.wait_for_everyone()
-    return TrainResult(
+    counts = {"too_long": fit.dropped, "truncated": fit.truncated}
+    result = TrainResult(
         model_dir,
-        result.global_step,
-        float(result.training_loss),
+        output.global_step,
+        float(output.training_loss),
         run.seconds(),
         last,
-        losses=losses,
+        len(fit.rows),
+        losses,
         **counts,
     )
+    details = {"init_from": config.init_from, "finetune": config.finetune, "data": data, "examples": len(fit.rows)}
+    return run.finish(config, result, base_model=config.model, **details, **counts, losses=losses)
 
 
 def save_final(trainer: Any, out: Path, state: Any, *, finetune: str, base: str, dtype: str) -> Path:
@@ -340,20 +322,3 @@ def restore_model(out: str | Path) -> Path:
     merge_adapter(out / "adapter", config.get("init_from") or config["model"], partial, dtype=config["dtype"])
     partial.rename(model_dir)
     return model_dir
-
-
-def _say_setup(
-    say: Say,
-    config: GeneratorTrainConfig,
-    args: Any,
-    trainer: Any,
-    processes: int,
-    fit: LengthFit,
-) -> None:
-    trainable, total = count_parameters(trainer.model)
-    say(
-        f"model {config.init_from or config.model} ({config.finetune}): {trainable:,} of {total:,} parameters "
-        f"trained; "
-        f"{len(fit.rows)} examples ({fit.truncated} shortened to {config.max_length} tokens by removing their oldest "
-        f"attempts, {fit.dropped} still longer left out), {update_plan(config, args, processes, len(fit.rows))}"
-    )

@@ -32,14 +32,11 @@ from mucode.finetune import (
     RunStart,
     Say,
     TrainResult,
-    count_parameters,
     launched_processes,
     lora_config,
     start_run,
     train_resuming,
     training_arguments,
-    update_plan,
-    write_run,
 )
 from mucode.verifier.config import VerifierTrainConfig
 from mucode.verifier.data import Candidate, Pair, PreparedData, export_data, prepare_data
@@ -170,10 +167,8 @@ def row_dataset(rows: Sequence[Candidate], tokenizer: Any, max_length: int) -> A
 
 def reward_config(config: VerifierTrainConfig, processes: int, progress: bool = True) -> Any:
     """TRL's RewardConfig for `config` (see `mucode.finetune.training_arguments`)."""
-    from trl import RewardConfig
-
     return training_arguments(
-        RewardConfig,
+        "RewardConfig",
         config,
         processes,
         progress=progress,
@@ -204,9 +199,11 @@ def train_verifier(
     )
     data = prepare_data(config)
     _check_enough(config, data)
+    split = {"holdout_fraction": config.holdout_fraction, "seed": config.seed}
+    split |= {"train": data.train_ids, "heldout": data.heldout_ids}
+    run.save_config(config, **{"split.json": json.dumps(split, indent=2)})
     if run.state.is_main_process:
-        _write_inputs(config, data, run.out)
-    run.state.wait_for_everyone()
+        export_data(data, run.out / "data")
     run.say(f"train: {data.train_stats.describe()}")
     if data.heldout_ids:
         run.say(f"held out: {len(data.heldout_ids)} problems ({data.heldout_stats.describe()})")
@@ -215,20 +212,18 @@ def train_verifier(
 
     trainer = _build_trainer(config, run.args, data)
     examples = len(trainer.train_dataset)
-    _say_setup(run.say, config, run.args, trainer, run.processes, examples)
+    run.say_setup(config, config.model, trainer, examples, f"loss {config.loss}; {examples} {_unit(config)}")
     fits = _length_fits(
         run,
         config,
         [fit_ids(trainer.processing_class, c.messages(), config.max_length) for c in _train_candidates(config, data)],
     )
-    result, last = train_resuming(trainer, run)
+    output, last = train_resuming(trainer, run)
     model_dir = run.out / "model"
     trainer.save_model(str(model_dir))  # weights (or LoRA adapter) + tokenizer, gathered under ZeRO-3 / FSDP
     if run.state.is_main_process:
         _spec(config).save(model_dir)
-        _write_run(config, data, run, result.global_step, result.training_loss, last, fits)
-    run.state.wait_for_everyone()
-    return _result(data, run, model_dir, result.global_step, float(result.training_loss), last, examples)
+    return _finish(config, data, run, model_dir, output.global_step, output.training_loss, last, examples, fits)
 
 
 def _train_head(config: VerifierTrainConfig, data: PreparedData, run: RunStart, progress: bool) -> TrainResult:
@@ -283,11 +278,12 @@ def _train_head(config: VerifierTrainConfig, data: PreparedData, run: RunStart, 
     model_dir = save_head(model, tokenizer, spec, out / "model")
     (out / "head_log.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
     steps, loss = history[-1]["step"], sum(h["loss"] for h in history) / len(history)
-    _write_run(config, data, run, steps, loss, None, fits)
-    return _result(data, run, model_dir, steps, loss, None, len(data.train_pairs) if bt else len(data.train_rows))
+    examples = len(data.train_pairs) if bt else len(data.train_rows)
+    return _finish(config, data, run, model_dir, steps, loss, None, examples, fits)
 
 
-def _result(
+def _finish(
+    config: VerifierTrainConfig,
     data: PreparedData,
     run: RunStart,
     model_dir: Path,
@@ -295,9 +291,12 @@ def _result(
     loss: float,
     resumed: str | None,
     examples: int,
+    fits: dict[str, int],
 ) -> TrainResult:
     pairs, rows = len(data.train_pairs), len(data.train_rows)
-    return TrainResult(model_dir, steps, loss, run.seconds(), resumed, examples, pairs=pairs, rows=rows)
+    result = TrainResult(model_dir, steps, float(loss), run.seconds(), resumed, examples, pairs=pairs, rows=rows)
+    details = {"train_problems": len(data.train_ids), "heldout_problems": len(data.heldout_ids)}
+    return run.finish(config, result, **details, train_pairs=pairs, train_rows=rows, length_fit=fits)
 
 
 def _train_candidates(config: VerifierTrainConfig, data: PreparedData) -> list[Candidate]:
@@ -393,49 +392,5 @@ def _spec(config: VerifierTrainConfig) -> VerifierSpec:
     )
 
 
-def _say_setup(say: Say, config: VerifierTrainConfig, args: Any, trainer: Any, processes: int, examples: int) -> None:
-    trainable, total = count_parameters(trainer.model)
-    unit = "pairs" if config.loss == "bt" else "rows"
-    say(
-        f"model {config.model} ({config.finetune}): {trainable:,} of {total:,} parameters trained; loss {config.loss}; "
-        f"{examples} {unit}, {update_plan(config, args, processes, examples)}"
-    )
-
-
-def _write_inputs(config: VerifierTrainConfig, data: PreparedData, out: Path) -> None:
-    from mucode.config import save_config
-
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(config, out / "config.yaml")
-    split = {
-        "holdout_fraction": config.holdout_fraction,
-        "seed": config.seed,
-        "train": data.train_ids,
-        "heldout": data.heldout_ids,
-    }
-    (out / "split.json").write_text(json.dumps(split, indent=2))
-    export_data(data, out / "data")
-
-
-def _write_run(
-    config: VerifierTrainConfig,
-    data: PreparedData,
-    run: RunStart,
-    steps: int,
-    loss: float,
-    resumed: str | None,
-    fits: dict[str, int],
-) -> None:
-    write_run(
-        run.out,
-        config,
-        global_step=steps,
-        train_loss=loss,
-        seconds=run.seconds(),
-        resumed=resumed,
-        train_problems=len(data.train_ids),
-        heldout_problems=len(data.heldout_ids),
-        train_pairs=len(data.train_pairs),
-        train_rows=len(data.train_rows),
-        length_fit=fits,
-    )
+def _unit(config: VerifierTrainConfig) -> str:
+    return "pairs" if config.loss == "bt" else "rows"
