@@ -152,7 +152,12 @@ def gradient_accumulation(config: FinetuneConfig, processes: int) -> int:
 
 
 def training_arguments(
-    args_name: str, config: FinetuneConfig, processes: int, *, progress: bool, checkpointing: bool, **own: Any
+    args_name: str,
+    config: FinetuneConfig,
+    processes: int,
+    progress: bool,
+    checkpointing: bool | None = None,
+    **own: Any,
 ) -> Any:
     """TRL's arguments class `args_name` (SFTConfig, RewardConfig, GRPOConfig) for `config`, plus the
     trainer's `own` arguments. Created before the model is loaded: under DeepSpeed ZeRO-3 it is what
@@ -163,6 +168,7 @@ def training_arguments(
     import trl
 
     args_class = getattr(trl, args_name)
+    checkpointing = config.gradient_checkpointing if checkpointing is None else checkpointing
 
     # transformers >= 5.23 renamed gradient_checkpointing (TRL defaults the old name to True, which warns)
     known = {f.name for f in dataclasses.fields(args_class)}

@@ -8,13 +8,12 @@ Also runnable as a module, which is what `accelerate launch` needs:
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import click
 
-from mucode.cli.options import build_config, config_options
+from mucode.cli.options import build_config, config_options, preset_option, say_trained
 from mucode.training.config import PRESETS, GeneratorTrainConfig, generator_config
 from mucode.training.grpo import GRPOTrainConfig
 from mucode.training.relabel import RelabelConfig
@@ -86,12 +85,7 @@ def relabel_command(more: tuple[str, ...], config_file: Path | None, **flags: An
 
 @generator.command("train", epilog=TRAIN_EXAMPLES)
 @click.argument("more", nargs=-1, metavar="[FILE]...")
-@click.option(
-    "--preset",
-    type=click.Choice(list(PRESETS)),
-    default=None,
-    help="Start from a preset (file and flags override it): " + ", ".join(PRESETS) + ".",
-)
+@preset_option(PRESETS)
 @click.option("--lora", is_flag=True, default=False, help="Shorthand for --finetune lora.")
 @click.option("--overwrite", is_flag=True, default=False, help="Delete OUT and start over instead of resuming.")
 @config_options(GeneratorTrainConfig)
@@ -113,10 +107,7 @@ def train_command(
     if not config.data:
         raise click.UsageError("pass --data FILE.jsonl [FILE ...]: SFT files written by `mucode generator relabel`")
     result = train_generator(config, overwrite=overwrite, say=click.echo)
-    if int(os.environ.get("RANK", "0")) == 0:
-        click.echo(
-            f"saved {result.model_dir} after {result.global_step} updates (loss {result.train_loss:.4f}, {result.seconds:.0f} s)"
-        )
+    say_trained(result)
     return 0
 
 
@@ -134,6 +125,5 @@ def grpo_command(lora: bool, overwrite: bool, config_file: Path | None, **flags:
         flags["finetune"] = "lora"
     config = build_config(GRPOTrainConfig, config_file, flags)
     result = train_grpo(config, overwrite=overwrite, say=click.echo)
-    if int(os.environ.get("RANK", "0")) == 0:
-        click.echo(f"saved {result.model_dir} after {result.global_step} updates ({result.seconds:.0f} s)")
+    say_trained(result)
     return 0

@@ -4,6 +4,7 @@ per field (its help text comes from the field's metadata), flags overriding the 
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -58,3 +59,20 @@ def build_config(cls: type[T], config_file: Path | None, flags: dict[str, Any]) 
         return load_config(cls, config_file, flags)
     except ValueError as err:
         raise click.ClickException(str(err)) from None
+
+
+def say_trained(result: Any) -> None:
+    """The last line of a training command (rank 0 of a launched run only)."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        click.echo(
+            f"saved {result.model_dir} after {result.global_step} updates "
+            f"(loss {result.train_loss:.4f}, {result.seconds:.0f} s)"
+        )
+
+
+def preset_option(
+    presets: typing.Iterable[str], help: str = "Start from a preset (file and flags override it)"
+) -> Any:
+    """`--preset NAME`, one of `presets`."""
+    names = list(presets)
+    return click.option("--preset", type=click.Choice(names), default=None, help=f"{help}: {', '.join(names)}.")

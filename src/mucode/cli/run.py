@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from mucode.cli.options import preset_option
+
 
 EXAMPLES = """
 \b
@@ -21,12 +23,7 @@ Examples:
 
 
 @click.command("run", epilog=EXAMPLES)
-@click.option(
-    "--preset",
-    type=click.Choice(["paper", "demo", "smoke"]),
-    default=None,
-    help="Named settings (a YAML --config and flags override them).",
-)
+@preset_option(["paper", "demo", "smoke"], "Named settings (a YAML --config and flags override them)")
 @click.option(
     "--config",
     "config_file",

@@ -8,13 +8,12 @@ Also runnable as a module, which is what `accelerate launch` needs:
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import click
 
-from mucode.cli.options import build_config, config_options
+from mucode.cli.options import build_config, config_options, preset_option, say_trained
 from mucode.verifier.config import PRESETS, VerifierEvalConfig, VerifierScoreConfig, VerifierTrainConfig, train_config
 
 
@@ -57,12 +56,7 @@ def verifier() -> None:
 
 
 @verifier.command("train", epilog=TRAIN_EXAMPLES)
-@click.option(
-    "--preset",
-    type=click.Choice(list(PRESETS)),
-    default=None,
-    help="Start from a preset (file and flags override it): " + ", ".join(PRESETS) + ".",
-)
+@preset_option(PRESETS)
 @click.option("--overwrite", is_flag=True, default=False, help="Delete OUT and start over instead of resuming.")
 @config_options(VerifierTrainConfig)
 def train_command(preset: str | None, overwrite: bool, config_file: Path | None, **flags: Any) -> int:
@@ -75,10 +69,7 @@ def train_command(preset: str | None, overwrite: bool, config_file: Path | None,
     except ValueError as err:
         raise click.ClickException(str(err)) from None
     result = train_verifier(config, overwrite=overwrite, say=click.echo)
-    if int(os.environ.get("RANK", "0")) == 0:
-        click.echo(
-            f"saved {result.model_dir} after {result.global_step} updates (loss {result.train_loss:.4f}, {result.seconds:.0f} s)"
-        )
+    say_trained(result)
     return 0
 
 

@@ -139,15 +139,14 @@ def prompt_dataset(problems: Sequence[Problem]) -> Any:
 
 
 def grpo_arguments(config: GRPOTrainConfig, processes: int, progress: bool = True) -> Any:
+    sampling = {"max_completion_length": config.max_new_tokens, "temperature": config.temperature}
     return training_arguments(
         "GRPOConfig",
         config,
         processes,
-        progress=progress,
-        checkpointing=config.gradient_checkpointing,
+        progress,
+        **sampling,
         num_generations=config.num_generations,
-        max_completion_length=config.max_new_tokens,
-        temperature=config.temperature,
         beta=config.beta,
         loss_type=config.loss_type,
         reward_weights=[1.0, 0.0],  # `public` trains; `correct` is logged only

@@ -32,15 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from mucode.finetune import (
-    Say,
-    TrainResult,
-    logged_losses,
-    lora_config,
-    start_run,
-    train_resuming,
-    training_arguments,
-)
+from mucode.finetune import Say, TrainResult, logged_losses, lora_config, start_run, train_resuming, training_arguments
 from mucode.training.config import GeneratorTrainConfig
 
 
@@ -193,15 +185,7 @@ def load_generator(ref: str, *, dtype: str = "float32") -> tuple[Any, Any]:
 
 def sft_config(config: GeneratorTrainConfig, processes: int, progress: bool = True) -> Any:
     """TRL's SFTConfig for `config` (see `mucode.finetune.training_arguments`)."""
-    return training_arguments(
-        "SFTConfig",
-        config,
-        processes,
-        progress=progress,
-        checkpointing=config.gradient_checkpointing,
-        completion_only_loss=True,
-        packing=False,
-    )
+    return training_arguments("SFTConfig", config, processes, progress, completion_only_loss=True, packing=False)
 
 
 def build_trainer(

@@ -154,23 +154,15 @@ def _write(
     candidates: Sequence[Candidate],
     scores: dict[tuple, float],
 ) -> None:
+    from mucode.verifier.scoring import score_record
+
     out = Path(config.out) if config.out else root / f"eval-{config.split}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(json_safe(report), indent=2))
     with open(out.with_name(out.stem + "-scores.jsonl"), "w", encoding="utf-8") as handle:
         for c in candidates:
             if c.ref in scores:
-                row = {
-                    "source": c.source,
-                    "problem_id": c.problem_id,
-                    "rollout": c.rollout,
-                    "turn": c.turn,
-                    "final": c.final,
-                    "correct": c.correct,
-                    "label": c.label,
-                    "score": scores[c.ref],
-                }
-                handle.write(json.dumps(row) + "\n")
+                handle.write(json.dumps({"source": c.source, **score_record(c, scores[c.ref])}) + "\n")
     report["written"] = str(out)
 
 

@@ -16,9 +16,13 @@ the backbone (the head applied to the cached feature: the same number up to floa
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from mucode.verifier.model import VerifierSpec, encode, load_verifier, pad_right
+
+
+if TYPE_CHECKING:
+    from mucode.verifier.data import Candidate
 
 
 Message = dict[str, str]
@@ -196,18 +200,21 @@ def _score_rollouts(scorer: VerifierScorer, folder: Any, turns: str) -> list[dic
     if turns != "all":
         candidates = [c for c in candidates if (c.turn == 0 if turns == "first" else c.final)]
     values = scorer.score_messages([c.messages() for c in candidates])
-    return [
-        {
-            "problem_id": c.problem_id,
-            "rollout": c.rollout,
-            "turn": c.turn,
-            "final": c.final,
-            "correct": c.correct,
-            "label": c.label,
-            "score": v,
-        }
-        for c, v in zip(candidates, values)
-    ]
+    return [score_record(c, v) for c, v in zip(candidates, values)]
+
+
+def score_record(candidate: Candidate, score: float) -> dict[str, Any]:
+    """One line of a score file: which turn of which trajectory, its labels, its score."""
+    c = candidate
+    return {
+        "problem_id": c.problem_id,
+        "rollout": c.rollout,
+        "turn": c.turn,
+        "final": c.final,
+        "correct": c.correct,
+        "label": c.label,
+        "score": score,
+    }
 
 
 def _score_rows(scorer: VerifierScorer, path: Any) -> list[dict[str, Any]]:

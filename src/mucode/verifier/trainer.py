@@ -167,16 +167,11 @@ def row_dataset(rows: Sequence[Candidate], tokenizer: Any, max_length: int) -> A
 
 def reward_config(config: VerifierTrainConfig, processes: int, progress: bool = True) -> Any:
     """TRL's RewardConfig for `config` (see `mucode.finetune.training_arguments`)."""
+    # a frozen backbone keeps no activations; the paper's L2 term is added by BradleyTerryTrainer instead
+    checkpointing = config.gradient_checkpointing and config.finetune != "head"
+    evaluation = {"per_device_eval_batch_size": config.micro_batch_size, "eval_strategy": config.eval_strategy}
     return training_arguments(
-        "RewardConfig",
-        config,
-        processes,
-        progress=progress,
-        # a frozen backbone keeps no activations
-        checkpointing=config.gradient_checkpointing and config.finetune != "head",
-        per_device_eval_batch_size=config.micro_batch_size,
-        eval_strategy=config.eval_strategy,
-        center_rewards_coefficient=None,  # the paper's L2 term is added by BradleyTerryTrainer instead
+        "RewardConfig", config, processes, progress, checkpointing, **evaluation, center_rewards_coefficient=None
     )
 
 
