@@ -57,6 +57,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+NODE_CHECK_S = 10.0  # with no answer for this long, look for calls whose node has died
 INSTALL_HINT = "--ray needs the ray package: pip install 'mucode[ray]' (on every node of the cluster)"
 Key = tuple[str, int]  # (problem id, rollout index)
 
@@ -150,6 +151,10 @@ class RolloutWorker:
         import os
 
         return os.getpid()
+
+    def node(self) -> str:
+        """The id of the Ray node this actor runs on."""
+        return import_ray().get_runtime_context().get_node_id()
 
     def run(self, problems: list[Problem], keys: list[Key]) -> Iterator[dict[str, Any]]:
         """Run the trajectories `keys` of `problems`, yielding each record as soon as it is done."""
@@ -250,9 +255,10 @@ def collect_rollouts_on_ray(
     total = sum(1 for _ in work_items(problems, rollouts, store.done))
     size = chunk_size or max(1, min(128, math.ceil(total / (4 * len(actors)))))
     pending = deque(chunks_of(problems, rollouts, store.done, size))
-    idle = list(range(len(actors)))  # actor indices
+    idle: list[int] = []  # actor indices; an actor is idle once it has said on which node it runs
+    nodes: dict[int, str] = {}  # actor index -> its node
     running: dict[Any, tuple[int, _Chunk]] = {}  # streaming call -> (actor index, chunk)
-    probes: dict[Any, int] = {}  # call that returns once a failed actor is back -> actor index
+    probes = {_probe(actor): index for index, actor in enumerate(actors)}  # answered once the actor is up
     stats = RolloutStats()
     started = time.perf_counter()
     while pending or running:
@@ -266,9 +272,22 @@ def collect_rollouts_on_ray(
             raise RuntimeError(
                 f"every Ray actor died for good; {sum(len(c.keys) for c in pending)} trajectories not run (rerun to resume)"
             )
-        (ready,), _ = ray.wait([*running, *probes], num_returns=1)
+        ready_calls, _ = ray.wait([*running, *probes], num_returns=1, timeout=NODE_CHECK_S)
+        if not ready_calls:  # a call to an actor on a lost node may never answer (no room to restart it)
+            for call in _calls_on_lost_nodes(ray, running, nodes):
+                index, chunk = running.pop(call)
+                probes[_probe(actors[index])] = index
+                _requeue(
+                    chunk,
+                    NodeLost(f"node {nodes[index]} of actor {index} was lost"),
+                    store.done,
+                    pending,
+                    max_attempts,
+                )
+            continue
+        (ready,) = ready_calls
         if ready in probes:
-            _actor_back(ray, ready, probes, idle)
+            _actor_back(ray, ready, probes, idle, nodes)
             continue
         index, chunk = running[ready]
         try:
@@ -290,19 +309,29 @@ def collect_rollouts_on_ray(
     return stats
 
 
+class NodeLost(RuntimeError):
+    """The Ray node of an actor died while the actor ran a chunk."""
+
+
 def _probe(actor: ActorHandle) -> Any:
-    """A call that is retried until the actor is back (or fails when it has died for good)."""
-    return actor.pid.options(max_task_retries=-1).remote()
+    """A call that is retried until the actor is (back) up, answering its node (or fails when it
+    has died for good)."""
+    return actor.node.options(max_task_retries=-1).remote()
 
 
-def _actor_back(ray: Any, probe: Any, probes: dict[Any, int], idle: list[int]) -> None:
+def _actor_back(ray: Any, probe: Any, probes: dict[Any, int], idle: list[int], nodes: dict[int, str]) -> None:
     index = probes.pop(probe)
     try:
-        ray.get(probe)
+        nodes[index] = ray.get(probe)
     except ray.exceptions.RayActorError as err:
         logger.warning("Ray actor %d is gone for good (%s); going on with the others", index, type(err).__name__)
         return
     idle.append(index)
+
+
+def _calls_on_lost_nodes(ray: Any, running: dict[Any, tuple[int, _Chunk]], nodes: dict[int, str]) -> list[Any]:
+    dead = {node["NodeID"] for node in ray.nodes() if not node["Alive"]}
+    return [call for call, (index, _) in running.items() if nodes.get(index) in dead]
 
 
 def _requeue(chunk: _Chunk, err: BaseException, done: set[Key], pending: deque[_Chunk], max_attempts: int) -> None:

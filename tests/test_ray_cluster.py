@@ -1,0 +1,162 @@
+"""`mucode run --ray` on a real two-node Ray cluster on loopback (`ray start --head` and a second
+`ray start --address`, two raylets on this machine): a worker node is killed while the first
+rollout stage runs, then the driver itself is killed, a new node joins and the same command
+resumes. Every record (both rollout stages, every evaluation) equals a one-process run's with the
+same seed. Slow (Ray start, actor processes importing torch); run it with
+`pytest -m slow tests/test_ray_cluster.py` after `pip install 'mucode[ray]'`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mucode.cli import main
+
+
+pytestmark = pytest.mark.slow
+
+TIMING_KEYS = {"generate_s", "duration_s", "wall_s"}  # seconds differ from run to run
+# Enough rollouts that the node loss lands while the first rollout stage still has work left; the
+# one-process run seeds per episode too (Ray needs it; a one-process pipeline's default is per step);
+# float32, because in bf16 (the default on a CPU with AVX512-BF16) a batch of other rows can flip a
+# near-tie of the tiny random model's logits.
+SETTINGS = "limit: 12\nrollouts: 4\nrollout: {seeding: episode, dtype: float32}\nsearch: {dtype: float32}\n"
+
+
+class LoopbackCluster:
+    """A head node and worker nodes started with the `ray` command, all on 127.0.0.1, one CPU each."""
+
+    def __init__(self, root: Path) -> None:
+        self.ray = str(Path(sys.executable).with_name("ray"))
+        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self._ray_start("--head", "--port", str(self.port), "--include-dashboard", "false")
+
+    def _ray_start(self, *args: str) -> None:
+        command = [self.ray, "start", "--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
+        subprocess.run([*command, *args], check=True, env=self.env, capture_output=True, timeout=120)
+
+    def add_worker(self) -> int:
+        """Start a worker node; its node-manager port names it."""
+        port = free_port()
+        self._ray_start("--address", self.address, "--node-manager-port", str(port))
+        return port
+
+    def kill_worker(self, port: int) -> int:
+        """SIGKILL the worker node's raylet and everything it started (its actors): the node is lost."""
+        import psutil
+
+        raylets = [
+            p for p in psutil.process_iter(["cmdline"]) if f"--node_manager_port={port}" in (p.info["cmdline"] or [])
+        ]
+        assert len(raylets) == 1, f"found {len(raylets)} raylets of the worker node"
+        victims = [raylets[0], *raylets[0].children(recursive=True)]
+        for process in victims:
+            process.kill()
+        return len(victims)
+
+    def stop(self) -> None:
+        subprocess.run([self.ray, "stop", "--force"], env=self.env, capture_output=True, timeout=120)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    pytest.importorskip("ray")
+    cluster = LoopbackCluster(tmp_path)
+    try:
+        yield cluster
+    finally:
+        import ray
+
+        ray.shutdown()  # the resumed run joined the cluster from this process
+        cluster.stop()
+
+
+def run_command(mbpp_dir: Path, out: Path, *extra: str) -> list[str]:
+    larger = out.with_name("larger.yaml")
+    larger.write_text(SETTINGS)
+    return [
+        "run", "--preset", "smoke", "--config", str(larger), "--problems-path", str(mbpp_dir), "--out", str(out),
+        "--quiet", *extra,
+    ]  # fmt: skip
+
+
+def without_timing(value):
+    if isinstance(value, dict):
+        return {k: without_timing(v) for k, v in value.items() if k not in TIMING_KEYS}
+    if isinstance(value, list):
+        return [without_timing(v) for v in value]
+    return value
+
+
+def records(run: Path) -> dict[str, dict]:
+    """Every stage's records, keyed by stage folder and (problem, rollout or search), timing removed."""
+    found = {}
+    for name in ("trajectories.jsonl", "searches.jsonl"):
+        for path in sorted(run.rglob(name)):
+            text = path.read_text().replace(str(run), "RUN")  # the tiny model is built in each run folder
+            rows = [json.loads(line) for line in text.splitlines()]
+            key = "rollout" if name == "trajectories.jsonl" else "search"
+            found[str(path.parent.relative_to(run))] = {(r["problem_id"], r[key]): without_timing(r) for r in rows}
+    return found
+
+
+def lines(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.is_file() else 0
+
+
+def wait_until(condition, process: subprocess.Popen, log: Path, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"the run ended before {what}:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"no {what} in {timeout} s:\n{log.read_text()[-3000:]}"
+        time.sleep(0.1)
+
+
+def test_mucode_run_on_two_nodes_survives_a_lost_node_and_resumes_after_the_driver_dies(cluster, mbpp_dir, tmp_path):
+    reference = tmp_path / "one-process"
+    assert main(run_command(mbpp_dir, reference)) == 0
+
+    worker = cluster.add_worker()
+    out, log = tmp_path / "on-ray", tmp_path / "driver.log"
+    command = [sys.executable, "-m", "mucode", *run_command(mbpp_dir, out, "--ray", cluster.address)]
+    with open(log, "w") as handle:
+        driver = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        first = out / "iter0/rollouts/trajectories.jsonl"
+        wait_until(lambda: lines(first) >= 1, driver, log, 300, "first trajectory")
+        assert cluster.kill_worker(worker) >= 2  # the raylet and at least one actor process
+        stored_at_kill = lines(first)
+        wait_until(lambda: (out / "iter0/rollouts/.done.json").is_file(), driver, log, 180, "end of the rollouts")
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver dies too (a lost allocation)
+        driver.wait()
+    assert stored_at_kill < 48  # the node was lost while the stage still had work
+    assert "queued again" in log.read_text()  # the lost node's unfinished trajectories ran elsewhere
+    assert not (out / "eval").exists()
+
+    cluster.add_worker()  # a new node joins; the same command resumes from the stage markers
+    assert main(run_command(mbpp_dir, out, "--ray", cluster.address)) == 0
+    stages = json.loads((out / "stages.json").read_text())
+    assert stages["iter0/rollouts"]["skipped"] and not stages["iter1/rollouts"]["skipped"]
+
+    expected, got = records(reference), records(out)
+    assert set(got) == set(expected) and "iter1/rollouts" in got and any(k.startswith("eval/") for k in got)
+    assert len(got["iter0/rollouts"]) == 48  # 12 problems x 4 rollouts, none lost, none twice
+    for stage in expected:
+        assert got[stage] == expected[stage], stage
