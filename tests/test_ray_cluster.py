@@ -7,8 +7,11 @@ same seed. Slow (Ray start, actor processes importing torch); run it with
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -34,32 +37,58 @@ SETTINGS = "limit: 12\nrollouts: 4\nrollout: {seeding: episode, dtype: float32}\
 class LoopbackCluster:
     """A head node and worker nodes started with the `ray` command, all on 127.0.0.1, one CPU each."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, head_cpus: int = 1) -> None:
         self.ray = str(Path(sys.executable).with_name("ray"))
         self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
-        self._ray_start("--head", "--port", str(self.port), "--include-dashboard", "false")
+        self._ray_start(["--head", "--port", str(self.port), "--include-dashboard", "false"], cpus=head_cpus)
 
-    def _ray_start(self, *args: str) -> None:
-        command = [self.ray, "start", "--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
-        subprocess.run([*command, *args], check=True, env=self.env, capture_output=True, timeout=120)
+    def _ray_start(self, args: list[str], cpus: int = 1, hide: Path | None = None) -> None:
+        command = [
+            self.ray,
+            "start",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--num-cpus",
+            str(cpus),
+            "--disable-usage-stats",
+        ]
+        command += args
+        if hide is not None:  # the node's processes live in a mount namespace where `hide` is an empty tmpfs
+            script = f"mount -t tmpfs none {shlex.quote(str(hide))} && exec {shlex.join(command)}"
+            command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
+        started = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=120)
+        assert started.returncode == 0, f"{shlex.join(command)}:\n{started.stdout[-2000:]}{started.stderr[-2000:]}"
 
-    def add_worker(self) -> int:
-        """Start a worker node; its node-manager port names it."""
+    def add_worker(self, hide: Path | None = None) -> int:
+        """Start a worker node (one that cannot see the folder `hide`); its node-manager port names it."""
         port = free_port()
-        self._ray_start("--address", self.address, "--node-manager-port", str(port))
+        self._ray_start(["--address", self.address, "--node-manager-port", str(port)], hide=hide)
         return port
 
-    def kill_worker(self, port: int) -> int:
-        """SIGKILL the worker node's raylet and everything it started (its actors): the node is lost."""
+    def node_processes(self, port: int) -> list:
+        """The worker node's raylet and everything it started (its actors)."""
         import psutil
 
         raylets = [
             p for p in psutil.process_iter(["cmdline"]) if f"--node_manager_port={port}" in (p.info["cmdline"] or [])
         ]
         assert len(raylets) == 1, f"found {len(raylets)} raylets of the worker node"
-        victims = [raylets[0], *raylets[0].children(recursive=True)]
+        return [raylets[0], *raylets[0].children(recursive=True)]
+
+    def running(self, port: int, method: str) -> bool:
+        """Whether an actor of the worker node is running `method` (Ray titles its process so)."""
+        import psutil
+
+        try:
+            return any(" ".join(p.cmdline()).startswith(f"ray::{method}") for p in self.node_processes(port))
+        except psutil.NoSuchProcess:
+            return False
+
+    def kill_worker(self, port: int) -> int:
+        """SIGKILL the worker node's processes: the node is lost."""
+        victims = self.node_processes(port)
         for process in victims:
             process.kill()
         return len(victims)
@@ -74,17 +103,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def cluster(tmp_path):
+@contextlib.contextmanager
+def loopback_cluster(head_cpus: int = 1):
     pytest.importorskip("ray")
-    cluster = LoopbackCluster(tmp_path)
-    try:
-        yield cluster
-    finally:
-        import ray
+    # Ray >= 2.5x turns token auth on for a head that finds ~/.ray/auth_token (which a local
+    # `ray.init` may leave behind) unless told otherwise: one mode for every process of the test.
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RAY_AUTH_MODE", "disabled")
+        cluster = LoopbackCluster(head_cpus)
+        try:
+            yield cluster
+        finally:
+            import ray
 
-        ray.shutdown()  # the resumed run joined the cluster from this process
-        cluster.stop()
+            ray.shutdown()  # a run in this process joined the cluster
+            cluster.stop()
+
+
+@pytest.fixture
+def cluster():
+    with loopback_cluster() as cluster:
+        yield cluster
 
 
 def run_command(mbpp_dir: Path, out: Path, *extra: str) -> list[str]:
@@ -139,7 +178,8 @@ def test_mucode_run_on_two_nodes_survives_a_lost_node_and_resumes_after_the_driv
         driver = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         first = out / "iter0/rollouts/trajectories.jsonl"
-        wait_until(lambda: lines(first) >= 1, driver, log, 300, "first trajectory")
+        busy = lambda: cluster.running(worker, "RolloutWorker.run")  # noqa: E731
+        wait_until(busy, driver, log, 300, "chunk on the worker node")
         assert cluster.kill_worker(worker) >= 2  # the raylet and at least one actor process
         stored_at_kill = lines(first)
         wait_until(lambda: (out / "iter0/rollouts/.done.json").is_file(), driver, log, 180, "end of the rollouts")
@@ -160,3 +200,42 @@ def test_mucode_run_on_two_nodes_survives_a_lost_node_and_resumes_after_the_driv
     assert len(got["iter0/rollouts"]) == 48  # 12 problems x 4 rollouts, none lost, none twice
     for stage in expected:
         assert got[stage] == expected[stage], stage
+
+
+def rollout_command(model: Path, mbpp_dir: Path, out: Path, address: str) -> list[str]:
+    return [
+        sys.executable, "-m", "mucode", "rollout", "--ray", address, "--ray-actors", "2", "--model", str(model),
+        "--problems", "mbpp:train", "--problems-path", str(mbpp_dir), "--limit", "3", "--rollouts", "2",
+        "--turns", "1", "--max-new-tokens", "8", "--seed", "5", "--out", str(out),
+    ]  # fmt: skip
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="hiding a folder from one node needs a mount namespace (root)")
+def test_a_node_that_cannot_see_the_model_is_named_and_the_other_nodes_go_on(tiny_model_dir, mbpp_dir, tmp_path):
+    shared = tmp_path / "shared"
+    shutil.copytree(tiny_model_dir, shared / "model")
+    with loopback_cluster() as cluster:
+        cluster.add_worker(hide=shared)  # its actor cannot see shared/model
+        run = subprocess.run(
+            rollout_command(shared / "model", mbpp_dir, tmp_path / "out", cluster.address),
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert lines(tmp_path / "out" / "trajectories.jsonl") == 6  # all of them, on the head's actor
+    assert f"the model {shared / 'model'} is not visible on node" in run.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="hiding a folder from one node needs a mount namespace (root)")
+def test_a_run_whose_nodes_cannot_see_the_model_fails_saying_so(tiny_model_dir, mbpp_dir, tmp_path):
+    shared = tmp_path / "shared"
+    shutil.copytree(tiny_model_dir, shared / "model")
+    with loopback_cluster(head_cpus=0) as cluster:  # every actor runs on the worker node
+        cluster.add_worker(hide=shared)
+        run = subprocess.run(
+            rollout_command(shared / "model", mbpp_dir, tmp_path / "out", cluster.address),
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+    assert run.returncode == 2, run.stderr[-3000:]  # a one-line error, no traceback
+    assert "Traceback" not in run.stderr.split("Error: every Ray actor died for good")[0][-2000:]
+    errors = [line for line in run.stderr.splitlines() if line.startswith("Error: every Ray actor died for good")]
+    assert len(errors) == 1 and "is not visible on node" in errors[0], run.stderr[-3000:]

@@ -142,6 +142,7 @@ class RolloutWorker:
         from mucode.generation.factory import make_generator
 
         self.spec = spec
+        check_model_visible(spec.model)
         self.generator = make_generator(spec.backend, spec.model, **spec.backend_options)
         self.executor = Executor(
             workers=spec.sandbox_workers, limits=Limits(timeout_s=spec.timeout_s, timeout_scope=spec.timeout_scope)
@@ -201,6 +202,18 @@ class RolloutWorker:
         self.generator.close()
 
 
+def check_model_visible(model: str) -> None:
+    """A model the driver named by an absolute path (`driver_path`) must exist on this node too."""
+    import os
+
+    if os.path.isabs(model) and not os.path.exists(model):
+        node = import_ray().util.get_node_ip_address() if import_ray().is_initialized() else "this node"
+        raise FileNotFoundError(
+            f"the model {model} is not visible on node {node}: every node must see it at the same path (a shared "
+            "file system), or give a preset name, which each node resolves from its own cache (`mucode models pull`)"
+        )
+
+
 def start_actors(
     spec: WorkerSpec, n_actors: int, *, cpus_per_actor: float = 1.0, gpus_per_actor: float = 0.0, max_restarts: int = 3
 ) -> list[ActorHandle]:
@@ -255,53 +268,47 @@ def collect_rollouts_on_ray(
     total = sum(1 for _ in work_items(problems, rollouts, store.done))
     size = chunk_size or max(1, min(128, math.ceil(total / (4 * len(actors)))))
     pending = deque(chunks_of(problems, rollouts, store.done, size))
-    idle: list[int] = []  # actor indices; an actor is idle once it has said on which node it runs
-    nodes: dict[int, str] = {}  # actor index -> its node
+    pool = _Actors(actors)
     running: dict[Any, tuple[int, _Chunk]] = {}  # streaming call -> (actor index, chunk)
-    probes = {_probe(actor): index for index, actor in enumerate(actors)}  # answered once the actor is up
     stats = RolloutStats()
     started = time.perf_counter()
     while pending or running:
-        while idle and pending:
-            index, chunk = idle.pop(0), pending.popleft()
+        while pool.idle and pending:
+            index, chunk = pool.idle.pop(0), pending.popleft()
             keys = [k for k in chunk.keys if k not in store.done]
             chunk.attempts += 1
             call = actors[index].run.remote([by_id[pid] for pid in dict.fromkeys(pid for pid, _ in keys)], keys)
             running[call] = (index, chunk)
-        if not running and not probes:
-            raise RuntimeError(
-                f"every Ray actor died for good; {sum(len(c.keys) for c in pending)} trajectories not run (rerun to resume)"
+        if not running and not pool.probes:
+            raise ClusterError(
+                f"every Ray actor died for good; {sum(len(c.keys) for c in pending)} trajectories not run "
+                f"(rerun to resume); {' | '.join(pool.deaths[-2:])}"
             )
-        ready_calls, _ = ray.wait([*running, *probes], num_returns=1, timeout=NODE_CHECK_S)
+        ready_calls, _ = ray.wait([*running, *pool.probes], num_returns=1, timeout=NODE_CHECK_S)
         if not ready_calls:  # a call to an actor on a lost node may never answer (no room to restart it)
-            for call in _calls_on_lost_nodes(ray, running, nodes):
+            for call in pool.calls_on_lost_nodes(ray, running):
                 index, chunk = running.pop(call)
-                probes[_probe(actors[index])] = index
-                _requeue(
-                    chunk,
-                    NodeLost(f"node {nodes[index]} of actor {index} was lost"),
-                    store.done,
-                    pending,
-                    max_attempts,
-                )
+                pool.wait_for(index)
+                lost = NodeLost(f"node {pool.nodes[index]} of actor {index} was lost")
+                _requeue(chunk, lost, store.done, pending, max_attempts)
             continue
         (ready,) = ready_calls
-        if ready in probes:
-            _actor_back(ray, ready, probes, idle, nodes)
+        if ready in pool.probes:
+            pool.back(ray, ready)
             continue
         index, chunk = running[ready]
         try:
             record = ray.get(next(ready))
         except StopIteration:
             del running[ready]
-            idle.append(index)
+            pool.idle.append(index)
             continue
         except ray.exceptions.RayError as err:
             del running[ready]
             if isinstance(err, ray.exceptions.RayActorError):  # it died: Ray restarts it; use it once it answers
-                probes[_probe(actors[index])] = index
+                pool.wait_for(index)
             else:  # the engine raised: the actor itself is fine
-                idle.append(index)
+                pool.idle.append(index)
             _requeue(chunk, err, store.done, pending, max_attempts)
             continue
         _store(record, store, stats, started, on_trajectory)
@@ -309,34 +316,56 @@ def collect_rollouts_on_ray(
     return stats
 
 
+class ClusterError(OSError):
+    """The Ray cluster cannot run the work: every actor died for good (the message says why)."""
+
+
 class NodeLost(RuntimeError):
     """The Ray node of an actor died while the actor ran a chunk."""
 
 
-def _probe(actor: ActorHandle) -> Any:
-    """A call that is retried until the actor is (back) up, answering its node (or fails when it
-    has died for good)."""
-    return actor.node.options(max_task_retries=-1).remote()
+class _Actors:
+    """The driver's view of its actors: which are idle, on which node each runs (learned when it
+    first answers), which it waits for (probe call -> index), and why those gone for good died."""
+
+    def __init__(self, handles: Sequence[ActorHandle]) -> None:
+        self.handles = handles
+        self.idle: list[int] = []
+        self.nodes: dict[int, str] = {}
+        self.probes: dict[Any, int] = {}
+        self.deaths: list[str] = []
+        for index in range(len(handles)):
+            self.wait_for(index)
+
+    def wait_for(self, index: int) -> None:
+        """Probe actor `index` with a call that Ray retries until the actor is (back) up."""
+        self.probes[self.handles[index].node.options(max_task_retries=-1).remote()] = index
+
+    def back(self, ray: Any, probe: Any) -> None:
+        index = self.probes.pop(probe)
+        try:
+            self.nodes[index] = ray.get(probe)
+        except ray.exceptions.RayActorError as err:
+            reason = _last_line(err)
+            self.deaths.append(f"actor {index}: {reason}")
+            logger.warning("Ray actor %d is gone for good (%s); going on with the others", index, reason)
+            return
+        self.idle.append(index)
+
+    def calls_on_lost_nodes(self, ray: Any, running: dict[Any, tuple[int, _Chunk]]) -> list[Any]:
+        dead = {node["NodeID"] for node in ray.nodes() if not node["Alive"]}
+        return [call for call, (index, _) in running.items() if self.nodes.get(index) in dead]
 
 
-def _actor_back(ray: Any, probe: Any, probes: dict[Any, int], idle: list[int], nodes: dict[int, str]) -> None:
-    index = probes.pop(probe)
-    try:
-        nodes[index] = ray.get(probe)
-    except ray.exceptions.RayActorError as err:
-        logger.warning("Ray actor %d is gone for good (%s); going on with the others", index, type(err).__name__)
-        return
-    idle.append(index)
-
-
-def _calls_on_lost_nodes(ray: Any, running: dict[Any, tuple[int, _Chunk]], nodes: dict[int, str]) -> list[Any]:
-    dead = {node["NodeID"] for node in ray.nodes() if not node["Alive"]}
-    return [call for call, (index, _) in running.items() if nodes.get(index) in dead]
+def _last_line(err: BaseException) -> str:
+    """The innermost message of a Ray error (its text ends with the cause's traceback)."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(err).__name__
 
 
 def _requeue(chunk: _Chunk, err: BaseException, done: set[Key], pending: deque[_Chunk], max_attempts: int) -> None:
     left = [k for k in chunk.keys if k not in done]
-    chunk.errors.append(f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}")
+    chunk.errors.append(f"{type(err).__name__}: {_last_line(err)}")
     if not left:
         return
     if chunk.attempts >= max_attempts:
