@@ -35,7 +35,7 @@ def ray_cluster():
         address="local",
         num_cpus=2,
         include_dashboard=False,
-        _node_ip_address="127.0.0.1",
+        _node_ip_address="127.0.0.2",  # Ray would register 127.0.0.1 under the host's other address
         logging_level=logging.WARNING,
         log_to_driver=False,
     )

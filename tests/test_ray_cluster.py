@@ -26,6 +26,8 @@ from mucode.cli import main
 
 pytestmark = pytest.mark.slow
 
+# Ray (2.60) registers a node given 127.0.0.1 under the host's other address; 127.0.0.2 stays on lo.
+LOOPBACK = "127.0.0.2"
 TIMING_KEYS = {"generate_s", "duration_s", "wall_s"}  # seconds differ from run to run
 # Enough rollouts that the node loss lands while the first rollout stage still has work left; the
 # one-process run seeds per episode too (Ray needs it; a one-process pipeline's default is per step);
@@ -35,36 +37,28 @@ SETTINGS = "limit: 12\nrollouts: 4\nrollout: {seeding: episode, dtype: float32}\
 
 
 class LoopbackCluster:
-    """A head node and worker nodes started with the `ray` command, all on 127.0.0.1, one CPU each."""
+    """A head node and worker nodes started with the `ray` command, all on LOOPBACK, one CPU each."""
 
     def __init__(self, head_cpus: int = 1) -> None:
         self.ray = str(Path(sys.executable).with_name("ray"))
         self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
         self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
+        self.address = f"{LOOPBACK}:{self.port}"
         self._ray_start(["--head", "--port", str(self.port), "--include-dashboard", "false"], cpus=head_cpus)
 
-    def _ray_start(self, args: list[str], cpus: int = 1, hide: Path | None = None) -> None:
-        command = [
-            self.ray,
-            "start",
-            "--node-ip-address",
-            "127.0.0.1",
-            "--num-cpus",
-            str(cpus),
-            "--disable-usage-stats",
-        ]
-        command += args
+    def _ray_start(self, args: list[str], cpus: int = 1, hide: Path | None = None, gpus: int = 0) -> None:
+        command = [self.ray, "start", "--node-ip-address", LOOPBACK, "--disable-usage-stats"]
+        command += [*args, "--num-cpus", str(cpus), "--num-gpus", str(gpus)]  # GPUs declared: Ray schedules by them
         if hide is not None:  # the node's processes live in a mount namespace where `hide` is an empty tmpfs
             script = f"mount -t tmpfs none {shlex.quote(str(hide))} && exec {shlex.join(command)}"
             command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
         started = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=120)
         assert started.returncode == 0, f"{shlex.join(command)}:\n{started.stdout[-2000:]}{started.stderr[-2000:]}"
 
-    def add_worker(self, hide: Path | None = None) -> int:
+    def add_worker(self, hide: Path | None = None, gpus: int = 0) -> int:
         """Start a worker node (one that cannot see the folder `hide`); its node-manager port names it."""
         port = free_port()
-        self._ray_start(["--address", self.address, "--node-manager-port", str(port)], hide=hide)
+        self._ray_start(["--address", self.address, "--node-manager-port", str(port)], hide=hide, gpus=gpus)
         return port
 
     def node_processes(self, port: int) -> list:
@@ -239,3 +233,23 @@ def test_a_run_whose_nodes_cannot_see_the_model_fails_saying_so(tiny_model_dir, 
     assert "Traceback" not in run.stderr.split("Error: every Ray actor died for good")[0][-2000:]
     errors = [line for line in run.stderr.splitlines() if line.startswith("Error: every Ray actor died for good")]
     assert len(errors) == 1 and "is not visible on node" in errors[0], run.stderr[-3000:]
+
+
+def test_accelerate_configs_are_sized_from_the_clusters_gpu_nodes(tmp_path):
+    """Two nodes declaring 2 GPUs each (and a head without): 2 machines x 2 processes, machine 0 at
+    the first GPU node's address; accelerate's own loader reads the written file."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    from mucode.scaling.launch import cluster_config, main
+
+    with loopback_cluster() as cluster:
+        cluster.add_worker(gpus=2)
+        cluster.add_worker(gpus=2)
+        out = tmp_path / "zero3.yaml"
+        assert main(["zero3", "--ray", cluster.address, "--machine-rank", "1", "--out", str(out)]) == 0
+        loaded = load_config_from_file(str(out))
+        assert (loaded.num_machines, loaded.num_processes, loaded.machine_rank) == (2, 4, 1)
+        assert loaded.main_process_ip == LOOPBACK and loaded.distributed_type == "DEEPSPEED"
+        cluster.add_worker(gpus=1)
+        with pytest.raises(ValueError, match="different GPU counts"):
+            cluster_config("ddp", cluster.address)
