@@ -204,10 +204,10 @@ class RolloutWorker:
 
 def check_model_visible(model: str) -> None:
     """A model the driver named by an absolute path (`driver_path`) must exist on this node too."""
-    import os
-
-    if os.path.isabs(model) and not os.path.exists(model):
-        node = import_ray().util.get_node_ip_address() if import_ray().is_initialized() else "this node"
+    path = Path(model)
+    if path.is_absolute() and not path.exists():
+        ray = import_ray()
+        node = ray.util.get_node_ip_address() if ray.is_initialized() else "this node"
         raise FileNotFoundError(
             f"the model {model} is not visible on node {node}: every node must see it at the same path (a shared "
             "file system), or give a preset name, which each node resolves from its own cache (`mucode models pull`)"
