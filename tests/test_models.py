@@ -33,6 +33,7 @@ from mucode.generation.models import (
     file_records,
     fix_chat_tokens,
     hub_reachable,
+    install_preset_copy,
     load_model_and_tokenizer,
     populate_cache,
     preset_dir,
@@ -308,6 +309,36 @@ def test_pull_reuses_a_complete_copy_without_downloading(cache, tiny_model_dir):
     started = time.perf_counter()
     assert pull_preset("smollm2-135m") == folder
     assert time.perf_counter() - started < 1
+
+
+def test_a_preset_is_cached_from_another_machines_copy_file_by_file_checked(cache, tiny_model_dir, tmp_path):
+    """What a Ray node does with the driver's shipped copy: same files, same manifest, intact."""
+    source = fake_cached("smollm2-135m", tiny_model_dir, cache)
+    manifest = json.loads((source / MANIFEST_NAME).read_text())
+    here = tmp_path / "node-cache"
+    folder = install_preset_copy("smollm2-135m", manifest, lambda rel: (source / rel).read_bytes(), root=here)
+    assert folder == preset_dir("smollm2-135m", here) and cached_preset_dir("smollm2-135m", here) == folder
+    assert json.loads((folder / MANIFEST_NAME).read_text()) == manifest
+    assert file_records(folder) == file_records(source)
+
+
+def test_a_copy_damaged_on_the_way_is_refused_and_leaves_nothing(cache, tiny_model_dir, tmp_path):
+    source = fake_cached("smollm2-135m", tiny_model_dir, cache)
+    manifest = json.loads((source / MANIFEST_NAME).read_text())
+    weights = next(name for name in manifest["files"] if name.endswith(".safetensors"))
+
+    def read(rel: str) -> bytes:
+        data = bytearray((source / rel).read_bytes())
+        if rel == weights:
+            data[-1] ^= 0xFF
+        return bytes(data)
+
+    here = tmp_path / "node-cache"
+    with pytest.raises(ChecksumError, match=f"{weights} does not have the sha256"):
+        install_preset_copy("smollm2-135m", manifest, read, root=here)
+    assert not preset_dir("smollm2-135m", here).exists() and not list((here / "models").glob(".tmp-*"))
+    with pytest.raises(ValueError, match="another mucode version"):
+        install_preset_copy("smollm2-135m", {**manifest, "sha256": "0" * 64}, read, root=here)
 
 
 # --- conversion fix-ups --------------------------------------------------------------------------

@@ -235,6 +235,32 @@ def test_a_run_whose_nodes_cannot_see_the_model_fails_saying_so(tiny_model_dir, 
     assert len(errors) == 1 and "is not visible on node" in errors[0], run.stderr[-3000:]
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="hiding a folder from one node needs a mount namespace (root)")
+def test_a_preset_is_shipped_once_to_a_node_whose_cache_lacks_it(tiny_model_dir, mbpp_dir, tmp_path, monkeypatch):
+    """The driver's cached copy of a preset goes through the object store to a node that has neither
+    the registry nor the driver's cache (hidden), which checks and caches it and generates."""
+    from mucode.generation.models import PRESETS, file_records, populate_cache, preset_dir
+
+    cache = tmp_path / "cache"
+
+    def build(dest: Path) -> dict:  # the tiny model as the cached registry copy of smollm2-135m
+        shutil.copytree(tiny_model_dir, dest, dirs_exist_ok=True)
+        return {"preset": "smollm2-135m", "sha256": PRESETS["smollm2-135m"].sha256, "files": file_records(dest)}
+
+    populate_cache(preset_dir("smollm2-135m", cache), build)
+    for name, value in {"MUCODE_CACHE": str(cache), "MUCODE_PRESET_SOURCE": "registry", "HF_HUB_OFFLINE": "1"}.items():
+        monkeypatch.setenv(name, value)  # for the driver and for both nodes
+    with loopback_cluster(head_cpus=0) as cluster:  # the only actor runs on the worker node
+        cluster.add_worker(hide=cache)
+        run = subprocess.run(
+            rollout_command(Path("smollm2-135m"), mbpp_dir, tmp_path / "out", cluster.address),
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert lines(tmp_path / "out" / "trajectories.jsonl") == 6
+    assert f"preset smollm2-135m: cached on node {LOOPBACK} from the driver's copy" in run.stderr
+
+
 def test_accelerate_configs_are_sized_from_the_clusters_gpu_nodes(tmp_path):
     """Two nodes declaring 2 GPUs each (and a head without): 2 machines x 2 processes, machine 0 at
     the first GPU node's address; accelerate's own loader reads the written file."""

@@ -480,6 +480,34 @@ def pull_preset(name: str, *, force: bool = False, root: Path | None = None, pro
     return folder
 
 
+def install_preset_copy(
+    name: str, manifest: Mapping[str, Any], read: Callable[[str], Any], *, root: Path | None = None
+) -> Path:
+    """Cache preset `name` from another machine's intact copy instead of pulling it: `manifest` is
+    that copy's manifest and `read(relative path)` returns one of its files' bytes (any buffer).
+    Every file is checked against the manifest's size and sha256 before the folder is published
+    (atomically, like `pull_preset`); a complete copy already here is kept."""
+    preset = _preset(name)
+    if manifest.get("sha256") != preset.sha256 or manifest.get("format") != MANIFEST_FORMAT:
+        raise ValueError(
+            f"the copy of preset {name!r} offered is from another mucode version; pull it on this machine"
+        )
+
+    def build(content: Path) -> dict[str, Any]:
+        for relative in manifest["files"]:
+            path = content / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(read(relative))
+        problem = damaged_file(content, manifest["files"])
+        if problem is not None:
+            raise ChecksumError(f"the copy of preset {name!r} received is not the one sent: {problem}")
+        return {key: value for key, value in manifest.items() if key != "format"}
+
+    return populate_cache(
+        preset_dir(name, root), build, is_complete=lambda folder: cached_preset_dir(name, root) is not None
+    )
+
+
 def _manifest(preset: Preset, fixes: list[str], download_s: float, convert_s: float) -> dict[str, Any]:
     """The manifest fields of a pulled preset (populate_cache adds `format`)."""
     return {

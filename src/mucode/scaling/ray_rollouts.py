@@ -26,10 +26,11 @@ from __future__ import annotations
 import logging
 import math
 import queue
+import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
@@ -94,6 +95,7 @@ class WorkerSpec:
     timeout_scope: str = "test"
     preamble: str = DEFAULT_PREAMBLE
     feedback: str = "rich"
+    preset: ShippedPreset | None = None  # the driver's copy of the preset `model`, for nodes that lack it
 
     @classmethod
     def from_config(cls, config: RolloutConfig) -> WorkerSpec:
@@ -121,6 +123,55 @@ def driver_path(ref: str) -> str:
     return str(path.resolve()) if not path.is_absolute() and path.exists() else ref
 
 
+@dataclass(frozen=True)
+class ShippedPreset:
+    """A preset's cached folder put into the Ray object store once by the driver: `files` maps each
+    file of `manifest` to the object holding its bytes."""
+
+    name: str
+    manifest: dict[str, Any]
+    files: dict[str, Any]
+
+    def install_here(self) -> None:
+        """Cache the preset on this node from the shipped copy, unless an intact copy is already here."""
+        from mucode.generation.models import cache_problem, install_preset_copy
+
+        if cache_problem(self.name) is not None:
+            ray = import_ray()
+            install_preset_copy(self.name, self.manifest, lambda relative: ray.get(self.files[relative]))
+            # an actor's logging goes nowhere by default; Ray forwards its stderr to the driver
+            print(
+                f"preset {self.name}: cached on node {ray.util.get_node_ip_address()} from the driver's copy",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def ship_preset(model: str) -> ShippedPreset | None:
+    """When `model` is a preset that resolves to the registry copy, resolve (pull) it here once and
+    put its files into the object store, so that nodes whose cache lacks it need neither the
+    registry nor a shared file system. None for anything else (paths, hub ids, presets read from
+    the hub, which every node reads itself)."""
+    import numpy as np
+
+    from mucode.generation.models import PRESETS, read_manifest, resolve_model
+
+    if model not in PRESETS:
+        return None
+    resolved = resolve_model(model)
+    if resolved.kind != "folder":
+        return None
+    folder, ray = Path(resolved.path), import_ray()
+    manifest = read_manifest(folder) or {}
+    files = {}
+    for relative, record in manifest.get("files", {}).items():  # memory-mapped: put copies into shared memory
+        data = np.memmap(folder / relative, dtype=np.uint8, mode="r") if record["bytes"] else np.zeros(0, np.uint8)
+        files[relative] = ray.put(data)
+    size = sum(record["bytes"] for record in manifest.get("files", {}).values())
+    logger.info("preset %s: %.0f MB in the object store for nodes whose cache lacks it", model, size / 1e6)
+    return ShippedPreset(model, manifest, files)
+
+
 class _StreamingSink:
     """The store an actor's engine writes to: finished records go to a queue streamed to the driver.
     `done` starts with the keys of the chunk's problems that are not the actor's to run."""
@@ -142,6 +193,8 @@ class RolloutWorker:
         from mucode.generation.factory import make_generator
 
         self.spec = spec
+        if spec.preset is not None:
+            spec.preset.install_here()
         check_model_visible(spec.model)
         self.generator = make_generator(spec.backend, spec.model, **spec.backend_options)
         self.executor = Executor(
@@ -210,7 +263,7 @@ def check_model_visible(model: str) -> None:
         node = ray.util.get_node_ip_address() if ray.is_initialized() else "this node"
         raise FileNotFoundError(
             f"the model {model} is not visible on node {node}: every node must see it at the same path (a shared "
-            "file system), or give a preset name, which each node resolves from its own cache (`mucode models pull`)"
+            "file system), or give a preset name (the driver ships its cached copy to nodes that lack it)"
         )
 
 
@@ -453,8 +506,9 @@ def _run_on_ray(config: RolloutConfig, progress: bool) -> RolloutStats:
         config.ray_gpus_per_actor,
     )
     bar = RolloutProgress(len(problems) * config.rollouts, store) if progress else None
+    spec = replace(WorkerSpec.from_config(config), preset=ship_preset(config.model))
     actors = start_actors(
-        WorkerSpec.from_config(config),
+        spec,
         n_actors,
         cpus_per_actor=cpus_per_actor,
         gpus_per_actor=config.ray_gpus_per_actor,
