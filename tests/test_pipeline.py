@@ -343,6 +343,18 @@ def test_rollout_and_search_sections_reach_the_stage_configs(tmp_path):
     assert (plain.backend, plain.seeding) == ("auto", "step")  # the defaults when no section is given
 
 
+def test_a_head_verifier_caches_features_where_the_config_says_else_in_the_run_folder(tmp_path):
+    """The pipeline used to replace a `feature_cache` given in the run config by its own folder."""
+    path = tmp_path / "run.yaml"
+    path.write_text(f"verifier: {{finetune: head, feature_cache: {tmp_path / 'features'}}}\n")
+    out = tmp_path / "run"
+    given = Pipeline(pipeline_config("smoke", path, {"out": str(out)}), say=lambda m: None)
+    assert given.verifier_config("mucode", 0, out / "v").feature_cache == str(tmp_path / "features")
+    path.write_text("verifier: {finetune: head}\n")
+    default = Pipeline(pipeline_config("smoke", path, {"out": str(out)}), say=lambda m: None)
+    assert default.verifier_config("mucode", 0, out / "v").feature_cache == str(out / "verifier-features")
+
+
 @pytest.mark.parametrize(("section", "error"), [
     ("rollout: {backnd: hf}", "rollout: unknown key 'backnd'; did you mean 'backend'?"),
     ("search: {n: 3}", "search: 'n' is set by the pipeline: the top-level 'eval_n'"),

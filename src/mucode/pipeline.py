@@ -497,7 +497,10 @@ class Pipeline:
         overrides = {"model": self.base_model, **c.verifier}  # paper: the verifier starts from the base LLM
         trajectories = [str(self.out / self.folder(method, i, "rollouts")) for i in range(iteration + 1)]
         overrides.update(trajectories=trajectories, out=str(folder), seed=c.seed)
-        return train_config(c.verifier_preset, overrides=overrides)
+        config = train_config(c.verifier_preset, overrides=overrides)
+        if config.finetune == "head" and not config.feature_cache:  # each stored turn encoded once per run
+            config = replace(config, feature_cache=str(self.out / "verifier-features"))
+        return config
 
     def generator_config(self, method: str, iteration: int, folder: Path) -> Any:
         from mucode.training.config import generator_config
@@ -604,8 +607,6 @@ class Pipeline:
         from mucode.verifier import train_verifier
 
         config = self.verifier_config(method, iteration, folder)
-        if config.finetune == "head":  # encode each stored turn once across iterations (and methods)
-            config = replace(config, feature_cache=str(self.out / "verifier-features"))
         result = train_verifier(config, progress=self.progress, say=self.say)
         return {"model": str(result.model_dir), "seconds_training": round(result.seconds, 1)}
 
