@@ -162,12 +162,12 @@ def ship_preset(model: str) -> ShippedPreset | None:
     if resolved.kind != "folder":
         return None
     folder, ray = Path(resolved.path), import_ray()
-    manifest = read_manifest(folder) or {}
+    manifest = read_manifest(folder)  # there and intact: resolve_model checked the cached copy
     files = {}
-    for relative, record in manifest.get("files", {}).items():  # memory-mapped: put copies into shared memory
+    for relative, record in manifest["files"].items():  # memory-mapped: put copies into shared memory
         data = np.memmap(folder / relative, dtype=np.uint8, mode="r") if record["bytes"] else np.zeros(0, np.uint8)
         files[relative] = ray.put(data)
-    size = sum(record["bytes"] for record in manifest.get("files", {}).values())
+    size = sum(record["bytes"] for record in manifest["files"].values())
     logger.info("preset %s: %.0f MB in the object store for nodes whose cache lacks it", model, size / 1e6)
     return ShippedPreset(model, manifest, files)
 
