@@ -180,6 +180,50 @@ def test_head_only_training_leaves_the_backbone_unchanged_and_reuses_features(tm
     assert cached.score_messages(conversations) == pytest.approx(forward.score_messages(conversations), abs=1e-4)
 
 
+def test_a_head_verifier_scoring_keeps_the_features_it_computes_and_an_interrupted_one_resumes(
+    tmp_path, rollout_dir, tiny_model_dir
+):
+    """keep_features: programs the training never encoded are scored like a backbone forward pass,
+    their features land in the cache as the scoring goes (so one killed midway keeps its finished
+    batches), and a later scoring of them runs no backbone."""
+    from mucode.verifier.scoring import VerifierScorer
+
+    out, cache = tmp_path / "head", tmp_path / "features"
+    train_verifier(
+        tiny_config(out, rollout_dir, tiny_model_dir, finetune="head", feature_cache=str(cache), max_steps=-1),
+        progress=False,
+    )
+    prompts = [f"Write f{i}." for i in range(12)]
+    replies = [f"def f{i}(x):\n    return x + {i} * " + "1 + " * i + "0" for i in range(12)]
+    forward = VerifierScorer.load(str(out), device="cpu", use_features=False).score(prompts, replies)
+
+    def count_backbone_calls(scorer, fail_after=None):
+        calls = []
+
+        def hook(*_):
+            calls.append(1)
+            if fail_after is not None and len(calls) > fail_after:
+                raise KeyboardInterrupt
+
+        scorer.model.base_model.register_forward_pre_hook(hook)
+        return calls
+
+    interrupted = VerifierScorer.load(str(out), device="cpu", batch_size=2, keep_features=True)
+    before = len(interrupted.features)
+    interrupted.features.save_every = 2
+    count_backbone_calls(interrupted, fail_after=3)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.score(prompts, replies)
+    resumed = VerifierScorer.load(str(out), device="cpu", batch_size=2, keep_features=True)
+    assert len(resumed.features) == before + 6  # the 3 finished batches of 2
+    calls = count_backbone_calls(resumed)
+    assert resumed.score(prompts, replies) == pytest.approx(forward, abs=1e-4) and len(calls) == 3
+    again = VerifierScorer.load(str(out), device="cpu", batch_size=2)
+    calls = count_backbone_calls(again)
+    assert again.score(prompts, replies) == pytest.approx(forward, abs=1e-4) and calls == []
+    assert len(again.features) == before + 12
+
+
 def test_a_head_only_verifier_whose_backbone_is_gone_names_it(tmp_path, rollout_dir, tiny_model_dir):
     import shutil
 

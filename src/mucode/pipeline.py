@@ -620,7 +620,7 @@ class Pipeline:
         if method == "mucode":
             from mucode.verifier import VerifierScorer
 
-            scorer = VerifierScorer.load(str(verifier), progress=self.progress)
+            scorer = VerifierScorer.load(str(verifier), progress=self.progress, keep_features=True)
         options = RelabelOptions(**{f.name: getattr(c, f.name) for f in dataclasses.fields(RelabelOptions)})
         if c.union == "relabel-all":
             rollouts = [self.out / self.folder(method, i, "rollouts") for i in range(iteration)]

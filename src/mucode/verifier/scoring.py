@@ -12,6 +12,9 @@ Sequences are sorted by length (longest first) and batched, so that little paddi
 scores come back in input order, and do not depend on that order. A head-only verifier whose
 training cached backbone features (head.py) scores the sequences found there without running
 the backbone (the head applied to the cached feature: the same number up to float rounding).
+With `keep_features=True` it also adds the features of the sequences it had to encode to that
+store, saved every few batches: a long scoring (the pipeline's relabeling) interrupted midway
+resumes from there, and a later scoring of the same programs runs no backbone at all.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class VerifierScorer:
         batch_size: int = 16,
         progress: bool = False,
         features: Any = None,
+        keep_features: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"got batch_size={batch_size}; it must be >= 1")
@@ -55,6 +59,7 @@ class VerifierScorer:
         self.batch_size = batch_size
         self.progress = progress
         self.features = features  # a head.FeatureStore of this verifier's frozen backbone, or None
+        self.keep_features = keep_features and features is not None
 
     @classmethod
     def load(
@@ -66,10 +71,11 @@ class VerifierScorer:
         dtype: str | None = None,
         progress: bool = False,
         use_features: bool = True,
+        keep_features: bool = False,
     ) -> VerifierScorer:
         """A scorer for a trained verifier folder (see `load_verifier`; dtype defaults to the one it
         was trained in); a head-only verifier reuses its cached backbone features unless
-        `use_features` is False."""
+        `use_features` is False, and adds those it computes to them when `keep_features`."""
         from pathlib import Path
 
         model, tokenizer, spec = load_verifier(path, dtype=dtype, device=device)
@@ -77,8 +83,11 @@ class VerifierScorer:
         if use_features and spec.finetune == "head" and spec.features and Path(spec.features).is_file():
             from mucode.verifier.head import FeatureStore
 
-            features = FeatureStore(Path(spec.features).parent, Path(spec.features).stem)
-        return cls(model, tokenizer, spec, batch_size=batch_size, progress=progress, features=features)
+            features = FeatureStore(Path(spec.features).parent, Path(spec.features).stem, save_every=4 * batch_size)
+        return cls(
+            model, tokenizer, spec, batch_size=batch_size, progress=progress, features=features,
+            keep_features=keep_features,
+        )  # fmt: skip
 
     # -- input view
 
@@ -108,10 +117,26 @@ class VerifierScorer:
 
     def score_ids(self, sequences: Sequence[Sequence[int]]) -> list[float]:
         """One reward per token sequence, in input order; batched longest first."""
+        if self.keep_features:
+            return self._through_features(sequences)
         scores = [0.0] * len(sequences)
         todo = self._from_features(sequences, scores) if self.features is not None else range(len(sequences))
         self._forward(sequences, sorted(todo, key=lambda i: len(sequences[i]), reverse=True), scores)
         return scores
+
+    def _through_features(self, sequences: Sequence[Sequence[int]]) -> list[float]:
+        """The head applied to each sequence's backbone feature; missing ones are encoded and kept."""
+        from mucode.verifier.head import extract_features
+        from mucode.verifier.model import head
+
+        if not sequences:
+            return []
+        weight = head(self.model).weight.detach().float().cpu()[0]  # (D,)
+        features = extract_features(
+            self.model, sequences, self.features, pad_id=self.tokenizer.pad_token_id,
+            batch_size=self.batch_size, progress=self.progress,
+        )  # fmt: skip
+        return (features @ weight).tolist()
 
     def _from_features(self, sequences: Sequence[Sequence[int]], scores: list[float]) -> list[int]:
         """Fill the scores of sequences with a cached feature; return the indices of the others."""
