@@ -70,3 +70,46 @@ def test_grpo_runs_end_to_end_on_a_tiny_model_and_resumes(tiny_model_dir, tmp_pa
     assert json.loads((out / "run.json").read_text())["global_step"] == 3
     changed = CliRunner().invoke(app, [*args[:-2], "--temperature", "0.1", "--out", str(out)], standalone_mode=False)
     assert changed.exception is not None and "temperature" in str(changed.exception)
+
+
+def test_a_generation_budget_stops_grpo_and_a_larger_one_resumes_the_count(tiny_model_dir, tmp_path):
+    """Each update samples 2 completions of <= 8 tokens: a budget of 20 tokens stops after the
+    update that reaches it (with a checkpoint), a rerun trains no further, and a larger budget read
+    from a rollout folder's summary goes on from the saved count."""
+    out = tmp_path / "grpo"
+    args = [
+        "generator", "grpo", "--model", str(tiny_model_dir), "--problems", "humaneval", "--limit", "2",
+        "--lora", "--num-generations", "2", "--batch-size", "2", "--micro-batch-size", "2",
+        "--max-new-tokens", "8", "--epochs", "50", "--save-steps", "100", "--logging-steps", "1",
+        "--report-to", "none", "--out", str(out),
+    ]  # fmt: skip
+
+    def run_with(*budget: str) -> dict:
+        result = CliRunner().invoke(app, [*args, *budget], standalone_mode=False)
+        assert result.exception is None, result.output
+        return json.loads((out / "run.json").read_text())
+
+    first = run_with("--max-generated-tokens", "20")
+    assert first["budget_reached"] and 20 <= first["generated_tokens"] <= 20 + 16 - 1
+    assert 2 <= first["global_step"] <= 20 and (out / f"checkpoint-{first['global_step']}").is_dir()
+    again = run_with("--max-generated-tokens", "20")
+    assert (again["global_step"], again["generated_tokens"]) == (first["global_step"], first["generated_tokens"])
+
+    rollouts = tmp_path / "rollouts"
+    rollouts.mkdir()
+    (rollouts / "summary.json").write_text(json.dumps({"completion_tokens": 60}))
+    more = run_with("--budget-from", str(rollouts))
+    assert more["budget_reached"] and 60 <= more["generated_tokens"] <= 60 + 16 - 1
+    assert more["global_step"] > first["global_step"] and more["max_generated_tokens"] == 60
+
+
+def test_a_budget_folder_without_a_token_count_is_named(tmp_path):
+    from mucode.training.grpo import generation_budget
+
+    with pytest.raises(FileNotFoundError, match="summary.json does not exist"):
+        generation_budget(GRPOTrainConfig(budget_from=str(tmp_path)))
+    (tmp_path / "summary.json").write_text(json.dumps({"trajectories": 3}))
+    with pytest.raises(ValueError, match="summary.json: field completion_tokens is None"):
+        generation_budget(GRPOTrainConfig(budget_from=str(tmp_path)))
+    with pytest.raises(ValueError, match="not both"):
+        GRPOTrainConfig(budget_from=str(tmp_path), max_generated_tokens=5)

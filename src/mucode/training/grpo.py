@@ -15,6 +15,13 @@ environments: the model must call the environment's methods as tools, while muco
 turns are plain user messages; a multi-turn GRPO baseline would need TRL's `rollout_func` hook
 and is not built.
 
+A generation budget (`max_generated_tokens`, or `budget_from` a rollout folder: its
+summary's `completion_tokens`, e.g. one µCode iteration's rollouts) stops training after the
+update in which the completions generated so far reach it, so that GRPO and the offline methods
+can be compared at the same number of sampled tokens; the count is kept in every checkpoint
+(trainer_state.json) and a resumed run goes on from it. The learning-rate schedule still follows
+`max_steps`/`epochs`, which bound the run as well: leave room for the budget.
+
 The output layout is `mucode generator train`'s (OUT/config.yaml, run.json, checkpoint-N,
 runs/, model/ — LoRA merged — and adapter/), and rerunning the same command resumes from the
 last checkpoint.
@@ -30,6 +37,7 @@ from mucode.episode import split_result
 from mucode.execution import Executor, Limits
 from mucode.extraction import extract_code
 from mucode.finetune import (
+    RESUMABLE_CHANGES,
     FinetuneConfig,
     Say,
     TrainResult,
@@ -71,9 +79,19 @@ class GRPOTrainConfig(FinetuneConfig):
     preamble: str = option(
         DEFAULT_PREAMBLE, "What runs before each program: none, problem, reference.", choices=PREAMBLES
     )
+    max_generated_tokens: int | None = option(
+        None, "Stop after the update in which the completions generated so far reach this many tokens."
+    )
+    budget_from: str | None = option(
+        None, "A rollout folder whose completion_tokens (summary.json) is the generation budget."
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.max_generated_tokens is not None and self.budget_from is not None:
+            raise ValueError("give max_generated_tokens or budget_from, not both")
+        if self.max_generated_tokens is not None and self.max_generated_tokens < 1:
+            raise ValueError(f"got max_generated_tokens={self.max_generated_tokens}; it must be >= 1")
         if self.max_new_tokens < 1:
             raise ValueError(f"got max_new_tokens={self.max_new_tokens}; it must be >= 1")
         if self.num_generations < 2:
@@ -87,18 +105,39 @@ class GRPOTrainConfig(FinetuneConfig):
             )
 
 
+def generation_budget(config: GRPOTrainConfig) -> int | None:
+    """The budget in completion tokens: max_generated_tokens, or the rollout folder's count."""
+    if config.budget_from is None:
+        return config.max_generated_tokens
+    import json
+    from pathlib import Path
+
+    summary = Path(config.budget_from) / "summary.json"
+    if not summary.is_file():
+        raise FileNotFoundError(f"budget_from: {summary} does not exist (a finished `mucode rollout` folder has one)")
+    tokens = json.loads(summary.read_text()).get("completion_tokens")
+    if not isinstance(tokens, int) or tokens < 1:
+        raise ValueError(f"{summary}: field completion_tokens is {tokens!r}; expected a positive token count")
+    return tokens
+
+
 class SandboxReward:
     """The reward functions of one run: `public` (1.0 iff the program passes the problem's public
     tests) and `correct` (public and private: logged only). Both read one sandbox run per
     completion against every test, kept for the call that comes next with the same completions."""
 
-    def __init__(self, problems: Sequence[Problem], executor: Executor, preamble: str) -> None:
+    def __init__(self, problems: Sequence[Problem], executor: Executor, preamble: str, budget: Any = None) -> None:
         self.problems = {p.id: p for p in problems}
+        self.budget = budget  # a budget.GenerationBudget: counts each generated batch's tokens (in `public`)
         self.executor = executor
         self.preamble = preamble
         self._last: tuple[tuple[tuple[str, str], ...], list[tuple[bool, bool]]] | None = None
 
-    def public(self, completions: list[Any], problem_id: list[str], **_: Any) -> list[float]:
+    def public(
+        self, completions: list[Any], problem_id: list[str], completion_ids: Any = None, **_: Any
+    ) -> list[float]:
+        if self.budget is not None and completion_ids is not None:
+            self.budget.count(completion_ids)
         return [float(public) for public, _ in self.verdicts(completions, problem_id)]
 
     def correct(self, completions: list[Any], problem_id: list[str], **_: Any) -> list[float]:
@@ -161,18 +200,22 @@ def train_grpo(
     checkpoints of the same config (see the module docstring)."""
     from trl import GRPOTrainer
 
+    from mucode.training.budget import GenerationBudget
+
     _, problems = load_selected_problems(config.problems, config.problems_path, config.limit, config.seed)
+    budget = GenerationBudget(generation_budget(config))
     run = start_run(
         config,
         lambda processes: grpo_arguments(config, processes, progress),
         kind="GRPO generator",
         overwrite=overwrite,
         say=say,
+        resumable=RESUMABLE_CHANGES | {"max_generated_tokens", "budget_from"},
     )
     run.save_config(config)
     model, tokenizer = load_generator(config.model, dtype=config.dtype)
     with Executor(workers=config.workers, limits=Limits(timeout_s=config.timeout_s)) as executor:
-        reward = SandboxReward(problems, executor, config.preamble)
+        reward = SandboxReward(problems, executor, config.preamble, budget)
         trainer = GRPOTrainer(
             model=model,
             reward_funcs=[reward.public, reward.correct],
@@ -180,10 +223,14 @@ def train_grpo(
             train_dataset=prompt_dataset(problems),
             processing_class=tokenizer,
             peft_config=lora_config(config, "CAUSAL_LM") if config.finetune == "lora" else None,
+            callbacks=[budget],
         )
         completions = len(problems) * config.num_generations
         what = f"{len(problems)} problems x {config.num_generations} completions"
         run.say_setup(config, config.model, trainer, completions, what)
+        spent = budget.spent_in(run.out)
+        if spent is not None:
+            trainer.args.max_steps = spent  # the budget was reached there: resume that state, train no further
         output, last = train_resuming(trainer, run)
     model_dir = save_final(
         trainer, run.out, run.state, finetune=config.finetune, base=config.model, dtype=config.dtype
@@ -193,7 +240,15 @@ def train_grpo(
         model_dir, output.global_step, float(output.training_loss), run.seconds(), last, len(problems), losses
     )
     problem_ids = [p.id for p in problems]
-    details = {"problems": problem_ids, "rewards": _reward_history(trainer), "losses": losses}
+    details = {
+        "problems": problem_ids, "rewards": _reward_history(trainer), "losses": losses,
+        "generated_tokens": budget.generated, "max_generated_tokens": budget.budget, "budget_reached": budget.reached,
+    }  # fmt: skip
+    if budget.budget is not None and not budget.reached:
+        (say or print)(
+            f"the generation budget was not reached: {budget.generated:,} of {budget.budget:,} tokens when "
+            "max_steps/epochs ended the run"
+        )
     return run.finish(config, result, base_model=config.model, finetune=config.finetune, **details)
 
 
@@ -207,4 +262,4 @@ def _reward_history(trainer: Any) -> list[dict[str, float]]:
     ]
 
 
-__all__ = ["GRPOTrainConfig", "SandboxReward", "prompt_dataset", "train_grpo"]
+__all__ = ["GRPOTrainConfig", "SandboxReward", "generation_budget", "prompt_dataset", "train_grpo"]
