@@ -113,3 +113,16 @@ def test_a_budget_folder_without_a_token_count_is_named(tmp_path):
         generation_budget(GRPOTrainConfig(budget_from=str(tmp_path)))
     with pytest.raises(ValueError, match="not both"):
         GRPOTrainConfig(budget_from=str(tmp_path), max_generated_tokens=5)
+
+
+def test_the_budget_example_reads_the_replications_iteration_0_token_count():
+    from pathlib import Path
+
+    from mucode.config import load_config
+    from mucode.training.grpo import generation_budget
+
+    root = Path(__file__).resolve().parent.parent
+    config = load_config(GRPOTrainConfig, root / "examples" / "grpo-budget.yaml")
+    config.budget_from = str(root / config.budget_from)
+    summary = json.loads((root / "replication" / "iter0-rollouts" / "summary.json").read_text())
+    assert generation_budget(config) == summary["completion_tokens"] == 1_105_374
