@@ -4,11 +4,15 @@ every checkpoint (trainer_state.json's stateful_callbacks) and read back when a 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Sequence
 
+from accelerate import PartialState
+from accelerate.utils import gather_object
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
+from transformers.trainer_utils import get_last_checkpoint
 
 
 class GenerationBudget(TrainerCallback, ExportableState):
@@ -22,11 +26,7 @@ class GenerationBudget(TrainerCallback, ExportableState):
 
     def count(self, completion_ids: Sequence[Sequence[int]]) -> None:
         local = sum(len(ids) for ids in completion_ids)
-        from accelerate import PartialState
-
         if PartialState().num_processes > 1:
-            from accelerate.utils import gather_object
-
             local = sum(gather_object([local]))
         self.generated += local
 
@@ -45,10 +45,6 @@ class GenerationBudget(TrainerCallback, ExportableState):
     def spent_in(self, out: Path) -> int | None:
         """The global step of OUT's last checkpoint if the count saved there reached the budget
         (then a rerun must train no further: pass it as max_steps), else None."""
-        import json
-
-        from transformers.trainer_utils import get_last_checkpoint
-
         last = get_last_checkpoint(str(out)) if out.is_dir() else None
         if last is None or self.budget is None:
             return None

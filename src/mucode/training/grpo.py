@@ -245,7 +245,7 @@ def train_grpo(
         "generated_tokens": budget.generated, "max_generated_tokens": budget.budget, "budget_reached": budget.reached,
     }  # fmt: skip
     if budget.budget is not None and not budget.reached:
-        (say or print)(
+        run.say(
             f"the generation budget was not reached: {budget.generated:,} of {budget.budget:,} tokens when "
             "max_steps/epochs ended the run"
         )
