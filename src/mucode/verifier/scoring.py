@@ -124,14 +124,19 @@ class VerifierScorer:
         self._forward(sequences, sorted(todo, key=lambda i: len(sequences[i]), reverse=True), scores)
         return scores
 
+    def _head_weight(self) -> Any:
+        """The linear head's weight (D,) in float32, applied to cached backbone features."""
+        from mucode.verifier.model import head
+
+        return head(self.model).weight.detach().float().cpu()[0]
+
     def _through_features(self, sequences: Sequence[Sequence[int]]) -> list[float]:
         """The head applied to each sequence's backbone feature; missing ones are encoded and kept."""
         from mucode.verifier.head import extract_features
-        from mucode.verifier.model import head
 
         if not sequences:
             return []
-        weight = head(self.model).weight.detach().float().cpu()[0]  # (D,)
+        weight = self._head_weight()
         features = extract_features(
             self.model, sequences, self.features, pad_id=self.tokenizer.pad_token_id,
             batch_size=self.batch_size, progress=self.progress,
@@ -141,9 +146,8 @@ class VerifierScorer:
     def _from_features(self, sequences: Sequence[Sequence[int]], scores: list[float]) -> list[int]:
         """Fill the scores of sequences with a cached feature; return the indices of the others."""
         from mucode.verifier.head import sequence_key
-        from mucode.verifier.model import head
 
-        weight = head(self.model).weight.detach().float().cpu()[0]  # (D,)
+        weight = self._head_weight()
         todo = []
         for i, seq in enumerate(sequences):
             key = sequence_key(seq)
